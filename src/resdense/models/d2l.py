@@ -1,0 +1,158 @@
+"""The networks of d2l's "Modern CNNs" chapter (sections 8.6 and 8.7), exactly as the book builds them.
+
+``Residual``, ``resnet_block``, ``conv_block``, ``DenseBlock`` and ``transition_block`` keep the book's names
+and arguments. The two networks are ``nn.Sequential`` subclasses with the book's children in the book's
+order, so a state dict saved from the book's ``net`` loads here as it is (``strict=True``) and gives the same
+outputs, while the models still keep the resdense contract (``forward_features`` / ``forward_head``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._contract import ModelConfig, ModelContract, new_classifier
+
+# d2l feeds Fashion-MNIST resized to 96x96 and does not normalise it.
+D2L_CFG = ModelConfig(input_size=(1, 96, 96), mean=(0.0,), std=(1.0,), num_classes=10)
+
+
+class Residual(nn.Module):
+    """d2l's residual block: two 3x3 conv-BN pairs, an optional 1x1 projection on the shortcut."""
+
+    def __init__(self, input_channels: int, num_channels: int, use_1x1conv: bool = False, strides: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(input_channels, num_channels, kernel_size=3, padding=1, stride=strides)
+        self.conv2 = nn.Conv2d(num_channels, num_channels, kernel_size=3, padding=1)
+        self.conv3 = (
+            nn.Conv2d(input_channels, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
+        )
+        self.bn1 = nn.BatchNorm2d(num_channels)
+        self.bn2 = nn.BatchNorm2d(num_channels)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        Y = F.relu(self.bn1(self.conv1(X)))
+        Y = self.bn2(self.conv2(Y))
+        if self.conv3 is not None:
+            X = self.conv3(X)
+        return F.relu(Y + X)
+
+
+def resnet_block(
+    input_channels: int, num_channels: int, num_residuals: int, first_block: bool = False
+) -> list[nn.Module]:
+    """A stage of ``num_residuals`` blocks; all but the first stage halve height and width up front."""
+    blk: list[nn.Module] = []
+    for i in range(num_residuals):
+        if i == 0 and not first_block:
+            blk.append(Residual(input_channels, num_channels, use_1x1conv=True, strides=2))
+        else:
+            blk.append(Residual(num_channels, num_channels))
+    return blk
+
+
+def conv_block(input_channels: int, num_channels: int) -> nn.Sequential:
+    """d2l's DenseNet unit: BN -> ReLU -> 3x3 conv (pre-activation order)."""
+    return nn.Sequential(
+        nn.BatchNorm2d(input_channels),
+        nn.ReLU(),
+        nn.Conv2d(input_channels, num_channels, kernel_size=3, padding=1),
+    )
+
+
+class DenseBlock(nn.Module):
+    """``num_convs`` conv blocks; each one's output is concatenated to its input along the channels."""
+
+    def __init__(self, num_convs: int, input_channels: int, num_channels: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            *(conv_block(num_channels * i + input_channels, num_channels) for i in range(num_convs))
+        )
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        for blk in self.net:
+            X = torch.cat((X, blk(X)), dim=1)
+        return X
+
+
+def transition_block(input_channels: int, num_channels: int) -> nn.Sequential:
+    """Shrinks a dense block's output: 1x1 conv to ``num_channels``, then 2x2 average pooling."""
+    return nn.Sequential(
+        nn.BatchNorm2d(input_channels),
+        nn.ReLU(),
+        nn.Conv2d(input_channels, num_channels, kernel_size=1),
+        nn.AvgPool2d(kernel_size=2, stride=2),
+    )
+
+
+def _stem(in_chans: int) -> nn.Sequential:
+    """The first module ``b1`` shared by both networks: 7x7/2 conv, BN, ReLU, 3x3/2 max pool."""
+    return nn.Sequential(
+        nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+    )
+
+
+class D2LNet(ModelContract, nn.Sequential):
+    """The book's ``net = nn.Sequential(...)``; the last three children are always pool, flatten, linear."""
+
+    def __init__(self, *layers: nn.Module, cfg: ModelConfig):
+        super().__init__(*layers)
+        self.default_cfg = cfg
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in list(self)[:-3]:
+            x = layer(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        pool, flatten, fc = list(self)[-3:]
+        x = flatten(pool(x))
+        return x if pre_logits else fc(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self[-1] = new_classifier(self.num_features, num_classes)
+
+
+def d2l_resnet18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
+    """d2l's ResNet-18 (section 8.6): 11,178,378 parameters for 1 channel and 10 classes."""
+    b1 = _stem(in_chans)
+    b2 = nn.Sequential(*resnet_block(64, 64, 2, first_block=True))
+    b3 = nn.Sequential(*resnet_block(64, 128, 2))
+    b4 = nn.Sequential(*resnet_block(128, 256, 2))
+    b5 = nn.Sequential(*resnet_block(256, 512, 2))
+    return D2LNet(
+        b1, b2, b3, b4, b5,
+        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(512, num_classes),
+        cfg=D2L_CFG.for_channels(in_chans),
+    )  # fmt: skip
+
+
+def d2l_densenet(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 1,
+    growth_rate: int = 32,
+    num_convs_in_dense_blocks: tuple[int, ...] = (4, 4, 4, 4),
+) -> D2LNet:
+    """d2l's DenseNet (section 8.7): 758,226 parameters for 1 channel and 10 classes."""
+    num_channels = 64  # channels entering the next block
+    blks: list[nn.Module] = []
+    for i, num_convs in enumerate(num_convs_in_dense_blocks):
+        blks.append(DenseBlock(num_convs, num_channels, growth_rate))
+        num_channels += num_convs * growth_rate
+        if i != len(num_convs_in_dense_blocks) - 1:
+            # a transition between dense blocks halves the channels
+            blks.append(transition_block(num_channels, num_channels // 2))
+            num_channels = num_channels // 2
+    return D2LNet(
+        _stem(in_chans), *blks, nn.BatchNorm2d(num_channels), nn.ReLU(),
+        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(num_channels, num_classes),
+        cfg=D2L_CFG.for_channels(in_chans),
+    )  # fmt: skip

@@ -1,0 +1,197 @@
+"""Densely connected networks: DenseNet-121/161/169/201 (Huang et al. 2017) and the paper's DenseNet-BC for
+32x32 images.
+
+The structure is d2l's (``DenseBlock`` of conv blocks, ``transition_block`` between them) with the paper's
+"BC" refinements: each conv block is a bottleneck (BN-ReLU-1x1 conv to ``bn_size * growth_rate`` channels,
+then BN-ReLU-3x3 conv to ``growth_rate``) and each transition halves the channels. Module names follow
+torchvision, so its state dicts load with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from ._contract import CIFAR_MEAN, CIFAR_STD, ModelConfig, ModelContract, new_classifier
+
+
+class DenseLayer(nn.Module):
+    """One bottleneck conv block; takes the list of all earlier feature maps, returns ``growth_rate`` new ones."""
+
+    def __init__(
+        self, num_input_features: int, growth_rate: int, bn_size: int, drop_rate: float, memory_efficient: bool
+    ):
+        super().__init__()
+        self.norm1 = nn.BatchNorm2d(num_input_features)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(num_input_features, bn_size * growth_rate, kernel_size=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False)
+        self.drop_rate = float(drop_rate)
+        self.memory_efficient = memory_efficient
+        self._replaying = False
+
+    def bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
+        return self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
+
+    def _checkpointed_bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
+        x = torch.cat(features, 1)
+        if self._replaying:
+            # The backward pass replays this function; batch statistics must be the same as in the
+            # forward pass, but the running averages must not be updated a second time (momentum 0).
+            n = self.norm1
+            x = F.batch_norm(x, n.running_mean, n.running_var, n.weight, n.bias, n.training, 0.0, n.eps)
+        else:
+            x = self.norm1(x)
+            self._replaying = True
+        return self.conv1(self.relu1(x))
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        if self.memory_efficient and any(f.requires_grad for f in features):
+            # The concatenation and its BN-ReLU grow quadratically with depth; recomputing them in the
+            # backward pass instead of storing them is what makes deep DenseNets fit (Pleiss et al. 2017).
+            self._replaying = False
+            out = checkpoint(self._checkpointed_bottleneck, *features, use_reentrant=False)
+        else:
+            out = self.bottleneck(*features)
+        out = self.conv2(self.relu2(self.norm2(out)))
+        if self.drop_rate > 0:
+            out = F.dropout(out, p=self.drop_rate, training=self.training)
+        return out
+
+
+class DenseBlock(nn.ModuleDict):
+    """``num_layers`` dense layers, each fed the concatenation of the block input and all earlier outputs."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_input_features: int,
+        bn_size: int,
+        growth_rate: int,
+        drop_rate: float,
+        memory_efficient: bool = False,
+    ):
+        super().__init__()
+        for i in range(num_layers):
+            layer = DenseLayer(
+                num_input_features + i * growth_rate, growth_rate, bn_size, drop_rate, memory_efficient
+            )
+            self.add_module(f"denselayer{i + 1}", layer)
+
+    def forward(self, init_features: torch.Tensor) -> torch.Tensor:
+        features = [init_features]
+        for layer in self.values():
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class Transition(nn.Sequential):
+    """d2l's ``transition_block`` without the conv bias: BN, ReLU, 1x1 conv, 2x2 average pool."""
+
+    def __init__(self, num_input_features: int, num_output_features: int):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(num_input_features)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv = nn.Conv2d(num_input_features, num_output_features, kernel_size=1, bias=False)
+        self.pool = nn.AvgPool2d(kernel_size=2, stride=2)
+
+
+class DenseNet(ModelContract, nn.Module):
+    """Stem, dense blocks joined by compressing transitions, final BN-ReLU, global pool, linear classifier.
+
+    ``stem="imagenet"`` is the 7x7/2 conv, BN, ReLU and 3x3/2 max pool; ``stem="cifar"`` a single 3x3 conv.
+    ``compression`` is the paper's theta (0.5 for the BC models).
+    """
+
+    def __init__(
+        self,
+        growth_rate: int = 32,
+        block_config: Sequence[int] = (6, 12, 24, 16),
+        num_init_features: int = 64,
+        *,
+        bn_size: int = 4,
+        compression: float = 0.5,
+        drop_rate: float = 0.0,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        memory_efficient: bool = False,
+        stem: str = "imagenet",
+        cfg: ModelConfig | None = None,
+    ):
+        super().__init__()
+        if stem == "imagenet":
+            layers = [
+                ("conv0", nn.Conv2d(in_chans, num_init_features, 7, stride=2, padding=3, bias=False)),
+                ("norm0", nn.BatchNorm2d(num_init_features)),
+                ("relu0", nn.ReLU(inplace=True)),
+                ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),
+            ]
+        elif stem == "cifar":
+            layers = [("conv0", nn.Conv2d(in_chans, num_init_features, 3, padding=1, bias=False))]
+        else:
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        self.features = nn.Sequential(OrderedDict(layers))
+        num_features = num_init_features
+        for i, num_layers in enumerate(block_config):
+            block = DenseBlock(num_layers, num_features, bn_size, growth_rate, drop_rate, memory_efficient)
+            self.features.add_module(f"denseblock{i + 1}", block)
+            num_features += num_layers * growth_rate
+            if i != len(block_config) - 1:
+                out_features = int(num_features * compression)
+                self.features.add_module(f"transition{i + 1}", Transition(num_features, out_features))
+                num_features = out_features
+        self.features.add_module(f"norm{len(block_config) + 1}", nn.BatchNorm2d(num_features))
+        self.classifier = new_classifier(num_features, num_classes)
+        self.default_cfg = (cfg or ModelConfig()).for_channels(in_chans)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.features(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1)
+        return x if pre_logits else self.classifier(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier = new_classifier(self.num_features, num_classes)
+
+
+def densenet121(**kwargs) -> DenseNet:
+    return DenseNet(32, (6, 12, 24, 16), 64, **kwargs)
+
+
+def densenet161(**kwargs) -> DenseNet:
+    return DenseNet(48, (6, 12, 36, 24), 96, **kwargs)
+
+
+def densenet169(**kwargs) -> DenseNet:
+    return DenseNet(32, (6, 12, 32, 32), 64, **kwargs)
+
+
+def densenet201(**kwargs) -> DenseNet:
+    return DenseNet(32, (6, 12, 48, 32), 64, **kwargs)
+
+
+def densenet_bc_100(**kwargs) -> DenseNet:
+    """Huang et al. 2017's DenseNet-BC (L=100, k=12) for 32x32 images: three blocks of 16 bottleneck layers."""
+    kwargs.setdefault("num_classes", 10)
+    cfg = ModelConfig(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
+    return DenseNet(12, (16, 16, 16), 24, stem="cifar", cfg=cfg, **kwargs)

@@ -1,0 +1,87 @@
+"""Name -> builder registry, in the manner of timm's ``create_model`` / ``list_models``."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from . import d2l, densenet, resnet
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str
+    source: str  # where the architecture comes from
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register(name: str, builder: Callable[..., nn.Module], family: str, source: str) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = ModelInfo(name, builder, family, source)
+
+
+class UnknownModelError(KeyError):
+    """A model name that is not registered; the message lists the closest names."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+for _name, _src in [
+    ("d2l_resnet18", "d2l 8.6"),
+    ("d2l_densenet", "d2l 8.7"),
+]:
+    register(_name, getattr(d2l, _name), "d2l", _src)
+for _name in [
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2",
+]:  # fmt: skip
+    register(_name, getattr(resnet, _name), "resnet", "torchvision")
+for _name in ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]:
+    register(_name, getattr(resnet, _name), "resnet", "He et al. 2015 (CIFAR)")
+register("preact_resnet18", resnet.preact_resnet18, "resnet", "He et al. 2016 (pre-activation)")
+for _name in ["densenet121", "densenet161", "densenet169", "densenet201"]:
+    register(_name, getattr(densenet, _name), "densenet", "torchvision")
+register("densenet_bc_100", densenet.densenet_bc_100, "densenet", "Huang et al. 2017 (CIFAR, BC, k=12)")
+
+
+def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, optionally of one family."""
+    return [
+        n
+        for n, info in _REGISTRY.items()
+        if fnmatch.fnmatch(n, pattern) and (family is None or info.family == family)
+    ]
+
+
+def get_model_info(name: str) -> ModelInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=4, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `resdense list`"
+        raise UnknownModelError(f"unknown model {name!r}{hint}") from None
+
+
+def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None, **options) -> nn.Module:
+    """Build a registered model. ``num_classes``/``in_chans`` default to the model's own (e.g. 1000 and 3
+    for the ImageNet models, 10 and 1 for the d2l ones); other keyword options go to the family's class
+    (``zero_init_residual``, ``memory_efficient``, ``drop_rate``, ...)."""
+    info = get_model_info(name)
+    if num_classes is not None:
+        options["num_classes"] = num_classes
+    if in_chans is not None:
+        options["in_chans"] = in_chans
+    try:
+        return info.builder(**options)
+    except TypeError as e:
+        raise TypeError(f"{name}: {e}") from None

@@ -1,0 +1,332 @@
+"""Residual networks: ResNet-18..152, ResNeXt, Wide ResNet (He et al. 2015; Xie et al. 2017; Zagoruyko and
+Komodakis 2016), the papers' CIFAR ResNets (He et al. 2015, section 4.2) and the pre-activation ResNet
+(He et al. 2016).
+
+One class, ``ResNet``, builds them all. For the ImageNet models the module names follow torchvision, so its
+state dicts load with ``strict=True``. The block is d2l's ``Residual`` grown up: the same two-branch sum,
+with a bottleneck variant for the deep nets and a pre-activation variant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ._contract import CIFAR_MEAN, CIFAR_STD, ModelConfig, ModelContract, new_classifier
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(
+        in_planes, out_planes, 3, stride=stride, padding=dilation, groups=groups, bias=False, dilation=dilation
+    )
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with batch norm, plus the shortcut: d2l's ``Residual`` without conv biases."""
+
+    expansion = 1
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+    ):
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (grouped for ResNeXt, wider for Wide ResNet), 1x1 expand; stride on the 3x3 (v1.5)."""
+
+    expansion = 4
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+    ):
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups
+        self.conv1 = conv1x1(inplanes, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride, groups)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.bn3.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class PreActBlock(nn.Module):
+    """He et al. 2016: BN -> ReLU -> conv, twice; the shortcut carries the un-normalised signal."""
+
+    expansion = 1
+    preact = True
+
+    def __init__(
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+    ):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def zero_init_last(self) -> None:
+        nn.init.zeros_(self.conv2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        # a projection shortcut sees the pre-activated input, as in the paper's Fig. 4(e)
+        identity = x if self.downsample is None else self.downsample(out)
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + identity
+
+
+class PadShortcut(nn.Module):
+    """The CIFAR paper's option A shortcut: subsample, then pad the new channels with zeros (no parameters)."""
+
+    def __init__(self, stride: int, extra_channels: int):
+        super().__init__()
+        self.stride = stride
+        self.extra_channels = extra_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        half = self.extra_channels // 2
+        return F.pad(x, (0, 0, 0, 0, half, self.extra_channels - half))
+
+
+class ResNet(ModelContract, nn.Module):
+    """Stem, stages of residual blocks, global average pool, linear classifier.
+
+    ``stem="imagenet"`` is the 7x7/2 conv and 3x3/2 max pool of the ImageNet models (d2l's ``b1``, without
+    conv bias); ``stem="cifar"`` is a single 3x3 conv for 32x32 images. ``shortcut="A"`` uses parameter-free
+    zero-padding shortcuts (the CIFAR paper), ``"B"`` 1x1 projections (torchvision).
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck | PreActBlock],
+        layers: Sequence[int],
+        *,
+        num_classes: int = 1000,
+        in_chans: int = 3,
+        widths: Sequence[int] = (64, 128, 256, 512),
+        stem: str = "imagenet",
+        shortcut: str = "B",
+        groups: int = 1,
+        width_per_group: int = 64,
+        zero_init_residual: bool = False,
+        drop_rate: float = 0.0,
+        cfg: ModelConfig | None = None,
+    ):
+        super().__init__()
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        if len(widths) != len(layers):
+            raise ValueError("widths and layers must have the same length")
+        self.groups = groups
+        self.base_width = width_per_group
+        self.shortcut = shortcut
+        self.drop_rate = drop_rate
+        self.preact = getattr(block, "preact", False)
+        self.inplanes = widths[0]
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = conv3x3(in_chans, self.inplanes)
+        # A pre-activation net normalises inside its blocks, so its stem is the bare conv.
+        self.bn1 = nn.Identity() if self.preact else nn.BatchNorm2d(self.inplanes)
+        self.relu = nn.Identity() if self.preact else nn.ReLU(inplace=True)
+        self.maxpool = (
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+        )
+        for i, (width, n) in enumerate(zip(widths, layers)):
+            setattr(self, f"layer{i + 1}", self._make_layer(block, width, n, stride=1 if i == 0 else 2))
+        self.num_stages = len(layers)
+        self.final_norm = nn.BatchNorm2d(self.inplanes) if self.preact else nn.Identity()
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = new_classifier(self.inplanes, num_classes)
+        self.default_cfg = (cfg or ModelConfig()).for_channels(in_chans)
+
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            # each block then starts as the identity, which helps large-batch training (Goyal et al. 2017)
+            for m in self.modules():
+                if hasattr(m, "zero_init_last"):
+                    m.zero_init_last()
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        out = planes * block.expansion
+        if stride != 1 or self.inplanes != out:
+            if self.shortcut == "A":
+                downsample = PadShortcut(stride, out - self.inplanes)
+            elif self.preact:
+                downsample = nn.Sequential(conv1x1(self.inplanes, out, stride))
+            else:
+                downsample = nn.Sequential(conv1x1(self.inplanes, out, stride), nn.BatchNorm2d(out))
+        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
+        self.inplanes = out
+        layers += [block(out, planes, groups=self.groups, base_width=self.base_width) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for i in range(self.num_stages):
+            x = getattr(self, f"layer{i + 1}")(x)
+        if self.preact:
+            x = F.relu(self.final_norm(x))
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)
+        if self.drop_rate > 0:
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.fc(x)
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = new_classifier(self.num_features, num_classes)
+
+
+# --- ImageNet models (torchvision names and state dicts) ---------------------------------------------
+
+
+def resnet18(**kwargs) -> ResNet:
+    return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
+
+
+def resnet34(**kwargs) -> ResNet:
+    return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
+
+
+def resnet50(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
+
+
+def resnet101(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
+
+
+def resnet152(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
+
+
+def resnext50_32x4d(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
+
+
+def resnext101_32x8d(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
+
+
+def wide_resnet50_2(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=128, **kwargs)
+
+
+def wide_resnet101_2(**kwargs) -> ResNet:
+    return ResNet(Bottleneck, [3, 4, 23, 3], width_per_group=128, **kwargs)
+
+
+# --- The papers' small-image models --------------------------------------------------------------------
+
+CIFAR_CFG = ModelConfig(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
+
+
+def cifar_resnet(depth: int, **kwargs) -> ResNet:
+    """He et al. 2015, section 4.2: 6n+2 layers, stages of 16/32/64 channels, option A shortcuts."""
+    if (depth - 2) % 6:
+        raise ValueError(f"a CIFAR ResNet has depth 6n+2, got {depth}")
+    n = (depth - 2) // 6
+    kwargs.setdefault("num_classes", 10)
+    kwargs.setdefault("shortcut", "A")
+    return ResNet(BasicBlock, [n, n, n], widths=(16, 32, 64), stem="cifar", cfg=CIFAR_CFG, **kwargs)
+
+
+def resnet20(**kwargs) -> ResNet:
+    return cifar_resnet(20, **kwargs)
+
+
+def resnet32(**kwargs) -> ResNet:
+    return cifar_resnet(32, **kwargs)
+
+
+def resnet44(**kwargs) -> ResNet:
+    return cifar_resnet(44, **kwargs)
+
+
+def resnet56(**kwargs) -> ResNet:
+    return cifar_resnet(56, **kwargs)
+
+
+def resnet110(**kwargs) -> ResNet:
+    return cifar_resnet(110, **kwargs)
+
+
+def preact_resnet18(**kwargs) -> ResNet:
+    """He et al. 2016's pre-activation ResNet-18 for 32x32 images (3x3 stem, no max pool)."""
+    kwargs.setdefault("num_classes", 10)
+    return ResNet(PreActBlock, [2, 2, 2, 2], stem="cifar", cfg=CIFAR_CFG, **kwargs)
