@@ -24,7 +24,12 @@ class DenseLayer(nn.Module):
     """One bottleneck conv block; takes the list of all earlier feature maps, returns ``growth_rate`` new ones."""
 
     def __init__(
-        self, num_input_features: int, growth_rate: int, bn_size: int, drop_rate: float, memory_efficient: bool
+        self,
+        num_input_features: int,
+        growth_rate: int,
+        bn_size: int,
+        drop_rate: float,
+        memory_efficient: bool,
     ):
         super().__init__()
         self.norm1 = nn.BatchNorm2d(num_input_features)

@@ -72,7 +72,9 @@ def get_model_info(name: str) -> ModelInfo:
         raise UnknownModelError(f"unknown model {name!r}{hint}") from None
 
 
-def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None, **options) -> nn.Module:
+def create_model(
+    name: str, *, num_classes: int | None = None, in_chans: int | None = None, **options
+) -> nn.Module:
     """Build a registered model. ``num_classes``/``in_chans`` default to the model's own (e.g. 1000 and 3
     for the ImageNet models, 10 and 1 for the d2l ones); other keyword options go to the family's class
     (``zero_init_residual``, ``memory_efficient``, ``drop_rate``, ...)."""

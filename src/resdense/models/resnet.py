@@ -18,9 +18,18 @@ from torch.nn import functional as F
 from ._contract import CIFAR_MEAN, CIFAR_STD, ModelConfig, ModelContract, new_classifier
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
+def conv3x3(
+    in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1
+) -> nn.Conv2d:
     return nn.Conv2d(
-        in_planes, out_planes, 3, stride=stride, padding=dilation, groups=groups, bias=False, dilation=dilation
+        in_planes,
+        out_planes,
+        3,
+        stride=stride,
+        padding=dilation,
+        groups=groups,
+        bias=False,
+        dilation=dilation,
     )
 
 
@@ -228,7 +237,9 @@ class ResNet(ModelContract, nn.Module):
                 downsample = nn.Sequential(conv1x1(self.inplanes, out, stride), nn.BatchNorm2d(out))
         layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width)]
         self.inplanes = out
-        layers += [block(out, planes, groups=self.groups, base_width=self.base_width) for _ in range(1, blocks)]
+        layers += [
+            block(out, planes, groups=self.groups, base_width=self.base_width) for _ in range(1, blocks)
+        ]
         return nn.Sequential(*layers)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

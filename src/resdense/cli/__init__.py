@@ -1,0 +1,53 @@
+"""The ``resdense`` command. Each sub-command lives in its own module and registers itself here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import UserError
+from . import models as _models
+
+# Each module exposes add_parser(subparsers); the parser's ``func`` runs the command.
+COMMAND_MODULES = [_models]
+
+
+def _optional_modules():
+    # imported lazily by name so that a missing optional module does not break the others
+    import importlib
+
+    mods = []
+    for name in ("train", "evaluate", "predict", "compare", "export"):
+        try:
+            mods.append(importlib.import_module(f"{__name__}.{name}"))
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    return mods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resdense",
+        description="ResNet and DenseNet models: inspect, train, evaluate, predict, compare, export.",
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"resdense {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for mod in COMMAND_MODULES + _optional_modules():
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"resdense {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"resdense {args.command}: interrupted", file=sys.stderr)
+        return 130

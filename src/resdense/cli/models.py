@@ -1,0 +1,89 @@
+"""``resdense list`` and ``resdense inspect``."""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import UserError
+from ..models import create_model, list_models
+from ..models.registry import UnknownModelError, get_model_info
+from ..models.summary import InputTooSmallError, count_params, summarize
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("list", help="list the models with their parameter counts")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_list)
+
+    p = sub.add_parser("inspect", help="layer-by-layer output shapes, parameters and MACs of a model")
+    p.add_argument("model", help="registered model name (see `resdense list`)")
+    p.add_argument(
+        "--input-size", nargs=3, type=int, metavar=("C", "H", "W"), help="default: the model's own"
+    )
+    p.add_argument("--depth", type=int, default=1, help="module depth to list (1 = direct children)")
+    p.add_argument("--num-classes", type=int, help="classifier size (default: the model's own)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run_inspect)
+
+
+def _build(name: str, **kwargs):
+    try:
+        return create_model(name, **kwargs)
+    except UnknownModelError as e:
+        raise UserError(str(e)) from None
+
+
+def run_list(args) -> int:
+    rows = []
+    for name in list_models(args.pattern):
+        info = get_model_info(name)
+        model = create_model(name)
+        rows.append({
+            "name": name,
+            "family": info.family,
+            "params": count_params(model),
+            "input_size": list(model.default_cfg.input_size),
+            "source": info.source,
+        })  # fmt: skip
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        raise UserError(f"no model matches {args.pattern!r}")
+    w = max(len(r["name"]) for r in rows)
+    print(f"{'model':<{w}}  {'params':>12}  {'input':<13}  source")
+    for r in rows:
+        size = "x".join(map(str, r["input_size"]))
+        print(f"{r['name']:<{w}}  {r['params']:>12,}  {size:<13}  {r['source']}")
+    return 0
+
+
+def run_inspect(args) -> int:
+    if args.depth < 1:
+        raise UserError(f"--depth must be at least 1, got {args.depth}")
+    kwargs = {}
+    if args.input_size:
+        c, h, w = args.input_size
+        if min(c, h, w) < 1:
+            raise UserError(f"--input-size must be positive, got {c} {h} {w}")
+        kwargs["in_chans"] = c
+    if args.num_classes is not None:
+        kwargs["num_classes"] = args.num_classes
+    model = _build(args.model, **kwargs)
+    try:
+        s = summarize(model, tuple(args.input_size) if args.input_size else None, args.depth, name=args.model)
+    except InputTooSmallError as e:
+        raise UserError(str(e)) from None
+    if args.json:
+        d = s.to_json()
+        print(json.dumps({
+            "model": d["model"],
+            "input_size": d["input_size"],
+            "layers": [{k: row[k] for k in ("name", "type", "output_shape", "params", "macs")} for row in d["layers"]],
+            "total_params": d["total_params"],
+            "macs": d["macs"],
+        }, indent=2))  # fmt: skip
+    else:
+        print(s.table())
+    return 0

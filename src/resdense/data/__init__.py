@@ -1,0 +1,1 @@
+"""Data: whole data sets held in memory as uint8 tensors, and batched tensor transforms."""

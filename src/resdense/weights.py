@@ -1,0 +1,91 @@
+"""Trained models on disk: ``model.safetensors`` holds the weights and, in its metadata, everything needed to
+rebuild and feed the model (registry name, builder options, preprocessing, class names). A run folder holds
+one; ``load_trained`` accepts either.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .data.transforms import Preprocess
+from .errors import UserError
+from .models import create_model
+from .utils.io import atomic_path
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class ModelSpec:
+    """What a trained model is: how to build it, how to feed it, what its outputs mean."""
+
+    model: str
+    options: dict  # keyword options for create_model (num_classes, in_chans, ...)
+    preprocess: Preprocess
+    classes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "options": self.options,
+            "preprocess": self.preprocess.to_dict(),
+            "classes": self.classes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        return cls(d["model"], dict(d["options"]), Preprocess.from_dict(d["preprocess"]), list(d["classes"]))
+
+    def build(self) -> nn.Module:
+        return create_model(self.model, **self.options)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DDP / torch.compile wrappers, whose state-dict names are the stable ones."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def save_trained(path: str | Path, model: nn.Module, spec: ModelSpec) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"resdense": json.dumps(spec.to_dict())})
+
+
+def resolve_weights(path: str | Path) -> Path:
+    """A run folder or a weights file -> the weights file; a one-line UserError when there is none."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / WEIGHTS_NAME
+        if not p.exists():
+            raise UserError(f"{path}: no {WEIGHTS_NAME} in this folder (is it a finished resdense run?)")
+    elif not p.exists():
+        raise UserError(f"{path}: no such run folder or weights file")
+    return p
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """Rebuild a trained model (in eval mode) from a run folder or a ``.safetensors`` file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    p = resolve_weights(path)
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(p), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{p}: not a readable safetensors file ({e})") from None
+    if "resdense" not in meta:
+        raise UserError(f"{p}: no resdense metadata; it was not saved by resdense")
+    spec = ModelSpec.from_dict(json.loads(meta["resdense"]))
+    model = spec.build()
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), spec
