@@ -28,6 +28,7 @@ class ModelSpec:
     options: dict  # keyword options for create_model (num_classes, in_chans, ...)
     preprocess: Preprocess
     classes: list[str] = field(default_factory=list)
+    tta_flip: bool = False  # average the logits of each image and its mirror image
 
     def to_dict(self) -> dict:
         return {
@@ -35,11 +36,18 @@ class ModelSpec:
             "options": self.options,
             "preprocess": self.preprocess.to_dict(),
             "classes": self.classes,
+            "tta_flip": self.tta_flip,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
-        return cls(d["model"], dict(d["options"]), Preprocess.from_dict(d["preprocess"]), list(d["classes"]))
+        return cls(
+            d["model"],
+            dict(d["options"]),
+            Preprocess.from_dict(d["preprocess"]),
+            list(d["classes"]),
+            bool(d.get("tta_flip", False)),
+        )
 
     def build(self) -> nn.Module:
         return create_model(self.model, **self.options)

@@ -314,7 +314,8 @@ def cifar_resnet(depth: int, **kwargs) -> ResNet:
     n = (depth - 2) // 6
     kwargs.setdefault("num_classes", 10)
     kwargs.setdefault("shortcut", "A")
-    return ResNet(BasicBlock, [n, n, n], widths=(16, 32, 64), stem="cifar", cfg=CIFAR_CFG, **kwargs)
+    kwargs.setdefault("widths", (16, 32, 64))  # the paper's; wider stages make a wide ResNet (WRN-style)
+    return ResNet(BasicBlock, [n, n, n], stem="cifar", cfg=CIFAR_CFG, **kwargs)
 
 
 def resnet20(**kwargs) -> ResNet:

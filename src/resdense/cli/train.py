@@ -1,0 +1,98 @@
+"""``resdense train``: a recipe, overridden by any option given."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+from ..data.transforms import AUGMENTATIONS
+from ..errors import UserError
+from ..train.recipes import DEFAULT_RECIPE, OPTIMIZERS, RECIPES, SCHEDULES, get_recipe
+
+
+def _size(text: str) -> int:
+    """Pixels, or 0 for 'none' (keep the data's own size)."""
+    if text.lower() in ("none", "0", "native"):
+        return 0
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels or 'none', got {text!r}") from None
+
+
+def _json_obj(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object such as '{\"drop_rate\": 0.1}'")
+    return value
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model (default: a small ResNet on Fashion-MNIST, minutes on a laptop CPU)",
+        description="Train on Fashion-MNIST or your own images. A --recipe sets everything; any option "
+        f"overrides it. Recipes: {', '.join(RECIPES)} (default {DEFAULT_RECIPE}).",
+    )
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=list(RECIPES), help="named settings")
+    p.add_argument("--model", help="registered model name (see `resdense list`)")
+    p.add_argument("--model-options", type=_json_obj, help="extra builder options as JSON")
+    p.add_argument("--dataset", choices=["fashion-mnist", "idx", "folder"], help="default fashion-mnist")
+    p.add_argument("--data-dir", help="where the data is (default: searched, then downloaded)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size (split across torchrun processes)")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule")
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--resize", type=_size, help="square input side in pixels, or 'none' for the data's own")
+    p.add_argument("--augment", choices=AUGMENTATIONS)
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time mirror augmentation")  # fmt: skip
+    p.add_argument("--ema", type=float, help="weight EMA decay for evaluation (0: off)")
+    p.add_argument("--init", choices=["default", "xavier"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on GPU")
+    p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
+    p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only")
+    p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="overwrite the run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+OVERRIDES = (
+    "model", "model_options", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer", "momentum",
+    "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "augment", "normalize", "tta_flip",
+    "ema", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "out",
+)  # fmt: skip
+
+
+def run(args) -> int:
+    from ..train import train
+
+    cfg = get_recipe(args.recipe)
+    overrides = {k: getattr(args, k) for k in OVERRIDES}
+    if args.model and args.model != cfg.model and args.model_options is None:
+        overrides["model_options"] = {}  # the recipe's options belong to the recipe's model
+    cfg = cfg.with_overrides(**overrides)
+    if args.resize is not None:
+        cfg = replace(cfg, resize=args.resize or None)
+    if args.resume and args.force:
+        raise UserError("--resume and --force contradict each other: pick one")
+    if args.resume and args.out and args.out != args.resume:
+        raise UserError("--out is the resumed run's own folder; give only --resume DIR")
+    train(cfg, resume=args.resume, force=args.force, progress=not args.no_progress)
+    return 0

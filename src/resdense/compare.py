@@ -1,0 +1,84 @@
+"""Runs side by side: the d2l chapter's ResNet-versus-DenseNet comparison as a table and one plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .errors import UserError
+from .train.metrics import read_metrics
+
+COLUMNS = ("run", "model", "params", "MACs", "test acc", "best acc", "img/s", "wall time")
+
+
+def read_run(path: str | Path) -> dict:
+    """summary.json, config.json and metrics.csv of a finished run folder."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{path}: not a run folder")
+    files = {name: p / name for name in ("summary.json", "config.json", "metrics.csv")}
+    missing = [n for n, f in files.items() if not f.exists()]
+    if missing:
+        raise UserError(f"{path}: no {missing[0]} (is it a finished resdense run?)")
+    try:
+        summary = json.loads(files["summary.json"].read_text())
+        config = json.loads(files["config.json"].read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: broken JSON ({e.msg})") from None
+    return {
+        "path": str(p),
+        "summary": summary,
+        "config": config,
+        "metrics": read_metrics(files["metrics.csv"]),
+    }
+
+
+def table_rows(runs: list[dict]) -> list[dict]:
+    rows = []
+    for r in runs:
+        s = r["summary"]
+        rows.append({
+            "run": Path(r["path"]).name,
+            "model": s["model"],
+            "params": s["params"],
+            "macs": s.get("macs", 0),
+            "test_accuracy": s["test_accuracy"],
+            "best_test_accuracy": s["best_test_accuracy"],
+            "images_per_s": s["images_per_s"],
+            "seconds": s["seconds"],
+            "epochs": s["epochs"],
+            "device": s.get("device", ""),
+        })  # fmt: skip
+    return rows
+
+
+def format_table(rows: list[dict], markdown: bool = False) -> str:
+    cells = [
+        (
+            r["run"],
+            r["model"],
+            f"{r['params'] / 1e6:.2f} M",
+            f"{r['macs'] / 1e6:,.1f} M",
+            f"{r['test_accuracy']:.4f}",
+            f"{r['best_test_accuracy']:.4f}",
+            f"{r['images_per_s']:,.0f}",
+            f"{r['seconds'] / 60:.1f} min",
+        )
+        for r in rows
+    ]
+    if markdown:
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells])
+    widths = [max(len(x) for x in col) for col in zip(COLUMNS, *cells)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*COLUMNS)] + [fmt.format(*c) for c in cells])
+
+
+def compare(paths: list[str | Path], plot: str | Path | None = None) -> list[dict]:
+    """Read the runs, write the test-accuracy plot (if ``plot``), return the table rows."""
+    runs = [read_run(p) for p in paths]
+    if plot:
+        from .train.plots import plot_compare
+
+        plot_compare([(Path(r["path"]).name, r["metrics"]) for r in runs], plot)
+    return table_rows(runs)

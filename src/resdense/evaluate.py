@@ -1,0 +1,106 @@
+"""Score a trained model on a test set: accuracy, per-class accuracy, confusion matrix, its mistakes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data.dataset import ImageSet
+from .errors import UserError
+
+
+@dataclass
+class EvalResult:
+    accuracy: float
+    per_class: dict[str, float]
+    confusion: torch.Tensor  # (classes, classes): rows true, columns predicted
+    predictions: torch.Tensor
+    classes: list[str]
+    n: int
+
+    def to_json(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "n": self.n,
+            "per_class_accuracy": self.per_class,
+            "confusion": self.confusion.tolist(),
+            "classes": self.classes,
+        }
+
+
+def run_config(path: str | Path) -> dict:
+    """The run's config.json when ``path`` is (or sits in) a run folder, else {}."""
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    cfg = folder / "config.json"
+    if cfg.exists():
+        try:
+            return json.loads(cfg.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{cfg}: not valid JSON") from None
+    return {}
+
+
+def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> tuple[float, dict, torch.Tensor]:
+    pred = logits.argmax(1).cpu()
+    labels = labels.cpu()
+    k = len(classes)
+    confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
+    per_class = {c: (confusion[i, i] / confusion[i].sum().clamp(min=1)).item() for i, c in enumerate(classes)}
+    return (pred == labels).float().mean().item(), per_class, confusion
+
+
+def load_test_set(path: str | Path, *, dataset: str | None = None, data_dir: str | None = None) -> ImageSet:
+    """The test split a model is scored on: the run's own data set unless ``dataset``/``data_dir`` say else."""
+    from .data import load_dataset
+
+    cfg = run_config(path)
+    return load_dataset(dataset or cfg.get("dataset", "fashion-mnist"), data_dir or cfg.get("data_dir")).test
+
+
+def evaluate(
+    path: str | Path,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    test_set: ImageSet | None = None,
+) -> EvalResult:
+    """Accuracy of a run folder, weights file or exported model on its data set's test split.
+
+    For a run folder the data set and the evaluation settings are the run's own, so the figure equals
+    the run's ``summary.json``.
+    """
+    from .inference import load_predictor
+
+    predictor = load_predictor(path, device=device)
+    spec = predictor.spec
+    if test_set is None:
+        test_set = load_test_set(path, dataset=dataset, data_dir=data_dir)
+    n_classes = int(test_set.labels.max()) + 1
+    if n_classes > len(spec.classes):
+        raise UserError(f"{path}: the model knows {len(spec.classes)} classes, the test set has {n_classes}")
+    logits = predictor.predict_logits(test_set.images.to(device))
+    acc, per_class, confusion = score(logits, test_set.labels, spec.classes)
+    return EvalResult(acc, per_class, confusion, logits.argmax(1).cpu(), spec.classes, len(test_set))
+
+
+def write_figures(
+    result: EvalResult, test_set: ImageSet, out_dir: Path, max_mistakes: int = 32
+) -> list[Path]:
+    from .train.plots import plot_confusion, plot_mistakes
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_confusion(result.confusion, result.classes, out_dir / "confusion.png")
+    wrong = (result.predictions != test_set.labels.cpu()).nonzero().flatten()[:max_mistakes]
+    plot_mistakes(
+        test_set.images[wrong].cpu(),
+        test_set.labels[wrong].tolist(),
+        result.predictions[wrong].tolist(),
+        result.classes,
+        out_dir / "mistakes.png",
+    )
+    return [out_dir / "confusion.png", out_dir / "mistakes.png"]

@@ -1,0 +1,473 @@
+"""The training loop: d2l's ``train_ch6`` grown into a tool.
+
+Data lives on the training device as uint8 tensors; each step takes a batch of indices, augments the batch
+with tensor operations, runs one optimizer step and keeps its loss and accuracy on the device (no host sync
+in the hot loop except when the progress bar redraws). Under ``torchrun`` the model is wrapped in PyTorch's
+own DistributedDataParallel; nothing here re-implements communication.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.dataset import Dataset, ImageSet
+from ..data.transforms import Preprocess, augment, resize
+from ..errors import UserError
+from ..models import create_model
+from ..models.registry import UnknownModelError
+from ..models.summary import count_macs, count_params
+from ..utils.io import write_json
+from ..utils.progress import ProgressBar
+from ..weights import WEIGHTS_NAME, ModelSpec, save_trained, unwrap
+from . import distributed as dist_utils
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .loader import epoch_generator, eval_batches, steps_per_epoch, train_batches
+from .metrics import MetricsLog
+from .plots import plot_curves
+from .recipes import OPTIMIZERS, SCHEDULES, TrainConfig
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    summary: dict
+    history: list[dict]
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_ep: int) -> float:
+    """The learning rate for optimizer step ``step`` (0-based) of ``total_steps``."""
+    warmup = int(cfg.warmup_epochs * steps_per_ep)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total_steps - warmup)
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.schedule == "linear":
+        return cfg.lr * (1 - t)
+    if cfg.schedule == "onecycle":
+        # linear ramp up over the first 20%, then linearly down to zero: a triangle (airbench style)
+        peak = 0.2
+        return cfg.lr * (t / peak if t < peak else (1 - t) / (1 - peak))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def xavier_init(model: nn.Module) -> None:
+    """d2l's ``init_weights``: Xavier-uniform weights for every conv and linear layer."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear | nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # no weight decay on BN parameters and biases (they set scale and offset, not complexity)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "nesterov":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum or 0.9, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """One-line errors for settings that cannot work, before any data is read."""
+    if cfg.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if not cfg.lr > 0:
+        raise UserError(f"--lr must be positive, got {cfg.lr}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise UserError(f"--optimizer: unknown {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    if cfg.schedule not in SCHEDULES:
+        raise UserError(f"--schedule: unknown {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise UserError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.resize is not None and cfg.resize < 8:
+        raise UserError(f"--resize must be at least 8 pixels, got {cfg.resize}")
+    if cfg.train_subset < 0:
+        raise UserError(f"--train-subset must be >= 0, got {cfg.train_subset}")
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units, computed in chunks (no big float copy)."""
+    c = images.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for chunk in images.split(8192):
+        x = chunk.to(torch.float64).div_(255).transpose(0, 1).reshape(c, -1)
+        s += x.sum(1).cpu()
+        s2 += (x * x).sum(1).cpu()
+    n = images.numel() / c
+    mean = s / n
+    std = (s2 / n - mean**2).clamp(min=1e-12).sqrt()
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    preprocess: Preprocess,
+    *,
+    tta_flip: bool = False,
+    batch_size: int = 1024,
+    channels_last: bool = False,
+    autocast: bool = False,
+) -> torch.Tensor:
+    """Logits for uint8 images, in batches, with the optional mirror-image test-time augmentation."""
+    outs = []
+    dev = images.device
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+        for chunk in images.split(batch_size):
+            x = preprocess(chunk)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = model(x).float()
+            if tta_flip:
+                logits = 0.5 * (logits + model(x.flip(-1)).float())
+            outs.append(logits)
+    return torch.cat(outs)
+
+
+class Trainer:
+    """Holds everything a run needs; ``fit()`` runs it. Built by :func:`train`."""
+
+    def __init__(self, cfg: TrainConfig, dataset: Dataset, out_dir: Path, progress: bool = True):
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.dist = dist_utils.current()
+        self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
+        self.is_main = self.dist.rank == 0
+        self.progress = progress and self.is_main
+        self.autocast = cfg.amp and self.device.type == "cuda"
+
+        # Data: resize once, up front, on the device; what remains per batch is augmentation.
+        train, test = dataset.train.subset(cfg.train_subset), dataset.test
+        c = dataset.image_shape[0]
+        mean, std = channel_stats(train.images) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
+        size = cfg.resize or dataset.image_shape[1]
+        self.preprocess = Preprocess(size=size, mean=mean, std=std, in_chans=c)
+        self.train_set = ImageSet(
+            resize(train.images.to(self.device), cfg.resize), train.labels.to(self.device)
+        )
+        self.test_set = ImageSet(resize(test.images.to(self.device), cfg.resize), test.labels.to(self.device))
+        self.classes = dataset.classes
+        self.dataset = dataset
+
+        # Model
+        torch.manual_seed(cfg.seed)
+        try:
+            model = create_model(cfg.model, num_classes=len(self.classes), in_chans=c, **cfg.model_options)
+        except UnknownModelError as e:
+            raise UserError(f"--model: {e}") from None
+        except TypeError as e:
+            raise UserError(f"--model {cfg.model}: bad model option ({e})") from None
+        if cfg.init == "xavier":
+            xavier_init(model)
+        self.spec = ModelSpec(cfg.model, {"num_classes": len(self.classes), "in_chans": c, **cfg.model_options},
+                              self.preprocess, list(self.classes), cfg.tta_flip)  # fmt: skip
+        self.params = count_params(model)
+        try:
+            self.macs = count_macs(model, (c, size, size))
+        except ValueError as e:
+            raise UserError(f"--model {cfg.model}: {e}") from None
+        if cfg.sync_bn and self.dist.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.memory_format = memory_format
+        model = model.to(self.device, memory_format=memory_format)
+        self.model = model
+        self.ema_model = copy.deepcopy(model).eval() if cfg.ema > 0 else None
+        self.optimizer = make_optimizer(cfg, model)
+        self.ddp_model = self.dist.wrap(model)
+        self.step_model = torch.compile(self.ddp_model) if cfg.compile else self.ddp_model
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+        world = self.dist.world_size
+        if cfg.batch_size % world:
+            raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
+        if len(self.train_set) < cfg.batch_size:
+            raise UserError(
+                f"--batch-size {cfg.batch_size} is larger than the {len(self.train_set)} training images"
+            )
+        self.steps_per_epoch = steps_per_epoch(len(self.train_set), cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.history: list[dict] = []
+        self.start_epoch = 0
+        self.elapsed = 0.0  # training seconds before this process (resumed runs)
+
+    # -- state ------------------------------------------------------------------------------------------
+    def state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "model": unwrap(self.model).state_dict(),
+            "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "elapsed": self.elapsed,
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state(self, ckpt: dict) -> None:
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        if self.ema_model is not None and ckpt.get("ema") is not None:
+            self.ema_model.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.history = list(ckpt["history"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.elapsed = float(ckpt.get("elapsed", 0.0))
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict:
+        cfg, dev = self.cfg, self.device
+        model = self.step_model
+        model.train()
+        # Every random choice of the epoch derives from (seed, epoch): a resumed run replays it exactly.
+        torch.manual_seed(cfg.seed * 7919 + epoch)
+        gen = epoch_generator(cfg.seed, epoch, stream=1 + self.dist.rank, device=dev)
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
+        bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=self.progress)
+        t0 = time.perf_counter()
+        batches = train_batches(self.train_set, cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
+        for i, (xb, yb) in enumerate(batches):
+            step = epoch * self.steps_per_epoch + i
+            lr = lr_at(cfg, step, self.total_steps, self.steps_per_epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x = self.preprocess(xb)
+            if cfg.augment != "none":
+                x = augment(x, cfg.augment, gen, cfg.crop_padding)
+            x = x.contiguous(memory_format=self.memory_format)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = model(x)
+                loss = self.criterion(logits.float(), yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.ema_model is not None:
+                self.update_ema(step)
+            loss_sum += loss.detach() * yb.shape[0]
+            correct += (logits.argmax(1) == yb).sum()
+            seen += yb.shape[0]
+            if bar.due():
+                secs = time.perf_counter() - t0
+                bar.update(i + 1, f"loss {loss_sum.item() / seen:.3f} acc {correct.item() / seen:.3f} "
+                                  f"{seen * self.dist.world_size / secs:,.0f} img/s")  # fmt: skip
+        bar.close()
+        totals = self.dist.all_reduce_sum(torch.stack([loss_sum, correct.to(loss_sum.dtype)]))
+        seen_all = seen * self.dist.world_size
+        loss_avg = totals[0].item() / seen_all
+        if not math.isfinite(loss_avg):
+            raise NonFiniteLoss(
+                f"the training loss became {loss_avg} in epoch {epoch + 1}; stopped, the last good checkpoint "
+                f"is kept in {self.out_dir} (try a lower --lr)"
+            )
+        secs = time.perf_counter() - t0
+        return {"train_loss": loss_avg, "train_acc": totals[1].item() / seen_all, "seconds": secs,
+                "images_per_s": seen_all / secs, "lr": lr}  # fmt: skip
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        # warm the average up: early weights are far from the final ones (decay grows to cfg.ema)
+        d = min(self.cfg.ema, (1 + step) / (10 + step))
+        for e, p in zip(self.ema_model.parameters(), unwrap(self.model).parameters()):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.ema_model.buffers(), unwrap(self.model).buffers()):
+            e.copy_(b)
+
+    def eval_model(self) -> nn.Module:
+        return self.ema_model if self.ema_model is not None else unwrap(self.model)
+
+    def evaluate(self) -> float:
+        """Test accuracy; under torchrun each process scores a share and all agree on the sum."""
+        model = self.eval_model()
+        model.eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for xb, yb in eval_batches(
+            self.test_set, self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size
+        ):
+            logits = predict_logits(model, xb, self.preprocess, tta_flip=self.cfg.tta_flip,
+                                    batch_size=self.cfg.eval_batch_size,
+                                    channels_last=self.cfg.channels_last, autocast=self.autocast)  # fmt: skip
+            correct += (logits.argmax(1) == yb).sum()
+        total = self.dist.all_reduce_sum(correct.double())
+        return total.item() / len(self.test_set)
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        log = MetricsLog(self.out_dir / "metrics.csv") if self.is_main else None
+        if self.is_main:
+            self.say(f"training {cfg.model} ({self.params:,} params, {self.macs / 1e6:,.1f} M MACs/image) on "
+                     f"{self.dataset.name} ({len(self.train_set):,} train / {len(self.test_set):,} test) "
+                     f"on {self.device_label()} for {cfg.epochs} epochs; run folder {self.out_dir}")  # fmt: skip
+        test_acc = self.history[-1]["test_acc"] if self.history else 0.0
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            row = self.train_epoch(epoch)
+            test_acc = self.evaluate()
+            self.elapsed += time.perf_counter() - t0
+            row = {"epoch": epoch + 1, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
+                   "test_acc": test_acc, "lr": row["lr"], "seconds": row["seconds"],
+                   "images_per_s": row["images_per_s"]}  # fmt: skip
+            self.history.append(row)
+            if self.is_main:
+                save_checkpoint(self.out_dir / CHECKPOINT_NAME, self.state(epoch + 1))
+                log.write_all(self.history)
+                plot_curves(
+                    self.history, self.out_dir / "curves.png", title=f"{cfg.model} on {self.dataset.name}"
+                )
+                self.say(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, "
+                         f"train acc {row['train_acc']:.4f}, test acc {test_acc:.4f}, "
+                         f"{row['images_per_s']:,.0f} img/s, {row['seconds']:.1f}s")  # fmt: skip
+        summary = self.summary(test_acc)
+        if self.is_main:
+            save_trained(self.out_dir / WEIGHTS_NAME, self.eval_model(), self.spec)
+            write_json(self.out_dir / "summary.json", summary)
+            self.say(f"done: test accuracy {summary['test_accuracy']:.4f}, "
+                     f"{summary['images_per_s']:,.0f} images/s, {summary['seconds']:.1f}s "
+                     f"({self.out_dir})")  # fmt: skip
+        self.dist.barrier()
+        return TrainResult(self.out_dir, summary, self.history)
+
+    def summary(self, test_acc: float) -> dict:
+        h = self.history
+        train_secs = sum(r["seconds"] for r in h)
+        images = sum(r["seconds"] * r["images_per_s"] for r in h)
+        return {
+            "model": self.cfg.model,
+            "recipe": self.cfg.recipe,
+            "test_accuracy": test_acc,
+            "best_test_accuracy": max((r["test_acc"] for r in h), default=0.0),
+            "epochs": len(h),
+            "seconds": round(self.elapsed, 2),
+            "images_per_s": images / train_secs if train_secs else 0.0,
+            "params": self.params,
+            "macs": self.macs,
+            "device": self.device_label(),
+            "world_size": self.dist.world_size,
+        }
+
+    def device_label(self) -> str:
+        if self.device.type == "cuda":
+            name = torch.cuda.get_device_name(self.device)
+        else:
+            name = f"cpu ({torch.get_num_threads()} threads)"
+        return f"{name} x{self.dist.world_size}" if self.dist.world_size > 1 else name
+
+    def say(self, msg: str) -> None:
+        print(msg, flush=True)
+
+
+def default_out_dir(model: str) -> Path:
+    return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
+    """Refuse to mix two runs in one folder unless asked to."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    if resume:
+        if not (out / CHECKPOINT_NAME).exists():
+            raise UserError(f"--resume {out}: no {CHECKPOINT_NAME} in this folder, nothing to resume")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"--out {out}: folder holds another run; use --resume to continue it or --force "
+                            "to overwrite it")  # fmt: skip
+        for name in (
+            CHECKPOINT_NAME,
+            WEIGHTS_NAME,
+            "metrics.csv",
+            "summary.json",
+            "curves.png",
+            "config.json",
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    dataset: Dataset | None = None,
+    resume: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a model as ``cfg`` says; the Python twin of ``resdense train``.
+
+    ``resume``: a run folder whose checkpoint to continue (its config is used; ``cfg`` is ignored).
+    ``dataset``: an already loaded :class:`Dataset` (otherwise ``cfg.dataset`` is loaded).
+    """
+    dist = dist_utils.setup(cfg.device)
+    try:
+        if resume is not None:
+            out = Path(resume)
+            prepare_out_dir(out, resume=True, force=False)
+            ckpt = load_checkpoint(out / CHECKPOINT_NAME)
+            saved = TrainConfig(**{**ckpt["config"], "out": str(out)})
+            # a resumed run may be given more epochs or another device; everything else is the run's own
+            cfg = saved.with_overrides(epochs=max(cfg.epochs, saved.epochs) if cfg.epochs != saved.epochs else None,
+                                       device=cfg.device)  # fmt: skip
+        else:
+            check_config(cfg)
+            out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model)
+            if dist.rank == 0:
+                prepare_out_dir(out, resume=False, force=force)
+            cfg = cfg.with_overrides(out=str(out))
+            ckpt = None
+        if dataset is None:
+            from ..data import load_dataset
+
+            dataset = load_dataset(cfg.dataset, cfg.data_dir, progress=progress and dist.rank == 0)
+        trainer = Trainer(cfg, dataset, out, progress=progress)
+        if ckpt is not None:
+            trainer.load_state(ckpt)
+            if dist.rank == 0:
+                print(f"resuming {out} after epoch {trainer.start_epoch}", flush=True)
+        elif dist.rank == 0:
+            write_json(out / "config.json", {**cfg.to_dict(), "preprocess": trainer.preprocess.to_dict(),
+                                             "classes": list(dataset.classes), "data_source": dataset.source,
+                                             "torch": torch.__version__, "world_size": dist.world_size})  # fmt: skip
+        return trainer.fit()
+    finally:
+        dist_utils.teardown()

@@ -1,0 +1,31 @@
+"""metrics.csv: one row per epoch, rewritten whole (atomically) after each epoch."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..utils.io import write_text
+
+COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds", "images_per_s")
+
+
+class MetricsLog:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def write_all(self, rows: list[dict]) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+        write_text(self.path, buf.getvalue())
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [
+            {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)
+        ]
