@@ -1,1 +1,49 @@
 """Data: whole data sets held in memory as uint8 tensors, and batched tensor transforms."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import UserError
+from .dataset import Dataset, ImageSet
+from .fashion_mnist import load_fashion_mnist, load_idx_dataset
+from .folder import load_image_folder
+
+DATASETS = ("fashion-mnist", "idx", "folder")
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    progress: bool = True,
+    image_size: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """Load a data set by name: ``fashion-mnist``, ``idx`` (a folder of four IDX files) or ``folder``.
+
+    ``image_size`` and ``seed`` apply to ``folder`` (resize and train/test split); ``download`` and
+    ``progress`` to ``fashion-mnist``. The IDX sets keep their stored size; training resizes on the fly.
+    """
+    key = name.strip().lower().replace("_", "-")
+    if key == "fashion-mnist":
+        return load_fashion_mnist(data_dir, download=download, progress=progress)
+    if key not in DATASETS:
+        raise UserError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    if data_dir is None:
+        raise UserError(f"data set {key!r} needs a data folder (data_dir)")
+    if key == "idx":
+        return load_idx_dataset(data_dir)
+    return load_image_folder(data_dir, image_size=image_size, seed=seed)
+
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "ImageSet",
+    "load_dataset",
+    "load_fashion_mnist",
+    "load_idx_dataset",
+    "load_image_folder",
+]
