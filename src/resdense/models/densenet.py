@@ -43,32 +43,38 @@ class DenseLayer(nn.Module):
         self._replaying = False
 
     def bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
+        """BN-ReLU-1x1 conv of the concatenated inputs (kept for torchvision-style callers)."""
         return self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
 
-    def _checkpointed_bottleneck(self, *features: torch.Tensor) -> torch.Tensor:
-        x = torch.cat(features, 1)
-        if self._replaying:
-            # The backward pass replays this function; batch statistics must be the same as in the
-            # forward pass, but the running averages must not be updated a second time (momentum 0).
-            n = self.norm1
-            x = F.batch_norm(x, n.running_mean, n.running_var, n.weight, n.bias, n.training, 0.0, n.eps)
-        else:
-            x = self.norm1(x)
-            self._replaying = True
-        return self.conv1(self.relu1(x))
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        if self.memory_efficient and any(f.requires_grad for f in features):
-            # The concatenation and its BN-ReLU grow quadratically with depth; recomputing them in the
-            # backward pass instead of storing them is what makes deep DenseNets fit (Pleiss et al. 2017).
-            self._replaying = False
-            out = checkpoint(self._checkpointed_bottleneck, *features, use_reentrant=False)
-        else:
-            out = self.bottleneck(*features)
-        out = self.conv2(self.relu2(self.norm2(out)))
+    def layer(self, *features: torch.Tensor, replay: bool = False) -> torch.Tensor:
+        """The whole layer: concatenate, BN-ReLU-1x1 conv, BN-ReLU-3x3 conv, dropout."""
+        out = self.conv1(self.relu1(self._norm(self.norm1, torch.cat(features, 1), replay)))
+        out = self.conv2(self.relu2(self._norm(self.norm2, out, replay)))
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         return out
+
+    @staticmethod
+    def _norm(bn: nn.BatchNorm2d, x: torch.Tensor, replay: bool) -> torch.Tensor:
+        if not replay:
+            return bn(x)
+        # The backward pass replays the layer: the same batch statistics as in the forward pass, but the
+        # running averages must not be updated a second time (momentum 0 leaves them as they are).
+        return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, bn.training, 0.0, bn.eps)
+
+    def _checkpointed(self, *features: torch.Tensor) -> torch.Tensor:
+        replay, self._replaying = self._replaying, True
+        return self.layer(*features, replay=replay)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        if self.memory_efficient and any(f.requires_grad for f in features):
+            # The concatenation and the activations computed from it grow quadratically with depth;
+            # keeping only each layer's growth_rate new channels and recomputing the rest in the backward
+            # pass is what makes deep DenseNets fit (Pleiss et al. 2017). Dropout masks are replayed too
+            # (checkpoint restores the RNG state).
+            self._replaying = False
+            return checkpoint(self._checkpointed, *features, use_reentrant=False)
+        return self.layer(*features)
 
 
 class DenseBlock(nn.ModuleDict):
