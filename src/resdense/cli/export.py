@@ -1,0 +1,121 @@
+"""``resdense export``: a trained model to ONNX or TorchScript, with a self-check against PyTorch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..weights import load_trained, resolve_weights
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+CHECK_BATCH = 4
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained model to ONNX or TorchScript",
+        description="Export a trained model (run folder or .safetensors) to ONNX or TorchScript. The file "
+        "carries the model's spec (preprocessing, class names), so `resdense predict` and `resdense "
+        "evaluate` accept it; the output is checked against PyTorch on a random batch.",
+    )
+    p.add_argument("run", metavar="RUN_OR_WEIGHTS", help="run folder or .safetensors weights file")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="output format")
+    p.add_argument(
+        "--fuse-bn", action="store_true", help="fold each conv's following batch norm into the conv first"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="output file (default: model.onnx / model.pt in the run folder, or beside the weights file)",
+    )
+    p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's own)")
+    p.add_argument(
+        "--exporter",
+        choices=("auto", "dynamo", "legacy"),
+        default="auto",
+        help="ONNX exporter: torch's older TorchScript-based one (legacy, fast), its torch.export-based one "
+        "(dynamo, needs onnxscript), or legacy falling back to dynamo when it fails (auto, default)",
+    )
+    p.set_defaults(func=run_export)
+
+
+def default_out(src: str | Path, fmt: str) -> Path:
+    """``<run>/model.onnx`` for a run folder, ``<dir>/<stem>.onnx`` for a weights file (``.pt`` likewise)."""
+    src = Path(src)
+    suffix = FORMATS[fmt]
+    if src.is_dir():
+        return src / f"model{suffix}"
+    return src.with_suffix(suffix)
+
+
+def check_writable(out: Path) -> None:
+    """Fail early, with a one-line UserError naming ``out``, when the file surely cannot be written."""
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give a file name with --out")
+    parent = out.parent
+    # the nearest existing ancestor must be a folder we may write in (atomic_path creates the rest)
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{out}: cannot write here ({parent} is a file, not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{out}: cannot write here ({parent} is not writable)")
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def run_export(args) -> int:
+    from ..export import export_onnx, export_torchscript
+    from ..inference import Predictor, load_predictor
+
+    if args.opset is not None and args.format != "onnx":
+        raise UserError("--opset applies to --format onnx only")
+    if args.opset is not None and args.opset < 7:
+        raise UserError(f"--opset must be at least 7, got {args.opset}")
+    weights = resolve_weights(args.run)
+    out = Path(args.out) if args.out is not None else default_out(args.run, args.format)
+    if out.exists() and weights.exists() and out.resolve() == weights.resolve():
+        raise UserError(f"{out}: would overwrite the weights being exported; choose another --out")
+    check_writable(out)
+    model, spec = load_trained(weights)
+
+    try:
+        if args.format == "onnx":
+            export_onnx(model, spec, out, fuse=args.fuse_bn, opset=args.opset, exporter=args.exporter)
+        else:
+            export_torchscript(model, spec, out, fuse=args.fuse_bn)
+    except OSError as e:
+        raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
+
+    # self-check: the exported file, loaded as `resdense predict` would load it, against the PyTorch model
+    size = spec.preprocess.size or model.default_cfg.input_size[-1]
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (CHECK_BATCH, spec.preprocess.in_chans, size, size), generator=g)
+    images = images.to(torch.uint8)
+    reference = Predictor(spec, "torch", model, model=model).predict_logits(images)
+    exported = load_predictor(out).predict_logits(images)
+    diff = (exported - reference).abs().max().item()
+    scale = reference.abs().max().item()
+
+    print(
+        f"wrote {out} ({_human_size(out.stat().st_size)}, {args.format}{', BN fused' if args.fuse_bn else ''})"
+    )
+    print(
+        f"self-check: max |exported - pytorch| = {diff:.2e} on {CHECK_BATCH} random images (logits up to {scale:.2g})"
+    )
+    if not diff <= 1e-3 * max(1.0, scale):
+        print("warning: the exported model's outputs differ from PyTorch's more than float rounding explains")
+        return 1
+    return 0
