@@ -203,8 +203,8 @@ class Trainer:
             self.macs = count_macs(model, (c, size, size))
         except ValueError as e:
             raise UserError(f"--model {cfg.model}: {e}") from None
-        if cfg.sync_bn and self.dist.enabled:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if cfg.sync_bn:
+            model = self.dist.convert_sync_bn(model)
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.memory_format = memory_format
         model = model.to(self.device, memory_format=memory_format)
@@ -316,6 +316,7 @@ class Trainer:
     def evaluate(self) -> float:
         """Test accuracy; under torchrun each process scores a share and all agree on the sum."""
         model = self.eval_model()
+        self.dist.broadcast_buffers(model)  # score rank 0's model (the saved one) on every rank
         model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for xb, yb in eval_batches(
