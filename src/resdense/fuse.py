@@ -154,9 +154,14 @@ def fuse_bn(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.M
     The pairs are found by one forward pass on ``example_input`` (default: a random image of the model's
     ``default_cfg.input_size``); see the module docstring for what is folded and what is left. BNs that
     precede a conv (pre-activation BN -> ReLU -> conv) are left as they are: the ReLU between them makes an
-    exact fold impossible. Outputs match the unfused model's in eval mode up to float rounding.
+    exact fold impossible. Outputs match the unfused model's in eval mode up to float rounding. The copy is
+    for inference: memory-efficient (checkpointing) DenseNet layers in it are switched to the plain path.
     """
     fused = copy.deepcopy(model).eval()
+    for m in fused.modules():
+        # an inference copy needs no checkpointing; its replay would also look for the folded BNs' statistics
+        if isinstance(getattr(m, "memory_efficient", None), bool):
+            m.memory_efficient = False
     for conv_name, bn_name in find_conv_bn_pairs(fused, example_input):
         conv = fused.get_submodule(conv_name)
         bn = fused.get_submodule(bn_name)

@@ -104,3 +104,12 @@ def test_a_conv_output_read_twice_is_not_folded():
     assert isinstance(fused.bn, nn.BatchNorm2d) and isinstance(fused.bn2, nn.Identity)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_fused_memory_efficient_densenet_runs_with_grad():
+    # checkpointing replays BN by its statistics; the fused copy must not take that path any more
+    model = randomize_bn(create_model("densenet_bc_100", in_chans=1, memory_efficient=True)).eval()
+    fused = fuse_bn(model, torch.randn(1, 1, 16, 16))
+    x = torch.randn(2, 1, 16, 16, requires_grad=True)
+    fused(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
