@@ -103,6 +103,12 @@ def summarize(
     if depth < 1:
         raise ValueError("depth must be >= 1")
     name = name or type(model).__name__
+    cfg = getattr(model, "default_cfg", None)
+    if cfg is not None and cfg.input_size[0] != input_size[0]:
+        # otherwise the convolution's channel error would be reported as an input that is too small
+        raise ValueError(
+            f"{name} takes {cfg.input_size[0]} input channels, got input size {tuple(input_size)}"
+        )
     rows = _selected(model, depth)
     shapes: dict[str, tuple[int, ...]] = {}
     last_input: list = [None, None]

@@ -1,0 +1,202 @@
+"""The contract every registered model keeps (see ``resdense.models._contract``), checked for every name in
+``list_models()``, plus the registry and the family options (``zero_init_residual``, ``drop_rate``)."""
+
+import pytest
+import torch
+from torch import nn
+
+from resdense.models import ModelConfig, create_model, get_model_info, list_models
+from resdense.models.registry import UnknownModelError
+from resdense.models.resnet import BasicBlock, Bottleneck, PreActBlock
+from tests.models import one_torch_thread  # noqa: F401  (autouse fixture)
+
+ALL_MODELS = list_models()
+HEAVY = {"resnet152", "resnext101_32x8d", "wide_resnet101_2", "densenet161", "densenet201"}
+CIFAR = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet18", "densenet_bc_100"}
+NUM_CLASSES = 7
+
+
+def spatial_size(name: str) -> int:
+    """A small input the network accepts: 32 for the CIFAR, d2l and heavy models, 64 for the others."""
+    if name in CIFAR or name in HEAVY or name.startswith("d2l_"):
+        return 32
+    return 64
+
+
+def test_registry_lists_every_family():
+    assert len(ALL_MODELS) == len(set(ALL_MODELS)) == 22
+    assert set(list_models(family="d2l")) == {"d2l_resnet18", "d2l_densenet"}
+    assert set(list_models(family="densenet")) == {
+        "densenet121", "densenet161", "densenet169", "densenet201", "densenet_bc_100"
+    }  # fmt: skip
+    assert list_models("densenet[0-9]*") == ["densenet121", "densenet161", "densenet169", "densenet201"]
+    assert list_models("nothing*") == []
+    for name in ALL_MODELS:
+        info = get_model_info(name)
+        assert info.name == name and info.family in {"d2l", "resnet", "densenet"} and info.source
+
+
+# d2l nets default to 1 channel: give them 3, and give the others 1, so that each changes its default
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_model_contract(name):
+    in_chans = 3 if name.startswith("d2l_") else 1
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=NUM_CLASSES, in_chans=in_chans)
+    assert isinstance(model.default_cfg, ModelConfig)
+    cfg = model.default_cfg
+    assert cfg.input_size[0] == in_chans
+    assert len(cfg.mean) == len(cfg.std) == in_chans
+    size = spatial_size(name)
+    x = torch.randn(2, in_chans, size, size)
+
+    # forward and backward in training mode: every parameter gets a finite gradient
+    model.train()
+    out = model(x)
+    assert out.shape == (2, NUM_CLASSES)
+    nn.functional.cross_entropy(out, torch.tensor([0, 6])).backward()
+    for k, p in model.named_parameters():
+        assert p.grad is not None, f"{k} got no gradient"
+        assert torch.isfinite(p.grad).all(), k
+    weighted = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert weighted and all(m.weight.grad.abs().sum() > 0 for m in weighted)
+
+    # body + head == forward
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.ndim == 4 and feats.shape[:2] == (2, model.num_features)
+        y = model(x)
+        torch.testing.assert_close(model.forward_head(feats), y)
+        pre = model.forward_head(feats, pre_logits=True)
+        assert pre.shape == (2, model.num_features)
+        torch.testing.assert_close(model.get_classifier()(pre), y)
+
+        assert isinstance(model.get_classifier(), nn.Linear)
+        assert model.get_classifier().out_features == NUM_CLASSES
+        num_features = model.num_features
+
+        model.reset_classifier(5)
+        assert model(x).shape == (2, 5)
+        assert model.num_features == num_features
+
+        model.reset_classifier(0)
+        assert model(x).shape == (2, num_features)
+        torch.testing.assert_close(model(x), pre)
+        assert model.num_features == num_features
+
+
+@pytest.mark.parametrize("name", ["d2l_resnet18", "d2l_densenet"])
+def test_d2l_defaults(name):
+    model = create_model(name)
+    assert model.default_cfg.input_size == (1, 96, 96)
+    assert model.get_classifier().out_features == 10
+    assert model(torch.randn(1, 1, 64, 64)).shape == (1, 10)
+
+
+def test_default_configs():
+    assert create_model("resnet18").default_cfg.input_size == (3, 224, 224)
+    assert create_model("resnet18").get_classifier().out_features == 1000
+    cfg = create_model("resnet18", in_chans=1).default_cfg
+    assert cfg.input_size == (1, 224, 224) and len(cfg.mean) == 1
+    assert create_model("densenet_bc_100").default_cfg.input_size == (3, 32, 32)
+
+
+def test_num_classes_zero_gives_a_feature_extractor():
+    model = create_model("resnet20", num_classes=0).eval()
+    assert isinstance(model.get_classifier(), nn.Identity)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 64)
+    with pytest.raises(ValueError):
+        create_model("resnet20", num_classes=-1)
+
+
+# --- zero_init_residual ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d", "resnet20", "preact_resnet18"])
+def test_zero_init_residual(name):
+    model = create_model(name, zero_init_residual=True)
+    blocks = [m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck, PreActBlock))]
+    assert blocks
+    for b in blocks:
+        if isinstance(b, BasicBlock):
+            last = b.bn2.weight
+        elif isinstance(b, Bottleneck):
+            last = b.bn3.weight
+        else:  # pre-activation: the residual branch ends with a conv
+            last = b.conv2.weight
+        assert not last.any(), "the last layer of the residual branch must start at zero"
+    # the other batch norms keep their unit weights, and without the option nothing is zero
+    others = [m.weight for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert any(w.all() for w in others)
+    plain = create_model(name)
+    assert all(w.all() for w in (m.weight for m in plain.modules() if isinstance(m, nn.BatchNorm2d)))
+
+
+def test_zero_init_block_starts_as_the_identity():
+    model = create_model("resnet18", zero_init_residual=True).eval()
+    block = model.layer1[0]  # no downsampling: the output is relu(x + 0)
+    x = torch.randn(2, 64, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), torch.relu(x))
+
+
+# --- drop_rate ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["densenet_bc_100", "densenet121"])
+def test_densenet_drop_rate(name):
+    torch.manual_seed(0)
+    plain = create_model(name, num_classes=NUM_CLASSES)
+    dropped = create_model(name, num_classes=NUM_CLASSES, drop_rate=0.5)
+    dropped.load_state_dict(plain.state_dict(), strict=True)
+    assert all(layer.drop_rate == 0.5 for layer in dropped.modules() if hasattr(layer, "memory_efficient"))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        # eval: dropout is off, the networks agree
+        plain.eval()
+        dropped.eval()
+        torch.testing.assert_close(dropped(x), plain(x))
+        # training: each pass drops different features
+        dropped.train()
+        torch.manual_seed(1)
+        a = dropped(x)
+        torch.manual_seed(2)
+        b = dropped(x)
+        assert not torch.allclose(a, b)
+        torch.manual_seed(1)
+        torch.testing.assert_close(dropped(x), a)
+
+
+def test_resnet_drop_rate_before_the_classifier():
+    torch.manual_seed(0)
+    model = create_model("resnet20", drop_rate=0.5).train()
+    x = torch.randn(2, 3, 32, 32)
+    feats = model.forward_features(x)
+    torch.manual_seed(1)
+    a = model.forward_head(feats, pre_logits=True)
+    assert (a == 0).any()
+    model.eval()
+    assert not (model.forward_head(feats, pre_logits=True) == 0).all()
+
+
+# --- names and options ----------------------------------------------------------------------------------
+
+
+def test_unknown_model_names_close_matches():
+    with pytest.raises(UnknownModelError, match="resnet18") as e:
+        create_model("resnt18")
+    assert "resnt18" in str(e.value)
+    assert isinstance(e.value, KeyError)
+    with pytest.raises(UnknownModelError, match="densenet121"):
+        create_model("densenet12")
+    with pytest.raises(UnknownModelError, match="nope"):
+        create_model("nope")
+    with pytest.raises(UnknownModelError):
+        get_model_info("nope")
+
+
+def test_unknown_option_names_the_model():
+    with pytest.raises(TypeError, match="d2l_resnet18"):
+        create_model("d2l_resnet18", zero_init_residual=True)
+    with pytest.raises(TypeError, match="resnet18"):
+        create_model("resnet18", no_such_option=1)
