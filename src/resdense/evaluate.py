@@ -49,8 +49,9 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> tup
     labels = labels.cpu()
     k = len(classes)
     confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
-    per_class = {c: (confusion[i, i] / confusion[i].sum().clamp(min=1)).item() for i, c in enumerate(classes)}
-    return (pred == labels).float().mean().item(), per_class, confusion
+    # counts divided in Python (double precision), as training computes summary.json's test_accuracy
+    per_class = {c: int(confusion[i, i]) / max(1, int(confusion[i].sum())) for i, c in enumerate(classes)}
+    return int((pred == labels).sum()) / max(1, len(labels)), per_class, confusion
 
 
 def load_test_set(path: str | Path, *, dataset: str | None = None, data_dir: str | None = None) -> ImageSet:
@@ -68,15 +69,17 @@ def evaluate(
     data_dir: str | None = None,
     device: str = "cpu",
     test_set: ImageSet | None = None,
+    predictor=None,
 ) -> EvalResult:
     """Accuracy of a run folder, weights file or exported model on its data set's test split.
 
     For a run folder the data set and the evaluation settings are the run's own, so the figure equals
-    the run's ``summary.json``.
+    the run's ``summary.json``. ``predictor``: the model already loaded from ``path``.
     """
     from .inference import load_predictor
 
-    predictor = load_predictor(path, device=device)
+    if predictor is None:
+        predictor = load_predictor(path, device=device)
     spec = predictor.spec
     if test_set is None:
         test_set = load_test_set(path, dataset=dataset, data_dir=data_dir)

@@ -21,11 +21,14 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..evaluate import evaluate, load_test_set, write_figures
+    from ..inference import load_predictor
     from ..train.engine import resolve_device
 
     device = str(resolve_device(args.device))
+    # the model first: a wrong path is reported before any data is read (or downloaded)
+    predictor = load_predictor(args.model, device=device)
     test_set = load_test_set(args.model, dataset=args.dataset, data_dir=args.data_dir)
-    result = evaluate(args.model, device=device, test_set=test_set)
+    result = evaluate(args.model, device=device, test_set=test_set, predictor=predictor)
     src = Path(args.model)
     out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
     figures = write_figures(result, test_set, out)

@@ -94,5 +94,10 @@ def run(args) -> int:
         raise UserError("--resume and --force contradict each other: pick one")
     if args.resume and args.out and args.out != args.resume:
         raise UserError("--out is the resumed run's own folder; give only --resume DIR")
+    if args.resume:
+        # A resumed run keeps its own settings: only --epochs (more of them) and --device, when given, change
+        # it. The recipe's defaults must not (they would stretch a 4-epoch run to the recipe's 8 epochs);
+        # epochs 0 and device None mean "the run's own" to train().
+        cfg = replace(cfg, epochs=args.epochs or 0, device=args.device)
     train(cfg, resume=args.resume, force=args.force, progress=not args.no_progress)
     return 0

@@ -1,0 +1,237 @@
+"""``resdense train`` on a tiny IDX set: the run folder it leaves, and its answers to bad options."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+
+from resdense.cli import main
+from resdense.train import TrainConfig
+from resdense.train.checkpoint import load_checkpoint
+from resdense.weights import load_trained
+from tests.train.conftest import (
+    assert_one_line_error,
+    isolation,
+    run_cli,
+    shared_finished_run,
+    shared_idx_dir,
+    train_args,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+METRICS_COLUMNS = ["epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds", "images_per_s"]
+SUMMARY_KEYS = {
+    "test_accuracy",
+    "best_test_accuracy",
+    "epochs",
+    "seconds",
+    "images_per_s",
+    "params",
+    "device",
+}
+
+
+# -- fixtures shared with tests/train (one data set and one finished run per session) ---------------------
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    with isolation(tmp_path, monkeypatch):
+        yield
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory) -> Path:
+    return shared_idx_dir(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> tuple[Path, str]:
+    return shared_finished_run(tmp_path_factory)
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+# -- the run folder -------------------------------------------------------------------------------------
+
+
+def test_run_folder_config_has_every_setting_resolved(finished_run, idx_dir):
+    out, _ = finished_run
+    config = json.loads((out / "config.json").read_text())
+    assert {f.name for f in fields(TrainConfig)} <= set(config)
+    # the recipe's values, overridden by the options given, and nothing left open
+    assert config["recipe"] == "fast"
+    assert config["model"] == "resnet20" and config["model_options"] == {"widths": [4, 8, 16]}
+    assert config["dataset"] == "idx" and config["data_dir"] == str(idx_dir)
+    assert config["out"] == str(out)
+    assert (config["epochs"], config["batch_size"], config["lr"], config["seed"]) == (3, 32, 0.05, 0)
+    assert config["optimizer"] == "nesterov" and config["weight_decay"] == 5e-4  # from the recipe
+    assert config["augment"] == "none" and config["tta_flip"] is False and config["device"] == "cpu"
+    assert config["classes"] == ["0", "1", "2", "3"]
+    pre = config["preprocess"]
+    assert pre["size"] == 28 and pre["in_chans"] == 1
+    assert len(pre["mean"]) == 1 and 0.1 < pre["mean"][0] < 0.6 and 0 < pre["std"][0] < 1  # measured
+    assert None not in (config["out"], config["data_dir"], pre["size"])
+
+
+def test_run_folder_metrics_summary_curves_weights_checkpoint(finished_run):
+    out, _ = finished_run
+    columns, rows = read_rows(out / "metrics.csv")
+    assert columns == METRICS_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert 0 <= float(r["train_acc"]) <= 1 and 0 <= float(r["test_acc"]) <= 1
+        assert float(r["train_loss"]) > 0 and float(r["lr"]) == 0.05
+        assert float(r["seconds"]) > 0 and float(r["images_per_s"]) > 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) >= SUMMARY_KEYS
+    assert summary["epochs"] == 3
+    assert summary["test_accuracy"] == pytest.approx(float(rows[-1]["test_acc"]), abs=1e-6)
+    assert summary["best_test_accuracy"] == pytest.approx(max(float(r["test_acc"]) for r in rows), abs=1e-6)
+    assert summary["params"] == 17_152 and summary["device"].startswith("cpu")
+    assert summary["seconds"] > 0 and summary["images_per_s"] > 0
+
+    png = (out / "curves.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 2000
+    from PIL import Image
+
+    with Image.open(out / "curves.png") as img:
+        assert img.format == "PNG" and min(img.size) > 100
+
+    model, spec = load_trained(out)
+    assert spec.model == "resnet20" and spec.classes == ["0", "1", "2", "3"]
+    assert sum(p.numel() for p in model.parameters()) == 17_152
+
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["epoch"] == 3 and len(ckpt["history"]) == 3
+    for name, t in model.state_dict().items():
+        assert torch.equal(t, ckpt["model"][name]), name
+    # nothing half-written is left behind
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_final_line_gives_accuracy_throughput_and_time(finished_run):
+    out, stdout = finished_run
+    lines = stdout.strip().splitlines()
+    assert sum(line.startswith("epoch ") for line in lines) == 3
+    m = re.fullmatch(r"done: test accuracy ([\d.]+), ([\d,]+) images/s, ([\d.]+)s \((.+)\)", lines[-1])
+    assert m, lines[-1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert float(m.group(1)) == pytest.approx(summary["test_accuracy"], abs=1e-4)
+    assert int(m.group(2).replace(",", "")) == round(summary["images_per_s"])
+    assert float(m.group(3)) == pytest.approx(summary["seconds"], abs=0.05)
+    assert m.group(4) == str(out)
+
+
+# -- one folder, one run ----------------------------------------------------------------------------------
+
+
+def test_out_folder_with_a_run_is_refused_unless_resume_or_force(capsys, idx_dir, tmp_path):
+    out = tmp_path / "run"
+    small = ["--train-subset", "64"]
+    code, _, err = cli(capsys, *train_args(idx_dir, out, *small, epochs=1))
+    assert code == 0, err
+    before = (out / "model.safetensors").read_bytes()
+
+    code, _, err = cli(capsys, *train_args(idx_dir, out, *small, epochs=1))
+    assert_one_line_error(code, err, str(out), "--resume", "--force")
+    assert (out / "model.safetensors").read_bytes() == before  # untouched
+
+    # --resume continues the run (to more epochs), --force starts it over
+    code, stdout, err = cli(capsys, "train", "--resume", str(out), "--epochs", "2", "--no-progress")
+    assert code == 0, err
+    assert "resuming" in stdout and "after epoch 1" in stdout
+    assert [int(r["epoch"]) for r in read_rows(out / "metrics.csv")[1]] == [1, 2]
+
+    code, stdout, err = cli(capsys, *train_args(idx_dir, out, *small, "--force", epochs=1))
+    assert code == 0, err
+    assert [int(r["epoch"]) for r in read_rows(out / "metrics.csv")[1]] == [1]
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+
+
+def test_resume_keeps_the_runs_own_epochs(capsys, idx_dir, tmp_path):
+    """``--resume DIR`` without --epochs finishes the run as it was planned (not the recipe's 8 epochs)."""
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, *train_args(idx_dir, out, "--train-subset", "64", epochs=2))
+    assert code == 0, err
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    ckpt["epoch"], ckpt["history"] = 1, ckpt["history"][:1]  # as if it had stopped after epoch 1
+    torch.save(ckpt, out / "checkpoint.pt")
+    code, stdout, err = cli(capsys, "train", "--resume", str(out), "--no-progress")
+    assert code == 0, err
+    assert "after epoch 1" in stdout
+    assert [int(r["epoch"]) for r in read_rows(out / "metrics.csv")[1]] == [1, 2]
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+def test_resume_and_force_together_are_refused(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "--resume", str(tmp_path), "--force")
+    assert_one_line_error(code, err, "--resume", "--force")
+
+
+def test_resume_of_a_folder_without_checkpoint_is_refused(capsys, tmp_path):
+    code, _, err = cli(capsys, "train", "--resume", str(tmp_path), "--no-progress")
+    assert_one_line_error(code, err, str(tmp_path), "checkpoint.pt")
+
+
+# -- bad options: one line, exit 2, no traceback ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option, fragments",
+    [
+        (["--epochs", "0"], ["--epochs", "0"]),
+        (["--lr", "-1"], ["--lr", "-1"]),
+        (["--batch-size", "0"], ["--batch-size"]),
+        (["--label-smoothing", "1.5"], ["--label-smoothing"]),
+        (["--model", "resnt20"], ["resnt20", "resnet20"]),  # close matches listed
+        (["--model-options", '{"no_such_option": 1}'], ["no_such_option"]),
+        (["--batch-size", "1000"], ["--batch-size", "1000"]),  # more than the 256 training images
+    ],
+)
+def test_bad_options_are_one_line_errors(capsys, idx_dir, tmp_path, option, fragments):
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, *train_args(idx_dir, out, epochs=1), *option)
+    assert_one_line_error(code, err, *fragments)
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_missing_data_dir_is_named(capsys, tmp_path):
+    for dataset in ("idx", "fashion-mnist"):
+        code, _, err = cli(
+            capsys, "train", "--dataset", dataset, "--data-dir", "/nonexistent", "--out", str(tmp_path / "r")
+        )
+        assert_one_line_error(code, err, "/nonexistent")
+
+
+def test_the_installed_command_prints_no_traceback(tmp_path):
+    """The real process (the ``resdense`` entry point when installed): exit 2, one line on stderr."""
+    argv = ["train", "--dataset", "idx", "--data-dir", "/nonexistent", "--out", str(tmp_path / "r")]
+    script = Path(sys.executable).parent / "resdense"
+    if script.exists():
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        res = subprocess.run([str(script), *argv], capture_output=True, text=True, timeout=120, env=env)
+    else:
+        res = run_cli(*argv)
+    assert_one_line_error(res.returncode, res.stderr, "/nonexistent")
+    assert res.stdout == ""

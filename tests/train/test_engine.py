@@ -1,0 +1,130 @@
+"""The training loop: it learns, it is reproducible, it stops cleanly on a diverging loss; the Python API."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from resdense.cli import main
+from resdense.data import load_dataset
+from resdense.models import create_model
+from resdense.train import TrainConfig, TrainResult, engine, train
+from resdense.train.checkpoint import load_checkpoint
+from resdense.train.metrics import read_metrics
+
+from .conftest import NUM_CLASSES, assert_one_line_error, train_args
+
+
+def tiny_config(out: Path, data_dir: Path, **overrides) -> TrainConfig:
+    base = dict(
+        model="resnet20", model_options={"widths": (4, 8, 16)}, dataset="idx", data_dir=str(data_dir),
+        epochs=1, batch_size=32, lr=0.05, optimizer="sgd", schedule="constant", augment="none",
+        tta_flip=False, device="cpu", seed=0, train_subset=128, out=str(out),
+    )  # fmt: skip
+    return TrainConfig(**{**base, **overrides})
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model.safetensors"))
+
+
+def test_learning_happens(finished_run):
+    """On a learnable set the test accuracy ends far above chance (1/4) and the loss falls."""
+    out, _ = finished_run
+    rows = read_metrics(out / "metrics.csv")
+    assert rows[-1]["test_acc"] >= 0.8, rows
+    assert rows[-1]["train_acc"] >= 0.8, rows
+    assert rows[-1]["train_loss"] < 0.6 * rows[0]["train_loss"], rows
+
+
+def test_python_api_returns_summary_and_history(idx_dir, tmp_path):
+    """What a notebook reader calls: ``train(TrainConfig(...), dataset=...)``."""
+    dataset = load_dataset("idx", idx_dir)
+    result = train(tiny_config(tmp_path / "api", idx_dir, epochs=2), dataset=dataset, progress=False)
+    assert isinstance(result, TrainResult)
+    assert result.out_dir == tmp_path / "api"
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    for r in result.history:
+        assert {"train_loss", "train_acc", "test_acc", "lr", "seconds", "images_per_s"} <= set(r)
+    s = result.summary
+    assert s["test_accuracy"] == result.history[-1]["test_acc"]
+    assert s["epochs"] == 2 and s["model"] == "resnet20"
+    assert json.loads((tmp_path / "api" / "summary.json").read_text()) == s
+    assert (tmp_path / "api" / "model.safetensors").exists()
+
+
+def test_seeded_runs_are_reproducible(idx_dir, tmp_path):
+    dataset = load_dataset("idx", idx_dir)
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = tiny_config(tmp_path / name, idx_dir, seed=seed, augment="flip-crop")
+        runs[name] = train(cfg, dataset=dataset, progress=False)
+    wa, wb, wc = (weights(tmp_path / n) for n in "abc")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    assert [r["train_loss"] for r in runs["a"].history] == [r["train_loss"] for r in runs["b"].history]
+    # and the seed matters: another seed, other weights
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa if wa[k].is_floating_point())
+
+
+def test_nan_loss_stops_the_run_with_one_line(capsys, idx_dir, tmp_path):
+    out = tmp_path / "run"
+    code = main(train_args(idx_dir, out, "--lr", "1e30", "--train-subset", "64", epochs=2))
+    _, err = capsys.readouterr()
+    line = assert_one_line_error(code, err, "training loss became", "epoch 1", "--lr")
+    assert "nan" in line or "inf" in line
+    assert not (out / "model.safetensors").exists()  # no diverged model presented as a result
+    assert not (out / "checkpoint.pt").exists()  # and nothing good to keep
+
+
+def test_nan_loss_keeps_the_last_good_checkpoint(capsys, idx_dir, tmp_path, monkeypatch):
+    """The loss diverges in epoch 2: the checkpoint after epoch 1 is kept, whole and loadable."""
+    real_lr_at = engine.lr_at
+
+    def exploding_lr(cfg, step, total_steps, steps_per_ep):
+        return 1e30 if step >= steps_per_ep else real_lr_at(cfg, step, total_steps, steps_per_ep)
+
+    monkeypatch.setattr(engine, "lr_at", exploding_lr)
+    out = tmp_path / "run"
+    code = main(train_args(idx_dir, out, "--train-subset", "64", epochs=3))
+    _, err = capsys.readouterr()
+    assert_one_line_error(code, err, "training loss became", "epoch 2", str(out))
+
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and len(ckpt["history"]) == 1
+    assert [r["epoch"] for r in read_metrics(out / "metrics.csv")] == [1]
+    model = create_model("resnet20", num_classes=NUM_CLASSES, in_chans=1, widths=(4, 8, 16))
+    model.load_state_dict(ckpt["model"])
+    assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+    assert math.isfinite(ckpt["history"][0]["train_loss"])
+
+
+@pytest.mark.parametrize(
+    "schedule, expect",
+    [
+        ("constant", lambda t: 1.0),
+        ("linear", lambda t: 1 - t),
+        ("cosine", lambda t: 0.5 * (1 + math.cos(math.pi * t))),
+    ],
+)
+def test_lr_schedules(schedule, expect):
+    cfg = TrainConfig(lr=0.2, schedule=schedule)
+    total = 40
+    for step in (0, 10, 20, 39):
+        assert engine.lr_at(cfg, step, total, 10) == pytest.approx(0.2 * expect(step / total))
+
+
+def test_onecycle_is_a_triangle_with_warmup():
+    cfg = TrainConfig(lr=1.0, schedule="onecycle")
+    lrs = [engine.lr_at(cfg, s, 100, 10) for s in range(100)]
+    assert max(lrs) == pytest.approx(1.0) and lrs.index(max(lrs)) == 20
+    assert lrs[0] == 0.0 and lrs[-1] == pytest.approx(0.01 / 0.8)  # falls to zero at the end
+    cfg = TrainConfig(lr=1.0, schedule="constant", warmup_epochs=1)
+    assert [engine.lr_at(cfg, s, 100, 10) for s in (0, 4, 9, 10, 50)] == pytest.approx([0.1, 0.5, 1, 1, 1])
