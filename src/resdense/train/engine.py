@@ -459,7 +459,13 @@ def train(
         if dataset is None:
             from ..data import load_dataset
 
+            # under torchrun one process per machine fetches a missing data set; the others wait for it
+            first = not dist.enabled or dist.local_rank == 0
+            if not first:
+                dist.barrier()
             dataset = load_dataset(cfg.dataset, cfg.data_dir, progress=progress and dist.rank == 0)
+            if first:
+                dist.barrier()
         trainer = Trainer(cfg, dataset, out, progress=progress)
         if ckpt is not None:
             trainer.load_state(ckpt)
