@@ -21,8 +21,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the seed reference lives in tests/
+from tests.models.d2l_seed import book_densenet, book_resnet  # noqa: E402
+
 from _common import dump, extract_fashion_mnist, machine  # noqa: E402
-from d2l_reference import book_densenet, book_resnet  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
 from resdense.train.engine import Trainer, resolve_device  # noqa: E402
 from resdense.train.recipes import get_recipe  # noqa: E402

@@ -87,7 +87,11 @@ class Predictor:
                 x = self.spec.preprocess(batch)
             except ValueError as e:  # e.g. 4-channel images for a 3-channel model
                 raise UserError(f"{self.path or self.spec.model}: {e}") from None
-            outs.append(self._run(x).float().cpu())
+            logits = self._run(x).float()
+            if self.spec.tta_flip:
+                # the mirror-image test-time augmentation the model was scored with in training
+                logits = 0.5 * (logits + self._run(x.flip(-1)).float())
+            outs.append(logits.cpu())
         if not outs:
             return torch.empty(0, len(self.spec.classes) or 0)
         return torch.cat(outs)

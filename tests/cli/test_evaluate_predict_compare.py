@@ -88,15 +88,9 @@ def summary(run: Path) -> dict:
 # -- evaluate ---------------------------------------------------------------------------------------------
 
 
-# A run trained with --tta-flip is scored on the average of each image's and its mirror's logits; the
-# inference side (resdense.inference.Predictor.predict_logits) does not apply spec.tta_flip yet, so
-# `resdense evaluate` scores such a run without the flips. Strict: once fixed, this marker must go.
-TTA_NOT_APPLIED = pytest.mark.xfail(
-    strict=True, reason="inference.Predictor ignores spec.tta_flip: evaluate differs from summary.json"
-)
-
-
-@pytest.mark.parametrize("which", ["resnet", pytest.param("densenet", marks=TTA_NOT_APPLIED)])
+# The densenet run is trained with --tta-flip on data whose mirror images look like another class:
+# evaluate must apply the same flips to match the run's own figure.
+@pytest.mark.parametrize("which", ["resnet", "densenet"])
 def test_evaluate_matches_the_runs_summary_exactly(capsys, which, finished_run, densenet_run, tmp_path):
     run = finished_run[0] if which == "resnet" else densenet_run
     figures = tmp_path / "figs"

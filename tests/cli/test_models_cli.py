@@ -10,7 +10,6 @@ import pytest
 
 from resdense.cli import main
 from resdense.models import list_models
-from tests.models import one_torch_thread  # noqa: F401  (autouse fixture)
 
 SHAPES = ["(64, 56, 56)", "(128, 28, 28)", "(256, 14, 14)", "(512, 7, 7)", "(512, 1, 1)", "(512)", "(10)"]
 

@@ -8,7 +8,6 @@ from torch import nn
 from resdense.models import ModelConfig, create_model, get_model_info, list_models
 from resdense.models.registry import UnknownModelError
 from resdense.models.resnet import BasicBlock, Bottleneck, PreActBlock
-from tests.models import one_torch_thread  # noqa: F401  (autouse fixture)
 
 ALL_MODELS = list_models()
 HEAVY = {"resnet152", "resnext101_32x8d", "wide_resnet101_2", "densenet161", "densenet201"}

@@ -1,133 +1,24 @@
 """The d2l networks against the book's own code (d2l sections 8.6 and 8.7, as in the seed).
 
-The reference section below is the book's code, verbatim except for the ``d2l`` import; it is built here
-independently of ``resdense`` so that any drift in our layer order, shapes or arithmetic shows up.
+The reference is the book's code in ``tests/models/d2l_seed.py``, verbatim except for the ``d2l`` import; built
+independently of ``resdense``, so any drift in our layer order, shapes or arithmetic shows up.
 """
 
 import pytest
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from resdense.models import create_model
 from resdense.models import d2l as ours
-from tests.models import one_torch_thread  # noqa: F401  (autouse fixture)
-
-# --- the book's code (reference), with the seed's names; the network-building lines are wrapped in
-# functions so that each call gives a fresh net and the two ``b1``/``net`` do not clash ---------------------
-# fmt: off
-
-
-class Residual(nn.Module):  #@save
-    def __init__(self, input_channels, num_channels,
-                 use_1x1conv=False, strides=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(input_channels, num_channels,
-                               kernel_size=3, padding=1, stride=strides)
-        self.conv2 = nn.Conv2d(num_channels, num_channels,
-                               kernel_size=3, padding=1)
-        if use_1x1conv:
-            self.conv3 = nn.Conv2d(input_channels, num_channels,
-                                   kernel_size=1, stride=strides)
-        else:
-            self.conv3 = None
-        self.bn1 = nn.BatchNorm2d(num_channels)
-        self.bn2 = nn.BatchNorm2d(num_channels)
-
-    def forward(self, X):
-        Y = F.relu(self.bn1(self.conv1(X)))
-        Y = self.bn2(self.conv2(Y))
-        if self.conv3:
-            X = self.conv3(X)
-        Y += X
-        return F.relu(Y)
-
-
-def resnet_block(input_channels, num_channels, num_residuals,
-                 first_block=False):
-    blk = []
-    for i in range(num_residuals):
-        if i == 0 and not first_block:
-            blk.append(Residual(input_channels, num_channels,
-                                use_1x1conv=True, strides=2))
-        else:
-            blk.append(Residual(num_channels, num_channels))
-    return blk
-
-
-def book_resnet():
-    b1 = nn.Sequential(nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3),
-                       nn.BatchNorm2d(64), nn.ReLU(),
-                       nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-    b2 = nn.Sequential(*resnet_block(64, 64, 2, first_block=True))
-    b3 = nn.Sequential(*resnet_block(64, 128, 2))
-    b4 = nn.Sequential(*resnet_block(128, 256, 2))
-    b5 = nn.Sequential(*resnet_block(256, 512, 2))
-
-    net = nn.Sequential(b1, b2, b3, b4, b5,
-                        nn.AdaptiveAvgPool2d((1,1)),
-                        nn.Flatten(), nn.Linear(512, 10))
-    return net
-
-
-def conv_block(input_channels, num_channels):
-    return nn.Sequential(
-        nn.BatchNorm2d(input_channels), nn.ReLU(),
-        nn.Conv2d(input_channels, num_channels, kernel_size=3, padding=1))
-
-
-class DenseBlock(nn.Module):
-    def __init__(self, num_convs, input_channels, num_channels):
-        super(DenseBlock, self).__init__()  # noqa: UP008 (the book's spelling)
-        layer = []
-        for i in range(num_convs):
-            layer.append(conv_block(
-                num_channels * i + input_channels, num_channels))
-        self.net = nn.Sequential(*layer)
-
-    def forward(self, X):
-        for blk in self.net:
-            Y = blk(X)
-            # concatenate each block's input and output along the channels
-            X = torch.cat((X, Y), dim=1)
-        return X
-
-
-def transition_block(input_channels, num_channels):
-    return nn.Sequential(
-        nn.BatchNorm2d(input_channels), nn.ReLU(),
-        nn.Conv2d(input_channels, num_channels, kernel_size=1),
-        nn.AvgPool2d(kernel_size=2, stride=2))
-
-
-def book_densenet():
-    b1 = nn.Sequential(
-        nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3),
-        nn.BatchNorm2d(64), nn.ReLU(),
-        nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
-
-    # num_channels: the current number of channels
-    num_channels, growth_rate = 64, 32
-    num_convs_in_dense_blocks = [4, 4, 4, 4]
-    blks = []
-    for i, num_convs in enumerate(num_convs_in_dense_blocks):
-        blks.append(DenseBlock(num_convs, num_channels, growth_rate))
-        # output channels of the previous dense block
-        num_channels += num_convs * growth_rate
-        # a transition layer between dense blocks halves the channels
-        if i != len(num_convs_in_dense_blocks) - 1:
-            blks.append(transition_block(num_channels, num_channels // 2))
-            num_channels = num_channels // 2
-
-    net = nn.Sequential(
-        b1, *blks,
-        nn.BatchNorm2d(num_channels), nn.ReLU(),
-        nn.AdaptiveAvgPool2d((1, 1)),
-        nn.Flatten(),
-        nn.Linear(num_channels, 10))
-    return net
-# fmt: on
-
+from tests.models.d2l_seed import (  # the book's code, the reference
+    DenseBlock,
+    Residual,
+    book_densenet,
+    book_resnet,
+    conv_block,
+    resnet_block,
+    transition_block,
+)
 
 # --- tests -----------------------------------------------------------------------------------------------
 

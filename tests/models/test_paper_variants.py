@@ -7,7 +7,6 @@ from torch import nn
 
 from resdense.models import create_model
 from resdense.models.resnet import BasicBlock, PadShortcut, PreActBlock
-from tests.models import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def n_params(model: nn.Module) -> int:

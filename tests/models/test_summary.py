@@ -8,7 +8,6 @@ from torch import nn
 
 from resdense.models import create_model, d2l_densenet, d2l_resnet18
 from resdense.models.summary import InputTooSmallError, Summary, count_macs, count_params, summarize
-from tests.models import one_torch_thread  # noqa: F401  (autouse fixture)
 
 # the shapes d2l prints for one 1x224x224 image through its ResNet-18
 D2L_RESNET_SHAPES = [

@@ -6,7 +6,6 @@ import torch
 import torchvision
 
 from resdense.models import create_model, list_models
-from tests.models import one_torch_thread  # noqa: F401  (autouse fixture)
 
 IMAGENET_MODELS = [
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",

@@ -58,7 +58,7 @@ def plot_confusion(matrix, classes: Sequence[str], path: str | Path) -> None:
     n = len(classes)
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
     m = matrix.float()
-    ax.imshow(m / m.sum(1, keepdim=True).clamp(min=1), cmap="Blues", vmin=0, vmax=1)
+    ax.imshow((m / m.sum(1, keepdim=True).clamp(min=1)).numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
         for j in range(n):
             v = int(matrix[i, j])

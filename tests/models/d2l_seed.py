@@ -1,8 +1,8 @@
-"""The seed's code: d2l's ResNet-18 and DenseNet exactly as the book prints them (sections 8.6 and 8.7).
+"""The seed's code: d2l's ResNet-18 and DenseNet as the book prints them (sections 8.6 and 8.7).
 
-Kept verbatim, without the ``d2l`` import, as the reference that resdense is measured against: the
-throughput benchmark trains it, and the model tests check that resdense's networks reproduce it.
-The network-building lines are wrapped in functions so each call gives a fresh net.
+The reference resdense is measured against, written out verbatim but for the ``d2l`` import (and comments
+translated): the model tests check that resdense reproduces it, and benchmarks/throughput.py trains it as
+the baseline. The network-building lines are wrapped in functions so each call gives a fresh net.
 """
 
 import torch
