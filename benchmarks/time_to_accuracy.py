@@ -21,15 +21,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import dump, machine  # noqa: E402
 from resdense.train import get_recipe, train  # noqa: E402
 
-BUDGETS = {"fast": (0.93, 300.0), "best": (0.94, 900.0)}  # recipe: (target accuracy, wall seconds)
+# recipe: (target accuracy, budget seconds); CPU budgets are end-to-end wall time, the GPU one (an H100)
+# counts training seconds only, as the issue states it
+BUDGETS = {"fast": (0.93, 300.0), "best": (0.94, 900.0), "gpu": (0.94, 10.0)}
+TRAINING_TIME_BUDGET = {"gpu"}
 
 
-def run(recipe: str, seed: int, **overrides) -> dict:
+def run(recipe: str, seed: int, keep: Path | None = None, **overrides) -> dict:
     """One end-to-end run, timed from before the data is read to after the final evaluation."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = get_recipe(recipe).with_overrides(seed=seed, out=str(Path(tmp) / "run"), **overrides)
+        out = (keep or Path(tmp)) / f"{recipe}-seed{seed}"
+        cfg = get_recipe(recipe).with_overrides(seed=seed, out=str(out), **overrides)
         t0 = time.perf_counter()
-        result = train(cfg, progress=False)
+        result = train(cfg, progress=False, force=True)
         wall = time.perf_counter() - t0
     # wall-clock time at the end of each epoch: the start-up cost, then the epochs' own seconds
     startup = wall - sum(r["seconds"] for r in result.history)
@@ -38,6 +42,7 @@ def run(recipe: str, seed: int, **overrides) -> dict:
         elapsed += r["seconds"]
         curve.append((elapsed, r["test_acc"]))
     return {"recipe": recipe, "seed": seed, "wall_s": wall, "final_acc": result.summary["test_accuracy"],
+            "train_s": sum(r["seconds"] for r in result.history),
             "curve": curve, "images_per_s": result.summary["images_per_s"], "macs": result.summary["macs"]}  # fmt: skip
 
 
@@ -81,6 +86,8 @@ def main() -> None:
     ap.add_argument("--recipes", default="fast,best")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--keep", type=Path, help="keep the run folders here (default: thrown away)")
     ap.add_argument("--plot", type=Path, help="write the accuracy-vs-time plot here")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
@@ -90,7 +97,7 @@ def main() -> None:
     runs = []
     for recipe in args.recipes.split(","):
         for seed in seeds:
-            r = run(recipe, seed, **quick)
+            r = run(recipe, seed, args.keep, device=args.device, **quick)
             runs.append(r)
             print(f"{recipe:<6} seed {seed}: final test acc {r['final_acc']:.4f} in {r['wall_s']:6.1f} s wall "
                   f"({r['images_per_s']:,.0f} train img/s)", flush=True)  # fmt: skip
@@ -98,10 +105,10 @@ def main() -> None:
     budget = min(BUDGETS.get(r, (0, 300.0))[1] for r in args.recipes.split(","))
     if not args.no_baseline:
         # the book's recipe, cut to what fits in the same wall-clock budget on this machine
-        probe = run("d2l-resnet", 0, epochs=1, train_subset=512)
+        probe = run("d2l-resnet", 0, epochs=1, train_subset=512)  # how fast the book's net trains here
         ips = probe["images_per_s"]
         n = max(256, int((budget if not args.quick else 60) * ips * 0.8) // 256 * 256)
-        baseline = run("d2l-resnet", 0, epochs=1, train_subset=n)
+        baseline = run("d2l-resnet", 0, args.keep, epochs=1, train_subset=n)
         print(f"d2l-resnet (book recipe) within the same budget: {n:,} images seen, test acc "
               f"{baseline['final_acc']:.4f} in {baseline['wall_s']:.1f} s wall ({ips:.1f} train img/s)")  # fmt: skip
     print()
@@ -110,7 +117,8 @@ def main() -> None:
         rs = [r for r in runs if r["recipe"] == recipe]
         target, budget = BUDGETS.get(recipe, (0.0, float("inf")))
         acc = statistics.median(r["final_acc"] for r in rs)
-        wall = statistics.median(r["wall_s"] for r in rs)
+        key = "train_s" if recipe in TRAINING_TIME_BUDGET else "wall_s"
+        wall = statistics.median(r[key] for r in rs)
         met = acc >= target and wall <= budget
         extra = ""
         if baseline:

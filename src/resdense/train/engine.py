@@ -313,8 +313,12 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         return self.ema_model if self.ema_model is not None else unwrap(self.model)
 
-    def evaluate(self) -> float:
-        """Test accuracy; under torchrun each process scores a share and all agree on the sum."""
+    def evaluate(self, final: bool = True) -> float:
+        """Test accuracy; under torchrun each process scores a share and all agree on the sum.
+
+        The mirror-image test-time augmentation doubles the cost of an evaluation, so it is applied to the
+        final one only: earlier epochs' figures are for plotting, the final one is the run's result.
+        """
         model = self.eval_model()
         self.dist.broadcast_buffers(model)  # score rank 0's model (the saved one) on every rank
         model.eval()
@@ -322,7 +326,7 @@ class Trainer:
         for xb, yb in eval_batches(
             self.test_set, self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size
         ):
-            logits = predict_logits(model, xb, self.preprocess, tta_flip=self.cfg.tta_flip,
+            logits = predict_logits(model, xb, self.preprocess, tta_flip=self.cfg.tta_flip and final,
                                     batch_size=self.cfg.eval_batch_size,
                                     channels_last=self.cfg.channels_last, autocast=self.autocast)  # fmt: skip
             correct += (logits.argmax(1) == yb).sum()
@@ -340,7 +344,7 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             row = self.train_epoch(epoch)
-            test_acc = self.evaluate()
+            test_acc = self.evaluate(final=epoch + 1 == cfg.epochs)
             self.elapsed += time.perf_counter() - t0
             row = {"epoch": epoch + 1, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
                    "test_acc": test_acc, "lr": row["lr"], "seconds": row["seconds"],

@@ -70,17 +70,27 @@ RECIPES: dict[str, TrainConfig] = {
         momentum=0.0, weight_decay=0.0, schedule="constant", resize=96, normalize=False, augment="none",
         init="xavier", channels_last=True,
     ),
-    # Ours: the default. A small CIFAR-style ResNet at Fashion-MNIST's own 28x28, one-cycle SGD.
+    # Ours: the default, 93% in under 5 minutes on 2 vCPUs. The CIFAR ResNet-20 at Fashion-MNIST's own
+    # 28x28, batch 128, one-cycle Nesterov SGD, label smoothing, mirror images in training and at test.
+    # Measured: random crops cost accuracy at this short schedule (see benchmarks/RESULTS.md).
     "fast": TrainConfig(
-        recipe="fast", model="resnet20", model_options={"widths": (16, 32, 64)}, epochs=8, batch_size=256,
-        lr=0.2, optimizer="nesterov", momentum=0.9, weight_decay=5e-4, schedule="onecycle",
-        label_smoothing=0.1, augment="flip-crop", tta_flip=True,
+        recipe="fast", model="resnet20", epochs=6, batch_size=128, lr=0.1, optimizer="nesterov",
+        momentum=0.9, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, augment="flip",
+        tta_flip=True,
     ),
-    # Ours: more epochs and a wider net for the last point of accuracy.
+    # Ours: 94% within 15 minutes on 2 vCPUs; the same net for longer, now with random crops.
     "best": TrainConfig(
-        recipe="best", model="resnet20", model_options={"widths": (32, 64, 128)}, epochs=20, batch_size=256,
-        lr=0.2, optimizer="nesterov", momentum=0.9, weight_decay=5e-4, schedule="onecycle",
-        label_smoothing=0.1, augment="flip-crop", tta_flip=True,
+        recipe="best", model="resnet20", epochs=16, batch_size=128, lr=0.1, optimizer="nesterov",
+        momentum=0.9, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, augment="flip-crop",
+        tta_flip=True,
+    ),
+    # Ours, for one GPU: bf16 autocast, channels-last, compiled, the data held on the GPU. Not yet
+    # measured on a GPU (see benchmarks/RESULTS.md).
+    "gpu": TrainConfig(
+        recipe="gpu", model="resnet20", model_options={"widths": (32, 64, 128)}, epochs=16, batch_size=512,
+        lr=0.4, optimizer="nesterov", momentum=0.9, weight_decay=5e-4, schedule="onecycle",
+        label_smoothing=0.1, augment="flip-crop", tta_flip=True, compile=True, device="cuda",
+        eval_batch_size=2048,
     ),
 }  # fmt: skip
 
