@@ -54,12 +54,3 @@ def make_trained(folder: Path, name: str, seed: int = 0) -> tuple[nn.Module, Mod
 def uint8_images(n: int, size: int = 28, channels: int = 1, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (n, channels, size, size), generator=g).to(torch.uint8)
-
-
-def one_thread():
-    """Generator for an autouse fixture: torch on one thread. On a small shared CPU, torch's OpenMP threads
-    wait on each other and a DenseNet forward pass runs ten times slower with two threads than with one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -17,9 +17,7 @@ from resdense.errors import UserError
 from resdense.export import META_KEY, TORCHSCRIPT_EXTRA, export_onnx, export_torchscript
 from resdense.fuse import count_batchnorms
 
-from . import MODELS, make_trained, one_thread
-
-_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+from . import MODELS, make_trained
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,7 @@ from resdense.models import DenseNet, Residual, ResNet, create_model
 from resdense.models.d2l import _stem as d2l_stem
 from resdense.models.resnet import Bottleneck, PreActBlock
 
-from . import one_thread, randomize_bn
-
-_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+from . import randomize_bn
 
 # (builder, input channels, BNs before, BNs left after fusion)
 CASES = {

@@ -10,9 +10,7 @@ from resdense.errors import UserError
 from resdense.export import META_KEY, export_onnx, export_torchscript
 from resdense.inference import Predictor, load_predictor
 
-from . import CLASSES, make_trained, one_thread, uint8_images
-
-_one_thread = pytest.fixture(autouse=True, scope="module")(one_thread)
+from . import CLASSES, make_trained, uint8_images
 
 
 @pytest.fixture(scope="module")

@@ -25,27 +25,14 @@ QUIET = ["--device", "cpu", "--no-progress"]
 
 
 @contextlib.contextmanager
-def one_thread():
-    """Run torch on one thread: tiny models on a shared 2-vCPU machine train ~10x faster that way (no
-    oversubscribed OpenMP threads), and results do not depend on the machine's thread count."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@contextlib.contextmanager
 def isolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """No test sees the user's cache, $RESDENSE_DATA, Debian's copy or the internet; torch on one thread."""
+    """No test sees the user's cache, $RESDENSE_DATA, Debian's copy or the internet."""
     monkeypatch.delenv("RESDENSE_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("RESDENSE_FASHION_MNIST_URL", "http://127.0.0.1:9/")
     monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.chdir(tmp_path)  # a run without --out lands in tmp_path/runs, never in the repository
-    with one_thread():
-        yield
+    yield
 
 
 @pytest.fixture(autouse=True)
@@ -127,7 +114,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str, command: str = "
 def main_quiet(argv: list[str]) -> tuple[int, str]:
     """``resdense.cli.main(argv)`` with stdout captured (for session fixtures, which cannot use capsys)."""
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf), one_thread():
+    with contextlib.redirect_stdout(buf):
         code = main(argv)
     return code, buf.getvalue()
 
