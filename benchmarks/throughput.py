@@ -12,6 +12,8 @@ FashionMNIST with ``Resize(96)`` and ``ToTensor`` per image, a ``DataLoader`` wi
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,6 +90,30 @@ def resdense_images_per_s(recipe: str, steps: int, device: torch.device, dataset
         return trainer.train_epoch(1)["images_per_s"], trainer.macs
 
 
+def measure_in_subprocess(side: str, recipe: str, steps: int, device: str, compile: bool) -> dict:
+    """One side in a fresh process, so that neither side's process settings (threads, allocator) leak
+    into the other's measurement."""
+    cmd = [sys.executable, __file__, "--side", side, "--recipes", recipe, "--steps", str(steps),
+           "--device", device] + (["--compile"] if compile else [])  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{side} {recipe} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def side_main(args) -> None:
+    device = resolve_device(args.device)
+    recipe = args.recipes
+    if args.side == "seed":
+        with tempfile.TemporaryDirectory() as tmp:
+            root = extract_fashion_mnist(Path(tmp))
+            print(json.dumps({"images_per_s": seed_images_per_s(recipe, args.steps, 1, device, root)}))
+    else:
+        dataset = load_dataset("fashion-mnist", progress=False)
+        ips, macs = resdense_images_per_s(recipe, args.steps, device, dataset, args.compile)
+        print(json.dumps({"images_per_s": ips, "macs": macs}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a few steps only (about 3 minutes on 2 vCPUs)")
@@ -96,25 +122,26 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--compile", action="store_true", help="also time resdense with torch.compile")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--side", choices=["seed", "ours"], help=argparse.SUPPRESS)
     args = ap.parse_args()
-    device = resolve_device(args.device)
     steps = args.steps or (2 if args.quick else 8)
-    dataset = load_dataset("fashion-mnist", progress=False)
-    print(f"machine: {machine()}; {steps} timed steps of batch 256 per side")
+    if args.side:
+        args.steps = steps
+        return side_main(args)
+    device = str(resolve_device(args.device))
+    print(f"machine: {machine()}; {steps} timed steps of batch 256 per side, each side in its own process")
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        root = extract_fashion_mnist(Path(tmp))
-        for recipe in args.recipes.split(","):
-            base = seed_images_per_s(recipe, steps, warmup=1, device=device, root=root)
-            variants = [("resdense", False)] + ([("resdense+compile", True)] if args.compile else [])
-            for label, comp in variants:
-                ours, macs = resdense_images_per_s(recipe, steps, device, dataset, comp)
-                gflops = 3 * 2 * macs * ours / 1e9
-                row = {"recipe": recipe, "variant": label, "seed_images_per_s": base,
-                       "images_per_s": ours, "ratio": ours / base, "train_gflops": gflops}  # fmt: skip
-                results.append(row)
-                print(f"{recipe:<13} {label:<17} seed+d2l pipeline {base:8.1f} img/s | ours {ours:8.1f} img/s "
-                      f"| ratio {ours / base:5.2f}x | {gflops:6.1f} GFLOP/s training")  # fmt: skip
+    for recipe in args.recipes.split(","):
+        base = measure_in_subprocess("seed", recipe, steps, device, False)["images_per_s"]
+        for label, comp in [("resdense", False)] + ([("resdense+compile", True)] if args.compile else []):
+            r = measure_in_subprocess("ours", recipe, steps, device, comp)
+            ours, macs = r["images_per_s"], r["macs"]
+            gflops = 3 * 2 * macs * ours / 1e9
+            row = {"recipe": recipe, "variant": label, "seed_images_per_s": base,
+                   "images_per_s": ours, "ratio": ours / base, "train_gflops": gflops}  # fmt: skip
+            results.append(row)
+            print(f"{recipe:<13} {label:<17} seed+d2l pipeline {base:8.1f} img/s | ours {ours:8.1f} img/s "
+                  f"| ratio {ours / base:5.2f}x | {gflops:6.1f} GFLOP/s training", flush=True)  # fmt: skip
     dump(args.json, {"machine": machine(), "steps": steps, "results": results})
 
 

@@ -27,6 +27,7 @@ from ..models.registry import UnknownModelError
 from ..models.summary import count_macs, count_params
 from ..utils.io import write_json
 from ..utils.progress import ProgressBar
+from ..utils.system import keep_freed_memory
 from ..weights import WEIGHTS_NAME, ModelSpec, save_trained, unwrap
 from . import distributed as dist_utils
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -172,6 +173,8 @@ class Trainer:
         self.is_main = self.dist.rank == 0
         self.progress = progress and self.is_main
         self.autocast = cfg.amp and self.device.type == "cuda"
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no mmap/munmap of the activations at every step
 
         # Data: resize once, up front, on the device; what remains per batch is augmentation.
         train, test = dataset.train.subset(cfg.train_subset), dataset.test
