@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from ..errors import UserError
 from ..models import create_model, list_models
 from ..models.registry import UnknownModelError, get_model_info
@@ -38,7 +40,8 @@ def run_list(args) -> int:
     rows = []
     for name in list_models(args.pattern):
         info = get_model_info(name)
-        model = create_model(name)
+        with torch.device("meta"):  # shapes only: counting parameters needs no memory and no init
+            model = create_model(name)
         rows.append({
             "name": name,
             "family": info.family,
