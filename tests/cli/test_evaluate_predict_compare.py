@@ -9,17 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from resdense.cli import main
 from resdense.data import fashion_mnist
 from resdense.data.fashion_mnist import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
 from resdense.data.idx import read_idx_bytes, write_idx_images, write_idx_labels
+from tests.cli.conftest import cli
 from tests.train.conftest import (
     assert_one_line_error,
-    isolation,
     main_quiet,
     pattern_images,
-    shared_finished_run,
-    shared_idx_dir,
     train_args,
 )
 
@@ -29,31 +26,6 @@ FASHION_CLASSES = [
 ]  # fmt: skip
 TINY_DENSENET = ["--model", "d2l_densenet", "--model-options",
                  '{"growth_rate": 4, "num_convs_in_dense_blocks": [1, 1]}']  # fmt: skip
-
-
-# -- fixtures shared with tests/train (one data set and one finished run per session) ---------------------
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    with isolation(tmp_path, monkeypatch):
-        yield
-
-
-@pytest.fixture(scope="session")
-def idx_dir(tmp_path_factory) -> Path:
-    return shared_idx_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory) -> tuple[Path, str]:
-    return shared_finished_run(tmp_path_factory)
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

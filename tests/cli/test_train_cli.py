@@ -14,16 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from resdense.cli import main
 from resdense.train import TrainConfig
 from resdense.train.checkpoint import load_checkpoint
 from resdense.weights import load_trained
+from tests.cli.conftest import cli
 from tests.train.conftest import (
     assert_one_line_error,
-    isolation,
     run_cli,
-    shared_finished_run,
-    shared_idx_dir,
     train_args,
 )
 
@@ -38,31 +35,6 @@ SUMMARY_KEYS = {
     "params",
     "device",
 }
-
-
-# -- fixtures shared with tests/train (one data set and one finished run per session) ---------------------
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    with isolation(tmp_path, monkeypatch):
-        yield
-
-
-@pytest.fixture(scope="session")
-def idx_dir(tmp_path_factory) -> Path:
-    return shared_idx_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory) -> tuple[Path, str]:
-    return shared_finished_run(tmp_path_factory)
-
-
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def read_rows(path: Path) -> tuple[list[str], list[dict]]:
