@@ -23,3 +23,25 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def real_fashion_mnist_dir():
+    """The folder holding the real Fashion-MNIST files, for tests that need the real data.
+
+    Found the way ``resdense train`` finds it (``$RESDENSE_DATA``, the user cache, Debian's copy, which
+    scripts/setup.sh installs as root), and downloaded into the user cache when none holds it. Never
+    skipped: tests that need real data must run in CI.
+    """
+    from resdense.data.fashion_mnist import load_fashion_mnist
+
+    ds = load_fashion_mnist(None, download=True, progress=False)
+    return os.fspath(ds.source)
+
+
+@pytest.fixture(scope="session")
+def real_fashion_mnist(real_fashion_mnist_dir):
+    """The real Fashion-MNIST as a :class:`resdense.data.Dataset` (uint8 tensors), loaded once."""
+    from resdense.data.fashion_mnist import load_fashion_mnist
+
+    return load_fashion_mnist(real_fashion_mnist_dir, download=False, progress=False)
