@@ -30,6 +30,7 @@ from _common import dump, extract_fashion_mnist, machine  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
 from resdense.train.engine import Trainer, resolve_device  # noqa: E402
 from resdense.train.recipes import get_recipe  # noqa: E402
+from resdense.utils.system import keep_freed_memory  # noqa: E402
 
 BOOK_NETS = {"d2l-resnet": book_resnet, "d2l-densenet": book_densenet}
 
@@ -84,6 +85,8 @@ def resdense_images_per_s(recipe: str, steps: int, device: torch.device, dataset
     """resdense's own training epoch for the recipe, timed on its second pass (the first warms up)."""
     cfg = get_recipe(recipe)
     cfg = cfg.with_overrides(train_subset=steps * cfg.batch_size, device=str(device), compile=compile)
+    if device.type == "cpu":
+        keep_freed_memory()  # as train() does for its run (this process is ours: no need to undo it)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, dataset, Path(tmp), progress=False)
         trainer.train_epoch(0)

@@ -75,10 +75,15 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
 
 
 def compare(paths: list[str | Path], plot: str | Path | None = None) -> list[dict]:
-    """Read the runs, write the test-accuracy plot (if ``plot``), return the table rows."""
+    """Read the runs, write the test-accuracy plot (if ``plot``), return the table rows.
+
+    In a notebook the plot is shown inline too."""
     runs = [read_run(p) for p in paths]
     if plot:
-        from .train.plots import plot_compare
+        from .train.plots import compare_figure, save_figure
+        from .utils.notebook import show_figure
 
-        plot_compare([(Path(r["path"]).name, r["metrics"]) for r in runs], plot)
+        fig = compare_figure([(Path(r["path"]).name, r["metrics"]) for r in runs])
+        save_figure(fig, plot)
+        show_figure(fig)
     return table_rows(runs)

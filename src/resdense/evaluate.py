@@ -94,16 +94,19 @@ def evaluate(
 def write_figures(
     result: EvalResult, test_set: ImageSet, out_dir: Path, max_mistakes: int = 32
 ) -> list[Path]:
-    from .train.plots import plot_confusion, plot_mistakes
+    """confusion.png and mistakes.png in ``out_dir``; in a notebook they are shown inline too."""
+    from .train.plots import confusion_figure, mistakes_figure, save_figure
+    from .utils.notebook import show_figure
 
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plot_confusion(result.confusion, result.classes, out_dir / "confusion.png")
     wrong = (result.predictions != test_set.labels.cpu()).nonzero().flatten()[:max_mistakes]
-    plot_mistakes(
-        test_set.images[wrong].cpu(),
-        test_set.labels[wrong].tolist(),
-        result.predictions[wrong].tolist(),
-        result.classes,
-        out_dir / "mistakes.png",
-    )
-    return [out_dir / "confusion.png", out_dir / "mistakes.png"]
+    figures = {
+        "confusion.png": confusion_figure(result.confusion, result.classes),
+        "mistakes.png": mistakes_figure(test_set.images[wrong].cpu(), test_set.labels[wrong].tolist(),
+                                        result.predictions[wrong].tolist(), result.classes),
+    }  # fmt: skip
+    for name, fig in figures.items():
+        save_figure(fig, out_dir / name)
+        show_figure(fig)
+    return [out_dir / name for name in figures]

@@ -55,7 +55,16 @@ def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler below, not at exit
+        return code
+    except BrokenPipeError:
+        # the reader went away (`resdense list | head`): stop quietly, as command-line tools do. Point stdout
+        # at /dev/null so that the interpreter's final flush does not fail again (Python's documented way).
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
     except UserError as e:
         print(f"resdense {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -70,6 +70,8 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log to OUT/tensorboard for `tensorboard --logdir runs` (extra: tensorboard)")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -77,6 +79,7 @@ OVERRIDES = (
     "model", "model_options", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer", "momentum",
     "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "augment", "normalize", "tta_flip",
     "ema", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "out",
+    "tensorboard",
 )  # fmt: skip
 
 

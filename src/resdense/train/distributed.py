@@ -90,6 +90,9 @@ def collective_timeout() -> timedelta:
     return timedelta(seconds=secs)
 
 
+_THREADS: list[int] = []  # the caller's torch thread count while a run shares the cores out
+
+
 def setup(device: str = "auto") -> DistState:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a no-op."""
     global _STATE
@@ -117,6 +120,7 @@ def setup(device: str = "auto") -> DistState:
         backend = "gloo"
         # share the machine's cores between the local processes instead of oversubscribing them
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        _THREADS.append(torch.get_num_threads())  # given back by teardown()
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     timeout = collective_timeout()
     if not dist.is_initialized():
@@ -129,4 +133,6 @@ def teardown() -> None:
     global _STATE
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    if _THREADS:
+        torch.set_num_threads(_THREADS.pop())
     _STATE = DistState()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,13 +29,12 @@ from ..models.registry import UnknownModelError
 from ..models.summary import count_macs, count_params
 from ..utils.io import write_json
 from ..utils.progress import ProgressBar
-from ..utils.system import keep_freed_memory
-from ..weights import WEIGHTS_NAME, ModelSpec, save_trained, unwrap
+from ..utils.system import freed_memory_kept
+from ..weights import WEIGHTS_NAME, ModelSpec, unwrap
 from . import distributed as dist_utils
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .callbacks import TENSORBOARD_DIR, Callback, default_callbacks
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .loader import epoch_generator, eval_batches, steps_per_epoch, train_batches
-from .metrics import MetricsLog
-from .plots import plot_curves
 from .recipes import OPTIMIZERS, SCHEDULES, TrainConfig
 
 
@@ -173,8 +174,6 @@ class Trainer:
         self.is_main = self.dist.rank == 0
         self.progress = progress and self.is_main
         self.autocast = cfg.amp and self.device.type == "cuda"
-        if self.device.type == "cpu":
-            keep_freed_memory()  # no mmap/munmap of the activations at every step
 
         # Data: resize once, up front, on the device; what remains per batch is augmentation.
         train, test = dataset.train.subset(cfg.train_subset), dataset.test
@@ -336,39 +335,29 @@ class Trainer:
         total = self.dist.all_reduce_sum(correct.double())
         return total.item() / len(self.test_set)
 
-    def fit(self) -> TrainResult:
-        cfg = self.cfg
-        log = MetricsLog(self.out_dir / "metrics.csv") if self.is_main else None
-        if self.is_main:
-            self.say(f"training {cfg.model} ({self.params:,} params, {self.macs / 1e6:,.1f} M MACs/image) on "
-                     f"{self.dataset.name} ({len(self.train_set):,} train / {len(self.test_set):,} test) "
-                     f"on {self.device_label()} for {cfg.epochs} epochs; run folder {self.out_dir}")  # fmt: skip
+    def fit(self, callbacks: list[Callback] | None = None) -> TrainResult:
+        """Train from ``start_epoch`` on. ``callbacks`` (default: the run's own, see
+        :func:`~resdense.train.callbacks.default_callbacks`) run on the main process only."""
+        if callbacks is None:
+            callbacks = default_callbacks(progress=self.progress, tensorboard=self.cfg.tensorboard)
+        callbacks = list(callbacks) if self.is_main else []
+        for cb in callbacks:
+            cb.on_train_start(self)
         test_acc = self.history[-1]["test_acc"] if self.history else 0.0
-        for epoch in range(self.start_epoch, cfg.epochs):
+        for epoch in range(self.start_epoch, self.cfg.epochs):
             t0 = time.perf_counter()
             row = self.train_epoch(epoch)
-            test_acc = self.evaluate(final=epoch + 1 == cfg.epochs)
+            test_acc = self.evaluate(final=epoch + 1 == self.cfg.epochs)
             self.elapsed += time.perf_counter() - t0
             row = {"epoch": epoch + 1, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
                    "test_acc": test_acc, "lr": row["lr"], "seconds": row["seconds"],
                    "images_per_s": row["images_per_s"]}  # fmt: skip
             self.history.append(row)
-            if self.is_main:
-                save_checkpoint(self.out_dir / CHECKPOINT_NAME, self.state(epoch + 1))
-                log.write_all(self.history)
-                plot_curves(
-                    self.history, self.out_dir / "curves.png", title=f"{cfg.model} on {self.dataset.name}"
-                )
-                self.say(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.4f}, "
-                         f"train acc {row['train_acc']:.4f}, test acc {test_acc:.4f}, "
-                         f"{row['images_per_s']:,.0f} img/s, {row['seconds']:.1f}s")  # fmt: skip
+            for cb in callbacks:
+                cb.on_epoch_end(self, row)
         summary = self.summary(test_acc)
-        if self.is_main:
-            save_trained(self.out_dir / WEIGHTS_NAME, self.eval_model(), self.spec)
-            write_json(self.out_dir / "summary.json", summary)
-            self.say(f"done: test accuracy {summary['test_accuracy']:.4f}, "
-                     f"{summary['images_per_s']:,.0f} images/s, {summary['seconds']:.1f}s "
-                     f"({self.out_dir})")  # fmt: skip
+        for cb in callbacks:
+            cb.on_train_end(self, summary)
         self.dist.barrier()
         return TrainResult(self.out_dir, summary, self.history)
 
@@ -427,6 +416,7 @@ def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
         ):
             with contextlib.suppress(FileNotFoundError):
                 (out / name).unlink()
+        shutil.rmtree(out / TENSORBOARD_DIR, ignore_errors=True)  # another run's logs would mix with ours
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -440,15 +430,36 @@ def train(
     resume: str | Path | None = None,
     force: bool = False,
     progress: bool = True,
+    callbacks: list[Callback] | None = None,
 ) -> TrainResult:
     """Train a model as ``cfg`` says; the Python twin of ``resdense train``.
 
     ``resume``: a run folder whose checkpoint to continue (its config is used; ``cfg`` is ignored).
     ``dataset``: an already loaded :class:`Dataset` (otherwise ``cfg.dataset`` is loaded).
+    ``progress``: progress bars (on a terminal, or tqdm's widget in a notebook) and, in a notebook, the live
+    figure of the curves. ``callbacks``: your own :class:`~resdense.train.callbacks.Callback` objects, called
+    after the run's own on the main process. ``cfg.tensorboard`` also logs to ``<run>/tensorboard``.
+
+    A library call leaves the process as it found it: torch's random state is restored afterwards (the run
+    seeds its own from ``cfg.seed``), and the allocator setting that speeds up CPU training is undone.
     """
+    # the run's seeds must not leak into the caller's random stream: fork (save and restore) torch's
+    # generators, the CPU's and the training GPU's (under torchrun, the local rank's)
+    device = str(cfg.device or "auto")
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    index = (torch.device(device).index or 0) if device.startswith("cuda:") else 0
+    gpus = [int(os.environ.get("LOCAL_RANK", index))] if cuda else []
+    with torch.random.fork_rng(devices=gpus):
+        return _train(
+            cfg, dataset=dataset, resume=resume, force=force, progress=progress, callbacks=callbacks
+        )
+
+
+def _train(cfg, *, dataset, resume, force, progress, callbacks) -> TrainResult:
     dist = dist_utils.setup(cfg.device)
     try:
         if resume is not None:
+            tensorboard = cfg.tensorboard
             out = Path(resume)
             prepare_out_dir(out, resume=True, force=False)
             ckpt = load_checkpoint(out / CHECKPOINT_NAME)
@@ -456,6 +467,7 @@ def train(
             # a resumed run may be given more epochs or another device; everything else is the run's own
             cfg = saved.with_overrides(epochs=max(cfg.epochs, saved.epochs) if cfg.epochs != saved.epochs else None,
                                        device=cfg.device)  # fmt: skip
+            cfg = cfg.with_overrides(tensorboard=tensorboard or None)  # it may be switched on at resume
         else:
             check_config(cfg)
             out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model)
@@ -463,6 +475,10 @@ def train(
                 prepare_out_dir(out, resume=False, force=force)
             cfg = cfg.with_overrides(out=str(out))
             ckpt = None
+        run_callbacks = [
+            *default_callbacks(progress=progress, tensorboard=cfg.tensorboard),
+            *(callbacks or []),
+        ]
         if dataset is None:
             from ..data import load_dataset
 
@@ -482,6 +498,8 @@ def train(
             write_json(out / "config.json", {**cfg.to_dict(), "preprocess": trainer.preprocess.to_dict(),
                                              "classes": list(dataset.classes), "data_source": dataset.source,
                                              "torch": torch.__version__, "world_size": dist.world_size})  # fmt: skip
-        return trainer.fit()
+        # CPU training reuses freed activation memory (see freed_memory_kept); glibc's defaults come back after
+        with freed_memory_kept(trainer.device.type == "cpu"):
+            return trainer.fit(run_callbacks)
     finally:
         dist_utils.teardown()

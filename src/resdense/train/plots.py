@@ -1,4 +1,9 @@
-"""Figures written as files (d2l draws them live in Jupyter; a command-line run keeps them)."""
+"""Figures: built with matplotlib's object API, written as files, shown inline in a notebook.
+
+Every figure is a :class:`matplotlib.figure.Figure` with its own Agg canvas: nothing here selects a backend,
+writes rcParams or touches pyplot's figure list, so a user's notebook or GUI session keeps its own plotting
+state (d2l readers plot inline right after training).
+"""
 
 from __future__ import annotations
 
@@ -8,55 +13,66 @@ from pathlib import Path
 from ..utils.io import atomic_path
 
 
-def _pyplot():
-    import matplotlib
+def new_figure(figsize: tuple[float, float]):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only: no display on servers, and no GUI event loop in a training run
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)  # draws to memory; attached to this figure only, not made the global backend
+    return fig
 
-    return plt
 
-
-def _save(fig, path: str | Path) -> None:
+def save_figure(fig, path: str | Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
 
 
-def plot_curves(rows: Sequence[dict], path: str | Path, title: str = "") -> None:
-    """d2l's Animator picture: train loss, train acc and test acc against epochs, on one axis."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [r["train_loss"] for r in rows], "-", label="train loss")
-    ax.plot(epochs, [r["train_acc"] for r in rows], "m--", label="train acc")
-    ax.plot(epochs, [r["test_acc"] for r in rows], "g-.", label="test acc")
+def curves_figure(rows: Sequence[dict], title: str = "", epochs: int | None = None):
+    """d2l's Animator picture: train loss, train acc and test acc against epochs, on one axis.
+
+    ``epochs``: the run's length, to fix the x axis while the run is still going (the live figure).
+    """
+    fig = new_figure((4.5, 3.2))
+    ax = fig.add_subplot()
+    x = [r["epoch"] for r in rows]
+    ax.plot(x, [r["train_loss"] for r in rows], "-", label="train loss")
+    ax.plot(x, [r["train_acc"] for r in rows], "m--", label="train acc")
+    ax.plot(x, [r["test_acc"] for r in rows], "g-.", label="test acc")
     ax.set_xlabel("epoch")
-    ax.set_xlim(0.5, max(epochs[-1], 1) + 0.5) if epochs else None
+    last = max([*x, epochs or 0, 1])
+    ax.set_xlim(0.5, last + 0.5)
     ax.grid(True, alpha=0.4)
     ax.legend()
     if title:
         ax.set_title(title, fontsize=9)
-    _save(fig, path)
+    return fig
 
 
-def plot_compare(runs: Sequence[tuple[str, Sequence[dict]]], path: str | Path) -> None:
+def plot_curves(rows: Sequence[dict], path: str | Path, title: str = "") -> None:
+    save_figure(curves_figure(rows, title), path)
+
+
+def compare_figure(runs: Sequence[tuple[str, Sequence[dict]]]):
     """Test accuracy against epochs for several runs, one line each."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig = new_figure((5, 3.4))
+    ax = fig.add_subplot()
     for label, rows in runs:
         ax.plot([r["epoch"] for r in rows], [r["test_acc"] for r in rows], marker="o", ms=3, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy")
     ax.grid(True, alpha=0.4)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    return fig
 
 
-def plot_confusion(matrix, classes: Sequence[str], path: str | Path) -> None:
-    plt = _pyplot()
+def plot_compare(runs: Sequence[tuple[str, Sequence[dict]]], path: str | Path) -> None:
+    save_figure(compare_figure(runs), path)
+
+
+def confusion_figure(matrix, classes: Sequence[str]):
     n = len(classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    fig = new_figure((1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    ax = fig.add_subplot()
     m = matrix.float()
     ax.imshow((m / m.sum(1, keepdim=True).clamp(min=1)).numpy(), cmap="Blues", vmin=0, vmax=1)
     for i in range(n):
@@ -68,15 +84,19 @@ def plot_confusion(matrix, classes: Sequence[str], path: str | Path) -> None:
     ax.set_yticks(range(n), classes, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    _save(fig, path)
+    return fig
 
 
-def plot_mistakes(images, true, pred, classes: Sequence[str], path: str | Path, cols: int = 8) -> None:
+def plot_confusion(matrix, classes: Sequence[str], path: str | Path) -> None:
+    save_figure(confusion_figure(matrix, classes), path)
+
+
+def mistakes_figure(images, true, pred, classes: Sequence[str], cols: int = 8):
     """A grid of misclassified images titled 'true -> predicted', like d2l's show_images."""
-    plt = _pyplot()
     n = len(images)
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows), squeeze=False)
+    fig = new_figure((1.4 * cols, 1.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < n:
@@ -86,4 +106,8 @@ def plot_mistakes(images, true, pred, classes: Sequence[str], path: str | Path, 
             else:
                 ax.imshow(img.permute(1, 2, 0).cpu().numpy())
             ax.set_title(f"{classes[true[k]]}\n-> {classes[pred[k]]}", fontsize=7)
-    _save(fig, path)
+    return fig
+
+
+def plot_mistakes(images, true, pred, classes: Sequence[str], path: str | Path, cols: int = 8) -> None:
+    save_figure(mistakes_figure(images, true, pred, classes, cols), path)

@@ -45,6 +45,7 @@ class TrainConfig:
     sync_bn: bool = False
     eval_batch_size: int = 1024
     out: str | None = None
+    tensorboard: bool = False  # also log to <out>/tensorboard (needs the "tensorboard" extra)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,40 +1,57 @@
-"""A one-line progress bar on stderr: redrawn in place on a terminal, silent elsewhere (logs stay clean)."""
+"""Progress bars: tqdm's, as the ecosystem draws them.
+
+On a terminal the bar redraws in place on stderr; when stderr is not a terminal (a log file, a pipe) it is
+silent, so logs stay clean. In a Jupyter kernel it is tqdm's notebook widget (when ipywidgets is installed;
+otherwise tqdm's text bar, which the notebook also redraws in place).
+"""
 
 from __future__ import annotations
 
 import sys
 import time
 
+from .notebook import has_widgets, in_notebook
+
+
+def _bar_class(enabled: bool):
+    if enabled and in_notebook():
+        if has_widgets():
+            from tqdm.notebook import tqdm
+
+            return tqdm, True
+        from tqdm.std import tqdm
+
+        return tqdm, True
+    from tqdm.std import tqdm
+
+    return tqdm, enabled and sys.stderr.isatty()
+
 
 class ProgressBar:
-    def __init__(
-        self, total: int, desc: str = "", enabled: bool = True, stream=None, min_interval: float = 0.2
-    ):
-        self.total = total
-        self.desc = desc
-        self.stream = stream or sys.stderr
-        self.enabled = enabled and self.stream.isatty()
+    """A tqdm bar for ``total`` steps that disappears when closed (the caller prints a summary line).
+
+    :meth:`due` says when a redraw is worth it, so that callers fetch their figures (a device sync) only
+    then, not at every step.
+    """
+
+    def __init__(self, total: int, desc: str = "", enabled: bool = True, min_interval: float = 0.2):
+        cls, on = _bar_class(enabled)
+        self.bar = cls(total=total, desc=desc, disable=not on, leave=False, unit="step", dynamic_ncols=True,
+                       mininterval=min_interval)  # fmt: skip
+        self.enabled = on
         self.min_interval = min_interval
-        self.start = time.perf_counter()
         self._last = 0.0
 
     def due(self) -> bool:
-        """Whether a redraw is due; callers fetch their figures (a device sync) only then."""
         return self.enabled and time.perf_counter() - self._last >= self.min_interval
 
     def update(self, done: int, postfix: str = "") -> None:
         if not self.enabled:
             return
         self._last = time.perf_counter()
-        frac = done / max(self.total, 1)
-        width = 24
-        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
-        elapsed = self._last - self.start
-        eta = elapsed / frac - elapsed if frac > 0 else 0.0
-        self.stream.write(f"\r{self.desc} [{bar}] {done}/{self.total} {postfix} eta {eta:4.0f}s\x1b[K")
-        self.stream.flush()
+        if postfix:
+            self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+        self.bar.close()

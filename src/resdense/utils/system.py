@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import sys
@@ -32,3 +33,37 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     _tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _tuned
+
+
+# glibc's documented defaults (mallopt(3)): at most 65536 mmap'd blocks, trim the heap above 128 KiB
+_DEFAULT_MMAP_MAX = 65536
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
+
+
+@contextlib.contextmanager
+def freed_memory_kept(enabled: bool = True):
+    """:func:`keep_freed_memory` for the duration of a block; then glibc's defaults again and the unused heap
+    handed back (``malloc_trim``), so a library call (``train()`` in a notebook) leaves the allocator as it
+    was. One difference remains after the block: glibc's self-adjusting mmap threshold stays at its
+    128 KiB default instead of adapting, as when MALLOC_TRIM_THRESHOLD_ is set. A process that already
+    chose :func:`keep_freed_memory` for itself (a program) keeps it."""
+    if not enabled or _tuned:
+        yield _tuned
+        return
+    tuned = keep_freed_memory()
+    try:
+        yield tuned
+    finally:
+        if tuned:
+            _restore_defaults()
+
+
+def _restore_defaults() -> None:
+    global _tuned
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    libc.malloc_trim(0)
+    _tuned = False

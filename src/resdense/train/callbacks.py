@@ -1,0 +1,171 @@
+"""What happens around an epoch: small callbacks the training loop calls on the main process.
+
+The loop calls ``on_train_start(trainer)`` once, ``on_epoch_end(trainer, row)`` after each epoch (``row`` is
+the epoch's metrics, already appended to ``trainer.history``) and ``on_train_end(trainer, summary)`` once.
+The run folder's files, the console lines, the live notebook figure and TensorBoard are each one callback;
+the last two import their libraries only when used, so a terminal user pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..utils.io import write_json
+from ..weights import WEIGHTS_NAME, save_trained, unwrap
+from .checkpoint import CHECKPOINT_NAME, save_checkpoint
+from .metrics import MetricsLog
+from .plots import curves_figure, plot_curves
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+class Callback:
+    """Override what you need; every hook does nothing by default."""
+
+    def on_train_start(self, trainer) -> None:
+        pass
+
+    def on_epoch_end(self, trainer, row: dict) -> None:
+        pass
+
+    def on_train_end(self, trainer, summary: dict) -> None:
+        pass
+
+
+def _title(trainer) -> str:
+    return f"{trainer.cfg.model} on {trainer.dataset.name}"
+
+
+class RunFiles(Callback):
+    """The run folder: checkpoint.pt, metrics.csv and curves.png each epoch; the weights and summary.json
+    at the end. Every file is written atomically."""
+
+    def on_train_start(self, trainer) -> None:
+        self.log = MetricsLog(trainer.out_dir / "metrics.csv")
+
+    def on_epoch_end(self, trainer, row: dict) -> None:
+        save_checkpoint(trainer.out_dir / CHECKPOINT_NAME, trainer.state(row["epoch"]))
+        self.log.write_all(trainer.history)
+        plot_curves(trainer.history, trainer.out_dir / "curves.png", title=_title(trainer))
+
+    def on_train_end(self, trainer, summary: dict) -> None:
+        save_trained(trainer.out_dir / WEIGHTS_NAME, trainer.eval_model(), trainer.spec)
+        write_json(trainer.out_dir / "summary.json", summary)
+
+
+class Console(Callback):
+    """One line when training starts, one per epoch, one at the end (stdout; the bar is on stderr)."""
+
+    def on_train_start(self, t) -> None:
+        t.say(f"training {t.cfg.model} ({t.params:,} params, {t.macs / 1e6:,.1f} M MACs/image) on "
+              f"{t.dataset.name} ({len(t.train_set):,} train / {len(t.test_set):,} test) "
+              f"on {t.device_label()} for {t.cfg.epochs} epochs; run folder {t.out_dir}")  # fmt: skip
+
+    def on_epoch_end(self, t, row: dict) -> None:
+        t.say(f"epoch {row['epoch']}/{t.cfg.epochs}: loss {row['train_loss']:.4f}, "
+              f"train acc {row['train_acc']:.4f}, test acc {row['test_acc']:.4f}, "
+              f"{row['images_per_s']:,.0f} img/s, {row['seconds']:.1f}s")  # fmt: skip
+
+    def on_train_end(self, t, summary: dict) -> None:
+        t.say(f"done: test accuracy {summary['test_accuracy']:.4f}, {summary['images_per_s']:,.0f} images/s, "
+              f"{summary['seconds']:.1f}s ({t.out_dir})")  # fmt: skip
+
+
+class LiveFigure(Callback):
+    """d2l's Animator, done right: in a notebook, one figure output redrawn in place after every epoch."""
+
+    def on_train_start(self, trainer) -> None:
+        from ..utils.notebook import LiveImage
+
+        self.image = LiveImage()
+
+    def on_epoch_end(self, trainer, row: dict) -> None:
+        self.image.update(curves_figure(trainer.history, _title(trainer), epochs=trainer.cfg.epochs))
+
+
+# TensorBoard's tag for each metrics column: grouped as TensorBoard shows them (loss/..., accuracy/...);
+# any other numeric column (a future one) is logged under its own name.
+TB_TAGS = {
+    "train_loss": "loss/train",
+    "train_acc": "accuracy/train",
+    "test_acc": "accuracy/test",
+    "val_acc": "accuracy/val",
+    "val_loss": "loss/val",
+    "lr": "lr",
+    "images_per_s": "images_per_s",
+}
+TB_SKIP = ("epoch", "seconds")
+
+
+def summary_writer_class():
+    """torch's SummaryWriter, or a one-line UserError when the tensorboard package is missing."""
+    try:
+        import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError(
+            "--tensorboard needs the tensorboard package: pip install 'resdense[tensorboard]'"
+        ) from None
+    return SummaryWriter
+
+
+class TensorBoard(Callback):
+    """Scalars per epoch (step = epoch number), plus the model graph and sample images once, into
+    ``<run>/tensorboard``: ``tensorboard --logdir runs`` shows every run. A resumed run appends to the same
+    folder and purges whatever a killed run logged after its checkpoint, so every epoch appears once."""
+
+    def __init__(self, samples: int = 16):
+        self.writer_class = summary_writer_class()  # fails here, before any data is read
+        self.samples = samples
+
+    def on_train_start(self, trainer) -> None:
+        log_dir = Path(trainer.out_dir) / TENSORBOARD_DIR
+        first = not any(log_dir.glob("events.out.tfevents.*"))
+        # epochs after the checkpoint (start_epoch) may have been logged before a crash: TensorBoard's reader
+        # drops events from step purge_step on that precede this session's start marker
+        purge = trainer.start_epoch + 1 if not first else None
+        self.writer = self.writer_class(log_dir=str(log_dir), purge_step=purge)
+        if first:
+            self._graph_and_images(trainer)
+        self.writer.flush()
+
+    def _graph_and_images(self, trainer) -> None:
+        images = trainer.train_set.images[: self.samples]
+        self.writer.add_images("samples", images.cpu(), 0, dataformats="NCHW")
+        x = trainer.preprocess(images[:2])
+        # traced on an eval-mode copy: tracing the training model would update its batch-norm statistics
+        model = copy.deepcopy(unwrap(trainer.model)).eval()
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # tracer chatter says nothing about the model
+            try:
+                self.writer.add_graph(model, x.contiguous())
+            except Exception as e:  # a model the tracer cannot follow still gets its scalars
+                trainer.say(f"tensorboard: no model graph ({type(e).__name__}: {str(e).splitlines()[0]})")
+
+    def on_epoch_end(self, trainer, row: dict) -> None:
+        for key, value in row.items():
+            if key not in TB_SKIP and isinstance(value, int | float):
+                self.writer.add_scalar(TB_TAGS.get(key, key), value, row["epoch"])
+        self.writer.flush()  # on disk before the checkpoint: a crash cannot lose a checkpointed epoch
+
+    def on_train_end(self, trainer, summary: dict) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+def default_callbacks(*, progress: bool = True, tensorboard: bool = False) -> list[Callback]:
+    """The run's own callbacks, in order: TensorBoard first (flushed before the checkpoint is written), the
+    run folder, the console lines, and in a notebook (when ``progress``) the live figure."""
+    from ..utils.notebook import in_notebook
+
+    callbacks: list[Callback] = [TensorBoard()] if tensorboard else []
+    callbacks += [RunFiles(), Console()]
+    if progress and in_notebook():
+        callbacks.append(LiveFigure())
+    return callbacks
