@@ -150,3 +150,16 @@ def test_real_entry_point():
     assert ok.returncode == 0, ok.stderr
     for shape in SHAPES:
         assert shape in ok.stdout
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`resdense list | head`: the reader is gone before resdense writes; no traceback, exit 141."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "resdense", "list"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)  # fmt: skip
+    p.stdout.close()  # closed long before the child (importing torch) prints anything
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141, err
+    assert err == ""
