@@ -338,16 +338,17 @@ class Trainer:
     def fit(self, callbacks: list[Callback] | None = None) -> TrainResult:
         """Train from ``start_epoch`` on. ``callbacks`` (default: the run's own, see
         :func:`~resdense.train.callbacks.default_callbacks`) run on the main process only."""
+        cfg = self.cfg
         if callbacks is None:
-            callbacks = default_callbacks(progress=self.progress, tensorboard=self.cfg.tensorboard)
+            callbacks = default_callbacks(progress=self.progress, tensorboard=cfg.tensorboard)
         callbacks = list(callbacks) if self.is_main else []
         for cb in callbacks:
             cb.on_train_start(self)
         test_acc = self.history[-1]["test_acc"] if self.history else 0.0
-        for epoch in range(self.start_epoch, self.cfg.epochs):
+        for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.perf_counter()
             row = self.train_epoch(epoch)
-            test_acc = self.evaluate(final=epoch + 1 == self.cfg.epochs)
+            test_acc = self.evaluate(final=epoch + 1 == cfg.epochs)
             self.elapsed += time.perf_counter() - t0
             row = {"epoch": epoch + 1, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
                    "test_acc": test_acc, "lr": row["lr"], "seconds": row["seconds"],
