@@ -32,6 +32,8 @@ def curves_figure(rows: Sequence[dict], title: str = "", epochs: int | None = No
 
     ``epochs``: the run's length, to fix the x axis while the run is still going (the live figure).
     """
+    from matplotlib.ticker import MaxNLocator
+
     fig = new_figure((4.5, 3.2))
     ax = fig.add_subplot()
     x = [r["epoch"] for r in rows]
@@ -41,6 +43,7 @@ def curves_figure(rows: Sequence[dict], title: str = "", epochs: int | None = No
     ax.set_xlabel("epoch")
     last = max([*x, epochs or 0, 1])
     ax.set_xlim(0.5, last + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.grid(True, alpha=0.4)
     ax.legend()
     if title:
