@@ -20,7 +20,7 @@ import resdense
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "resnet_densenet.ipynb"
 EPOCHS = 2
-SMALL = f"EPOCHS = {EPOCHS}\nTRAIN_SUBSET = 256\nTEST_SUBSET = 256\nRESIZE = 32\nBATCH_SIZE = 64\n"
+SMALL = f"EPOCHS = {EPOCHS}\nTRAIN_SUBSET = 128\nTEST_SUBSET = 128\nRESIZE = 32\nBATCH_SIZE = 32\n"
 KERNEL = "resdense-test"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
