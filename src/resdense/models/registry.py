@@ -95,9 +95,11 @@ def create_model(
     info = get_model_info(name)
     pre = None
     if weights is not None:
-        from .pretrained import PretrainedError, load_pretrained
+        from .pretrained import Pretrained, PretrainedError, load_pretrained
 
-        pre = load_pretrained(weights, name, progress=progress)
+        pre = (
+            weights if isinstance(weights, Pretrained) else load_pretrained(weights, name, progress=progress)
+        )
         if pre.model and pre.model != name:
             raise PretrainedError(f"{pre.source}: weights for {pre.model}, not {name}")
         for k, v in pre.options.items():
