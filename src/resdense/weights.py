@@ -112,7 +112,7 @@ def model_from_weights(
 
     key = str(src).strip().lower()
     if key == "fashion-mnist" or key.startswith("fashion-mnist:"):
-        path = shipped_path(key.partition(":")[2] or "best")
+        path = shipped_path(key.partition(":")[2] or None)
         net, spec = load_trained(path, device)
         if model is not None and model != spec.model:
             raise PretrainedError(f"{src}: weights for {spec.model}, not {model}")
@@ -121,7 +121,9 @@ def model_from_weights(
     if model is None:
         if p.exists():
             return load_trained(p, device)
-        raise UserError(f"--weights {src}: give the architecture too (--model NAME), e.g. --model resnet18")
+        load_pretrained(src)  # a one-line error for what is neither a file nor a known name
+        raise UserError(f"weights {src}: torchvision's weights need the architecture (--arch NAME on the "
+                        "command line, model= in Python), e.g. resnet18")  # fmt: skip
     pre = load_pretrained(src, model, progress=progress)
     net = create_model(model, weights=pre, progress=progress)
     cfg = net.pretrained_cfg

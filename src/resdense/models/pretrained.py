@@ -50,6 +50,7 @@ __all__ = [
     "load_pretrained",
     "load_weights_into",
     "shipped_path",
+    "shipped_tag",
 ]
 
 log = logging.getLogger("resdense")
@@ -121,7 +122,7 @@ SHIPPED = {
     "best": "fashion_mnist_resnet20_best.safetensors",
     "fast": "fashion_mnist_resnet20_fast.safetensors",
 }
-SHIPPED_DEFAULT = "best"
+SHIPPED_ORDER = ("best", "fast")  # plain "fashion-mnist": the first of these that is installed
 
 
 def imagenet_classes() -> list[str]:
@@ -138,12 +139,27 @@ def hub_checkpoint_dir() -> Path:
     return Path(home) / "hub" / "checkpoints"
 
 
-def shipped_path(tag: str = SHIPPED_DEFAULT) -> Path:
-    """The shipped weights file for ``fashion-mnist:<tag>``."""
+def shipped_tag(tag: str | None = None) -> str:
+    """``tag`` checked, or (None) the best shipped model this installation holds."""
+    if tag is None:
+        present = [t for t in SHIPPED_ORDER if _shipped_file(t).exists()]
+        if not present:
+            raise PretrainedError("fashion-mnist: no shipped weights in this installation of resdense")
+        return present[0]
     if tag not in SHIPPED:
         raise PretrainedError(f"fashion-mnist:{tag}: no such shipped model; choose from "
                               f"{', '.join('fashion-mnist:' + t for t in SHIPPED)}")  # fmt: skip
-    path = Path(str(resources.files(__package__).joinpath("data", SHIPPED[tag])))
+    return tag
+
+
+def _shipped_file(tag: str) -> Path:
+    return Path(str(resources.files(__package__).joinpath("data", SHIPPED[tag])))
+
+
+def shipped_path(tag: str | None = None) -> Path:
+    """The shipped weights file for ``fashion-mnist:<tag>`` (None: plain ``fashion-mnist``)."""
+    tag = shipped_tag(tag)
+    path = _shipped_file(tag)
     if not path.exists():
         raise PretrainedError(f"fashion-mnist:{tag}: {path} is missing from this installation of resdense")
     return path
@@ -196,7 +212,7 @@ def load_pretrained(src: str | os.PathLike, model: str | None = None, *, progres
     text = os.fspath(src)
     key = text.strip().lower()
     if key == "fashion-mnist" or key.startswith("fashion-mnist:"):
-        tag = key.partition(":")[2] or SHIPPED_DEFAULT
+        tag = shipped_tag(key.partition(":")[2] or None)
         return _from_safetensors(shipped_path(tag), f"fashion-mnist:{tag}")
     m = _TV_NAME.match(text.strip())
     if m and not Path(text).exists():
@@ -222,7 +238,10 @@ def load_pretrained(src: str | os.PathLike, model: str | None = None, *, progres
 
 def _from_torchvision(model: str | None, tag: str, progress: bool) -> Pretrained:
     if model is None:
-        raise PretrainedError(f"weights {tag}: a torchvision weight name needs a model (e.g. resnet18)")
+        raise PretrainedError(
+            f"weights {tag}: torchvision's weights need the architecture (--arch NAME; "
+            "model= in Python), e.g. resnet18"
+        )
     table = TORCHVISION_WEIGHTS.get(model)
     if table is None:
         known = ", ".join(TORCHVISION_WEIGHTS)

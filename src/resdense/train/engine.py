@@ -154,7 +154,9 @@ def predict_logits(
 class Trainer:
     """Holds everything a run needs; ``fit()`` runs it. Built by :func:`train`."""
 
-    def __init__(self, cfg: TrainConfig, dataset: Dataset, out_dir: Path, progress: bool = True):
+    def __init__(
+        self, cfg: TrainConfig, dataset: Dataset, out_dir: Path, progress: bool = True, pretrained=None
+    ):
         self.cfg = cfg
         self.out_dir = out_dir
         self.dist = dist_utils.current()
@@ -181,7 +183,8 @@ class Trainer:
         # Model
         torch.manual_seed(cfg.seed)
         try:
-            model = create_model(cfg.model, num_classes=len(self.classes), in_chans=c, weights=cfg.weights,
+            model = create_model(cfg.model, num_classes=len(self.classes), in_chans=c,
+                                 weights=pretrained if pretrained is not None else cfg.weights,
                                  progress=self.progress, **cfg.model_options)  # fmt: skip
         except UnknownModelError as e:
             raise UserError(f"--model: {e}") from None
@@ -236,6 +239,13 @@ class Trainer:
             self.preprocess = replace(self.preprocess, mean=tuple(mean), std=tuple(std))
             if self.is_main:
                 self.say(f"normalising with the weights' mean {_fmt(mean)} and std {_fmt(std)}")
+        known = list(pcfg.get("classes") or [])
+        if known and known != list(self.classes) and len(known) == len(self.classes):
+            # the same number of classes, but other ones: their output layer means nothing here
+            model.reset_classifier(len(self.classes))
+            if self.is_main:
+                self.say(f"classifier re-initialised: the weights' classes ({', '.join(known[:3])}, ...) are "
+                         f"not this data set's ({', '.join(self.classes[:3])}, ...)")  # fmt: skip
         inherited = {
             k: v for k, v in (pcfg.get("options") or {}).items() if k not in ("num_classes", "in_chans")
         }
@@ -481,6 +491,15 @@ def train(
                 prepare_out_dir(out, resume=False, force=force)
             cfg = cfg.with_overrides(out=str(out))
             ckpt = None
+        pretrained = None
+        if cfg.weights is not None:
+            from ..models.pretrained import PretrainedError, load_pretrained
+
+            # read (or download) the weights before the data: a wrong source fails at once
+            pretrained = load_pretrained(cfg.weights, cfg.model, progress=progress and dist.rank == 0)
+            if pretrained.model and pretrained.model != cfg.model:
+                raise PretrainedError(f"--weights {cfg.weights}: weights for {pretrained.model}, not --model "
+                                      f"{cfg.model}")  # fmt: skip
         if dataset is None:
             from ..data import load_dataset
 
@@ -494,7 +513,7 @@ def train(
                                    image_size=size)  # fmt: skip
             if first:
                 dist.barrier()
-        trainer = Trainer(cfg, dataset, out, progress=progress)
+        trainer = Trainer(cfg, dataset, out, progress=progress, pretrained=pretrained)
         if ckpt is not None:
             trainer.load_state(ckpt)
             if dist.rank == 0:
