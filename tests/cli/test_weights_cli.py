@@ -144,3 +144,34 @@ def test_bad_weights_are_one_line_errors(capsys, tmp_path, argv, needles):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_finetune_recipe_on_an_image_folder(capsys, tmp_path, monkeypatch):
+    """d2l 14.2's recipe end to end on a tiny folder: ImageNet weights (a stand-in file under torchvision's
+    name), new 2-class head, random-resized crops of 224 in training, centre 224 of 256 for evaluation."""
+    tv_models = pytest.importorskip("torchvision.models")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    folder = tmp_path / "th" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(tv_models.resnet18().state_dict(), folder / "resnet18-f37072fd.pth")
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 8), ("test", 4)):
+        for k, cls in enumerate(("hotdog", "not-hotdog")):
+            (tmp_path / "photos" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                img = (torch.rand(40 + 8 * i, 60, 3, generator=g) * 120 + 100 * k).byte().numpy()
+                Image.fromarray(img).save(tmp_path / "photos" / split / cls / f"{i}.jpg")
+    out = tmp_path / "ft"
+    code, stdout, err = cli(capsys, "train", "--recipe", "finetune", "--data-dir", tmp_path / "photos", "--out", out,
+                            "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    assert "classifier re-initialised for 2 classes (the weights have 1000)" in err
+    assert "normalising with the weights' mean (0.485, 0.456, 0.406)" in stdout
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["weights"] == "IMAGENET1K_V1" and cfg["head_lr_mult"] == 10.0 and cfg["augment"] == "rrc-flip"
+    assert cfg["preprocess"] == {"size": 256, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                                 "in_chans": 3, "crop": 224}  # fmt: skip
+    code, stdout, err = cli(capsys, "evaluate", out, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["accuracy"] == json.loads((out / "summary.json").read_text())["test_accuracy"]
