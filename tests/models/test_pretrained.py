@@ -172,6 +172,18 @@ def test_densenet_old_torchvision_keys_and_safetensors(tmp_path: Path) -> None:
             torch.testing.assert_close(net(x), tv(x))
 
 
+def test_timm_key_names(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm")  # in the dev extra: CI has it
+    torch.manual_seed(0)
+    for name in ("resnet18", "densenet121"):
+        ref = timm.create_model(name, pretrained=False).eval()
+        torch.save(ref.state_dict(), tmp_path / f"{name}.pth")
+        net = resdense.create_model(name, weights=tmp_path / f"{name}.pth").eval()
+        x = torch.randn(1, 3, 64, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), ref(x))
+
+
 def test_checkpoint_wrappers_and_ddp_prefix(tmp_path: Path) -> None:
     tv = tv_models.resnet18()
     torch.save({"state_dict": {f"module.{k}": v for k, v in tv.state_dict().items()}}, tmp_path / "ck.pt")
