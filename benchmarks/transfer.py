@@ -49,6 +49,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", help="Fashion-MNIST folder (default: searched as resdense train does)")
     ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--widths", help="stage widths of a CIFAR ResNet, e.g. 8,16,32 (default: the model's)")
     ap.add_argument("--pretrain-epochs", type=int, default=2)
     ap.add_argument(
         "--pretrain-subset", type=int, default=0, help="pretrain on the first N images (smoke tests)"
@@ -68,7 +69,9 @@ def main() -> int:
     tgt_train, tgt_test = classes_subset(full.train, TARGET), classes_subset(full.test, TARGET)
     # training evaluates every epoch; a token test set keeps that cheap, the real score is taken after
     token = ImageSet(tgt_test.images[:64], tgt_test.labels[:64])
-    base = get_recipe("fast").with_overrides(model=args.model, lr=args.lr, device="cpu", tta_flip=True)
+    options = {"widths": [int(w) for w in args.widths.split(",")]} if args.widths else {}
+    base = get_recipe("fast").with_overrides(model=args.model, model_options=options, lr=args.lr, device="cpu",
+                                             tta_flip=True)  # fmt: skip
 
     t0 = time.perf_counter()
     pre = train(base.with_overrides(epochs=args.pretrain_epochs, out=str(args.out / "pretrain"),

@@ -116,6 +116,8 @@ def test_finetune_run_freezes_and_scales_the_head_lr(idx_dir: Path, tmp_path: Pa
     assert changed == {"fc.weight", "fc.bias"}
     from resdense.train.checkpoint import load_checkpoint
 
-    lrs = sorted({g["lr"] for g in load_checkpoint(run.out_dir / "checkpoint.pt")["optimizer"]["param_groups"]})
+    lrs = sorted(
+        {g["lr"] for g in load_checkpoint(run.out_dir / "checkpoint.pt")["optimizer"]["param_groups"]}
+    )
     assert lrs == [pytest.approx(0.5)]  # only the head trains, at 10 x 0.05 (the loop applies lr_mult)
     assert run.summary["test_accuracy"] >= 1 / NUM_CLASSES
