@@ -54,11 +54,14 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> tup
     return int((pred == labels).sum()) / max(1, len(labels)), per_class, confusion
 
 
-def load_test_set(path: str | Path, *, dataset: str | None = None, data_dir: str | None = None) -> ImageSet:
-    """The test split a model is scored on: the run's own data set unless ``dataset``/``data_dir`` say else."""
+def load_test_set(
+    path: str | Path | None, *, dataset: str | None = None, data_dir: str | None = None
+) -> ImageSet:
+    """The test split a model is scored on: the run's own data set unless ``dataset``/``data_dir`` say else
+    (``path`` None: no run, Fashion-MNIST unless they say else)."""
     from .data import load_dataset
 
-    cfg = run_config(path)
+    cfg = run_config(path) if path else {}
     return load_dataset(dataset or cfg.get("dataset", "fashion-mnist"), data_dir or cfg.get("data_dir")).test
 
 

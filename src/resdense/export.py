@@ -45,7 +45,7 @@ OUTPUT_NAME = "logits"
 def example_input(model: nn.Module, spec: ModelSpec, batch: int = 2) -> torch.Tensor:
     """A random preprocessed batch of the size ``spec`` feeds ``model`` (the model's default size when the
     spec keeps images at their stored size)."""
-    size = spec.preprocess.size
+    size = spec.preprocess.input_size
     if size is None:
         cfg = getattr(model, "default_cfg", None)
         size = cfg.input_size[-1] if cfg is not None else 224

@@ -16,11 +16,32 @@ class Prediction:
     path: str
     top: list[tuple[str, float]]  # (class, probability), most likely first
     error: str | None = None
+    inverted: bool = False  # a dark-on-light image was inverted before classifying
 
     def to_json(self) -> dict:
         if self.error:
             return {"path": self.path, "error": self.error}
-        return {"path": self.path, "top": [{"class": c, "probability": p} for c, p in self.top]}
+        d = {"path": self.path, "top": [{"class": c, "probability": p} for c, p in self.top]}
+        if self.inverted:
+            d["inverted"] = True
+        return d
+
+
+def is_fashion_mnist_model(spec) -> bool:
+    """Trained on Fashion-MNIST (its ten class names, grey input): expects light garments on black."""
+    from .data.fashion_mnist import CLASSES
+
+    return tuple(spec.classes) == CLASSES
+
+
+def has_light_background(image: torch.Tensor) -> bool:
+    """Whether a uint8 (1, C, H, W) image is dark-on-light: its border (the outer eighth on each side) is
+    brighter than mid-grey. Product photos sit on white; Fashion-MNIST's garments sit on black."""
+    x = image.float().mean(1)[0]
+    h, w = x.shape
+    bh, bw = max(1, h // 8), max(1, w // 8)
+    border = torch.cat([x[:bh].flatten(), x[-bh:].flatten(), x[:, :bw].flatten(), x[:, -bw:].flatten()])
+    return float(border.mean()) > 127.5
 
 
 def read_image(path: str | Path, in_chans: int) -> torch.Tensor:
@@ -41,17 +62,27 @@ def read_image(path: str | Path, in_chans: int) -> torch.Tensor:
     return data.view(h, w, -1).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def predict_files(predictor, paths: list[str], top_k: int = 3) -> list[Prediction]:
-    """One Prediction per path; unreadable files get an error entry and do not stop the others."""
+def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no") -> list[Prediction]:
+    """One Prediction per path; unreadable files get an error entry and do not stop the others.
+
+    ``invert``: ``"yes"`` inverts every image, ``"auto"`` those with a light background when the model was
+    trained on Fashion-MNIST (light-on-dark), ``"no"`` none; each Prediction says whether it was.
+    """
+    if invert not in ("auto", "yes", "no"):
+        raise ValueError(f"invert must be auto, yes or no, got {invert!r}")
     spec = predictor.spec
     size = spec.preprocess.size
+    auto = invert == "auto" and is_fashion_mnist_model(spec)
     images, results = [], []
     for p in paths:
         try:
             img = read_image(p, spec.preprocess.in_chans)
+            flip = invert == "yes" or (auto and has_light_background(img))
+            if flip:
+                img = 255 - img
             # bring every image to the training size first so that odd sizes batch together
             images.append(resize(img, size) if size else img)
-            results.append(Prediction(str(p), []))
+            results.append(Prediction(str(p), [], inverted=flip))
         except UserError as e:
             results.append(Prediction(str(p), [], error=str(e)))
     if images:

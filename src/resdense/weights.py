@@ -97,3 +97,45 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     model = spec.build()
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), spec
+
+
+def model_from_weights(
+    src: str | Path, model: str | None = None, device: str | torch.device = "cpu", *, progress: bool = True
+) -> tuple[nn.Module, ModelSpec]:
+    """A model (eval mode) and its spec from any weights source (see :mod:`resdense.models.pretrained`).
+
+    resdense's own files (``fashion-mnist``, run folders, ``model.safetensors``) carry their spec; other
+    sources (torchvision names, plain state dicts) need ``model``, the architecture, and bring what they
+    know (ImageNet's class names and preprocessing for torchvision's weights).
+    """
+    from .models.pretrained import PretrainedError, load_pretrained, shipped_path
+
+    key = str(src).strip().lower()
+    if key == "fashion-mnist" or key.startswith("fashion-mnist:"):
+        path = shipped_path(key.partition(":")[2] or None)
+        net, spec = load_trained(path, device)
+        if model is not None and model != spec.model:
+            raise PretrainedError(f"{src}: weights for {spec.model}, not {model}")
+        return net, spec
+    p = Path(src)
+    if model is None:
+        if p.exists():
+            return load_trained(p, device)
+        load_pretrained(src)  # a one-line error for what is neither a file nor a known name
+        raise UserError(f"weights {src}: torchvision's weights need the architecture (--arch NAME on the "
+                        "command line, model= in Python), e.g. resnet18")  # fmt: skip
+    pre = load_pretrained(src, model, progress=progress)
+    net = create_model(model, weights=pre, progress=progress)
+    cfg = net.pretrained_cfg
+    if pre.spec is not None:
+        return net.to(device).eval(), ModelSpec.from_dict(pre.spec)
+    in_chans = net.default_cfg.input_size[0]
+    size = cfg["resize"] or cfg["input_size"] or net.default_cfg.input_size[-1]
+    crop = cfg["input_size"] if cfg["resize"] else None
+    mean = tuple(cfg["mean"] or net.default_cfg.mean)
+    std = tuple(cfg["std"] or net.default_cfg.std)
+    n = net.get_classifier().out_features if hasattr(net.get_classifier(), "out_features") else 0
+    classes = cfg["classes"] or [str(i) for i in range(n)]
+    spec = ModelSpec(model, {"num_classes": len(classes), "in_chans": in_chans}, Preprocess(size, mean, std, in_chans, crop),
+                     classes)  # fmt: skip
+    return net.to(device).eval(), spec

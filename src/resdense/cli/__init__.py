@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from ..errors import UserError
@@ -51,7 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     return _main(argv)
 
 
+class _SayOnStderr(logging.Handler):
+    """The library's one-line notes (``resdense`` logger: adapted weights, ...) printed as plain lines on
+    the stderr of the moment, whatever logging the host set up."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), file=sys.stderr, flush=True)
+
+
+def _say_notes() -> None:
+    log = logging.getLogger("resdense")
+    if not any(isinstance(h, _SayOnStderr) for h in log.handlers):
+        log.addHandler(_SayOnStderr(logging.INFO))
+        log.setLevel(logging.INFO)
+
+
 def _main(argv: list[str] | None = None) -> int:
+    _say_notes()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
 from ..weights import load_trained, resolve_weights
+from .predict import add_weights_args
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 CHECK_BATCH = 4
@@ -22,7 +24,13 @@ def add_parser(sub) -> None:
         "carries the model's spec (preprocessing, class names), so `resdense predict` and `resdense "
         "evaluate` accept it; the output is checked against PyTorch on a random batch.",
     )
-    p.add_argument("run", metavar="RUN_OR_WEIGHTS", help="run folder or .safetensors weights file")
+    p.add_argument(
+        "run",
+        metavar="RUN_OR_WEIGHTS",
+        nargs="?",
+        help="run folder or .safetensors weights file (or --weights)",
+    )
+    add_weights_args(p)
     p.add_argument("--format", required=True, choices=sorted(FORMATS), help="output format")
     p.add_argument(
         "--fuse-bn", action="store_true", help="fold each conv's following batch norm into the conv first"
@@ -31,7 +39,8 @@ def add_parser(sub) -> None:
         "--out",
         type=Path,
         metavar="FILE",
-        help="output file (default: model.onnx / model.pt in the run folder, or beside the weights file)",
+        help="output file (default: model.onnx / model.pt in the run folder, or beside the weights file; "
+        "for --weights, named after them in the current folder)",
     )
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's own)")
     p.add_argument(
@@ -84,12 +93,24 @@ def run_export(args) -> int:
         raise UserError("--opset applies to --format onnx only")
     if args.opset is not None and args.opset < 7:
         raise UserError(f"--opset must be at least 7, got {args.opset}")
-    weights = resolve_weights(args.run)
-    out = Path(args.out) if args.out is not None else default_out(args.run, args.format)
-    if out.exists() and weights.exists() and out.resolve() == weights.resolve():
-        raise UserError(f"{out}: would overwrite the weights being exported; choose another --out")
-    check_writable(out)
-    model, spec = load_trained(weights)
+    if args.weights is not None:
+        if args.run is not None:
+            raise UserError(f"give either a run/weights file ({args.run}) or --weights, not both")
+        from ..weights import model_from_weights
+
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(args.weights).stem or args.weights).strip("-")
+        out = Path(args.out) if args.out is not None else Path(stem + FORMATS[args.format])
+        check_writable(out)
+        model, spec = model_from_weights(args.weights, args.arch)
+    else:
+        if args.run is None:
+            raise UserError("give a run folder or weights file, or --weights SRC")
+        weights = resolve_weights(args.run)
+        out = Path(args.out) if args.out is not None else default_out(args.run, args.format)
+        if out.exists() and weights.exists() and out.resolve() == weights.resolve():
+            raise UserError(f"{out}: would overwrite the weights being exported; choose another --out")
+        check_writable(out)
+        model, spec = load_trained(weights)
 
     try:
         if args.format == "onnx":
@@ -100,7 +121,7 @@ def run_export(args) -> int:
         raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
 
     # self-check: the exported file, loaded as `resdense predict` would load it, against the PyTorch model
-    size = spec.preprocess.size or model.default_cfg.input_size[-1]
+    size = spec.preprocess.input_size or model.default_cfg.input_size[-1]
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (CHECK_BATCH, spec.preprocess.in_chans, size, size), generator=g)
     images = images.to(torch.uint8)

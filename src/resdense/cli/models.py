@@ -25,6 +25,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--depth", type=int, default=1, help="module depth to list (1 = direct children)")
     p.add_argument("--num-classes", type=int, help="classifier size (default: the model's own)")
+    p.add_argument(
+        "--weights",
+        metavar="SRC",
+        help="load these weights and say what they are (IMAGENET1K_V1, DEFAULT, fashion-mnist, a file, a run)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_inspect)
 
@@ -34,6 +39,29 @@ def _build(name: str, **kwargs):
         return create_model(name, **kwargs)
     except UnknownModelError as e:
         raise UserError(str(e)) from None
+    except TypeError as e:
+        raise UserError(f"{name}: {e}") from None
+
+
+def _weights_line(cfg: dict) -> str:
+    parts = [f"weights: {cfg['source']}"]
+    if cfg.get("classes"):
+        parts.append(f"{len(cfg['classes'])} classes ({', '.join(cfg['classes'][:3])}, ...)")
+    if cfg.get("input_size"):
+        feed = (
+            f"resize {cfg['resize']}, centre crop {cfg['input_size']}"
+            if cfg.get("resize")
+            else f"{cfg['input_size']} px"
+        )
+        parts.append(feed)
+    if cfg.get("mean"):
+        parts.append("mean " + "/".join(f"{v:.3f}" for v in cfg["mean"]))
+    for key, label in (("test_accuracy", "test accuracy"), ("imagenet_top1", "ImageNet top-1 %")):
+        if cfg.get(key) is not None:
+            parts.append(f"{label} {cfg[key]}")
+    if cfg.get("recipe"):
+        parts.append(f"recipe {cfg['recipe']}")
+    return ", ".join(parts)
 
 
 def run_list(args) -> int:
@@ -73,11 +101,14 @@ def run_inspect(args) -> int:
         kwargs["in_chans"] = c
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
+    if args.weights is not None:
+        kwargs["weights"] = args.weights
     model = _build(args.model, **kwargs)
     try:
         s = summarize(model, tuple(args.input_size) if args.input_size else None, args.depth, name=args.model)
     except InputTooSmallError as e:
         raise UserError(str(e)) from None
+    pretrained = getattr(model, "pretrained_cfg", None)
     if args.json:
         d = s.to_json()
         print(json.dumps({
@@ -86,7 +117,10 @@ def run_inspect(args) -> int:
             "layers": [{k: row[k] for k in ("name", "type", "output_shape", "params", "macs")} for row in d["layers"]],
             "total_params": d["total_params"],
             "macs": d["macs"],
-        }, indent=2))  # fmt: skip
+            **({"weights": pretrained} if pretrained else {}),
+        }, indent=2, default=list))  # fmt: skip
     else:
         print(s.table())
+        if pretrained:
+            print(_weights_line(pretrained))
     return 0

@@ -6,29 +6,79 @@ import json
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="classify image files (PNG/JPEG, any size, colour or grey)")
+    p = sub.add_parser(
+        "predict",
+        help="classify image files (PNG/JPEG, any size, colour or grey)",
+        description="Classify image files with a trained model: a run folder or model file, or --weights "
+        "(e.g. `resdense predict --weights fashion-mnist shoe.jpg`, no training needed).",
+    )
     p.add_argument(
-        "model", metavar="RUN_OR_WEIGHTS", help="run folder, .safetensors, .onnx or TorchScript file"
+        "model",
+        metavar="RUN_OR_WEIGHTS",
+        nargs="?",
+        help="run folder, .safetensors, .onnx or TorchScript file (omit it with --weights)",
     )
     p.add_argument("images", nargs="+", metavar="IMAGE")
+    add_weights_args(p)
     p.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
+    p.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="make dark-on-light photos light-on-dark as Fashion-MNIST is (auto: for Fashion-MNIST models, "
+        "when the image's border is light)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
+
+
+def add_weights_args(p) -> None:
+    """``--weights SRC`` and ``--arch NAME``, shared by the commands that load a model."""
+    p.add_argument(
+        "--weights",
+        metavar="SRC",
+        help="fashion-mnist (fashion-mnist:fast, fashion-mnist:best: shipped with resdense), a run folder, "
+        "a .safetensors/.pth state dict, or a torchvision name (IMAGENET1K_V1, DEFAULT) with --arch",
+    )
+    p.add_argument("--arch", metavar="MODEL", help="the architecture for --weights that do not name one")
+
+
+def load_model_for(args, device: str):
+    """The Predictor the command's positional model or ``--weights`` names."""
+    from ..errors import UserError
+    from ..inference import Predictor, load_predictor
+    from ..weights import model_from_weights
+
+    if args.weights is None:
+        if args.model is None:
+            raise UserError("give a run folder or model file, or --weights SRC")
+        if args.arch is not None:
+            raise UserError("--arch goes with --weights")
+        return load_predictor(args.model, device=device)
+    model, spec = model_from_weights(args.weights, args.arch, device)
+    return Predictor(spec, "torch", model, device=device, model=model, path=None)
 
 
 def run(args) -> int:
     import sys
 
     from ..errors import UserError
-    from ..inference import load_predictor
     from ..predict import predict_files
     from ..train.engine import resolve_device
 
     if args.top < 1:
         raise UserError(f"--top must be at least 1, got {args.top}")
-    predictor = load_predictor(args.model, device=str(resolve_device(args.device)))
-    results = predict_files(predictor, args.images, top_k=args.top)
+    images = list(args.images)
+    if args.weights is not None and args.model is not None:
+        images.insert(0, args.model)  # with --weights every path is an image
+        args.model = None
+    predictor = load_model_for(args, str(resolve_device(args.device)))
+    results = predict_files(predictor, images, top_k=args.top, invert=args.invert)
+    for r in results:
+        if r.inverted:
+            print(f"{r.path}: light background, inverted to match the training images (--invert no to "
+                  "keep it)", file=sys.stderr)  # fmt: skip
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from ..data.transforms import AUGMENTATIONS
 from ..errors import UserError
+from ..train.optim import FREEZE_HELP
 from ..train.recipes import DEFAULT_RECIPE, OPTIMIZERS, RECIPES, SCHEDULES, get_recipe
 
 
@@ -66,6 +67,17 @@ def add_parser(sub) -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on GPU")
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only")
+    p.add_argument(
+        "--weights",
+        metavar="SRC",
+        help="start from these weights: IMAGENET1K_V1, DEFAULT (torchvision's, for --model), fashion-mnist, "
+        "a .pth/.safetensors state dict or a run folder; new classes or channels are adapted, and said",
+    )
+    p.add_argument("--freeze", metavar="WHAT", help=f"train only part of the model: {FREEZE_HELP}")
+    p.add_argument("--head-lr-mult", type=float, metavar="X", help="the classifier's lr is X times --lr")
+    p.add_argument(
+        "--crop", type=int, metavar="PX", help="evaluate on the centre PX x PX of the resized image"
+    )
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")
@@ -80,7 +92,20 @@ OVERRIDES = (
     "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "augment", "normalize", "tta_flip",
     "ema", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "out",
     "tensorboard",
+    "weights", "freeze", "head_lr_mult", "crop",
 )  # fmt: skip
+
+
+def _weights_model(src: str) -> str | None:
+    """The architecture a resdense weights source names (shipped, run folder, model.safetensors), else None."""
+    from pathlib import Path
+
+    from ..models.pretrained import load_pretrained
+
+    key = src.strip().lower()
+    if key.startswith("fashion-mnist") or Path(src).exists():
+        return load_pretrained(src).model
+    return None
 
 
 def run(args) -> int:
@@ -90,6 +115,11 @@ def run(args) -> int:
     overrides = {k: getattr(args, k) for k in OVERRIDES}
     if args.model and args.model != cfg.model and args.model_options is None:
         overrides["model_options"] = {}  # the recipe's options belong to the recipe's model
+    if args.weights and not args.model:
+        # resdense's own weights name their architecture: --weights fashion-mnist needs no --model
+        overrides["model"] = _weights_model(args.weights) or cfg.model
+        if overrides["model"] != cfg.model and args.model_options is None:
+            overrides["model_options"] = {}
     cfg = cfg.with_overrides(**overrides)
     if args.resize is not None:
         cfg = replace(cfg, resize=args.resize or None)

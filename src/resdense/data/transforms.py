@@ -21,17 +21,27 @@ class Preprocess:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     in_chans: int
+    crop: int | None = None  # then cut the centre crop x crop (ImageNet evaluation: resize 256, crop 224)
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "mean": list(self.mean), "std": list(self.std), "in_chans": self.in_chans}
+        d = {"size": self.size, "mean": list(self.mean), "std": list(self.std), "in_chans": self.in_chans}
+        if self.crop is not None:
+            d["crop"] = self.crop
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:
-        return cls(d["size"], tuple(d["mean"]), tuple(d["std"]), int(d["in_chans"]))
+        return cls(d["size"], tuple(d["mean"]), tuple(d["std"]), int(d["in_chans"]), d.get("crop"))
+
+    @property
+    def input_size(self) -> int | None:
+        """The square side the network is fed (None: the images' own)."""
+        return self.crop or self.size
 
     def __call__(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """uint8 (N, C, H, W) -> normalised float (N, in_chans, size, size)."""
-        return normalize(resize(match_channels(images, self.in_chans), self.size), self.mean, self.std, dtype)
+        """uint8 (N, C, H, W) -> normalised float (N, in_chans, input_size, input_size)."""
+        x = center_crop(resize(match_channels(images, self.in_chans), self.size), self.crop)
+        return normalize(x, self.mean, self.std, dtype)
 
 
 def match_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -59,6 +69,17 @@ def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
     x = images.float() if was_uint8 else images
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return x.round().clamp(0, 255).to(torch.uint8) if was_uint8 else x
+
+
+def center_crop(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The central ``size`` x ``size`` window of each image (torchvision's CenterCrop, without padding)."""
+    if size is None:
+        return images
+    h, w = images.shape[-2:]
+    if size > h or size > w:
+        raise ValueError(f"cannot centre-crop {size}x{size} from {h}x{w} images")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return images[..., top : top + size, left : left + size]
 
 
 def normalize(
@@ -127,13 +148,99 @@ def random_erasing(
     return x.masked_fill(inside.unsqueeze(1), 0.0)
 
 
-AUGMENTATIONS = ("none", "flip", "crop", "flip-crop", "flip-crop-erase")
+def random_resized_crop_params(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    attempts: int = 10,
+) -> torch.Tensor:
+    """Crop boxes (N, 4) as (top, left, h, w), drawn as torchvision's RandomResizedCrop draws them.
+
+    Each image gets ``attempts`` candidate boxes at once (area fraction uniform in ``scale``, aspect ratio
+    log-uniform in ``ratio``); the first that fits is kept, and an image with none falls back to the
+    largest centred box within ``ratio``. Separate from the cropping so that a streaming loader can draw the
+    same boxes for images it decodes one at a time.
+    """
+    area = height * width
+    a = torch.empty(n, attempts, device=device).uniform_(*scale, generator=generator) * area
+    log_r = torch.empty(n, attempts, device=device).uniform_(
+        float(torch.tensor(ratio[0]).log()), float(torch.tensor(ratio[1]).log()), generator=generator
+    )
+    w = (a * log_r.exp()).sqrt().round()
+    h = (a / log_r.exp()).sqrt().round()
+    ok = (w >= 1) & (h >= 1) & (w <= width) & (h <= height)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1, device=device))
+    idx = first.clamp(min=0).view(n, 1)
+    h, w = h.gather(1, idx).squeeze(1), w.gather(1, idx).squeeze(1)
+    u = torch.rand(n, 2, device=device, generator=generator)
+    top = (u[:, 0] * (height - h + 1)).floor().clamp(max=height - h)
+    left = (u[:, 1] * (width - w + 1)).floor().clamp(max=width - w)
+    # fallback: the whole image, trimmed to the nearest allowed aspect ratio, centred
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        fw, fh = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        fh, fw = height, int(round(height * ratio[1]))
+    else:
+        fw, fh = width, height
+    miss = first < 0
+    fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], device=device, dtype=h.dtype)
+    boxes = torch.stack([top, left, h, w], 1)
+    return torch.where(miss.view(n, 1), fallback.view(1, 4), boxes).long()
 
 
-def augment(x: torch.Tensor, kind: str, generator: torch.Generator | None = None, crop_padding: int = 2):
-    """Apply a named augmentation policy to a normalised float batch."""
+def crop_resize(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Cut box (top, left, h, w) out of each image and resize it to ``size`` x ``size`` (bilinear), batched:
+    one affine sampling grid per image, one ``grid_sample`` for the whole batch."""
+    n, _, height, width = x.shape
+    b = boxes.to(x.device, torch.float32)
+    top, left, h, w = b.unbind(1)
+    # the box in grid_sample's [-1, 1] coordinates (align_corners=False: pixel edges at -1 and 1)
+    cx = (left + w / 2) / width * 2 - 1
+    cy = (top + h / 2) / height * 2 - 1
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0], theta[:, 0, 2] = w / width, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h / height, cy
+    grid = F.affine_grid(theta, [n, x.shape[1], size, size], align_corners=False)
+    was_uint8 = x.dtype == torch.uint8
+    out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8) if was_uint8 else out
+
+
+def random_resized_crop(
+    x: torch.Tensor,
+    size: int,
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """Inception-style random-resized crop of a batch to ``size`` x ``size`` (d2l 14.2's training crop)."""
+    boxes = random_resized_crop_params(
+        x.shape[0], x.shape[-2], x.shape[-1], scale, ratio, generator, x.device
+    )
+    return crop_resize(x, boxes, size)
+
+
+AUGMENTATIONS = ("none", "flip", "crop", "flip-crop", "flip-crop-erase", "rrc-flip")
+
+
+def augment(
+    x: torch.Tensor,
+    kind: str,
+    generator: torch.Generator | None = None,
+    crop_padding: int = 2,
+    out_size: int | None = None,
+):
+    """Apply a named augmentation policy to a normalised float batch. ``rrc-flip``: random-resized crops
+    to ``out_size`` (the images' own side when None) and flips."""
     if kind not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {kind!r}; choose from {', '.join(AUGMENTATIONS)}")
+    if kind == "rrc-flip":
+        return random_flip(random_resized_crop(x, out_size or x.shape[-1], generator), generator)
     if "crop" in kind:
         x = random_crop(x, crop_padding, generator)
     if "flip" in kind:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,17 +74,51 @@ def get_model_info(name: str) -> ModelInfo:
 
 
 def create_model(
-    name: str, *, num_classes: int | None = None, in_chans: int | None = None, **options
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    weights: str | os.PathLike | None = None,
+    progress: bool = True,
+    **options,
 ) -> nn.Module:
     """Build a registered model. ``num_classes``/``in_chans`` default to the model's own (e.g. 1000 and 3
     for the ImageNet models, 10 and 1 for the d2l ones); other keyword options go to the family's class
-    (``zero_init_residual``, ``memory_efficient``, ``drop_rate``, ...)."""
+    (``zero_init_residual``, ``memory_efficient``, ``drop_rate``, ...).
+
+    ``weights``: start from pretrained weights, as torchvision's ``resnet18(weights=...)``: a torchvision
+    name (``"IMAGENET1K_V1"``, ``"DEFAULT"``), a state-dict or safetensors file, a resdense run folder, or
+    ``"fashion-mnist"`` (see :mod:`resdense.models.pretrained`). ``num_classes``/``in_chans`` then default to
+    the weights' own; other values adapt the first conv or re-initialise the classifier, and say so. What
+    the weights know about their input and classes is in ``model.pretrained_cfg``.
+    """
     info = get_model_info(name)
+    pre = None
+    if weights is not None:
+        from .pretrained import Pretrained, PretrainedError, load_pretrained
+
+        pre = (
+            weights if isinstance(weights, Pretrained) else load_pretrained(weights, name, progress=progress)
+        )
+        if pre.model and pre.model != name:
+            raise PretrainedError(f"{pre.source}: weights for {pre.model}, not {name}")
+        for k, v in pre.options.items():
+            if k not in ("num_classes", "in_chans"):
+                options.setdefault(k, v)  # the weights' architecture options (e.g. widths)
+        if num_classes is None:
+            num_classes = pre.options.get("num_classes") or (len(pre.classes) if pre.classes else None)
+        if in_chans is None:
+            in_chans = pre.options.get("in_chans")
     if num_classes is not None:
         options["num_classes"] = num_classes
     if in_chans is not None:
         options["in_chans"] = in_chans
     try:
-        return info.builder(**options)
+        model = info.builder(**options)
     except TypeError as e:
         raise TypeError(f"{name}: {e}") from None
+    if pre is not None:
+        from .pretrained import load_weights_into
+
+        load_weights_into(model, pre, name=name)
+    return model

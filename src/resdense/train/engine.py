@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -35,6 +35,7 @@ from . import distributed as dist_utils
 from .callbacks import TENSORBOARD_DIR, Callback, default_callbacks
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint
 from .loader import epoch_generator, eval_batches, steps_per_epoch, train_batches
+from .optim import freeze, make_optimizer
 from .recipes import OPTIMIZERS, SCHEDULES, TrainConfig
 
 
@@ -87,22 +88,6 @@ def xavier_init(model: nn.Module) -> None:
             nn.init.xavier_uniform_(m.weight)
 
 
-def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    # no weight decay on BN parameters and biases (they set scale and offset, not complexity)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    if cfg.optimizer == "nesterov":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum or 0.9, nesterov=True)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
-
-
 def check_config(cfg: TrainConfig) -> None:
     """One-line errors for settings that cannot work, before any data is read."""
     if cfg.epochs < 1:
@@ -121,6 +106,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--resize must be at least 8 pixels, got {cfg.resize}")
     if cfg.train_subset < 0:
         raise UserError(f"--train-subset must be >= 0, got {cfg.train_subset}")
+    if not cfg.head_lr_mult > 0:
+        raise UserError(f"--head-lr-mult must be positive, got {cfg.head_lr_mult}")
+    if cfg.crop is not None and (cfg.crop < 8 or (cfg.resize is not None and cfg.crop > cfg.resize)):
+        raise UserError(f"--crop must be between 8 and --resize ({cfg.resize}), got {cfg.crop}")
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -166,7 +155,9 @@ def predict_logits(
 class Trainer:
     """Holds everything a run needs; ``fit()`` runs it. Built by :func:`train`."""
 
-    def __init__(self, cfg: TrainConfig, dataset: Dataset, out_dir: Path, progress: bool = True):
+    def __init__(
+        self, cfg: TrainConfig, dataset: Dataset, out_dir: Path, progress: bool = True, pretrained=None
+    ):
         self.cfg = cfg
         self.out_dir = out_dir
         self.dist = dist_utils.current()
@@ -180,7 +171,7 @@ class Trainer:
         c = dataset.image_shape[0]
         mean, std = channel_stats(train.images) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
         size = cfg.resize or dataset.image_shape[1]
-        self.preprocess = Preprocess(size=size, mean=mean, std=std, in_chans=c)
+        self.preprocess = Preprocess(size=size, mean=mean, std=std, in_chans=c, crop=cfg.crop)
         self.train_set = ImageSet(
             resize(train.images.to(self.device), cfg.resize), train.labels.to(self.device)
         )
@@ -191,18 +182,27 @@ class Trainer:
         # Model
         torch.manual_seed(cfg.seed)
         try:
-            model = create_model(cfg.model, num_classes=len(self.classes), in_chans=c, **cfg.model_options)
+            model = create_model(cfg.model, num_classes=len(self.classes), in_chans=c,
+                                 weights=pretrained if pretrained is not None else cfg.weights,
+                                 progress=self.progress, **cfg.model_options)  # fmt: skip
         except UnknownModelError as e:
             raise UserError(f"--model: {e}") from None
         except TypeError as e:
             raise UserError(f"--model {cfg.model}: bad model option ({e})") from None
-        if cfg.init == "xavier":
+        options = dict(cfg.model_options)
+        if cfg.init == "xavier" and cfg.weights is None:
             xavier_init(model)
-        self.spec = ModelSpec(cfg.model, {"num_classes": len(self.classes), "in_chans": c, **cfg.model_options},
+        if cfg.weights is not None:
+            options = self.adopt_pretrained(model, options)
+        trainable = freeze(model, cfg.freeze)
+        if cfg.freeze != "none" and self.is_main:
+            self.say(f"--freeze {cfg.freeze}: {trainable:,} of {count_params(model):,} parameters train")
+        self.spec = ModelSpec(cfg.model, {"num_classes": len(self.classes), "in_chans": c, **options},
                               self.preprocess, list(self.classes), cfg.tta_flip)  # fmt: skip
         self.params = count_params(model)
         try:
-            self.macs = count_macs(model, (c, size, size))
+            side = self.preprocess.input_size or size
+            self.macs = count_macs(model, (c, side, side))
         except ValueError as e:
             raise UserError(f"--model {cfg.model}: {e}") from None
         if cfg.sync_bn:
@@ -229,6 +229,26 @@ class Trainer:
         self.history: list[dict] = []
         self.start_epoch = 0
         self.elapsed = 0.0  # training seconds before this process (resumed runs)
+
+    def adopt_pretrained(self, model: nn.Module, options: dict) -> dict:
+        """Feed the data as the weights were fed (their mean/std); the builder options they came with."""
+        pcfg = getattr(model, "pretrained_cfg", {})
+        mean, std = pcfg.get("mean"), pcfg.get("std")
+        if mean is not None and len(mean) == self.preprocess.in_chans and tuple(mean) != self.preprocess.mean:
+            self.preprocess = replace(self.preprocess, mean=tuple(mean), std=tuple(std))
+            if self.is_main:
+                self.say(f"normalising with the weights' mean {_fmt(mean)} and std {_fmt(std)}")
+        known = list(pcfg.get("classes") or [])
+        if known and known != list(self.classes) and len(known) == len(self.classes):
+            # the same number of classes, but other ones: their output layer means nothing here
+            model.reset_classifier(len(self.classes))
+            if self.is_main:
+                self.say(f"classifier re-initialised: the weights' classes ({', '.join(known[:3])}, ...) are "
+                         f"not this data set's ({', '.join(self.classes[:3])}, ...)")  # fmt: skip
+        inherited = {
+            k: v for k, v in (pcfg.get("options") or {}).items() if k not in ("num_classes", "in_chans")
+        }
+        return {**inherited, **options}
 
     # -- state ------------------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict:
@@ -270,10 +290,14 @@ class Trainer:
             step = epoch * self.steps_per_epoch + i
             lr = lr_at(cfg, step, self.total_steps, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            x = self.preprocess(xb)
-            if cfg.augment != "none":
-                x = augment(x, cfg.augment, gen, cfg.crop_padding)
+                group["lr"] = lr * group.get("lr_mult", 1.0)
+            if cfg.augment == "rrc-flip":  # random crops of the whole image, not of the evaluation crop
+                x = augment(replace(self.preprocess, crop=None)(xb), cfg.augment, gen,
+                            out_size=self.preprocess.input_size)  # fmt: skip
+            else:
+                x = self.preprocess(xb)
+                if cfg.augment != "none":
+                    x = augment(x, cfg.augment, gen, cfg.crop_padding)
             x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = model(x)
@@ -391,6 +415,10 @@ class Trainer:
         print(msg, flush=True)
 
 
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.3f}" for v in values) + ")"
+
+
 def default_out_dir(model: str) -> Path:
     return Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
@@ -480,6 +508,15 @@ def _train(cfg, *, dataset, resume, force, progress, callbacks) -> TrainResult:
             *default_callbacks(progress=progress, tensorboard=cfg.tensorboard),
             *(callbacks or []),
         ]
+        pretrained = None
+        if cfg.weights is not None:
+            from ..models.pretrained import PretrainedError, load_pretrained
+
+            # read (or download) the weights before the data: a wrong source fails at once
+            pretrained = load_pretrained(cfg.weights, cfg.model, progress=progress and dist.rank == 0)
+            if pretrained.model and pretrained.model != cfg.model:
+                raise PretrainedError(f"--weights {cfg.weights}: weights for {pretrained.model}, not --model "
+                                      f"{cfg.model}")  # fmt: skip
         if dataset is None:
             from ..data import load_dataset
 
@@ -487,10 +524,13 @@ def _train(cfg, *, dataset, resume, force, progress, callbacks) -> TrainResult:
             first = not dist.enabled or dist.local_rank == 0
             if not first:
                 dist.barrier()
-            dataset = load_dataset(cfg.dataset, cfg.data_dir, progress=progress and dist.rank == 0)
+            # an image folder is decoded straight to the training size (photos may be large)
+            size = cfg.resize if cfg.dataset == "folder" else None
+            dataset = load_dataset(cfg.dataset, cfg.data_dir, progress=progress and dist.rank == 0,
+                                   image_size=size)  # fmt: skip
             if first:
                 dist.barrier()
-        trainer = Trainer(cfg, dataset, out, progress=progress)
+        trainer = Trainer(cfg, dataset, out, progress=progress, pretrained=pretrained)
         if ckpt is not None:
             trainer.load_state(ckpt)
             if dist.rank == 0:

@@ -46,6 +46,13 @@ class TrainConfig:
     eval_batch_size: int = 1024
     out: str | None = None
     tensorboard: bool = False  # also log to <out>/tensorboard (needs the "tensorboard" extra)
+    # fine-tuning (train/optim.py): start from these weights (see resdense.models.pretrained), freeze part
+    # of the body, train the classifier at head_lr_mult times the learning rate; crop: evaluate on a centre
+    # crop of this side from the resized image (the "rrc-flip" augmentation trains on random crops of it)
+    weights: str | None = None
+    freeze: str = "none"
+    head_lr_mult: float = 1.0
+    crop: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +99,15 @@ RECIPES: dict[str, TrainConfig] = {
         lr=0.4, optimizer="nesterov", momentum=0.9, weight_decay=5e-4, schedule="onecycle",
         label_smoothing=0.1, augment="flip-crop", tta_flip=True, compile=True, device="cuda",
         eval_batch_size=2048,
+    ),
+    # d2l 14.2's fine-tuning for your photos (--dataset folder --data-dir DIR): ImageNet ResNet-18, a new
+    # output layer at 10x the learning rate, 5 epochs, batch 128, random-resized crops of 224 and flips;
+    # evaluated on the centre 224 of a 256 resize, ImageNet normalisation (the weights' own). d2l's lr 5e-5
+    # multiplies a loss *summed* over the batch; ours is the mean, so the same step is 5e-5 * 128 = 6.4e-3.
+    "finetune": TrainConfig(
+        recipe="finetune", model="resnet18", weights="IMAGENET1K_V1", dataset="folder", epochs=5,
+        batch_size=128, lr=5e-5 * 128, optimizer="sgd", momentum=0.0, weight_decay=1e-3,
+        schedule="constant", head_lr_mult=10.0, resize=256, crop=224, augment="rrc-flip",
     ),
 }  # fmt: skip
 

@@ -1,0 +1,121 @@
+"""The optimiser a run steps: parameter groups, a learning-rate multiplier for the head, frozen layers.
+
+Fine-tuning (d2l 14.2) trains a pretrained body gently and a new output layer faster (``head_lr_mult``, the
+book's 10x), or leaves part of the body alone (``freeze``): ``"backbone"`` trains the classifier only,
+``"stages:N"`` freezes the stem and the first N stages. Frozen layers get ``requires_grad=False`` and their
+batch norms stay in eval mode for good, so their running statistics are not touched even though the loop
+calls ``model.train()`` every epoch.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+__all__ = ["FREEZE_HELP", "FrozenBatchNorm2d", "freeze", "make_optimizer", "param_groups", "stages"]
+
+FREEZE_HELP = "none, backbone (train the classifier only) or stages:N (the stem and the first N stages)"
+
+
+class FrozenBatchNorm2d(nn.BatchNorm2d):
+    """A batch norm that stays in eval mode: it normalises with its stored statistics and never updates them.
+
+    Same parameters and buffers as ``nn.BatchNorm2d`` (so state dicts are unchanged); only ``train()`` is
+    pinned, which is what the loop's ``model.train()`` reaches.
+    """
+
+    def train(self, mode: bool = True) -> FrozenBatchNorm2d:
+        return super().train(False)
+
+
+def stages(model: nn.Module) -> list[list[nn.Module]]:
+    """The model's body as [stem, stage 1, stage 2, ...], each a list of modules (the classifier excluded)."""
+    if hasattr(model, "num_stages") and hasattr(model, "layer1"):  # ResNet family
+        return [[model.conv1, model.bn1]] + [
+            [getattr(model, f"layer{i + 1}")] for i in range(model.num_stages)
+        ]
+    features = getattr(model, "features", None)
+    if isinstance(features, nn.Sequential):  # DenseNet family: a dense block and the transition after it
+        groups: list[list[nn.Module]] = [[]]
+        for name, m in features.named_children():
+            if name.startswith("denseblock"):
+                groups.append([m])
+            elif name.startswith("transition") or len(groups) > 1:
+                groups[-1].append(m)
+            else:
+                groups[0].append(m)
+        return groups
+    if isinstance(model, nn.Sequential):  # the book's nets: the stem b1, then one block per child
+        body = [m for m in list(model)[:-3] if any(True for _ in m.parameters())]
+        return [[body[0]]] + [[m] for m in body[1:]]
+    raise UserError(f"--freeze stages: cannot tell the stages of {type(model).__name__}")
+
+
+def _freeze_modules(modules: list[nn.Module]) -> None:
+    for mod in modules:
+        for p in mod.parameters():
+            p.requires_grad_(False)
+        for m in mod.modules():
+            if type(m) is nn.BatchNorm2d:
+                m.__class__ = FrozenBatchNorm2d  # keeps its tensors; only train() changes
+                m.eval()
+
+
+def freeze(model: nn.Module, spec: str) -> int:
+    """Freeze part of ``model`` as ``spec`` says (``none``, ``backbone``, ``stages:N``); returns the number of
+    parameters left trainable. One-line UserError for a spec that does not parse or fit."""
+    spec = (spec or "none").strip().lower()
+    if spec == "none":
+        pass
+    elif spec == "backbone":
+        head = set(map(id, model.get_classifier().parameters()))
+        for p in model.parameters():
+            if id(p) not in head:
+                p.requires_grad_(False)
+        _freeze_modules([m for m in model.modules() if type(m) is nn.BatchNorm2d])  # the head has none
+    else:
+        m = re.fullmatch(r"stages:(\d+)", spec)
+        if not m:
+            raise UserError(f"--freeze {spec!r}: expected {FREEZE_HELP}")
+        n = int(m.group(1))
+        groups = stages(model)
+        if n > len(groups) - 1:
+            raise UserError(f"--freeze {spec}: the model has {len(groups) - 1} stages")
+        _freeze_modules([mod for g in groups[: n + 1] for mod in g])
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def param_groups(model: nn.Module, weight_decay: float, head_lr_mult: float = 1.0) -> list[dict]:
+    """Trainable parameters in groups: weight decay on weights only (batch-norm scales and biases set scale
+    and offset, not complexity); the classifier's groups carry ``lr_mult`` for the loop to apply."""
+    get = getattr(model, "get_classifier", None)
+    head = set(map(id, get().parameters())) if get is not None and head_lr_mult != 1.0 else set()
+    buckets: dict[tuple[bool, bool], list] = {}
+    for p in model.parameters():
+        if p.requires_grad:
+            buckets.setdefault((id(p) in head, p.ndim > 1), []).append(p)
+    groups = []
+    for (is_head, decays), params in sorted(buckets.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
+        groups.append({"params": params, "weight_decay": weight_decay if decays else 0.0,
+                       "lr_mult": head_lr_mult if is_head else 1.0})  # fmt: skip
+    return groups
+
+
+def make_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimiser ``cfg`` names (a TrainConfig: optimizer, lr, momentum, weight_decay, head_lr_mult)."""
+    groups = param_groups(model, cfg.weight_decay, getattr(cfg, "head_lr_mult", 1.0))
+    if not groups:
+        raise UserError("--freeze: nothing is left to train")
+    for g in groups:
+        g["lr"] = cfg.lr * g["lr_mult"]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.optimizer == "nesterov":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum or 0.9, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
