@@ -37,3 +37,16 @@ def test_bar_is_silent_in_a_log_file_or_when_disabled(monkeypatch):
 
 def test_not_a_notebook_here():
     assert not in_notebook()  # pytest is no Jupyter kernel (the notebook test covers the other side)
+
+
+def test_in_a_notebook_the_bar_is_tqdms_widget_or_text_without_ipywidgets(monkeypatch):
+    from resdense.utils import progress
+
+    monkeypatch.setattr(progress, "in_notebook", lambda: True)
+    monkeypatch.setattr(progress, "has_widgets", lambda: True)
+    cls, on = progress._bar_class(True)
+    assert cls.__module__ == "tqdm.notebook" and on
+    monkeypatch.setattr(progress, "has_widgets", lambda: False)
+    cls, on = progress._bar_class(True)  # the notebook redraws tqdm's text bar in place: still shown
+    assert cls.__module__ == "tqdm.std" and on
+    assert progress._bar_class(False)[1] is False
