@@ -66,6 +66,17 @@ def add_parser(sub) -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on GPU")
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only")
+    p.add_argument("--in-memory", choices=["auto", "yes", "no"],
+                   help="image folders: decode the whole set into memory (yes) or stream it from the files "
+                   "batch by batch (no); auto (default) keeps it in memory when the decoded images take at "
+                   "most a quarter of the RAM (per process; and, on a GPU, half its memory) and streams "
+                   "otherwise, or when --augment rrc-flip needs the files")  # fmt: skip
+    p.add_argument("--skip-bad-images", action="store_true", default=None,
+                   help="image folders: leave out unreadable, empty, non-image and decompression-bomb files "
+                   "(listed in the run folder's bad_images.txt) instead of stopping")  # fmt: skip
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="streamed folders: decoding processes per training process (default: the cores, "
+                   "at most 8)")  # fmt: skip
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")
@@ -77,6 +88,7 @@ OVERRIDES = (
     "model", "model_options", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer", "momentum",
     "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "augment", "normalize", "tta_flip",
     "ema", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "out",
+    "in_memory", "skip_bad_images", "workers",
 )  # fmt: skip
 
 

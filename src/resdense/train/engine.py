@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..data.dataset import Dataset, ImageSet
+from ..data.stream import BAD_IMAGES_NAME, StreamedFolder
 from ..data.transforms import Preprocess, augment, resize
 from ..errors import UserError
 from ..models import create_model
@@ -120,6 +121,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--resize must be at least 8 pixels, got {cfg.resize}")
     if cfg.train_subset < 0:
         raise UserError(f"--train-subset must be >= 0, got {cfg.train_subset}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {cfg.workers}")
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -176,16 +179,28 @@ class Trainer:
         if self.device.type == "cpu":
             keep_freed_memory()  # no mmap/munmap of the activations at every step
 
-        # Data: resize once, up front, on the device; what remains per batch is augmentation.
-        train, test = dataset.train.subset(cfg.train_subset), dataset.test
-        c = dataset.image_shape[0]
-        mean, std = channel_stats(train.images) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
-        size = cfg.resize or dataset.image_shape[1]
+        if isinstance(dataset, StreamedFolder):
+            # Data streamed from the files, decoded batch by batch at the input size (data/stream.py)
+            train, self.test_set = dataset.streams(size=cfg.resize, augment=cfg.augment, workers=cfg.workers,
+                                                   pin_memory=self.device.type == "cuda")  # fmt: skip
+            self.train_set = train.subset(cfg.train_subset)
+            c, size = train.channels, train.size
+            mean, std = channel_stats(train.sample()) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
+            self.batch_augment = train.batch_augment  # what the workers left for the batch
+        else:
+            # Data: resize once, up front, on the device; what remains per batch is augmentation.
+            train, test = dataset.train.subset(cfg.train_subset), dataset.test
+            c = dataset.image_shape[0]
+            mean, std = channel_stats(train.images) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
+            size = cfg.resize or dataset.image_shape[1]
+            self.train_set = ImageSet(
+                resize(train.images.to(self.device), cfg.resize), train.labels.to(self.device)
+            )
+            self.test_set = ImageSet(
+                resize(test.images.to(self.device), cfg.resize), test.labels.to(self.device)
+            )
+            self.batch_augment = cfg.augment
         self.preprocess = Preprocess(size=size, mean=mean, std=std, in_chans=c)
-        self.train_set = ImageSet(
-            resize(train.images.to(self.device), cfg.resize), train.labels.to(self.device)
-        )
-        self.test_set = ImageSet(resize(test.images.to(self.device), cfg.resize), test.labels.to(self.device))
         self.classes = dataset.classes
         self.dataset = dataset
 
@@ -272,9 +287,11 @@ class Trainer:
             lr = lr_at(cfg, step, self.total_steps, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            # a no-op for in-memory batches; streamed ones arrive as uint8 on the host
+            xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             x = self.preprocess(xb)
-            if cfg.augment != "none":
-                x = augment(x, cfg.augment, gen, cfg.crop_padding)
+            if self.batch_augment != "none":
+                x = augment(x, self.batch_augment, gen, cfg.crop_padding)
             x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = model(x)
@@ -329,6 +346,7 @@ class Trainer:
         for xb, yb in eval_batches(
             self.test_set, self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size
         ):
+            xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             logits = predict_logits(model, xb, self.preprocess, tta_flip=self.cfg.tta_flip and final,
                                     batch_size=self.cfg.eval_batch_size,
                                     channels_last=self.cfg.channels_last, autocast=self.autocast)  # fmt: skip
@@ -424,6 +442,7 @@ def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
             "summary.json",
             "curves.png",
             "config.json",
+            BAD_IMAGES_NAME,
         ):
             with contextlib.suppress(FileNotFoundError):
                 (out / name).unlink()
@@ -431,6 +450,36 @@ def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+
+
+def check_in_memory(cfg: TrainConfig) -> None:
+    from ..data.stream import IN_MEMORY, PHOTO_AUGMENT
+
+    if cfg.in_memory not in IN_MEMORY:
+        raise UserError(f"--in-memory: expected one of {', '.join(IN_MEMORY)}, got {cfg.in_memory!r}")
+    if cfg.in_memory == "no":
+        raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
+    if cfg.augment == PHOTO_AUGMENT:
+        raise UserError(f"--augment {PHOTO_AUGMENT}: random-resized crops are taken while decoding image "
+                        "files (--dataset folder)")  # fmt: skip
+
+
+def _load_folder(cfg: TrainConfig, dist, out: Path) -> tuple[TrainConfig, Dataset | StreamedFolder]:
+    """The folder in memory or streamed (``cfg.in_memory`` resolved to yes/no, so a resume takes the same
+    path), after a header scan for bad files; those left out by ``--skip-bad-images`` are listed in the run
+    folder."""
+    from ..data.stream import load_folder, memory_budget, write_bad_list
+
+    if cfg.data_dir is None:
+        raise UserError("--dataset folder needs --data-dir (a folder of class sub-folders)")
+    device = dist.device if dist.enabled else resolve_device(cfg.device)
+    dataset, bad = load_folder(cfg.data_dir, in_memory=cfg.in_memory, budget_bytes=memory_budget(device),
+                               augment=cfg.augment, skip_bad_images=cfg.skip_bad_images)  # fmt: skip
+    cfg = cfg.with_overrides(in_memory="no" if isinstance(dataset, StreamedFolder) else "yes")
+    if bad and dist.rank == 0:
+        write_bad_list(out / BAD_IMAGES_NAME, bad)
+        print(f"left out {len(bad):,} bad image files (listed in {out / BAD_IMAGES_NAME})", flush=True)
+    return cfg, dataset
 
 
 def train(
@@ -470,7 +519,11 @@ def train(
             first = not dist.enabled or dist.local_rank == 0
             if not first:
                 dist.barrier()
-            dataset = load_dataset(cfg.dataset, cfg.data_dir, progress=progress and dist.rank == 0)
+            if cfg.dataset == "folder":
+                cfg, dataset = _load_folder(cfg, dist, out)
+            else:
+                check_in_memory(cfg)
+                dataset = load_dataset(cfg.dataset, cfg.data_dir, progress=progress and dist.rank == 0)
             if first:
                 dist.barrier()
         trainer = Trainer(cfg, dataset, out, progress=progress)
