@@ -209,7 +209,10 @@ class BadImage:
         return f"{self.path} ({self.reason})"
 
 
-BAD_KINDS = ("empty file", "not an image", "decompression bomb", "unreadable")
+BAD_KINDS = ("empty file", "not an image", "decompression bomb", "truncated", "unreadable")
+# A complete JPEG ends with its EOI marker, a complete PNG with its IEND chunk (a few bytes may trail).
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+_TAIL = 4096
 
 
 @dataclass
@@ -250,20 +253,32 @@ def bombs_are_errors():
         yield
 
 
-def _header(path: Path) -> tuple[str, tuple[int, int]]:
-    """(mode, upright (H, W)) from the header alone: Pillow decodes no pixel in ``open``."""
+def _header(path: Path) -> tuple[str, str | None, tuple[int, int]]:
+    """(mode, format, upright (H, W)) from the header alone: Pillow decodes no pixel in ``open``."""
     with bombs_are_errors(), Image.open(path) as im:
         w, h = im.size
         if im.format == "JPEG" and im.getexif().get(0x0112, 1) in (5, 6, 7, 8):
             w, h = h, w  # stored rotated by 90 degrees
-        return im.mode, (h, w)
+        return im.mode, im.format, (h, w)
+
+
+def _truncated(path: Path, fmt: str | None) -> bool:
+    """A JPEG or PNG whose end marker is missing from its last bytes: cut short (a copy that failed)."""
+    marker = _END_MARKERS.get(fmt or "")
+    if marker is None:
+        return False
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - _TAIL))
+        return marker not in f.read()
 
 
 def scan_images(paths: list[Path]) -> ScanResult:
-    """Open every file's header: finds empty files, non-images, decompression bombs and unreadable headers.
+    """Read every file's header and last bytes, no pixels: finds empty files, non-images, decompression
+    bombs, unreadable headers and JPEG/PNG files cut short.
 
-    A file whose header is fine but whose pixels are damaged (a truncated JPEG) is found when it is decoded
-    (streaming: as a one-line error naming it).
+    A file whose header and end are fine but whose pixels inside are damaged is found when it is decoded
+    (streamed: a one-line error naming it).
     """
     bad, grey, first = [], True, None
     for path in paths:
@@ -271,7 +286,10 @@ def scan_images(paths: list[Path]) -> ScanResult:
             if _is_empty(path):
                 bad.append(BadImage(path, "empty file"))
                 continue
-            mode, size = _header(path)
+            mode, fmt, size = _header(path)
+            if _truncated(path, fmt):
+                bad.append(BadImage(path, "truncated", f"no {fmt} end marker"))
+                continue
         except READ_ERRORS as e:
             bad.append(image_problem(path, e))
             continue
