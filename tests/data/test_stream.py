@@ -43,7 +43,7 @@ def test_rrc_params_stay_inside_and_follow_scale_and_ratio() -> None:
     areas, ratios = [], []
     for _ in range(2000):
         left, top, w, h = rrc_params(500, 375, rng)
-        assert 0 <= left and left + w <= 500 and 0 <= top and top + h <= 375 and w > 0 and h > 0
+        assert left >= 0 and left + w <= 500 and top >= 0 and top + h <= 375 and w > 0 and h > 0
         areas.append(w * h / (500 * 375))
         ratios.append(w / h)
     assert 0.07 < min(areas) < 0.12 and max(areas) > 0.95
@@ -91,7 +91,9 @@ def test_large_jpeg_decodes_at_a_reduced_scale(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
     small = PhotoTransform(64, 3, crop="squash")(tmp_path / "big.jpg")
     assert requested == [(64, 64)]  # decoded at 1/8 scale straight from the DCT
-    full = np.asarray(Image.open(tmp_path / "big.jpg").convert("RGB").resize((64, 64), Image.Resampling.BILINEAR))
+    full = np.asarray(
+        Image.open(tmp_path / "big.jpg").convert("RGB").resize((64, 64), Image.Resampling.BILINEAR)
+    )
     assert np.abs(small.astype(int) - full.astype(int)).mean() < 3
     # a target close to the file's size: no reduced decode
     requested.clear()
@@ -118,7 +120,7 @@ def test_odd_files_work_as_in_memory(tmp_path: Path) -> None:
     Image.fromarray(noise(20, 30, 1)).save(root / "a" / "grey.JPG")
     Image.fromarray(noise(20, 30)).convert("P").save(root / "a" / "palette.gif")
     Image.fromarray(noise(20, 30)).convert("CMYK").save(root / "b" / "cmyk.jpg")
-    Image.fromarray((noise(20, 30, 1).astype(np.uint16) * 257)).save(root / "b" / "deep.png")
+    Image.fromarray(noise(20, 30, 1).astype(np.uint16) * 257).save(root / "b" / "deep.png")
     rotated = Image.fromarray(noise(30, 20))  # stored 20 wide, 30 high, shown rotated by 90 degrees
     exif = rotated.getexif()
     exif[0x0112] = 6

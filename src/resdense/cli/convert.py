@@ -12,7 +12,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("out", metavar="OUT", help="the folder to write (must not hold files, unless --force)")
     p.add_argument("--dataset", choices=["fashion-mnist", "idx"], default="fashion-mnist")
-    p.add_argument("--data-dir", help="where the data is (default for fashion-mnist: searched, then downloaded)")
+    p.add_argument(
+        "--data-dir", help="where the data is (default for fashion-mnist: searched, then downloaded)"
+    )
     p.add_argument("--force", action="store_true", help="replace OUT if it holds files")
     p.set_defaults(func=run)
 

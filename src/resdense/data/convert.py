@@ -37,9 +37,8 @@ def write_image_folder(dataset: Dataset, out: str | os.PathLike, *, force: bool 
     renamed. Returns the number of images written per split.
     """
     out = Path(out).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        if not force:
-            raise UserError(f"{out}: exists and is not an empty folder; pass --force to replace it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise UserError(f"{out}: exists and is not an empty folder; pass --force to replace it")
     names = [class_folder_name(c) for c in dataset.classes]
     if len(set(names)) != len(names):
         raise UserError(f"class names {dataset.classes} give the same folder name twice")
