@@ -478,7 +478,8 @@ def _load_folder(cfg: TrainConfig, dist, out: Path) -> tuple[TrainConfig, Datase
     cfg = cfg.with_overrides(in_memory="no" if isinstance(dataset, StreamedFolder) else "yes")
     if bad and dist.rank == 0:
         write_bad_list(out / BAD_IMAGES_NAME, bad)
-        print(f"left out {len(bad):,} bad image files (listed in {out / BAD_IMAGES_NAME})", flush=True)
+        files = "file" if len(bad) == 1 else "files"
+        print(f"left out {len(bad):,} bad image {files} (listed in {out / BAD_IMAGES_NAME})", flush=True)
     return cfg, dataset
 
 
