@@ -102,7 +102,9 @@ def test_each_kind_of_bad_file_is_one_line(png_dir, tmp_path, capsys, monkeypatc
     assert len(listed) == 1 and listed[0].startswith(f"{path}\t{kind}")
 
 
-def test_predict_refuses_a_decompression_bomb_in_one_line(finished_run, tmp_path, capsys, monkeypatch) -> None:
+def test_predict_refuses_a_decompression_bomb_in_one_line(
+    finished_run, tmp_path, capsys, monkeypatch
+) -> None:
     run, _ = finished_run
     bomb = tmp_path / "bomb.png"
     Image.fromarray(np.zeros((100, 100), np.uint8)).save(bomb)

@@ -79,7 +79,9 @@ def run_both(out: Path, idx_dir: Path, folder: Path) -> dict:
 
 
 def _worker(rank: int, init_file: str, idx_dir: str, folder: str, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD))
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(WORLD)
+    )
     dist.init_process_group(
         "gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60)
     )
@@ -120,7 +122,9 @@ def test_each_rank_trains_on_its_own_share(tmp_path: Path) -> None:
         per_epoch = []
         for i, global_batch in enumerate(ref["steps"]):
             shares = [r[name]["steps"][i] for r in ranks]
-            assert all(len(s) == BATCH // WORLD for s in shares), f"{name} step {i}: {[len(s) for s in shares]}"
+            assert all(len(s) == BATCH // WORLD for s in shares), (
+                f"{name} step {i}: {[len(s) for s in shares]}"
+            )
             joined = [f for s in shares for f in s]
             assert len(set(joined)) == BATCH, f"{name} step {i}: ranks trained on the same images"
             assert sorted(joined) == sorted(global_batch), f"{name} step {i}: not the global batch"

@@ -48,7 +48,10 @@ def test_killed_streaming_run_resumes_bit_identical(png_folder: Path, tmp_path: 
 
     res = run_cli("train", "--resume", str(broken), "--no-progress", timeout=300)
     assert res.returncode == 0, res.stderr
-    ckpt_full, ckpt_broken = load_checkpoint(full / "checkpoint.pt"), load_checkpoint(broken / "checkpoint.pt")
+    ckpt_full, ckpt_broken = (
+        load_checkpoint(full / "checkpoint.pt"),
+        load_checkpoint(broken / "checkpoint.pt"),
+    )
     assert ckpt_full["epoch"] == ckpt_broken["epoch"] == EPOCHS
     assert_same_tensors(ckpt_full["model"], ckpt_broken["model"])
     assert_same_tensors(safetensors(full), safetensors(broken))

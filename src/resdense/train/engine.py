@@ -168,7 +168,9 @@ def predict_logits(
 class Trainer:
     """Holds everything a run needs; ``fit()`` runs it. Built by :func:`train`."""
 
-    def __init__(self, cfg: TrainConfig, dataset: Dataset, out_dir: Path, progress: bool = True):
+    def __init__(
+        self, cfg: TrainConfig, dataset: Dataset | StreamedFolder, out_dir: Path, progress: bool = True
+    ):
         self.cfg = cfg
         self.out_dir = out_dir
         self.dist = dist_utils.current()
