@@ -214,7 +214,8 @@ class PhotoTransform:
 
         with bombs_are_errors(), Image.open(path) as im:
             w0, h0 = im.size
-            rotated = im.format == "JPEG" and im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else None
+            rotated = orientation in (5, 6, 7, 8)
             width, height = (h0, w0) if rotated else (w0, h0)
             box = self._window(width, height, rng)
             # how many file pixels per output pixel the window needs, at the least
@@ -224,7 +225,8 @@ class PhotoTransform:
                     "L" if self.channels == 1 else "RGB", (math.ceil(w0 / shrink), math.ceil(h0 / shrink))
                 )
             im.load()
-            im = ImageOps.exif_transpose(im)
+            if orientation != 1:  # upright by EXIF (PNG and WebP may carry it too); in place: no copy
+                ImageOps.exif_transpose(im, in_place=True)
             mode = "L" if self.channels == 1 else "RGB"
             if im.mode != mode:
                 # palette, CMYK, 16-bit, alpha: converted before resampling (Pillow resizes "P" by nearest)
