@@ -3,6 +3,7 @@ decompression bombs given to `predict`."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,11 @@ def test_each_kind_of_bad_file_is_one_line(png_dir, tmp_path, capsys, monkeypatc
     assert "left out 1 bad image file (listed in" in out
     listed = (tmp_path / "run" / "bad_images.txt").read_text().splitlines()
     assert len(listed) == 1 and listed[0].startswith(f"{path}\t{kind}")
+    # and evaluated without them: the figure is the run's own
+    code, out, err = cli(capsys, "evaluate", tmp_path / "run", "--json", "--out", tmp_path / "eval")
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert json.loads(out)["accuracy"] == pytest.approx(summary["test_accuracy"])
 
 
 def test_predict_refuses_a_decompression_bomb_in_one_line(
