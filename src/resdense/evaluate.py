@@ -62,7 +62,13 @@ def load_test_set(
     from .data import load_dataset
 
     cfg = run_config(path) if path else {}
-    return load_dataset(dataset or cfg.get("dataset", "fashion-mnist"), data_dir or cfg.get("data_dir")).test
+    name, folder = dataset or cfg.get("dataset", "fashion-mnist"), data_dir or cfg.get("data_dir")
+    if name == "folder" and cfg.get("skip_bad_images") and folder:
+        from .data.stream import load_folder
+
+        # the files the run left out (bad_images.txt) are left out here too
+        return load_folder(folder, in_memory="yes", skip_bad_images=True)[0].test
+    return load_dataset(name, folder).test
 
 
 def evaluate(

@@ -46,10 +46,12 @@ def has_light_background(image: torch.Tensor) -> bool:
 
 def read_image(path: str | Path, in_chans: int) -> torch.Tensor:
     """An image file as uint8 (1, C, H, W), in grey or RGB to match the model; UserError if unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
+
+    from .data.folder import READ_ERRORS, bombs_are_errors, image_problem
 
     try:
-        with Image.open(path) as img:
+        with bombs_are_errors(), Image.open(path) as img:
             img = img.convert("L" if in_chans == 1 else "RGB")
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
             w, h = img.size
@@ -57,8 +59,8 @@ def read_image(path: str | Path, in_chans: int) -> torch.Tensor:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, not an image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{path}: not a readable image ({type(e).__name__})") from None
+    except READ_ERRORS as e:  # decompression bombs included: refused, never a traceback
+        raise UserError(f"{path}: not a readable image ({image_problem(path, e).reason})") from None
     return data.view(h, w, -1).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 

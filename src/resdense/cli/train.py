@@ -78,6 +78,17 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--crop", type=int, metavar="PX", help="evaluate on the centre PX x PX of the resized image"
     )
+    p.add_argument("--in-memory", choices=["auto", "yes", "no"],
+                   help="image folders: decode the whole set into memory (yes) or stream it from the files "
+                   "batch by batch (no); auto (default) keeps it in memory when the decoded images take at "
+                   "most a quarter of the RAM (per process; and, on a GPU, half its memory) and streams "
+                   "otherwise, or when --augment rrc-flip needs the files")  # fmt: skip
+    p.add_argument("--skip-bad-images", action="store_true", default=None,
+                   help="image folders: leave out unreadable, empty, non-image and decompression-bomb files "
+                   "(listed in the run folder's bad_images.txt) instead of stopping")  # fmt: skip
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="streamed folders: decoding processes per training process (default: the cores, "
+                   "at most 8)")  # fmt: skip
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")
@@ -93,6 +104,7 @@ OVERRIDES = (
     "ema", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "out",
     "tensorboard",
     "weights", "freeze", "head_lr_mult", "crop",
+    "in_memory", "skip_bad_images", "workers",
 )  # fmt: skip
 
 

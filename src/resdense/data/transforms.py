@@ -7,8 +7,11 @@ All randomness comes from an explicit ``torch.Generator`` so that seeded runs re
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -248,3 +251,119 @@ def augment(
     if "erase" in kind:
         x = random_erasing(x, generator=generator)
     return x
+
+
+# -- photo transforms: one file at a time (in DataLoader workers), uint8 until the batch is normalised -------
+
+CROP_PCT = 0.875  # evaluation: resize the shorter side to size / 0.875, take the centre crop (ImageNet's)
+PHOTO_AUGMENT = "rrc-flip"  # the policy that asks for the photo transforms on the streamed path
+
+
+def rrc_params(
+    width: int,
+    height: int,
+    rng: random.Random,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
+    """A random-resized-crop window ``(left, top, w, h)`` in a ``width`` x ``height`` image.
+
+    Szegedy et al. 2015, as the ImageNet references sample it: an area fraction uniform in ``scale`` and a
+    log-uniform aspect ratio in ``ratio``, ten tries to fit, then the largest centred window within
+    ``ratio``. Only the parameters: the crop itself is done by whoever holds the pixels.
+    """
+    area = width * height
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(log_lo, log_hi))
+        w = round(math.sqrt(target * aspect))
+        h = round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, width - w), rng.randint(0, height - h), w, h
+    aspect = width / height
+    if aspect < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        h, w = height, round(height * ratio[1])
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+@dataclass(frozen=True)
+class PhotoTransform:
+    """One image file -> uint8 (size, size, channels) array, decoded as cheaply as the format allows.
+
+    ``crop``: ``"random"`` (random-resized crop, training), ``"centre"`` (shorter side to
+    ``size / crop_pct``, centre crop: evaluation) or ``"squash"`` (the whole image resized to a square, as
+    the in-memory path stores folders). The window is chosen on the upright image's size from the header;
+    a JPEG is then decoded straight at the smallest 1/2, 1/4 or 1/8 scale that still covers the window at
+    ``size`` (Pillow's draft mode: the DCT does the shrinking), and the window is cut and resized in one
+    antialiased bilinear resample. Randomness comes from the ``rng`` given, so a seeded caller repeats.
+    """
+
+    size: int
+    channels: int  # 1: grey, 3: RGB
+    crop: str = "squash"
+    flip: bool = False
+    crop_pct: float = CROP_PCT
+
+    def __call__(self, path, rng: random.Random | None = None):
+        from PIL import Image, ImageOps
+
+        from .folder import bombs_are_errors
+
+        with bombs_are_errors(), Image.open(path) as im:
+            w0, h0 = im.size
+            orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else None
+            rotated = orientation in (5, 6, 7, 8)
+            width, height = (h0, w0) if rotated else (w0, h0)
+            box = self._window(width, height, rng)
+            # how many file pixels per output pixel the window needs, at the least
+            shrink = min(box[2], box[3]) / self.size
+            if im.format == "JPEG" and shrink >= 2:
+                im.draft(
+                    "L" if self.channels == 1 else "RGB", (math.ceil(w0 / shrink), math.ceil(h0 / shrink))
+                )
+            im.load()
+            if orientation != 1:  # upright by EXIF (PNG and WebP may carry it too); in place: no copy
+                ImageOps.exif_transpose(im, in_place=True)
+            mode = "L" if self.channels == 1 else "RGB"
+            if im.mode != mode:
+                # palette, CMYK, 16-bit, alpha: converted before resampling (Pillow resizes "P" by nearest)
+                im = (
+                    im.convert("L").convert(mode)
+                    if im.mode in _PIL_GREY and mode == "RGB"
+                    else im.convert(mode)
+                )
+            sx, sy = im.size[0] / width, im.size[1] / height
+            left, top, w, h = box
+            im = im.resize(
+                (self.size, self.size),
+                Image.Resampling.BILINEAR,
+                box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy),
+            )
+        if self.flip and rng is not None and rng.random() < 0.5:
+            im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        arr = np.asarray(im, dtype=np.uint8)
+        return arr[..., None] if arr.ndim == 2 else arr
+
+    def _window(
+        self, width: int, height: int, rng: random.Random | None
+    ) -> tuple[float, float, float, float]:
+        if self.crop == "random":
+            if rng is None:
+                raise ValueError("a random crop needs an rng")
+            return rrc_params(width, height, rng)
+        if self.crop == "centre":
+            # resize the shorter side to size / crop_pct, keep the centre size x size: a window of
+            # crop_pct times the shorter side, in file pixels
+            side = min(width, height) * self.size / round(self.size / self.crop_pct)
+            return (width - side) / 2, (height - side) / 2, side, side
+        if self.crop == "squash":
+            return 0, 0, width, height
+        raise ValueError(f"unknown crop {self.crop!r}; choose from random, centre, squash")
+
+
+_PIL_GREY = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}

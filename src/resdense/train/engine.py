@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..data.dataset import Dataset, ImageSet
+from ..data.stream import BAD_IMAGES_NAME, StreamedFolder
 from ..data.transforms import Preprocess, augment, resize
 from ..errors import UserError
 from ..models import create_model
@@ -110,6 +111,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--head-lr-mult must be positive, got {cfg.head_lr_mult}")
     if cfg.crop is not None and (cfg.crop < 8 or (cfg.resize is not None and cfg.crop > cfg.resize)):
         raise UserError(f"--crop must be between 8 and --resize ({cfg.resize}), got {cfg.crop}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {cfg.workers}")
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -156,7 +159,12 @@ class Trainer:
     """Holds everything a run needs; ``fit()`` runs it. Built by :func:`train`."""
 
     def __init__(
-        self, cfg: TrainConfig, dataset: Dataset, out_dir: Path, progress: bool = True, pretrained=None
+        self,
+        cfg: TrainConfig,
+        dataset: Dataset | StreamedFolder,
+        out_dir: Path,
+        progress: bool = True,
+        pretrained=None,
     ):
         self.cfg = cfg
         self.out_dir = out_dir
@@ -166,16 +174,31 @@ class Trainer:
         self.progress = progress and self.is_main
         self.autocast = cfg.amp and self.device.type == "cuda"
 
-        # Data: resize once, up front, on the device; what remains per batch is augmentation.
-        train, test = dataset.train.subset(cfg.train_subset), dataset.test
-        c = dataset.image_shape[0]
-        mean, std = channel_stats(train.images) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
-        size = cfg.resize or dataset.image_shape[1]
-        self.preprocess = Preprocess(size=size, mean=mean, std=std, in_chans=c, crop=cfg.crop)
-        self.train_set = ImageSet(
-            resize(train.images.to(self.device), cfg.resize), train.labels.to(self.device)
-        )
-        self.test_set = ImageSet(resize(test.images.to(self.device), cfg.resize), test.labels.to(self.device))
+        if isinstance(dataset, StreamedFolder):
+            # Data streamed from the files, decoded batch by batch at the input size (data/stream.py); the
+            # workers take the evaluation's centre crop themselves, so the batch is not cropped again
+            train, self.test_set = dataset.streams(size=cfg.crop or cfg.resize, augment=cfg.augment, workers=cfg.workers,
+                                                   pin_memory=self.device.type == "cuda")  # fmt: skip
+            self.train_set = train.subset(cfg.train_subset)
+            c, size = train.channels, train.size
+            mean, std = channel_stats(train.sample()) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
+            self.batch_augment = train.batch_augment  # what the workers left for the batch
+            crop = None
+        else:
+            # Data: resize once, up front, on the device; what remains per batch is augmentation.
+            train, test = dataset.train.subset(cfg.train_subset), dataset.test
+            c = dataset.image_shape[0]
+            mean, std = channel_stats(train.images) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
+            size = cfg.resize or dataset.image_shape[1]
+            self.train_set = ImageSet(
+                resize(train.images.to(self.device), cfg.resize), train.labels.to(self.device)
+            )
+            self.test_set = ImageSet(
+                resize(test.images.to(self.device), cfg.resize), test.labels.to(self.device)
+            )
+            self.batch_augment = cfg.augment
+            crop = cfg.crop
+        self.preprocess = Preprocess(size=size, mean=mean, std=std, in_chans=c, crop=crop)
         self.classes = dataset.classes
         self.dataset = dataset
 
@@ -291,13 +314,15 @@ class Trainer:
             lr = lr_at(cfg, step, self.total_steps, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_mult", 1.0)
-            if cfg.augment == "rrc-flip":  # random crops of the whole image, not of the evaluation crop
-                x = augment(replace(self.preprocess, crop=None)(xb), cfg.augment, gen,
+            # a no-op for in-memory batches; streamed ones arrive as uint8 on the host
+            xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+            if self.batch_augment == "rrc-flip":  # in memory: crops of the whole image, not of the eval crop
+                x = augment(replace(self.preprocess, crop=None)(xb), "rrc-flip", gen,
                             out_size=self.preprocess.input_size)  # fmt: skip
             else:
                 x = self.preprocess(xb)
-                if cfg.augment != "none":
-                    x = augment(x, cfg.augment, gen, cfg.crop_padding)
+                if self.batch_augment != "none":
+                    x = augment(x, self.batch_augment, gen, cfg.crop_padding)
             x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = model(x)
@@ -352,6 +377,7 @@ class Trainer:
         for xb, yb in eval_batches(
             self.test_set, self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size
         ):
+            xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             logits = predict_logits(model, xb, self.preprocess, tta_flip=self.cfg.tta_flip and final,
                                     batch_size=self.cfg.eval_batch_size,
                                     channels_last=self.cfg.channels_last, autocast=self.autocast)  # fmt: skip
@@ -442,6 +468,7 @@ def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
             "summary.json",
             "curves.png",
             "config.json",
+            BAD_IMAGES_NAME,
         ):
             with contextlib.suppress(FileNotFoundError):
                 (out / name).unlink()
@@ -450,6 +477,34 @@ def prepare_out_dir(out: Path, *, resume: bool, force: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out {out}: cannot create the folder ({e.strerror})") from None
+
+
+def check_in_memory(cfg: TrainConfig) -> None:
+    from ..data.stream import IN_MEMORY
+
+    if cfg.in_memory not in IN_MEMORY:
+        raise UserError(f"--in-memory: expected one of {', '.join(IN_MEMORY)}, got {cfg.in_memory!r}")
+    if cfg.in_memory == "no":
+        raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
+
+
+def _load_folder(cfg: TrainConfig, dist, out: Path) -> tuple[TrainConfig, Dataset | StreamedFolder]:
+    """The folder in memory or streamed (``cfg.in_memory`` resolved to yes/no, so a resume takes the same
+    path), after a header scan for bad files; those left out by ``--skip-bad-images`` are listed in the run
+    folder."""
+    from ..data.stream import load_folder, memory_budget, write_bad_list
+
+    if cfg.data_dir is None:
+        raise UserError("--dataset folder needs --data-dir (a folder of class sub-folders)")
+    device = dist.device if dist.enabled else resolve_device(cfg.device)
+    dataset, bad = load_folder(cfg.data_dir, in_memory=cfg.in_memory, budget_bytes=memory_budget(device),
+                               augment=cfg.augment, skip_bad_images=cfg.skip_bad_images, image_size=cfg.resize)  # fmt: skip
+    cfg = cfg.with_overrides(in_memory="no" if isinstance(dataset, StreamedFolder) else "yes")
+    if bad and dist.rank == 0:
+        write_bad_list(out / BAD_IMAGES_NAME, bad)
+        files = "file" if len(bad) == 1 else "files"
+        print(f"left out {len(bad):,} bad image {files} (listed in {out / BAD_IMAGES_NAME})", flush=True)
+    return cfg, dataset
 
 
 def train(
@@ -524,10 +579,11 @@ def _train(cfg, *, dataset, resume, force, progress, callbacks) -> TrainResult:
             first = not dist.enabled or dist.local_rank == 0
             if not first:
                 dist.barrier()
-            # an image folder is decoded straight to the training size (photos may be large)
-            size = cfg.resize if cfg.dataset == "folder" else None
-            dataset = load_dataset(cfg.dataset, cfg.data_dir, progress=progress and dist.rank == 0,
-                                   image_size=size)  # fmt: skip
+            if cfg.dataset == "folder":
+                cfg, dataset = _load_folder(cfg, dist, out)
+            else:
+                check_in_memory(cfg)
+                dataset = load_dataset(cfg.dataset, cfg.data_dir, progress=progress and dist.rank == 0)
             if first:
                 dist.barrier()
         trainer = Trainer(cfg, dataset, out, progress=progress, pretrained=pretrained)

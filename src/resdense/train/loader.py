@@ -1,9 +1,9 @@
-"""Batches straight from in-memory tensors: no DataLoader, no workers, no per-image Python.
+"""Batches for the training loop, from in-memory tensors or from a streamed image folder: one interface.
 
-Each epoch's order is a permutation drawn from a generator seeded by (seed, epoch), so an epoch can be
-replayed exactly after a resume. Under torchrun every process draws the same permutation and takes its own
-rows of each *global* batch, so the global batches - and hence the training - do not depend on the number
-of processes.
+In memory: no DataLoader, no workers, no per-image Python; the rows of each batch are gathered from uint8
+tensors already on the device. Streamed (:class:`resdense.data.stream.FolderStream`): files are decoded in
+DataLoader worker processes, batch by batch. Both take their order from :mod:`resdense.data.sampling`, so
+the global batches are the same for any number of processes and any epoch can be replayed after a resume.
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ from collections.abc import Iterator
 import torch
 
 from ..data.dataset import ImageSet
+from ..data.sampling import epoch_generator, epoch_order, eval_chunks, shard_batches, steps_per_epoch
 
-
-def epoch_generator(seed: int, epoch: int, stream: int = 0, device: str | torch.device = "cpu"):
-    g = torch.Generator(device=device)
-    g.manual_seed(seed * 1_000_003 + epoch * 1_009 + stream)
-    return g
+__all__ = ["epoch_generator", "eval_batches", "steps_per_epoch", "train_batches"]
 
 
 def train_batches(
-    data: ImageSet,
+    data,
     batch_size: int,
     *,
     seed: int,
@@ -31,21 +28,20 @@ def train_batches(
     world_size: int = 1,
     drop_last: bool = True,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """This process's share of each shuffled global batch of ``batch_size`` examples."""
-    n = len(data)
-    perm = torch.randperm(n, generator=epoch_generator(seed, epoch)).to(data.labels.device)
-    stop = n - n % batch_size if drop_last else n
-    for start in range(0, stop, batch_size):
-        idx = perm[start : start + batch_size][rank::world_size]
+    """This process's share of each shuffled global batch of ``batch_size`` examples (uint8, labels)."""
+    if not isinstance(data, ImageSet):  # a streamed split decodes its own rows
+        yield from data.train_batches(batch_size, seed=seed, epoch=epoch, rank=rank, world_size=world_size,
+                                      drop_last=drop_last)  # fmt: skip
+        return
+    order = epoch_order(len(data), seed, epoch).to(data.labels.device)
+    for idx in shard_batches(order, batch_size, rank, world_size, drop_last):
         yield data.images[idx], data.labels[idx]
 
 
-def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
-    return n // batch_size if drop_last else -(-n // batch_size)
-
-
-def eval_batches(data: ImageSet, batch_size: int, rank: int = 0, world_size: int = 1):
+def eval_batches(data, batch_size: int, rank: int = 0, world_size: int = 1):
     """Contiguous, unshuffled chunks; under torchrun each process takes every ``world_size``-th chunk."""
-    for i, start in enumerate(range(0, len(data), batch_size)):
-        if i % world_size == rank:
-            yield data.images[start : start + batch_size], data.labels[start : start + batch_size]
+    if not isinstance(data, ImageSet):
+        yield from data.eval_batches(batch_size, rank=rank, world_size=world_size)
+        return
+    for chunk in eval_chunks(len(data), batch_size, rank, world_size):
+        yield data.images[chunk], data.labels[chunk]

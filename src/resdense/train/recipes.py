@@ -44,6 +44,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast where it pays (CUDA); never on CPU, where bf16 is far slower
     sync_bn: bool = False
     eval_batch_size: int = 1024
+    in_memory: str = "auto"  # image folders: "yes", "no" (streamed from the files) or "auto" (by size)
+    skip_bad_images: bool = False  # image folders: leave out bad files (listed in the run folder)
+    workers: int | None = None  # streamed folders: decoding processes per training process (None: auto)
     out: str | None = None
     tensorboard: bool = False  # also log to <out>/tensorboard (needs the "tensorboard" extra)
     # fine-tuning (train/optim.py): start from these weights (see resdense.models.pretrained), freeze part

@@ -1,0 +1,261 @@
+"""Image folders of any size, streamed: files are decoded batch by batch, never the whole set at once.
+
+Each rank reads only its own rows of each global batch (:mod:`resdense.data.sampling`): one permutation per
+epoch keyed on (seed, epoch), so across ranks every image is seen once per epoch, the global batches do not
+depend on the number of processes, and a resumed run replays its next epoch exactly. Decoding happens in
+DataLoader worker processes (PIL releases no GIL worth having, so threads would not help), which prefetch
+while the model trains. The random augmentation of each image is keyed on (seed, epoch, image), so it too
+is the same whichever process or worker decodes it.
+
+Everything stays uint8 until the batch is on the training device: a worker hands back an
+(N, C, size, size) uint8 batch (channels-last in memory, as numpy stacks it), a quarter of what float
+tensors would cost to move between processes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import DataError, UserError
+from .dataset import Dataset
+from .folder import (
+    READ_ERRORS,
+    BadImage,
+    FolderIndex,
+    bad_images_error,
+    image_problem,
+    index_folder,
+    load_image_folder,
+    scan_images,
+)
+from .sampling import epoch_order, eval_chunks, shard_batches
+from .transforms import PHOTO_AUGMENT, PhotoTransform
+
+IN_MEMORY = ("auto", "yes", "no")
+RAM_FRACTION = 0.25  # auto: in memory when the decoded images take at most this share of the RAM ...
+GPU_FRACTION = 0.5  # ... and, training on a GPU, at most this share of its memory
+STATS_SAMPLE = 2048  # images decoded to estimate the mean and std of a streamed set
+BAD_IMAGES_NAME = "bad_images.txt"
+
+
+class _Files(torch.utils.data.Dataset):
+    """File paths and labels as flat numpy arrays: no per-item Python objects for forked workers to copy."""
+
+    def __init__(self, items: list[tuple[Path, int]], transform: PhotoTransform):
+        self.paths = np.array([os.fsencode(p) for p, _ in items], dtype=np.bytes_)
+        self.labels = np.array([y for _, y in items], dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key):
+        return self.__getitems__([key])
+
+    def __getitems__(self, keys: list[tuple[int, int | None]]):
+        """Decode a batch of (index, augmentation seed); a bad file comes back as a message, not a crash."""
+        images = []
+        for i, aug_seed in keys:
+            path = os.fsdecode(self.paths[i])
+            rng = random.Random(aug_seed) if aug_seed is not None else None
+            try:
+                images.append(self.transform(path, rng))
+            except READ_ERRORS as e:
+                return None, None, str(image_problem(path, e))
+        idx = [i for i, _ in keys]
+        return np.stack(images), self.labels[idx], None
+
+
+def _collate(batch):
+    images, labels, error = batch
+    if error is not None:
+        return None, None, error
+    # (N, H, W, C) -> (N, C, H, W) as a view: channels-last memory, which the models prefer anyway
+    return torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels), None
+
+
+class _Batches:
+    """A DataLoader batch sampler: this rank's (index, augmentation seed) rows of each global batch."""
+
+    def __init__(self, shards: list[torch.Tensor] | Iterator, n: int, key):
+        self.shards, self.n, self.key = shards, n, key
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        for rows in self.shards:
+            yield [(i, self.key(i)) for i in rows.tolist()]
+
+
+@dataclass
+class FolderStream:
+    """One split of an image folder, decoded batch by batch in ``workers`` DataLoader processes."""
+
+    items: list[tuple[Path, int]]
+    transform: PhotoTransform
+    workers: int = 2
+    pin_memory: bool = False
+    batch_augment: str = "none"  # what the training loop still applies to the decoded batch
+
+    def __post_init__(self) -> None:
+        self._files = _Files(self.items, self.transform)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def channels(self) -> int:
+        return self.transform.channels
+
+    @property
+    def size(self) -> int:
+        return self.transform.size
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.tensor([y for _, y in self.items], dtype=torch.int64)
+
+    def subset(self, n: int) -> FolderStream:
+        return self if not n or n >= len(self) else replace(self, items=self.items[:n])
+
+    def _load(self, sampler: _Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = torch.utils.data.DataLoader(
+            self._files, batch_sampler=sampler, num_workers=self.workers,
+            collate_fn=_collate, pin_memory=self.pin_memory, prefetch_factor=4 if self.workers else None,
+        )  # fmt: skip
+        for images, labels, error in loader:
+            if error is not None:
+                raise DataError(f"{error}; its header read fine, its pixels do not (a damaged file?)")
+            yield images, labels
+
+    def train_batches(self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                      drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+        n = len(self)
+        order = epoch_order(n, seed, epoch)
+        shards = shard_batches(order, batch_size, rank, world_size, drop_last)
+        steps = n // batch_size if drop_last else -(-n // batch_size)
+        # the image's own random crop and flip, whoever decodes it: keyed on (seed, epoch, image)
+        base = (seed * 1_000_003 + epoch) * 2**32
+        yield from self._load(_Batches(shards, steps, lambda i: base + i))
+
+    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1):
+        chunks = [torch.arange(c.start, c.stop) for c in eval_chunks(len(self), batch_size, rank, world_size)]
+        yield from self._load(_Batches(chunks, len(chunks), lambda i: None))
+
+    def sample(self, n: int = STATS_SAMPLE) -> torch.Tensor:
+        """Up to ``n`` evenly spaced images, decoded (uint8 N, C, H, W): enough for the mean and std."""
+        picks = torch.linspace(0, len(self) - 1, min(n, len(self))).round().long().unique()
+        sampler = _Batches(list(picks.split(256)), len(picks.split(256)), lambda i: None)
+        return torch.cat([x.contiguous() for x, _ in self._load(sampler)])
+
+
+@dataclass
+class StreamedFolder:
+    """An image folder to be streamed: the streamed counterpart of :class:`Dataset`."""
+
+    index: FolderIndex
+    grey: bool
+    first_size: tuple[int, int]  # (H, W) of the first training image
+    name: str = "folder"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.index.classes
+
+    @property
+    def source(self) -> str:
+        return str(self.index.root)
+
+    def streams(
+        self, *, size: int | None, augment: str, workers: int | None = None, pin_memory: bool = False
+    ) -> tuple[FolderStream, FolderStream]:
+        """(train, test) streams at ``size`` (default: the first image's shorter side).
+
+        ``augment`` ``rrc-flip`` takes the photo transforms (random-resized crop and flip in training;
+        shorter side to size/0.875 and the centre crop for evaluation); any other policy squashes each
+        image to the square, as the in-memory path stores it, and leaves the policy to the batch.
+        """
+        size = size or min(self.first_size)
+        c = 1 if self.grey else 3
+        workers = default_workers() if workers is None else workers
+        if augment == PHOTO_AUGMENT:
+            train_t = PhotoTransform(size, c, crop="random", flip=True)
+            test_t = PhotoTransform(size, c, crop="centre")
+            left = "none"
+        else:
+            train_t = test_t = PhotoTransform(size, c, crop="squash")
+            left = augment
+        train = FolderStream(self.index.train, train_t, workers, pin_memory, left)
+        test = FolderStream(self.index.test, test_t, workers, pin_memory)
+        return train, test
+
+
+def default_workers() -> int:
+    """Decoding processes per training process: this process's share of the cores, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, cores // local))
+
+
+def memory_budget(device: torch.device | str = "cpu") -> int:
+    """Bytes the decoded images may take in memory under ``--in-memory auto``, per training process."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # every local process holds its own copy
+    budget = RAM_FRACTION * ram / local
+    device = torch.device(device)
+    if device.type == "cuda":
+        budget = min(budget, GPU_FRACTION * torch.cuda.get_device_properties(device).total_memory)
+    return int(budget)
+
+
+def load_folder(
+    root: str | os.PathLike,
+    *,
+    in_memory: str = "auto",
+    budget_bytes: int | None = None,
+    augment: str = "none",
+    skip_bad_images: bool = False,
+    seed: int = 0,
+    image_size: int | None = None,
+) -> tuple[Dataset | StreamedFolder, list[BadImage]]:
+    """Index and scan an image folder, then hold it in memory or stream it; also the bad files left out.
+
+    The scan reads every file's header (not its pixels): bad files stop here with one error that counts
+    them, unless ``skip_bad_images``. ``in_memory``: ``yes``, ``no`` or ``auto`` (in memory when the
+    decoded images fit ``budget_bytes``, default :func:`memory_budget`, and the augmentation does not
+    ask for the photo transforms, which crop the files as they decode them). In memory, images are squashed
+    to ``image_size`` (default: the first image's size); ``rrc-flip`` then crops the stored squares.
+    """
+    if in_memory not in IN_MEMORY:
+        raise UserError(f"--in-memory: expected one of {', '.join(IN_MEMORY)}, got {in_memory!r}")
+    index = index_folder(root, seed=seed)
+    scan = scan_images([p for p, _ in index.train + index.test])
+    if scan.bad and not skip_bad_images:
+        raise bad_images_error(index.root, scan.bad)
+    index = index.without(b.path for b in scan.bad)
+    if not index.train:
+        raise DataError(f"{index.root}: no readable training images left")
+    if in_memory == "auto":
+        n = len(index.train) + len(index.test)
+        h, w = (image_size, image_size) if image_size else scan.first_size
+        need = n * (1 if scan.grey else 3) * h * w
+        budget = memory_budget() if budget_bytes is None else budget_bytes
+        in_memory = "yes" if need <= budget and augment != PHOTO_AUGMENT else "no"
+    if in_memory == "yes":
+        return load_image_folder(index.root, index=index, image_size=image_size), scan.bad
+    return StreamedFolder(index, scan.grey, scan.first_size, extra=dict(index.split)), scan.bad
+
+
+def write_bad_list(path: Path, bad: list[BadImage]) -> None:
+    from ..utils.io import write_text
+
+    write_text(path, "".join(f"{b.path}\t{b.reason}\n" for b in bad))
