@@ -127,7 +127,5 @@ def test_in_memory_options_are_checked(idx_dir, tmp_path, capsys) -> None:
     base = ["train", *TINY, *QUIET, "--dataset", "idx", "--data-dir", idx_dir, "--out", tmp_path / "r"]
     code, _, err = cli(capsys, *base, "--in-memory", "no")
     assert_one_line_error(code, err, "--in-memory no", "image folders")
-    code, _, err = cli(capsys, *base, "--augment", "rrc-flip")
-    assert_one_line_error(code, err, "--augment rrc-flip", "--dataset folder")
     code, _, err = cli(capsys, *base, "--workers", "-1")
     assert_one_line_error(code, err, "--workers")

@@ -13,7 +13,7 @@ from PIL import Image, JpegImagePlugin
 from resdense.data.folder import bad_images_error, index_folder, load_image_folder, scan_images
 from resdense.data.stream import FolderStream, StreamedFolder, load_folder
 from resdense.data.transforms import PhotoTransform, rrc_params
-from resdense.errors import DataError, UserError
+from resdense.errors import DataError
 
 from .conftest import assert_one_line
 
@@ -195,8 +195,11 @@ def test_auto_streams_what_does_not_fit(tmp_path: Path) -> None:
     assert not isinstance(load_folder(root, budget_bytes=86_400)[0], StreamedFolder)
     assert isinstance(load_folder(root, budget_bytes=86_399)[0], StreamedFolder)
     assert isinstance(load_folder(root, augment="rrc-flip")[0], StreamedFolder)  # crops need the files
-    with pytest.raises(UserError, match="rrc-flip"):
-        load_folder(root, augment="rrc-flip", in_memory="yes")
+    # asked for, the crops are taken from the stored images instead (batched, see random_resized_crop)
+    assert not isinstance(load_folder(root, augment="rrc-flip", in_memory="yes")[0], StreamedFolder)
+    # the budget counts the images at the size they will be stored at
+    assert not isinstance(load_folder(root, budget_bytes=24 * 3 * 10 * 10, image_size=10)[0], StreamedFolder)
+    assert isinstance(load_folder(root, budget_bytes=24 * 3 * 10 * 10 - 1, image_size=10)[0], StreamedFolder)
 
 
 # -- each rank's share ---------------------------------------------------------------------------------
