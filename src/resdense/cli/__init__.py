@@ -17,7 +17,7 @@ def _optional_modules():
     import importlib
 
     mods = []
-    for name in ("train", "evaluate", "predict", "compare", "export"):
+    for name in ("train", "evaluate", "predict", "compare", "export", "study"):
         try:
             mods.append(importlib.import_module(f"{__name__}.{name}"))
         except ModuleNotFoundError as e:

@@ -440,11 +440,14 @@ def train(
     resume: str | Path | None = None,
     force: bool = False,
     progress: bool = True,
+    initial_state: dict | None = None,
 ) -> TrainResult:
     """Train a model as ``cfg`` says; the Python twin of ``resdense train``.
 
     ``resume``: a run folder whose checkpoint to continue (its config is used; ``cfg`` is ignored).
     ``dataset``: an already loaded :class:`Dataset` (otherwise ``cfg.dataset`` is loaded).
+    ``initial_state``: a state dict for ``cfg.model`` to start from instead of its fresh initialisation
+    (e.g. a trained net made deeper); ignored when resuming, where the checkpoint holds the weights.
     """
     dist = dist_utils.setup(cfg.device)
     try:
@@ -474,6 +477,10 @@ def train(
             if first:
                 dist.barrier()
         trainer = Trainer(cfg, dataset, out, progress=progress)
+        if initial_state is not None and ckpt is None:
+            unwrap(trainer.model).load_state_dict(initial_state)
+            if trainer.ema_model is not None:
+                trainer.ema_model.load_state_dict(initial_state)
         if ckpt is not None:
             trainer.load_state(ckpt)
             if dist.rank == 0:
