@@ -41,7 +41,7 @@ class StudySettings:
         known = {f.name for f in fields(self)}
         for key in overrides:
             if key not in known:
-                raise UserError(f"--{key.replace('_', '-')} does not apply to this study")
+                raise UserError(f"--{key.replace('_', '-')} does not apply to this study (it has no {key})")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def recipe(self, model: str, **overrides) -> TrainConfig:

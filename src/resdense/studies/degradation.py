@@ -38,7 +38,7 @@ class DegradationSettings(StudySettings):
 
     @classmethod
     def full(cls) -> DegradationSettings:
-        return cls(epochs=3, train_subset=3000, test_subset=2000, batch_size=64)
+        return cls(epochs=3, train_subset=2000, test_subset=1000, batch_size=32, widths=(8, 16, 32))
 
     @classmethod
     def quick(cls) -> DegradationSettings:
@@ -91,7 +91,8 @@ def degradation(
         notes="Training error is the running error over the last epoch's batches (the network in training "
               "mode, as in the paper's curves); test error is measured after the epoch. The recipe: SGD with "
               f"momentum 0.9, one-cycle learning rate peaking at {settings.lr}, weight decay 5e-4, batch "
-              f"{settings.batch_size}, no augmentation, at 28x28.",
+              f"{settings.batch_size}, no augmentation, at 28x28; stage widths {settings.widths or (16, 32, 64)} "
+        "(the paper's are 16/32/64).",
     )  # fmt: skip
     return StudyResult("degradation", out, rows, held, verdict, [figure])
 

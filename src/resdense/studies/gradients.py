@@ -46,7 +46,9 @@ class GradientSettings(StudySettings):
 
     @classmethod
     def full(cls) -> GradientSettings:
-        return cls(epochs=1, train_subset=3000, test_subset=2000, batch_size=64, probe_images=256)
+        return cls(
+            epochs=1, train_subset=2000, test_subset=1000, batch_size=32, probe_images=256, widths=(8, 16, 32)
+        )
 
     @classmethod
     def quick(cls) -> GradientSettings:

@@ -50,7 +50,9 @@ class IdentitySettings(StudySettings):
 
     @classmethod
     def full(cls) -> IdentitySettings:
-        return cls(epochs=2, more_epochs=2, train_subset=3000, test_subset=2000, batch_size=64)
+        return cls(
+            epochs=2, more_epochs=2, train_subset=2000, test_subset=1000, batch_size=32, widths=(8, 16, 32)
+        )
 
     @classmethod
     def quick(cls) -> IdentitySettings:
