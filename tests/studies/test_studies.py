@@ -113,6 +113,7 @@ def test_efficiency_quick(real_fashion_mnist_dir, tmp_path):
         (["efficiency", "--models", "resnet20,nope"], "unknown model 'nope'"),
         (["efficiency", "--models", "resnet20,resnet32"], "DenseNet"),
         (["gradients", "--epochs", "0"], "--epochs"),
+        (["identity", "--widths", "16,32"], "--widths"),
     ],
 )
 def test_bad_study_options_are_one_line_errors(capsys, tmp_path, argv, fragment):

@@ -43,12 +43,14 @@ def add_parser(sub) -> None:
     p.add_argument("--depth", type=int, help="identity: the shallow depth; gradients: the depth")
     p.add_argument("--deep-depth", type=int, help="identity: the depth after deepening")
     p.add_argument("--more-epochs", type=int, help="identity: epochs after deepening")
+    p.add_argument("--widths", type=_ints, help="degradation, identity, gradients: stage widths, e.g. 16,32,64 "
+                   "(the paper's)")  # fmt: skip
     p.add_argument("--models", type=_names, help="efficiency: comma-separated model names")
     p.set_defaults(func=run)
 
 
 OPTIONS = ("data_dir", "device", "epochs", "train_subset", "test_subset", "batch_size", "lr", "seed",
-           "depths", "depth", "deep_depth", "more_epochs", "models")  # fmt: skip
+           "depths", "depth", "deep_depth", "more_epochs", "widths", "models")  # fmt: skip
 
 
 def run(args) -> int:

@@ -82,6 +82,11 @@ def check_positive(settings: StudySettings) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(settings, name)}")
     if not settings.lr > 0:
         raise UserError(f"--lr must be positive, got {settings.lr}")
+    widths = getattr(settings, "widths", None)
+    if widths is not None and (len(widths) != 3 or min(widths) < 1):
+        raise UserError(
+            f"--widths: the CIFAR nets have three stages, give three positive widths, got {widths}"
+        )
 
 
 def load_data(settings: StudySettings) -> Dataset:

@@ -92,7 +92,7 @@ def degradation(
               "mode, as in the paper's curves); test error is measured after the epoch. The recipe: SGD with "
               f"momentum 0.9, one-cycle learning rate peaking at {settings.lr}, weight decay 5e-4, batch "
               f"{settings.batch_size}, no augmentation, at 28x28; stage widths {settings.widths or (16, 32, 64)} "
-        "(the paper's are 16/32/64).",
+              "(the paper's are 16/32/64).",
     )  # fmt: skip
     return StudyResult("degradation", out, rows, held, verdict, [figure])
 
