@@ -171,6 +171,13 @@ def new_figure(width: float, height: float, ncols: int = 1, sharey: bool = False
     return fig, list(axes)
 
 
+def integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
 def save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:

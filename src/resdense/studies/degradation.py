@@ -15,6 +15,7 @@ from .base import (
     StudyResult,
     StudySettings,
     check_positive,
+    integer_epochs,
     load_data,
     markdown_table,
     new_figure,
@@ -127,7 +128,7 @@ def plot(curves: dict, depths: tuple[int, ...], path: Path) -> Path:
             ax.plot(epochs, [100 * (1 - h["test_acc"]) for h in hist], color=c, lw=2.4,
                     label=f"{'plain' if kind == 'plain' else 'ResNet'}-{depth}")  # fmt: skip
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        integer_epochs(ax)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, title="thin dashed: train, bold: test", title_fontsize=7)
     axes[0].set_ylabel("error (%)")

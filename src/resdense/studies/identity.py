@@ -25,6 +25,7 @@ from .base import (
     StudyResult,
     StudySettings,
     check_positive,
+    integer_epochs,
     load_data,
     markdown_table,
     new_figure,
@@ -184,7 +185,7 @@ def plot(curves: dict, settings: IdentitySettings, path: Path) -> Path:
                 color="#d62728", label=f"deepened to {settings.deep_depth}")  # fmt: skip
         ax.axvline(e0, color="gray", lw=0.8, ls=":")
         ax.set_title(f"{title}: deepened after epoch {e0}")
-        ax.set_xlabel("epoch")
+        integer_epochs(ax)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("test accuracy")
