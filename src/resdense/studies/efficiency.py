@@ -29,7 +29,7 @@ CLAIM = (
     "DenseNet with fewer parameters is at least as accurate (within 0.3 points of test accuracy)."
 )
 TOLERANCE = 0.003
-FULL_MODELS = ("resnet20", "densenet_bc_40", "d2l_resnet18", "d2l_densenet")
+FULL_MODELS = ("resnet20", "resnet32", "densenet_bc_40", "densenet_bc_64", "d2l_resnet18", "d2l_densenet")
 
 
 @dataclass(frozen=True)
