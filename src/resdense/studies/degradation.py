@@ -30,6 +30,7 @@ CLAIM = (
     "of the same depths does not: at the deepest depth the residual net trains to a lower error than the "
     "plain one."
 )
+DEPTHS = (20, 32, 44, 56, 110)  # the registered plain and residual CIFAR nets
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,8 @@ def degradation(
     )
     check_positive(settings)
     depths = tuple(sorted(set(settings.depths)))
-    if len(depths) < 2 or any(d < 8 or (d - 2) % 6 for d in depths):
-        raise UserError(
-            f"--depths: need at least two depths of the form 6n+2 (20, 32, 44, 56, 110), got {depths}"
-        )
+    if len(depths) < 2 or not set(depths) <= set(DEPTHS):
+        raise UserError(f"--depths: need at least two of {', '.join(map(str, DEPTHS))}, got {depths}")
     out = Path(out)
     data = load_data(settings)
     options = {"widths": tuple(settings.widths)} if settings.widths else {}
@@ -70,8 +69,6 @@ def degradation(
     for kind in ("plain", "resnet"):
         for depth in depths:
             model = f"{kind}{depth}"
-            if kind == "plain" and depth not in (20, 32, 44, 56, 110):
-                raise UserError(f"--depths: {model} is not a registered model (20, 32, 44, 56, 110 are)")
             cfg = settings.recipe(model, model_options=options)
             r = run(cfg, out / "runs" / model, data)
             curves[(kind, depth)] = r["history"]
