@@ -152,7 +152,7 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
 
     def fmt(v) -> str:
         if isinstance(v, float):
-            return f"{v:.4f}"
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
         if isinstance(v, int) and not isinstance(v, bool):
             return f"{v:,}"
         return str(v)
