@@ -150,6 +150,7 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
                 ax.annotate(r["model"], (r[key], r["test_accuracy"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
+        ax.margins(0.12)  # room for the labels
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy")
         ax.grid(True, alpha=0.3, which="both")
