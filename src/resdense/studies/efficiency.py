@@ -135,6 +135,8 @@ def judge(rows: list[dict]) -> tuple[bool, str, list[dict]]:
 
 
 def plot(rows: list[dict], out: Path) -> list[Path]:
+    from matplotlib.ticker import NullFormatter
+
     figures = []
     for key, label, fname in (
         ("params", "parameters", "accuracy_vs_params.png"),
@@ -150,6 +152,7 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
                 ax.annotate(r["model"], (r[key], r["test_accuracy"]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")  # fmt: skip
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # on a short log range they overprint each other
         ax.margins(0.12)  # room for the labels
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy")
