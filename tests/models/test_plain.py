@@ -73,5 +73,5 @@ def test_d2l_plain18_is_resnet18_without_shortcuts():
 
 
 def test_plain_nets_refuse_zero_init_residual():
-    with pytest.raises(ValueError, match="residual"):
+    with pytest.raises(TypeError, match="plain20: zero_init_residual needs residual blocks"):
         create_model("plain20", zero_init_residual=True)

@@ -80,7 +80,8 @@ class PlainBlock(BasicBlock):
     """
 
     def zero_init_last(self) -> None:
-        raise ValueError("zero_init_residual needs residual blocks: a plain block would output zeros")
+        # a TypeError, like any option a builder does not take: `resdense train` reports it in one line
+        raise TypeError("zero_init_residual needs residual blocks: a plain block would output zeros")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
