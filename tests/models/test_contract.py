@@ -11,7 +11,8 @@ from resdense.models.resnet import BasicBlock, Bottleneck, PreActBlock
 
 ALL_MODELS = list_models()
 HEAVY = {"resnet152", "resnext101_32x8d", "wide_resnet101_2", "densenet161", "densenet201"}
-CIFAR = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet18", "densenet_bc_100"}
+CIFAR = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet18", "densenet_bc_100",
+         "densenet_bc_40", "densenet_bc_64", *list_models("plain[0-9]*")}  # fmt: skip
 NUM_CLASSES = 7
 
 
@@ -23,16 +24,17 @@ def spatial_size(name: str) -> int:
 
 
 def test_registry_lists_every_family():
-    assert len(ALL_MODELS) == len(set(ALL_MODELS)) == 22
+    assert len(ALL_MODELS) == len(set(ALL_MODELS)) == 30
     assert set(list_models(family="d2l")) == {"d2l_resnet18", "d2l_densenet"}
     assert set(list_models(family="densenet")) == {
-        "densenet121", "densenet161", "densenet169", "densenet201", "densenet_bc_100"
+        "densenet121", "densenet161", "densenet169", "densenet201", "densenet_bc_40", "densenet_bc_64",
+        "densenet_bc_100",
     }  # fmt: skip
     assert list_models("densenet[0-9]*") == ["densenet121", "densenet161", "densenet169", "densenet201"]
     assert list_models("nothing*") == []
     for name in ALL_MODELS:
         info = get_model_info(name)
-        assert info.name == name and info.family in {"d2l", "resnet", "densenet"} and info.source
+        assert info.name == name and info.family in {"d2l", "resnet", "densenet", "plain"} and info.source
 
 
 # d2l nets default to 1 channel: give them 3, and give the others 1, so that each changes its default

@@ -52,6 +52,38 @@ def resnet_block(
     return blk
 
 
+class Plain(nn.Module):
+    """``Residual`` without the shortcut: the same two conv-BN pairs, ``Y`` alone goes on (no ``+ X``).
+
+    There is no ``use_1x1conv``: the 1x1 conv exists only to fit ``X`` to ``Y`` for the sum, so without a
+    shortcut it has nothing to do; the first 3x3 conv alone changes channels and stride.
+    """
+
+    def __init__(self, input_channels: int, num_channels: int, strides: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(input_channels, num_channels, kernel_size=3, padding=1, stride=strides)
+        self.conv2 = nn.Conv2d(num_channels, num_channels, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(num_channels)
+        self.bn2 = nn.BatchNorm2d(num_channels)
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        Y = F.relu(self.bn1(self.conv1(X)))
+        return F.relu(self.bn2(self.conv2(Y)))
+
+
+def plain_block(
+    input_channels: int, num_channels: int, num_layers: int, first_block: bool = False
+) -> list[nn.Module]:
+    """``resnet_block`` with ``Plain`` blocks: the same stage, no shortcuts."""
+    blk: list[nn.Module] = []
+    for i in range(num_layers):
+        if i == 0 and not first_block:
+            blk.append(Plain(input_channels, num_channels, strides=2))
+        else:
+            blk.append(Plain(num_channels, num_channels))
+    return blk
+
+
 def conv_block(input_channels: int, num_channels: int) -> nn.Sequential:
     """d2l's DenseNet unit: BN -> ReLU -> 3x3 conv (pre-activation order)."""
     return nn.Sequential(
@@ -127,6 +159,20 @@ def d2l_resnet18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
     b3 = nn.Sequential(*resnet_block(64, 128, 2))
     b4 = nn.Sequential(*resnet_block(128, 256, 2))
     b5 = nn.Sequential(*resnet_block(256, 512, 2))
+    return D2LNet(
+        b1, b2, b3, b4, b5,
+        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(512, num_classes),
+        cfg=D2L_CFG.for_channels(in_chans),
+    )  # fmt: skip
+
+
+def d2l_plain18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
+    """d2l's ResNet-18 without shortcuts: 11,005,450 parameters (the three 1x1 shortcut convs are gone)."""
+    b1 = _stem(in_chans)
+    b2 = nn.Sequential(*plain_block(64, 64, 2, first_block=True))
+    b3 = nn.Sequential(*plain_block(64, 128, 2))
+    b4 = nn.Sequential(*plain_block(128, 256, 2))
+    b5 = nn.Sequential(*plain_block(256, 512, 2))
     return D2LNet(
         b1, b2, b3, b4, b5,
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(512, num_classes),

@@ -201,8 +201,27 @@ def densenet201(**kwargs) -> DenseNet:
     return DenseNet(32, (6, 12, 48, 32), 64, **kwargs)
 
 
-def densenet_bc_100(**kwargs) -> DenseNet:
-    """Huang et al. 2017's DenseNet-BC (L=100, k=12) for 32x32 images: three blocks of 16 bottleneck layers."""
+def cifar_densenet_bc(depth: int, growth_rate: int = 12, **kwargs) -> DenseNet:
+    """Huang et al. 2017's DenseNet-BC for 32x32 images: three blocks of (depth - 4) / 6 bottleneck layers
+    (two convs each), a 2k-channel stem, transitions that halve the channels."""
+    if (depth - 4) % 6:
+        raise ValueError(f"a DenseNet-BC has depth 6n+4, got {depth}")
+    n = (depth - 4) // 6
     kwargs.setdefault("num_classes", 10)
     cfg = ModelConfig(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
-    return DenseNet(12, (16, 16, 16), 24, stem="cifar", cfg=cfg, **kwargs)
+    return DenseNet(growth_rate, (n, n, n), 2 * growth_rate, stem="cifar", cfg=cfg, **kwargs)
+
+
+def densenet_bc_40(**kwargs) -> DenseNet:
+    """DenseNet-BC (L=40, k=12): three blocks of 6 bottleneck layers; the small end of the family."""
+    return cifar_densenet_bc(40, **kwargs)
+
+
+def densenet_bc_64(**kwargs) -> DenseNet:
+    """DenseNet-BC (L=64, k=12): three blocks of 10 bottleneck layers."""
+    return cifar_densenet_bc(64, **kwargs)
+
+
+def densenet_bc_100(**kwargs) -> DenseNet:
+    """Huang et al. 2017's DenseNet-BC (L=100, k=12) for 32x32 images: three blocks of 16 bottleneck layers."""
+    return cifar_densenet_bc(100, **kwargs)

@@ -49,10 +49,14 @@ for _name in [
     register(_name, getattr(resnet, _name), "resnet", "torchvision")
 for _name in ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]:
     register(_name, getattr(resnet, _name), "resnet", "He et al. 2015 (CIFAR)")
+for _name in ["plain20", "plain32", "plain44", "plain56", "plain110"]:
+    register(_name, getattr(resnet, _name), "plain", "He et al. 2015 (CIFAR plain nets)")
+register("d2l_plain18", d2l.d2l_plain18, "plain", "d2l 8.6 without shortcuts")
 register("preact_resnet18", resnet.preact_resnet18, "resnet", "He et al. 2016 (pre-activation)")
 for _name in ["densenet121", "densenet161", "densenet169", "densenet201"]:
     register(_name, getattr(densenet, _name), "densenet", "torchvision")
-register("densenet_bc_100", densenet.densenet_bc_100, "densenet", "Huang et al. 2017 (CIFAR, BC, k=12)")
+for _name in ["densenet_bc_40", "densenet_bc_64", "densenet_bc_100"]:
+    register(_name, getattr(densenet, _name), "densenet", "Huang et al. 2017 (CIFAR, BC, k=12)")
 
 
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:

@@ -72,6 +72,22 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
+class PlainBlock(BasicBlock):
+    """``BasicBlock`` without its shortcut: the papers' plain counterpart (He et al. 2015, Fig. 3 middle).
+
+    The same two conv-BN pairs and the same parameters; only the ``+ identity`` is gone, so a stage's first
+    block changes width and stride through its first conv alone.
+    """
+
+    def zero_init_last(self) -> None:
+        # a TypeError, like any option a builder does not take: `resdense train` reports it in one line
+        raise TypeError("zero_init_residual needs residual blocks: a plain block would output zeros")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)))
+
+
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (grouped for ResNeXt, wider for Wide ResNet), 1x1 expand; stride on the 3x3 (v1.5)."""
 
@@ -163,12 +179,13 @@ class ResNet(ModelContract, nn.Module):
 
     ``stem="imagenet"`` is the 7x7/2 conv and 3x3/2 max pool of the ImageNet models (d2l's ``b1``, without
     conv bias); ``stem="cifar"`` is a single 3x3 conv for 32x32 images. ``shortcut="A"`` uses parameter-free
-    zero-padding shortcuts (the CIFAR paper), ``"B"`` 1x1 projections (torchvision).
+    zero-padding shortcuts (the CIFAR paper), ``"B"`` 1x1 projections (torchvision), ``"none"`` no shortcut
+    at all (for ``PlainBlock``: the plain networks).
     """
 
     def __init__(
         self,
-        block: type[BasicBlock | Bottleneck | PreActBlock],
+        block: type[BasicBlock | PlainBlock | Bottleneck | PreActBlock],
         layers: Sequence[int],
         *,
         num_classes: int = 1000,
@@ -185,8 +202,10 @@ class ResNet(ModelContract, nn.Module):
         super().__init__()
         if stem not in ("imagenet", "cifar"):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
-        if shortcut not in ("A", "B"):
-            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        if shortcut not in ("A", "B", "none"):
+            raise ValueError(f"shortcut must be 'A', 'B' or 'none', got {shortcut!r}")
+        if (shortcut == "none") != (block is PlainBlock):
+            raise ValueError("shortcut='none' goes with PlainBlock, and PlainBlock with shortcut='none'")
         if len(widths) != len(layers):
             raise ValueError("widths and layers must have the same length")
         self.groups = groups
@@ -228,7 +247,7 @@ class ResNet(ModelContract, nn.Module):
     def _make_layer(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None
         out = planes * block.expansion
-        if stride != 1 or self.inplanes != out:
+        if self.shortcut != "none" and (stride != 1 or self.inplanes != out):
             if self.shortcut == "A":
                 downsample = PadShortcut(stride, out - self.inplanes)
             elif self.preact:
@@ -307,15 +326,20 @@ def wide_resnet101_2(**kwargs) -> ResNet:
 CIFAR_CFG = ModelConfig(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
 
 
-def cifar_resnet(depth: int, **kwargs) -> ResNet:
-    """He et al. 2015, section 4.2: 6n+2 layers, stages of 16/32/64 channels, option A shortcuts."""
+def cifar_resnet(depth: int, *, plain: bool = False, **kwargs) -> ResNet:
+    """He et al. 2015, section 4.2: 6n+2 layers, stages of 16/32/64 channels, option A shortcuts.
+
+    ``plain=True`` drops every shortcut (the paper's plain nets). Option A shortcuts have no parameters,
+    so a plain net has exactly as many parameters as its ResNet, and the same state-dict keys.
+    """
     if (depth - 2) % 6:
         raise ValueError(f"a CIFAR ResNet has depth 6n+2, got {depth}")
     n = (depth - 2) // 6
     kwargs.setdefault("num_classes", 10)
-    kwargs.setdefault("shortcut", "A")
+    kwargs.setdefault("shortcut", "none" if plain else "A")
     kwargs.setdefault("widths", (16, 32, 64))  # the paper's; wider stages make a wide ResNet (WRN-style)
-    return ResNet(BasicBlock, [n, n, n], stem="cifar", cfg=CIFAR_CFG, **kwargs)
+    block = PlainBlock if plain else BasicBlock
+    return ResNet(block, [n, n, n], stem="cifar", cfg=CIFAR_CFG, **kwargs)
 
 
 def resnet20(**kwargs) -> ResNet:
@@ -336,6 +360,26 @@ def resnet56(**kwargs) -> ResNet:
 
 def resnet110(**kwargs) -> ResNet:
     return cifar_resnet(110, **kwargs)
+
+
+def plain20(**kwargs) -> ResNet:
+    return cifar_resnet(20, plain=True, **kwargs)
+
+
+def plain32(**kwargs) -> ResNet:
+    return cifar_resnet(32, plain=True, **kwargs)
+
+
+def plain44(**kwargs) -> ResNet:
+    return cifar_resnet(44, plain=True, **kwargs)
+
+
+def plain56(**kwargs) -> ResNet:
+    return cifar_resnet(56, plain=True, **kwargs)
+
+
+def plain110(**kwargs) -> ResNet:
+    return cifar_resnet(110, plain=True, **kwargs)
 
 
 def preact_resnet18(**kwargs) -> ResNet:

@@ -515,6 +515,7 @@ def train(
     force: bool = False,
     progress: bool = True,
     callbacks: list[Callback] | None = None,
+    initial_state: dict | None = None,
 ) -> TrainResult:
     """Train a model as ``cfg`` says; the Python twin of ``resdense train``.
 
@@ -523,6 +524,8 @@ def train(
     ``progress``: progress bars (on a terminal, or tqdm's widget in a notebook) and, in a notebook, the live
     figure of the curves. ``callbacks``: your own :class:`~resdense.train.callbacks.Callback` objects, called
     after the run's own on the main process. ``cfg.tensorboard`` also logs to ``<run>/tensorboard``.
+    ``initial_state``: a state dict for ``cfg.model`` to start from instead of its fresh initialisation
+    (e.g. a trained net made deeper); ignored when resuming, where the checkpoint holds the weights.
 
     A library call leaves the process as it found it: torch's random state is restored afterwards (the run
     seeds its own from ``cfg.seed``), and the allocator setting that speeds up CPU training is undone.
@@ -535,11 +538,17 @@ def train(
     gpus = [int(os.environ.get("LOCAL_RANK", index))] if cuda else []
     with torch.random.fork_rng(devices=gpus):
         return _train(
-            cfg, dataset=dataset, resume=resume, force=force, progress=progress, callbacks=callbacks
+            cfg,
+            dataset=dataset,
+            resume=resume,
+            force=force,
+            progress=progress,
+            callbacks=callbacks,
+            initial_state=initial_state,
         )
 
 
-def _train(cfg, *, dataset, resume, force, progress, callbacks) -> TrainResult:
+def _train(cfg, *, dataset, resume, force, progress, callbacks, initial_state) -> TrainResult:
     dist = dist_utils.setup(cfg.device)
     try:
         if resume is not None:
@@ -587,6 +596,10 @@ def _train(cfg, *, dataset, resume, force, progress, callbacks) -> TrainResult:
             if first:
                 dist.barrier()
         trainer = Trainer(cfg, dataset, out, progress=progress, pretrained=pretrained)
+        if initial_state is not None and ckpt is None:
+            unwrap(trainer.model).load_state_dict(initial_state)
+            if trainer.ema_model is not None:
+                trainer.ema_model.load_state_dict(initial_state)
         if ckpt is not None:
             trainer.load_state(ckpt)
             if dist.rank == 0:

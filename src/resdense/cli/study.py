@@ -1,0 +1,67 @@
+"""``resdense study NAME``: one of the studies that make the seed's claims visible, as a folder of runs, a
+table, figures and a report that says whether the claim held."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+NAMES = ("degradation", "identity", "gradients", "efficiency")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "study",
+        help="run a study: degradation, identity, gradients or efficiency",
+        description="Train the runs a study needs (finished runs are reused), then write report.md, figures "
+        "and the table (CSV, JSON) into the study folder. --quick: a small version in about a minute.",
+    )
+    p.add_argument("name", choices=NAMES, help="which study")
+    p.add_argument("--quick", action="store_true", help="a small version (minutes), as the tests run it")
+    p.add_argument("--out", help="study folder (default runs/studies/NAME, or NAME-quick with --quick)")
+    p.add_argument("--data-dir", help="where Fashion-MNIST is (default: searched, then downloaded)")
+    p.add_argument("--device", help="cpu (default), cuda, ...")
+    p.add_argument("--epochs", type=int, help="epochs per run (identity: of the shallow nets)")
+    p.add_argument("--train-subset", type=int, help="train on the first N images (0: all)")
+    p.add_argument("--test-subset", type=int, help="test on the first N images (0: all)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--depths", type=_ints, help="degradation: depths, e.g. 20,32,44,56")
+    p.add_argument("--depth", type=int, help="identity: the shallow depth; gradients: the depth")
+    p.add_argument("--deep-depth", type=int, help="identity: the depth after deepening")
+    p.add_argument("--more-epochs", type=int, help="identity: epochs after deepening")
+    p.add_argument("--widths", type=_ints, help="degradation, identity, gradients: stage widths, e.g. 16,32,64 "
+                   "(the paper's)")  # fmt: skip
+    p.add_argument("--models", type=_names, help="efficiency: comma-separated model names")
+    p.set_defaults(func=run)
+
+
+OPTIONS = ("data_dir", "device", "epochs", "train_subset", "test_subset", "batch_size", "lr", "seed",
+           "depths", "depth", "deep_depth", "more_epochs", "widths", "models")  # fmt: skip
+
+
+def run(args) -> int:
+    from .. import studies
+
+    overrides = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
+    out = args.out or f"runs/studies/{args.name}{'-quick' if args.quick else ''}"
+    try:
+        result = studies.STUDIES[args.name](out, quick=args.quick, **overrides)
+    except UserError as e:
+        raise UserError(str(e)) from None
+    print(f"{args.name}: claim {'held' if result.held else 'NOT held'}. {result.verdict}")
+    print(f"report: {result.report}")
+    return 0

@@ -1,0 +1,225 @@
+"""What every study shares: its data, its runs (ordinary run folders, reused when finished), its table files,
+its figures and its report.
+
+A study folder holds ``runs/<name>/`` (one ``resdense train`` run folder each: ``evaluate`` and ``compare``
+work on them), ``table.csv`` / ``table.json``, figures as PNG and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from ..data import load_dataset
+from ..data.dataset import Dataset
+from ..errors import UserError
+from ..train.checkpoint import CHECKPOINT_NAME
+from ..train.engine import train
+from ..train.metrics import read_metrics
+from ..train.recipes import TrainConfig
+from ..utils.io import atomic_path, write_json, write_text
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Settings every study has; each study adds its own fields."""
+
+    epochs: int = 4
+    train_subset: int = 10000  # the first N training images (0: all 60,000)
+    test_subset: int = 0  # the first N test images (0: all 10,000)
+    batch_size: int = 128
+    lr: float = 0.1
+    seed: int = 0
+    data_dir: str | None = None
+    device: str = "cpu"
+
+    def with_overrides(self, **overrides) -> StudySettings:
+        known = {f.name for f in fields(self)}
+        for key in overrides:
+            if key not in known:
+                raise UserError(f"--{key.replace('_', '-')} does not apply to this study (it has no {key})")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def recipe(self, model: str, **overrides) -> TrainConfig:
+        """One recipe for every run of a study: SGD with momentum at a normal learning rate, no augmentation
+        and no label smoothing, so that the training error is the plain error on the training images."""
+        cfg = TrainConfig(
+            recipe="study", model=model, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+            optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="onecycle", augment="none",
+            label_smoothing=0.0, tta_flip=False, seed=self.seed, device=self.device,
+            train_subset=self.train_subset, data_dir=self.data_dir,
+        )  # fmt: skip
+        return cfg.with_overrides(**overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StudyResult:
+    name: str
+    out_dir: Path
+    table: list[dict]
+    held: bool  # whether the claim held, as the numbers decide it
+    verdict: str  # one sentence saying why
+    figures: list[Path]
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / "report.md"
+
+
+def check_positive(settings: StudySettings) -> None:
+    for name in ("epochs", "batch_size"):
+        if getattr(settings, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(settings, name)}")
+    for name in ("train_subset", "test_subset"):
+        if getattr(settings, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(settings, name)}")
+    if not settings.lr > 0:
+        raise UserError(f"--lr must be positive, got {settings.lr}")
+    widths = getattr(settings, "widths", None)
+    if widths is not None and (len(widths) != 3 or min(widths) < 1):
+        raise UserError(
+            f"--widths: the CIFAR nets have three stages, give three positive widths, got {widths}"
+        )
+
+
+def load_data(settings: StudySettings) -> Dataset:
+    """Fashion-MNIST with the study's test subset applied (training subsets are the recipe's own)."""
+    ds = load_dataset("fashion-mnist", settings.data_dir, progress=False)
+    return replace(ds, test=ds.test.subset(settings.test_subset))
+
+
+def run(cfg: TrainConfig, out: Path, dataset: Dataset, initial_state: dict | None = None) -> dict:
+    """Train ``cfg`` into the run folder ``out``, or reuse it: a finished run (``summary.json``) is read back,
+    an interrupted one (a checkpoint) resumed. Returns ``{"summary": ..., "history": [...]}``."""
+    summary_file = out / "summary.json"
+    if (out / "config.json").exists():
+        _check_same_recipe(cfg, out)
+    if summary_file.exists():
+        print(f"reusing the finished run {out}", flush=True)
+    elif (out / CHECKPOINT_NAME).exists():
+        train(cfg, dataset=dataset, resume=out, progress=False)
+    else:
+        cfg = cfg.with_overrides(out=str(out))
+        train(cfg, dataset=dataset, force=True, progress=False, initial_state=initial_state)
+    # read back from the run folder either way, so a reused run gives the very same numbers
+    return {"summary": json.loads(summary_file.read_text()), "history": read_metrics(out / "metrics.csv")}
+
+
+_RECIPE_KEYS = (
+    "model",
+    "model_options",
+    "epochs",
+    "batch_size",
+    "lr",
+    "schedule",
+    "train_subset",
+    "seed",
+    "resize",
+)
+
+
+def _check_same_recipe(cfg: TrainConfig, out: Path) -> None:
+    """A run folder is reused only for the recipe it was made with: changed settings must not mix in."""
+    saved = json.loads((out / "config.json").read_text())
+    wanted = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as saved
+    for key in _RECIPE_KEYS:
+        if saved.get(key) != wanted.get(key):
+            raise UserError(f"{out}: this run was made with {key}={saved.get(key)!r}, the study now asks for "
+                            f"{wanted.get(key)!r}; use another --out or delete the folder")  # fmt: skip
+
+
+def write_table(out_dir: Path, rows: Sequence[dict], name: str = "table") -> None:
+    write_json(out_dir / f"{name}.json", list(rows))
+    buf = io.StringIO()
+    columns = list(rows[0]) if rows else []
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out_dir / f"{name}.csv", buf.getvalue())
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -> str:
+    if not rows:
+        return "(no rows)"
+    columns = list(columns or rows[0])
+
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 10 else f"{v:,.1f}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:,}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def new_figure(width: float, height: float, ncols: int = 1, sharey: bool = False):
+    """A figure from matplotlib's object API: no global backend, no pyplot state (safe in notebooks)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(1, ncols, sharey=sharey, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+
+
+def save_figure(fig, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
+
+
+def write_report(
+    out_dir: Path,
+    *,
+    title: str,
+    claim: str,
+    held: bool,
+    verdict: str,
+    settings: StudySettings,
+    table: str,
+    figures: Sequence[Path],
+    notes: str = "",
+) -> None:
+    """report.md: the claim and whether it held (from the numbers), the settings, the table, the figures."""
+    lines = [
+        f"# {title}",
+        "",
+        f"**Claim:** {claim}",
+        "",
+        f"**Result: {'held' if held else 'not held'}.** {verdict}",
+        "",
+        "## Settings",
+        "",
+        *(f"- {k}: `{v}`" for k, v in settings.to_dict().items()),
+        "",
+        "## Table",
+        "",
+        table,
+        "",
+    ]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures] + [""]
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
+    lines += [
+        "Runs: `runs/` (ordinary run folders: `resdense evaluate` and `resdense compare` work on them).",
+        "",
+    ]
+    write_text(out_dir / "report.md", "\n".join(lines))

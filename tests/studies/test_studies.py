@@ -1,0 +1,122 @@
+"""Each study end to end at its --quick size on the real Fashion-MNIST: runs, table, figures, report."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from resdense.cli import main
+from resdense.compare import compare
+from resdense.errors import UserError
+from resdense.evaluate import evaluate
+from resdense.studies import degradation, efficiency, identity
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def check_folder(result, figures: int, rows: int) -> dict:
+    out = Path(result.out_dir)
+    table = json.loads((out / "table.json").read_text())
+    assert table == json.loads(json.dumps(result.table)) and len(table) == rows
+    csv_lines = (out / "table.csv").read_text().splitlines()
+    assert len(csv_lines) == rows + 1 and csv_lines[0].split(",") == list(table[0])
+    assert len(result.figures) == figures
+    for f in result.figures:
+        assert f.read_bytes().startswith(PNG)
+    report = result.report.read_text()
+    # the verdict is the one the numbers gave, and the report says it
+    assert f"**Result: {'held' if result.held else 'not held'}.**" in report
+    assert result.verdict in report
+    for f in result.figures:
+        assert f"]({f.name})" in report
+    runs = sorted(p for p in (out / "runs").iterdir())
+    assert runs and all((r / "summary.json").exists() for r in runs)
+    return {r.name: r for r in runs}
+
+
+def test_degradation_quick(real_fashion_mnist_dir, real_fashion_mnist, tmp_path, capsys):
+    out = tmp_path / "deg"
+    r = degradation(out, quick=True, data_dir=real_fashion_mnist_dir)
+    runs = check_folder(r, figures=1, rows=4)
+    assert set(runs) == {"plain20", "plain32", "resnet20", "resnet32"}
+    for row in r.table:
+        hist = json.loads((runs[row["model"]] / "summary.json").read_text())
+        assert row["params"] == hist["params"]
+        assert 0 <= row["train_error"] <= 1 and 0 <= row["test_error"] <= 1
+    # the runs are ordinary run folders
+    assert len(compare([runs["plain20"], runs["resnet20"]], plot=tmp_path / "c.png")) == 2
+    scored = evaluate(runs["resnet32"], test_set=real_fashion_mnist.test.subset(500))
+    assert scored.n == 500 and 0 <= scored.accuracy <= 1
+
+    # started again: every finished run is reused (no training), the same table comes out
+    before = {n: (p / "model.safetensors").stat().st_mtime_ns for n, p in runs.items()}
+    capsys.readouterr()
+    again = degradation(out, quick=True, data_dir=real_fashion_mnist_dir)
+    assert capsys.readouterr().out.count("reusing the finished run") == 4
+    assert {n: (p / "model.safetensors").stat().st_mtime_ns for n, p in runs.items()} == before
+    assert again.table == r.table
+    # ... but never for other settings
+    with pytest.raises(UserError, match="epochs"):
+        degradation(out, quick=True, data_dir=real_fashion_mnist_dir, epochs=3)
+
+
+def test_identity_quick(real_fashion_mnist_dir, tmp_path):
+    r = identity(tmp_path / "id", quick=True, data_dir=real_fashion_mnist_dir)
+    runs = check_folder(r, figures=1, rows=2)
+    assert set(runs) == {"resnet20", "plain20", "resnet32-from-resnet20", "plain32-from-plain20"}
+    res, plain = r.table
+    # the deepened ResNet is checked to be the same function, so it starts at the same accuracy
+    assert res["identical_outputs"] is True and res["max_abs_diff"] == 0.0
+    assert res["deepened_start_test_acc"] == res["shallow_test_acc"]
+    assert plain["identical_outputs"] is False and plain["max_abs_diff"] > 0
+    # the continued run trained the deepened net (its config names the deep model)
+    cfg = json.loads((runs["resnet32-from-resnet20"] / "config.json").read_text())
+    assert cfg["model"] == "resnet32" and cfg["epochs"] == 1
+
+
+def test_gradients_quick_from_the_command_line(real_fashion_mnist_dir, tmp_path, capsys):
+    out = tmp_path / "grad"
+    code = main(["study", "gradients", "--quick", "--data-dir", real_fashion_mnist_dir, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and f"report: {out / 'report.md'}" in printed
+    table = json.loads((out / "table.json").read_text())
+    # every conv and the classifier of a 20-layer net, input side first, four measurements each
+    assert len(table) == 20 and table[0]["layer"] == "conv1" and table[-1]["layer"] == "fc"
+    assert all(v > 0 for row in table for k, v in row.items() if k.startswith(("plain_", "resnet_")))
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(s["net"], s["when"]) for s in summary] == [
+        ("plain20", "init"),
+        ("plain20", "epoch 1"),
+        ("resnet20", "init"),
+        ("resnet20", "epoch 1"),
+    ]
+    assert (out / "gradients.png").read_bytes().startswith(PNG)
+    assert ("claim held" in printed) != ("claim NOT held" in printed)
+
+
+def test_efficiency_quick(real_fashion_mnist_dir, tmp_path):
+    r = efficiency(tmp_path / "eff", quick=True, data_dir=real_fashion_mnist_dir)
+    check_folder(r, figures=3, rows=2)
+    by = {row["model"]: row for row in r.table}
+    assert by["resnet20"]["family"] == "ResNet" and by["densenet_bc_40"]["family"] == "DenseNet"
+    assert all(row["params"] > 0 and row["macs"] > 0 and row["train_seconds"] > 0 for row in r.table)
+    report = r.report.read_text()
+    assert "accuracy_vs_params.png" in report and "accuracy_vs_time.png" in report
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["degradation", "--depths", "20,21"], "--depths"),
+        (["degradation", "--depth", "20"], "--depth does not apply"),
+        (["identity", "--deep-depth", "20"], "--deep-depth"),
+        (["efficiency", "--models", "resnet20,nope"], "unknown model 'nope'"),
+        (["efficiency", "--models", "resnet20,resnet32"], "DenseNet"),
+        (["gradients", "--epochs", "0"], "--epochs"),
+        (["identity", "--widths", "16,32"], "--widths"),
+    ],
+)
+def test_bad_study_options_are_one_line_errors(capsys, tmp_path, argv, fragment):
+    code = main(["study", *argv, "--quick", "--out", str(tmp_path / "s"), "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
