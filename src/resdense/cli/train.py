@@ -66,6 +66,8 @@ def add_parser(sub) -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on GPU")
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only")
+    p.add_argument("--val-split", type=int, metavar="N",
+                   help="hold N training images out as a validation set (val_acc per epoch)")  # fmt: skip
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")
@@ -76,7 +78,8 @@ def add_parser(sub) -> None:
 OVERRIDES = (
     "model", "model_options", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer", "momentum",
     "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "augment", "normalize", "tta_flip",
-    "ema", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "out",
+    "ema", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "val_split",
+    "out",
 )  # fmt: skip
 
 

@@ -127,7 +127,7 @@ def random_erasing(
     return x.masked_fill(inside.unsqueeze(1), 0.0)
 
 
-AUGMENTATIONS = ("none", "flip", "crop", "flip-crop", "flip-crop-erase")
+AUGMENTATIONS = ("none", "flip", "crop", "flip-crop", "flip-erase", "flip-crop-erase")
 
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator | None = None, crop_padding: int = 2):
