@@ -41,11 +41,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def run_variant(name: str, seed: int, data_dir: str | None, budget: list[str]) -> dict:
+def run_variant(name: str, seed: int, data_dir: str | None, budget: list[str], val_split: int) -> dict:
     extra = budget + VARIANTS[name][1]  # the variant's own options last: they win
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / name
-        cmd = ["train", "--recipe", "fast", "--val-split", str(VAL_SPLIT), "--seed", str(seed), *extra]
+        cmd = ["train", "--recipe", "fast", "--val-split", str(val_split), "--seed", str(seed), *extra]
         if data_dir:
             cmd += ["--data-dir", data_dir]
         t0 = time.perf_counter()
@@ -64,6 +64,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="base,bs256,ema,ls0,erase,wide")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--val-split", type=int, default=VAL_SPLIT, help=f"held-out images (default {VAL_SPLIT:,})"
+    )
     ap.add_argument("--data-dir")
     ap.add_argument("--budget", default="",
                     help="options every variant gets, e.g. '--train-subset 10000 --epochs 3' for a cheaper "
@@ -74,11 +77,11 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         ap.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    print(f"machine: {machine()}; validation split {VAL_SPLIT:,} images; seed {args.seed}; "
+    print(f"machine: {machine()}; validation split {args.val_split:,} images; seed {args.seed}; "
           f"budget: {args.budget or 'the recipe'}", flush=True)  # fmt: skip
     print("variant   val acc  test acc  img/s  wall s  change", flush=True)
     for name in names:
-        r = run_variant(name, args.seed, args.data_dir, args.budget.split())
+        r = run_variant(name, args.seed, args.data_dir, args.budget.split(), args.val_split)
         print(f"{name:<9} {r['val_acc']:7.4f}  {r['test_acc']:8.4f}  {r['images_per_s']:5.0f}  "
               f"{r['wall_s']:6.1f}  {r['change']}", flush=True)  # fmt: skip
         if args.json:
