@@ -4,7 +4,8 @@ Every variant is the ``fast`` recipe with one change, trained on the training se
 images (``--val-split 10000``, the same images for every variant) for the same number of epochs unless the
 change is the epochs. The figure that decides is the final validation accuracy; images/s and wall time say
 what the change costs. Test accuracy is printed too, for the record only: choosing on it is what this script
-exists to avoid. One variant at a time, each in its own process, in the order given.
+exists to avoid. One variant at a time, each in its own process, in the order given. On a machine shared
+with other jobs set ``OMP_NUM_THREADS=1``: two threads that wait for each other lose most of their time there.
 
     python benchmarks/ablation.py [--variants base,ema,...] [--seed 0] [--budget '--epochs 3'] [--json F]
 """
