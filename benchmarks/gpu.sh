@@ -1,22 +1,67 @@
 #!/usr/bin/env bash
-# The whole GPU check in one go (well under 10 minutes on one H100): every figure of the performance issue
-# that needs a GPU, printed, and the raw numbers left in $OUT (or benchmarks/out/) as JSON.
-#   bash benchmarks/gpu.sh            # sets up .venv if needed, then measures
+# The whole GPU check in one go (well under 10 minutes on one H100/H200): every figure of the performance
+# issues that needs a GPU, printed, and the raw numbers left in $OUT (or benchmarks/out/) as JSON.
+#
+# The lent GPU machine has no .venv and no internet; its own python3 has torch, torchvision, tensorboard,
+# tqdm and onnxruntime. So, on the CPU machine first:
+#   bash benchmarks/gpu.sh prepare     # data/fashion-mnist/*.gz (+ data/wheels/ for missing packages)
+# then carry data/fashion-mnist (and data/wheels) with the run, and on the GPU machine:
+#   bash benchmarks/gpu.sh
+# With a .venv (scripts/setup.sh) it uses that; otherwise python3, with resdense installed from this tree
+# (pip --no-deps, offline) and anything missing installed from data/wheels when carried.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+DATA=${RESDENSE_DATA:-data/fashion-mnist}
+WHEELS=data/wheels
+NEEDED="torch numpy PIL matplotlib safetensors"  # resdense's run-time imports (pyproject dependencies)
+
+if [ "${1:-}" = prepare ]; then
+    mkdir -p "$DATA"
+    src=$(PYTHONPATH=src python3 -c "from resdense.data.fashion_mnist import load_fashion_mnist as f; print(f(None, progress=False).source)" 2>/dev/null || echo /usr/share/datasets/fashion-mnist)
+    cp "$src"/*-ubyte.gz "$DATA"/
+    # wheels for what a bare python3 may lack (for the GPU machine's Python version: set PYVER, e.g. 3.12)
+    ${PIP:-python3 -m pip} download --quiet --only-binary=:all: ${PYVER:+--python-version "$PYVER"} --dest "$WHEELS" \
+        matplotlib safetensors
+    rm -f "$WHEELS"/numpy-* "$WHEELS"/pillow-*  # torchvision brings both; the carry limit is 64 MiB
+    du -sh "$DATA" "$WHEELS"
+    exit 0
+fi
+
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
-[ -x .venv/bin/python ] || bash scripts/setup.sh >/dev/null
-PY=.venv/bin/python
+if [ -x .venv/bin/python ]; then
+    PY=.venv/bin/python
+else
+    PY=python3
+    missing=$($PY - <<EOF
+import importlib.util
+print(" ".join(m for m in "$NEEDED".split() if importlib.util.find_spec(m) is None))
+EOF
+)
+    case " $missing " in *" torch "*) echo "gpu.sh: python3 has no torch" >&2; exit 2 ;; esac
+    export PIP_BREAK_SYSTEM_PACKAGES=1  # a bare machine's own python3: nothing else to keep apart from
+    if [ -n "$missing" ]; then
+        [ -d "$WHEELS" ] || { echo "gpu.sh: python3 lacks $missing; carry $WHEELS (bash benchmarks/gpu.sh prepare)" >&2; exit 2; }
+        $PY -m pip install --quiet --no-index --find-links "$WHEELS" matplotlib safetensors
+    fi
+    # offline: no build isolation (it would fetch setuptools); the PYTHONPATH below works even if this fails
+    $PY -m pip install --quiet --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
+        echo "gpu.sh: pip install -e . failed; using PYTHONPATH=src" >&2
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+[ -f "$DATA/train-images-idx3-ubyte.gz" ] || { echo "gpu.sh: no Fashion-MNIST in $DATA; carry it (bash benchmarks/gpu.sh prepare)" >&2; exit 2; }
+export RESDENSE_DATA=$PWD/$DATA
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__)"
+TIMM=--no-timm
+$PY -c "import timm" 2>/dev/null && TIMM=
 
-echo "== 1. d2l recipes: resdense (bf16 autocast, channels-last, data on the GPU) vs the seed + d2l pipeline"
-$PY benchmarks/throughput.py --device cuda --steps 40 --compile --json "$OUT/throughput_gpu.json"
+echo "== 1. training throughput: resdense (bf16 autocast, channels-last, data on the GPU) vs the seed + d2l pipeline${TIMM:+ (timm not installed: no timm baseline)}"
+$PY benchmarks/throughput.py --device cuda --steps 20 --repeats 2 --compile $TIMM --json "$OUT/throughput_gpu.json"
 
 echo "== 2. time to 94% on the GPU (recipe gpu, 3 seeds; target: under 10 s of training)"
 $PY benchmarks/time_to_accuracy.py --recipes gpu --seeds 0,1,2 --no-baseline --device cuda \
-    --json "$OUT/time_to_accuracy_gpu.json"
+    --data-dir "$RESDENSE_DATA" --json "$OUT/time_to_accuracy_gpu.json"
 
 echo "== 3. DenseNet-121 memory, plain vs memory_efficient (batch 64, 1x224x224)"
 $PY benchmarks/memory.py --device cuda --json "$OUT/memory_gpu.json"

@@ -138,10 +138,23 @@ def test_cli_model_override_drops_the_recipes_model_options(monkeypatch):
 
     captured = {}
     monkeypatch.setattr(resdense.train, "train", lambda cfg, **kw: captured.setdefault("cfg", cfg))
-    assert main(["train", "--recipe", "fast", *TINY[:2]]) == 0  # same model: keeps the recipe's widths
-    assert captured.pop("cfg").model_options == get_recipe("fast").model_options
-    assert main(["train", "--recipe", "fast", "--model", "resnet32"]) == 0
-    assert captured.pop("cfg").model_options == {}
+    # `gpu` is a recipe with model options (wider stages); the others have none to drop
+    recipe_options = get_recipe("gpu").model_options
+    assert recipe_options and get_recipe("gpu").model == "resnet20"
+    cpu = ["--device", "cpu", "--epochs", "1", "--train-subset", "512"]
+    assert main(["train", "--recipe", "gpu", *cpu, *TINY[:2]]) == 0  # same model: keeps the recipe's widths
+    assert captured.pop("cfg").model_options == recipe_options
+    assert main(["train", "--recipe", "gpu", *cpu, "--model", "resnet32"]) == 0  # another model: dropped
+    cfg = captured.pop("cfg")
+    assert cfg.model == "resnet32" and cfg.model_options == {}
+    # options given with the new model are the ones used
+    assert (
+        main(
+            ["train", "--recipe", "gpu", *cpu, "--model", "resnet32", "--model-options", '{"drop_rate": 0.1}']
+        )
+        == 0
+    )
+    assert captured.pop("cfg").model_options == {"drop_rate": 0.1}
     assert main(["train", "--recipe", "d2l-resnet", "--resize", "none", "--lr", "0.01"]) == 0
     cfg = captured.pop("cfg")
     assert cfg.resize is None and cfg.lr == 0.01 and cfg.model == "d2l_resnet18"

@@ -89,6 +89,8 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, metavar="N",
                    help="streamed folders: decoding processes per training process (default: the cores, "
                    "at most 8)")  # fmt: skip
+    p.add_argument("--val-split", type=int, metavar="N",
+                   help="hold N training images out as a validation set (val_acc per epoch)")  # fmt: skip
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")
@@ -101,8 +103,8 @@ def add_parser(sub) -> None:
 OVERRIDES = (
     "model", "model_options", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer", "momentum",
     "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "augment", "normalize", "tta_flip",
-    "ema", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "out",
-    "tensorboard",
+    "ema", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "val_split",
+    "out", "tensorboard",
     "weights", "freeze", "head_lr_mult", "crop",
     "in_memory", "skip_bad_images", "workers",
 )  # fmt: skip

@@ -228,7 +228,7 @@ def random_resized_crop(
     return crop_resize(x, boxes, size)
 
 
-AUGMENTATIONS = ("none", "flip", "crop", "flip-crop", "flip-crop-erase", "rrc-flip")
+AUGMENTATIONS = ("none", "flip", "crop", "flip-crop", "flip-erase", "flip-crop-erase", "rrc-flip")
 
 
 def augment(

@@ -70,7 +70,8 @@ class Console(Callback):
     def on_epoch_end(self, t, row: dict) -> None:
         t.say(f"epoch {row['epoch']}/{t.cfg.epochs}: loss {row['train_loss']:.4f}, "
               f"train acc {row['train_acc']:.4f}, test acc {row['test_acc']:.4f}, "
-              f"{row['images_per_s']:,.0f} img/s, {row['seconds']:.1f}s")  # fmt: skip
+              + (f"val acc {row['val_acc']:.4f}, " if "val_acc" in row else "")
+              + f"{row['images_per_s']:,.0f} img/s, {row['seconds']:.1f}s")  # fmt: skip
 
     def on_train_end(self, t, summary: dict) -> None:
         t.say(f"done: test accuracy {summary['test_accuracy']:.4f}, {summary['images_per_s']:,.0f} images/s, "

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..data.dataset import Dataset, ImageSet
+from ..data.split import holdout
 from ..data.stream import BAD_IMAGES_NAME, StreamedFolder
 from ..data.transforms import Preprocess, augment, resize
 from ..errors import UserError
@@ -113,6 +114,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--crop must be between 8 and --resize ({cfg.resize}), got {cfg.crop}")
     if cfg.workers is not None and cfg.workers < 0:
         raise UserError(f"--workers must be >= 0, got {cfg.workers}")
+    if cfg.val_split < 0:
+        raise UserError(f"--val-split must be >= 0, got {cfg.val_split}")
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -183,10 +186,21 @@ class Trainer:
             c, size = train.channels, train.size
             mean, std = channel_stats(train.sample()) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
             self.batch_augment = train.batch_augment  # what the workers left for the batch
-            crop = None
+            crop, self.val_set = None, None
+            if cfg.val_split:
+                raise UserError(
+                    "--val-split: not available for streamed folders; give the folder a val/ split"
+                )
         else:
             # Data: resize once, up front, on the device; what remains per batch is augmentation.
-            train, test = dataset.train.subset(cfg.train_subset), dataset.test
+            train, val = dataset.train, None
+            if cfg.val_split:  # held out first: the validation images do not depend on --train-subset
+                if cfg.val_split >= len(train):
+                    raise UserError(
+                        f"--val-split {cfg.val_split}: the training set has only {len(train)} images"
+                    )
+                train, val = holdout(train, cfg.val_split)
+            train, test = train.subset(cfg.train_subset), dataset.test
             c = dataset.image_shape[0]
             mean, std = channel_stats(train.images) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
             size = cfg.resize or dataset.image_shape[1]
@@ -196,6 +210,8 @@ class Trainer:
             self.test_set = ImageSet(
                 resize(test.images.to(self.device), cfg.resize), test.labels.to(self.device)
             )
+            self.val_set = None if val is None else ImageSet(resize(val.images.to(self.device), cfg.resize),
+                                                             val.labels.to(self.device))  # fmt: skip
             self.batch_augment = cfg.augment
             crop = cfg.crop
         self.preprocess = Preprocess(size=size, mean=mean, std=std, in_chans=c, crop=crop)
@@ -364,8 +380,9 @@ class Trainer:
     def eval_model(self) -> nn.Module:
         return self.ema_model if self.ema_model is not None else unwrap(self.model)
 
-    def evaluate(self, final: bool = True) -> float:
-        """Test accuracy; under torchrun each process scores a share and all agree on the sum.
+    def evaluate(self, final: bool = True, data: ImageSet | None = None) -> float:
+        """Test accuracy (or on ``data``: the validation split); under torchrun each process scores a share
+        and all agree on the sum.
 
         The mirror-image test-time augmentation doubles the cost of an evaluation, so it is applied to the
         final one only: earlier epochs' figures are for plotting, the final one is the run's result.
@@ -373,17 +390,16 @@ class Trainer:
         model = self.eval_model()
         self.dist.broadcast_buffers(model)  # score rank 0's model (the saved one) on every rank
         model.eval()
+        data = self.test_set if data is None else data
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for xb, yb in eval_batches(
-            self.test_set, self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size
-        ):
+        for xb, yb in eval_batches(data, self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size):
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             logits = predict_logits(model, xb, self.preprocess, tta_flip=self.cfg.tta_flip and final,
                                     batch_size=self.cfg.eval_batch_size,
                                     channels_last=self.cfg.channels_last, autocast=self.autocast)  # fmt: skip
             correct += (logits.argmax(1) == yb).sum()
         total = self.dist.all_reduce_sum(correct.double())
-        return total.item() / len(self.test_set)
+        return total.item() / len(data)
 
     def fit(self, callbacks: list[Callback] | None = None) -> TrainResult:
         """Train from ``start_epoch`` on. ``callbacks`` (default: the run's own, see
@@ -399,10 +415,13 @@ class Trainer:
             t0 = time.perf_counter()
             row = self.train_epoch(epoch)
             test_acc = self.evaluate(final=epoch + 1 == cfg.epochs)
+            val_acc = None if self.val_set is None else self.evaluate(epoch + 1 == cfg.epochs, self.val_set)
             self.elapsed += time.perf_counter() - t0
             row = {"epoch": epoch + 1, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
                    "test_acc": test_acc, "lr": row["lr"], "seconds": row["seconds"],
                    "images_per_s": row["images_per_s"]}  # fmt: skip
+            if val_acc is not None:
+                row["val_acc"] = val_acc
             self.history.append(row)
             for cb in callbacks:
                 cb.on_epoch_end(self, row)
@@ -421,6 +440,7 @@ class Trainer:
             "recipe": self.cfg.recipe,
             "test_accuracy": test_acc,
             "best_test_accuracy": max((r["test_acc"] for r in h), default=0.0),
+            **self.val_summary(),
             "epochs": len(h),
             "seconds": round(self.elapsed, 2),
             "images_per_s": images / train_secs if train_secs else 0.0,
@@ -429,6 +449,11 @@ class Trainer:
             "device": self.device_label(),
             "world_size": self.dist.world_size,
         }
+
+    def val_summary(self) -> dict:
+        if self.val_set is None or not self.history:
+            return {}
+        return {"val_accuracy": self.history[-1]["val_acc"], "val_images": len(self.val_set)}
 
     def device_label(self) -> str:
         if self.device.type == "cuda":

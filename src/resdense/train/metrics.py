@@ -17,7 +17,9 @@ class MetricsLog:
 
     def write_all(self, rows: list[dict]) -> None:
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+        # val_acc only for runs with a validation split (--val-split)
+        cols = COLUMNS + (("val_acc",) if any("val_acc" in r for r in rows) else ())
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})

@@ -39,6 +39,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     train_subset: int = 0
+    val_split: int = 0  # hold out this many training images (fixed draw) and report accuracy on them
     channels_last: bool = True
     compile: bool = False
     amp: bool = True  # bf16 autocast where it pays (CUDA); never on CPU, where bf16 is far slower
