@@ -104,8 +104,12 @@ def run_inspect(args) -> int:
     if args.weights is not None:
         kwargs["weights"] = args.weights
     model = _build(args.model, **kwargs)
+    size = tuple(args.input_size) if args.input_size else None
+    side = getattr(model, "pretrained_cfg", {}).get("input_size")
+    if size is None and side:  # the size the weights were trained at
+        size = (model.default_cfg.input_size[0], side, side)
     try:
-        s = summarize(model, tuple(args.input_size) if args.input_size else None, args.depth, name=args.model)
+        s = summarize(model, size, args.depth, name=args.model)
     except InputTooSmallError as e:
         raise UserError(str(e)) from None
     pretrained = getattr(model, "pretrained_cfg", None)

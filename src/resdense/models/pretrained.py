@@ -169,7 +169,7 @@ def list_pretrained(model: str | None = None) -> list[str]:
     """Weight sources known by name: ``model.TAG`` for torchvision's, plus the shipped ``fashion-mnist:*``."""
     names = [f"{m}.{tag}" for m, table in TORCHVISION_WEIGHTS.items() if model in (None, m) for tag in table]
     if model in (None, "resnet20"):
-        names += [f"fashion-mnist:{t}" for t in SHIPPED]
+        names += [f"fashion-mnist:{t}" for t in SHIPPED if _shipped_file(t).exists()]
     return names
 
 
