@@ -151,9 +151,11 @@ class FolderStream:
         yield from self._load(_Batches(chunks, len(chunks), lambda i: None))
 
     def sample(self, n: int = STATS_SAMPLE) -> torch.Tensor:
-        """Up to ``n`` evenly spaced images, decoded (uint8 N, C, H, W): enough for the mean and std."""
+        """Up to ``n`` evenly spaced images, decoded (uint8 N, C, H, W): enough for the mean and std. A
+        training stream's random crops are drawn with fixed seeds (the image's index): the statistics are
+        those of what training sees, and the same every time."""
         picks = torch.linspace(0, len(self) - 1, min(n, len(self))).round().long().unique()
-        sampler = _Batches(list(picks.split(256)), len(picks.split(256)), lambda i: None)
+        sampler = _Batches(list(picks.split(256)), len(picks.split(256)), lambda i: i)
         return torch.cat([x.contiguous() for x, _ in self._load(sampler)])
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from ..data.dataset import Dataset, ImageSet
 from ..data.split import holdout
 from ..data.stream import BAD_IMAGES_NAME, StreamedFolder
-from ..data.transforms import Preprocess, augment, resize
+from ..data.transforms import CROP_PCT, PHOTO_AUGMENT, Preprocess, augment, resize
 from ..errors import UserError
 from ..models import create_model
 from ..models.registry import UnknownModelError
@@ -187,6 +187,9 @@ class Trainer:
             mean, std = channel_stats(train.sample()) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
             self.batch_augment = train.batch_augment  # what the workers left for the batch
             crop, self.val_set = None, None
+            # evaluated as photos (shorter side to size / CROP_PCT, centre crop): models saved from this run
+            # are fed the same way by predict and evaluate, as near as a square resize gets
+            photo_eval = cfg.augment == PHOTO_AUGMENT
             if cfg.val_split:
                 raise UserError(
                     "--val-split: not available for streamed folders; give the folder a val/ split"
@@ -213,7 +216,7 @@ class Trainer:
             self.val_set = None if val is None else ImageSet(resize(val.images.to(self.device), cfg.resize),
                                                              val.labels.to(self.device))  # fmt: skip
             self.batch_augment = cfg.augment
-            crop = cfg.crop
+            crop, photo_eval = cfg.crop, False
         self.preprocess = Preprocess(size=size, mean=mean, std=std, in_chans=c, crop=crop)
         self.classes = dataset.classes
         self.dataset = dataset
@@ -236,8 +239,11 @@ class Trainer:
         trainable = freeze(model, cfg.freeze)
         if cfg.freeze != "none" and self.is_main:
             self.say(f"--freeze {cfg.freeze}: {trainable:,} of {count_params(model):,} parameters train")
+        served = self.preprocess
+        if photo_eval:
+            served = replace(served, size=round(served.size / CROP_PCT), crop=served.size)
         self.spec = ModelSpec(cfg.model, {"num_classes": len(self.classes), "in_chans": c, **options},
-                              self.preprocess, list(self.classes), cfg.tta_flip)  # fmt: skip
+                              served, list(self.classes), cfg.tta_flip)  # fmt: skip
         self.params = count_params(model)
         try:
             side = self.preprocess.input_size or size
@@ -630,7 +636,7 @@ def _train(cfg, *, dataset, resume, force, progress, callbacks, initial_state) -
             if dist.rank == 0:
                 print(f"resuming {out} after epoch {trainer.start_epoch}", flush=True)
         elif dist.rank == 0:
-            write_json(out / "config.json", {**cfg.to_dict(), "preprocess": trainer.preprocess.to_dict(),
+            write_json(out / "config.json", {**cfg.to_dict(), "preprocess": trainer.spec.preprocess.to_dict(),
                                              "classes": list(dataset.classes), "data_source": dataset.source,
                                              "torch": torch.__version__, "world_size": dist.world_size})  # fmt: skip
         # CPU training reuses freed activation memory (see freed_memory_kept); glibc's defaults come back after
