@@ -224,7 +224,7 @@ def shipped_tags() -> list[str]:
 
 def test_shipped_fashion_mnist_weights_load() -> None:
     tags = shipped_tags()
-    assert "fast" in tags  # at least the default recipe's model ships with the package
+    assert tags == list(P.SHIPPED_ORDER)  # both recipes' models ship with the package
     for tag in tags:
         net = resdense.create_model("resnet20", weights=f"fashion-mnist:{tag}")
         cfg = net.pretrained_cfg
