@@ -111,7 +111,7 @@ def test_final_line_gives_accuracy_throughput_and_time(finished_run):
     summary = json.loads((out / "summary.json").read_text())
     assert float(m.group(1)) == pytest.approx(summary["test_accuracy"], abs=1e-4)
     assert int(m.group(2).replace(",", "")) == round(summary["images_per_s"])
-    assert float(m.group(3)) == pytest.approx(summary["seconds"], abs=0.05)
+    assert m.group(3) == f"{summary['seconds']:.1f}"  # the line prints the summary's seconds, rounded
     assert m.group(4) == str(out)
 
 
