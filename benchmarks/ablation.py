@@ -39,18 +39,24 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "resnet32": ("resnet32 (deeper)", ["--model", "resnet32"]),
     "epochs8": ("8 epochs instead of 6", ["--epochs", "8"]),
     "notta": ("no test-time flip", ["--no-tta-flip"]),
+    "prog16": ("progressive resizing 16->28 px (full size from epoch 4)", ["--progressive-from", "16"]),
+    "prog16e7": ("progressive resizing 16->28 px, 7 epochs", ["--progressive-from", "16", "--epochs", "7"]),
+    "prog16e8": ("progressive resizing 16->28 px, 8 epochs", ["--progressive-from", "16", "--epochs", "8"]),
+    "prog20e7": ("progressive resizing 20->28 px, 7 epochs", ["--progressive-from", "20", "--epochs", "7"]),
 }
 
 
-def run_variant(name: str, seed: int, data_dir: str | None, budget: list[str], val_split: int) -> dict:
+def run_variant(
+    name: str, seed: int, data_dir: str | None, budget: list[str], val_split: int, keep: Path | None = None
+) -> dict:
     extra = budget + VARIANTS[name][1]  # the variant's own options last: they win
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / name
+        out = (keep or Path(tmp)) / f"{name}-seed{seed}"
         cmd = ["train", "--recipe", "fast", "--val-split", str(val_split), "--seed", str(seed), *extra]
         if data_dir:
             cmd += ["--data-dir", data_dir]
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "resdense", *cmd, "--out", str(out), "--no-progress"],
+        proc = subprocess.run([sys.executable, "-m", "resdense", *cmd, "--out", str(out), "--no-progress", "--force"],
                               capture_output=True, text=True)  # fmt: skip
         wall = time.perf_counter() - t0
         if proc.returncode:
@@ -72,6 +78,7 @@ def main() -> None:
     ap.add_argument("--budget", default="",
                     help="options every variant gets, e.g. '--train-subset 10000 --epochs 3' for a cheaper "
                     "proxy of the full recipe (default: the full recipe)")  # fmt: skip
+    ap.add_argument("--keep", type=Path, help="keep the run folders here (default: thrown away)")
     ap.add_argument("--json", type=Path, help="append one JSON line per variant here, as each finishes")
     args = ap.parse_args()
     names = args.variants.split(",")
@@ -82,7 +89,7 @@ def main() -> None:
           f"budget: {args.budget or 'the recipe'}", flush=True)  # fmt: skip
     print("variant   val acc  test acc  img/s  wall s  change", flush=True)
     for name in names:
-        r = run_variant(name, args.seed, args.data_dir, args.budget.split(), args.val_split)
+        r = run_variant(name, args.seed, args.data_dir, args.budget.split(), args.val_split, args.keep)
         print(f"{name:<9} {r['val_acc']:7.4f}  {r['test_acc']:8.4f}  {r['images_per_s']:5.0f}  "
               f"{r['wall_s']:6.1f}  {r['change']}", flush=True)  # fmt: skip
         if args.json:

@@ -128,3 +128,33 @@ def test_onecycle_is_a_triangle_with_warmup():
     assert lrs[0] == 0.0 and lrs[-1] == pytest.approx(0.01 / 0.8)  # falls to zero at the end
     cfg = TrainConfig(lr=1.0, schedule="constant", warmup_epochs=1)
     assert [engine.lr_at(cfg, s, 100, 10) for s in (0, 4, 9, 10, 50)] == pytest.approx([0.1, 0.5, 1, 1, 1])
+
+
+def test_progressive_resizing_schedule():
+    """The side grows linearly from --progressive-from to the full size, reached after the stated fraction
+    of the epochs and kept to the end; off (0) or not smaller than the data, it is the full size."""
+    cfg = TrainConfig(epochs=8, progressive_from=16, progressive_until=0.75)
+    sides = [engine.size_at(cfg, e, 28) for e in range(8)]
+    assert sides[0] == 16 and sides[5:] == [28, 28, 28], sides
+    assert sides == sorted(sides) and len(set(sides[:6])) == 6, sides
+    assert [engine.size_at(TrainConfig(epochs=8), e, 28) for e in range(8)] == [28] * 8
+    assert engine.size_at(TrainConfig(epochs=3, progressive_from=32), 0, 28) == 28
+
+
+def test_progressive_resizing_trains_small_and_evaluates_full(idx_dir, tmp_path):
+    """The model sees the small side in the first epoch and the full side in the last, and every
+    evaluation at the full side."""
+    seen: list[tuple[bool, int]] = []
+    cfg = tiny_config(tmp_path / "prog", idx_dir, epochs=3, progressive_from=16, progressive_until=0.67)
+    dataset = load_dataset("idx", idx_dir)
+    trainer = engine.Trainer(cfg, dataset, tmp_path / "prog", progress=False)
+    trainer.model.register_forward_pre_hook(lambda m, a: seen.append((m.training, a[0].shape[-1])))
+    trainer.fit(callbacks=[])
+    train_sides = [s for t, s in seen if t]
+    assert train_sides[0] == 16 and train_sides[-1] == 28, train_sides
+    assert {s for t, s in seen if not t} == {28}
+
+
+def test_progressive_resizing_bad_side_is_one_line(idx_dir, tmp_path, capsys):
+    code = main(train_args(idx_dir, tmp_path / "bad", "--progressive-from", "4"))
+    assert_one_line_error(code, capsys.readouterr().err, "--progressive-from")

@@ -59,6 +59,12 @@ def add_parser(sub) -> None:
     p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time mirror augmentation")  # fmt: skip
     p.add_argument("--ema", type=float, help="weight EMA decay for evaluation (0: off)")
+    p.add_argument("--progressive-from", type=int, metavar="PX",
+                   help="progressive resizing: start training on PX x PX images, growing to the full size "
+                   "(0: off)")  # fmt: skip
+    p.add_argument("--progressive-until", type=float, metavar="FRAC",
+                   help="progressive resizing: the fraction of the epochs after which the full size is used "
+                   "(default 0.75)")  # fmt: skip
     p.add_argument("--init", choices=["default", "xavier"])
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
@@ -103,7 +109,7 @@ def add_parser(sub) -> None:
 OVERRIDES = (
     "model", "model_options", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer", "momentum",
     "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "augment", "normalize", "tta_flip",
-    "ema", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "val_split",
+    "ema", "progressive_from", "progressive_until", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "val_split",
     "out", "tensorboard",
     "weights", "freeze", "head_lr_mult", "crop",
     "in_memory", "skip_bad_images", "workers",

@@ -83,6 +83,19 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_ep: int) -> f
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
 
 
+def size_at(cfg: TrainConfig, epoch: int, full: int) -> int:
+    """The training side for epoch ``epoch`` (0-based) under progressive resizing; ``full`` when it is off.
+
+    Small images early are cheap (the cost goes with the area) and teach the coarse shapes the first epochs
+    learn anyway; the last epochs, and every evaluation, see the full size, so batch norm ends calibrated
+    to it."""
+    if not cfg.progressive_from or cfg.progressive_from >= full:
+        return full
+    ramp = max(1, round(cfg.progressive_until * cfg.epochs) - 1)  # epochs 0..ramp grow to the full side
+    t = min(1.0, epoch / ramp)
+    return round(cfg.progressive_from + (full - cfg.progressive_from) * t)
+
+
 def xavier_init(model: nn.Module) -> None:
     """d2l's ``init_weights``: Xavier-uniform weights for every conv and linear layer."""
     for m in model.modules():
@@ -116,6 +129,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"--workers must be >= 0, got {cfg.workers}")
     if cfg.val_split < 0:
         raise UserError(f"--val-split must be >= 0, got {cfg.val_split}")
+    if cfg.progressive_from and cfg.progressive_from < 8:
+        raise UserError(f"--progressive-from must be 0 (off) or at least 8 pixels, got {cfg.progressive_from}")
+    if not 0 < cfg.progressive_until <= 1:
+        raise UserError(f"--progressive-until must be in (0, 1], got {cfg.progressive_until}")
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -331,6 +348,8 @@ class Trainer:
         t0 = time.perf_counter()
         batches = train_batches(self.train_set, cfg.batch_size, seed=cfg.seed, epoch=epoch,
                                 rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
+        full = self.preprocess.input_size or self.preprocess.size
+        side = size_at(cfg, epoch, full)
         for i, (xb, yb) in enumerate(batches):
             step = epoch * self.steps_per_epoch + i
             lr = lr_at(cfg, step, self.total_steps, self.steps_per_epoch)
@@ -345,6 +364,8 @@ class Trainer:
                 x = self.preprocess(xb)
                 if self.batch_augment != "none":
                     x = augment(x, self.batch_augment, gen, cfg.crop_padding)
+            if side != full:  # after augmentation, so crops and erasing keep their meaning in pixels
+                x = nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
             x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = model(x)

@@ -36,6 +36,10 @@ class TrainConfig:
     init: str = "default"  # "xavier": d2l's xavier_uniform_ on conv and linear weights
     tta_flip: bool = False  # evaluate on the image and its mirror, average the logits
     ema: float = 0.0  # decay of an exponential moving average of the weights used for evaluation
+    # progressive resizing (FFCV, fast.ai): the first epochs train on batches downscaled to this side, the
+    # side grows linearly to the full size, reached after ``progressive_until`` of the epochs; 0: off
+    progressive_from: int = 0
+    progressive_until: float = 0.75
     seed: int = 0
     device: str = "auto"
     train_subset: int = 0
