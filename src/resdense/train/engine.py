@@ -130,7 +130,9 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.val_split < 0:
         raise UserError(f"--val-split must be >= 0, got {cfg.val_split}")
     if cfg.progressive_from and cfg.progressive_from < 8:
-        raise UserError(f"--progressive-from must be 0 (off) or at least 8 pixels, got {cfg.progressive_from}")
+        raise UserError(
+            f"--progressive-from must be 0 (off) or at least 8 pixels, got {cfg.progressive_from}"
+        )
     if not 0 < cfg.progressive_until <= 1:
         raise UserError(f"--progressive-until must be in (0, 1], got {cfg.progressive_until}")
 
