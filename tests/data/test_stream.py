@@ -101,6 +101,43 @@ def test_large_jpeg_decodes_at_a_reduced_scale(tmp_path: Path, monkeypatch: pyte
     assert requested == []
 
 
+def _smooth(h: int, w: int) -> np.ndarray:
+    """A smooth, asymmetric picture: JPEG keeps it well, so the two decoders may only differ by rounding."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // w, y * 255 // h, (x + 2 * y) * 255 // (w + 2 * h)], -1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize("crop", ["random", "centre"])
+@pytest.mark.parametrize("channels", [3, 1])
+def test_fast_jpeg_path_matches_pillow(tmp_path, monkeypatch, orientation, crop, channels) -> None:
+    """Plain JPEGs take the libjpeg-turbo + torch resize path; it gives Pillow's picture, EXIF turns,
+    grey output, reduced-scale decodes and the seeded crop and flip included."""
+    from resdense.data import transforms
+
+    calls = []
+    real = transforms._simplejpeg.decode_jpeg
+    monkeypatch.setattr(
+        transforms._simplejpeg, "decode_jpeg", lambda *a, **k: calls.append(k) or real(*a, **k)
+    )
+    for name, (h, w) in {"small": (90, 120), "big": (600, 800)}.items():
+        img = Image.fromarray(_smooth(h, w))
+        exif = img.getexif()
+        exif[0x0112] = orientation
+        img.save(tmp_path / f"{name}.jpg", quality=95, exif=exif.tobytes())
+        t = PhotoTransform(32, channels, crop=crop, flip=True)
+        calls.clear()
+        fast = [t(tmp_path / f"{name}.jpg", random.Random(s)) for s in range(4)]
+        assert len(calls) == 4
+        with monkeypatch.context() as m:
+            m.setattr(transforms, "_simplejpeg", None)
+            slow = [t(tmp_path / f"{name}.jpg", random.Random(s)) for s in range(4)]
+        for a, b in zip(fast, slow):
+            assert a.shape == b.shape == (32, 32, channels) and a.dtype == np.uint8
+            assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.5, (name, crop)
+    assert calls[0]["min_factor"] > 1 or crop == "random"  # the big file's centre crop: a reduced decode
+
+
 def test_random_crop_and_flip_repeat_with_the_seed(tmp_path: Path) -> None:
     Image.fromarray(noise(60, 80)).save(tmp_path / "x.png")
     t = PhotoTransform(32, 3, crop="random", flip=True)
