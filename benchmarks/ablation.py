@@ -37,12 +37,13 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "lr0.2": ("peak lr 0.2", ["--lr", "0.2"]),
     "wide": ("resnet20 at 24/48/96 channels", ["--model-options", '{"widths": [24, 48, 96]}']),
     "resnet32": ("resnet32 (deeper)", ["--model", "resnet32"]),
-    "epochs8": ("8 epochs instead of 6", ["--epochs", "8"]),
     "notta": ("no test-time flip", ["--no-tta-flip"]),
-    "prog16": ("progressive resizing 16->28 px (full size from epoch 4)", ["--progressive-from", "16"]),
-    "prog16e7": ("progressive resizing 16->28 px, 7 epochs", ["--progressive-from", "16", "--epochs", "7"]),
-    "prog16e8": ("progressive resizing 16->28 px, 8 epochs", ["--progressive-from", "16", "--epochs", "8"]),
-    "prog20e7": ("progressive resizing 20->28 px, 7 epochs", ["--progressive-from", "20", "--epochs", "7"]),
+    "e6": ("6 epochs instead of 7", ["--epochs", "6"]),
+    "e8": ("8 epochs instead of 7", ["--epochs", "8"]),
+    "noprog": (
+        "no progressive resizing, 6 epochs (the default before 2026-11-28)",
+        ["--progressive-from", "0", "--epochs", "6"],
+    ),
 }
 
 
