@@ -6,9 +6,10 @@ by git), then measures, in one run:
 1. pipeline alone (decode + random-resized crop 224 + flip + normalisation, no model), images/s: resdense's
    streamed folder against torchvision's ``ImageFolder`` + ``DataLoader`` with the same workers, batch and
    transforms (``RandomResizedCrop(224)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``), run
-   alternately ``--rounds`` times; best of each;
+   alternately ``--rounds`` times; the median of the paired ratios, and their range;
+   1b. the same per-file work alone, CPU ms per image in one process and one thread (``per_image``);
 2. training images/s of resnet18 at 224 (SGD, batch ``--train-batch``): fed by the stream against the same
-   steps on batches decoded beforehand and held in memory, alternately;
+   steps on batches decoded beforehand and held in memory, alternately; median of the paired ratios;
 3. resident memory (the training process plus its decoding workers) while streaming ``--memory-batches``
    batches of the folder at 1x and at 4x the images (the 4x folder links each file four times), each in
    a fresh process.
@@ -105,6 +106,42 @@ def time_torchvision(root: Path, workers: int, batch: int) -> tuple[float, int]:
     for x, _ in loader:
         n += len(x)
     return n / (time.perf_counter() - t), n
+
+
+def per_image(root: Path, n: int, rounds: int) -> dict:
+    """CPU milliseconds per image of each side's per-file work alone, one process, one thread, the sides
+    taking turns on the same ``n`` files: resdense's PhotoTransform (decode + random-resized crop + flip,
+    uint8) against torchvision's loader + RandomResizedCrop + flip + ToTensor + Normalize. Unlike the
+    pipeline figure it leaves out what surrounds the workers (batching, the hand-over between processes, our
+    normalisation of the batch in the training process)."""
+    import random
+
+    from PIL import Image
+    from torchvision import transforms
+
+    from resdense.data.transforms import PhotoTransform
+
+    torch.set_num_threads(1)
+    files = sorted(root.rglob("*.jpg"))[:n]
+    ours_t = PhotoTransform(224, 3, crop="random", flip=True)
+    tv_t = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+                               transforms.ToTensor(), transforms.Normalize(MEAN, STD)])  # fmt: skip
+
+    def tv(f, i):
+        with open(f, "rb") as fh:  # torchvision's default loader
+            return tv_t(Image.open(fh).convert("RGB"))
+
+    sides = {"resdense_ms": lambda f, i: ours_t(f, random.Random(i)), "torchvision_ms": tv}
+    out = {k: [] for k in sides}
+    for _ in range(rounds):
+        for k, fn in sides.items():
+            t = time.process_time()
+            for i, f in enumerate(files):
+                fn(f, i)
+            out[k].append((time.process_time() - t) / len(files) * 1e3)
+    ratios = [b / a for a, b in zip(out["resdense_ms"], out["torchvision_ms"])]
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    return {**out, "ratios": ratios, "ratio": float(np.median(ratios))}
 
 
 def train_ratio(root: Path, workers: int, batch: int, steps: int, rounds: int) -> dict:
@@ -204,7 +241,7 @@ def main() -> None:
     p.add_argument("--train-batch", type=int, default=32)
     p.add_argument("--train-steps", type=int, default=4)
     p.add_argument("--memory-batches", type=int, default=60)
-    p.add_argument("--skip", nargs="*", default=[], choices=["pipeline", "train", "memory"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["pipeline", "per-image", "train", "memory"])
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -224,6 +261,13 @@ def main() -> None:
                               "ratio": float(np.median(ratios))}  # fmt: skip
         print(f"pipeline: median {np.median(ours):,.1f} vs {np.median(theirs):,.1f} img/s; paired ratio "
               f"median {np.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})", flush=True)  # fmt: skip
+
+    if "per-image" not in args.skip:
+        pi = per_image(root, 300, args.rounds)
+        result["per_image"] = pi
+        print(f"per image, one thread: resdense {np.median(pi['resdense_ms']):.2f} ms, torchvision "
+              f"{np.median(pi['torchvision_ms']):.2f} ms of CPU (medians); paired ratio median {pi['ratio']:.2f}x "
+              f"(range {min(pi['ratios']):.2f}-{max(pi['ratios']):.2f})", flush=True)  # fmt: skip
 
     if "train" not in args.skip:
         from resdense.utils.system import freed_memory_kept
