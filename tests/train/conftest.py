@@ -87,7 +87,7 @@ def train_args(data_dir: Path, out: Path, *extra: str, epochs: int = 2) -> list[
     return [
         "train", *TINY, *QUIET, "--dataset", "idx", "--data-dir", str(data_dir), "--out", str(out),
         "--epochs", str(epochs), "--batch-size", "32", "--lr", "0.05", "--schedule", "constant",
-        "--augment", "none", "--no-tta-flip", "--seed", "0", *extra,
+        "--augment", "none", "--no-tta-flip", "--progressive-from", "0", "--seed", "0", *extra,
     ]  # fmt: skip
 
 

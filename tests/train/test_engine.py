@@ -139,6 +139,10 @@ def test_progressive_resizing_schedule():
     assert sides == sorted(sides) and len(set(sides[:6])) == 6, sides
     assert [engine.size_at(TrainConfig(epochs=8), e, 28) for e in range(8)] == [28] * 8
     assert engine.size_at(TrainConfig(epochs=3, progressive_from=32), 0, 28) == 28
+    # the last epoch is always at the full size, whatever the fraction: a 1-epoch run never shrinks
+    assert engine.size_at(TrainConfig(epochs=1, progressive_from=16), 0, 28) == 28
+    assert [engine.size_at(TrainConfig(epochs=4, progressive_from=16, progressive_until=1), e, 28)
+            for e in range(4)] == [16, 20, 24, 28]  # fmt: skip
 
 
 def test_progressive_resizing_trains_small_and_evaluates_full(idx_dir, tmp_path):

@@ -91,9 +91,11 @@ def size_at(cfg: TrainConfig, epoch: int, full: int) -> int:
     to it."""
     if not cfg.progressive_from or cfg.progressive_from >= full:
         return full
-    ramp = max(1, round(cfg.progressive_until * cfg.epochs) - 1)  # epochs 0..ramp grow to the full side
-    t = min(1.0, epoch / ramp)
-    return round(cfg.progressive_from + (full - cfg.progressive_from) * t)
+    # epochs 0..ramp grow to the full side; the last epoch is always at the full side (a 1-epoch run: all)
+    ramp = min(round(cfg.progressive_until * cfg.epochs), cfg.epochs) - 1
+    if ramp <= 0:
+        return full
+    return round(cfg.progressive_from + (full - cfg.progressive_from) * min(1.0, epoch / ramp))
 
 
 def xavier_init(model: nn.Module) -> None:
