@@ -138,6 +138,23 @@ def test_fast_jpeg_path_matches_pillow(tmp_path, monkeypatch, orientation, crop,
     assert calls[0]["min_factor"] > 1 or crop == "random"  # the big file's centre crop: a reduced decode
 
 
+def test_a_jpeg_the_fast_decoder_refuses_goes_through_pillow(tmp_path, monkeypatch) -> None:
+    """libjpeg-turbo's strict mode refuses some files Pillow reads (extraneous bytes, say): same picture."""
+    from resdense.data import transforms
+
+    Image.fromarray(_smooth(90, 120)).save(tmp_path / "x.jpg", quality=95)
+    t = PhotoTransform(32, 3, crop="random", flip=True)
+    with monkeypatch.context() as m:
+        m.setattr(transforms, "_simplejpeg", None)
+        want = t(tmp_path / "x.jpg", random.Random(3))
+
+    def refuse(*a, **k):
+        raise ValueError("Corrupt JPEG data: 12 extraneous bytes before marker 0xd9")
+
+    monkeypatch.setattr(transforms._simplejpeg, "decode_jpeg", refuse)
+    assert np.array_equal(t(tmp_path / "x.jpg", random.Random(3)), want)
+
+
 def test_random_crop_and_flip_repeat_with_the_seed(tmp_path: Path) -> None:
     Image.fromarray(noise(60, 80)).save(tmp_path / "x.png")
     t = PhotoTransform(32, 3, crop="random", flip=True)

@@ -336,8 +336,12 @@ class PhotoTransform:
                 and im.format == "JPEG"
                 and im.mode in ("L", "RGB")
             ):
-                out = self._fast_jpeg(data, w0, h0, orientation, box, shrink, rng)
-                return out[..., None] if out.ndim == 2 else out
+                try:
+                    out = self._fast_jpeg(data, w0, h0, orientation, box, shrink, rng)
+                except ValueError:  # what libjpeg-turbo's strict mode refuses, Pillow may still read
+                    pass
+                else:
+                    return out[..., None] if out.ndim == 2 else out
             if im.format == "JPEG" and shrink >= 2:
                 im.draft(
                     "L" if self.channels == 1 else "RGB", (math.ceil(w0 / shrink), math.ceil(h0 / shrink))
@@ -366,17 +370,18 @@ class PhotoTransform:
         return arr[..., None] if arr.ndim == 2 else arr
 
     def _fast_jpeg(self, data: bytes, w0: int, h0: int, orientation, box, shrink: float, rng) -> np.ndarray:
-        """The photo crops of a plain 8-bit JPEG, about twice as fast as through Pillow (benchmarks/stream.py):
-        simplejpeg hands libjpeg-turbo's output straight to numpy (Pillow unpacks every row into its own
-        4-byte pixels), at a 1/2, 1/4 or 1/8 DCT scale when the window allows (libjpeg-turbo's other M/8
-        scales are slower than the full decode), and torch's antialiased bilinear resize on uint8 does
-        the crop-and-resize in a fifth of Pillow's time. Within a grey level or two of the Pillow path."""
-        f = next(
-            (s for s in (8, 4, 2) if shrink >= s), 1
-        )  # a default: a StopIteration here would end the loader
-        # Training crops take libjpeg-turbo's fast integer DCT and plain chroma upsampling (a third less
-        # decode time, as FFCV decodes; differences far below what the random crop changes); evaluation
-        # decodes exactly, as predict does.
+        """The photo crops of a plain 8-bit JPEG, cheaper than through Pillow (benchmarks/stream.py times the
+        per-file work): simplejpeg hands libjpeg-turbo's output straight to numpy (Pillow unpacks every row
+        into its own 4-byte pixels), at a 1/2, 1/4 or 1/8 DCT scale when the window allows (libjpeg-turbo's
+        other M/8 scales are slower than the full decode), and torch's antialiased bilinear resize on uint8
+        does the crop-and-resize. Within a grey level or two of the Pillow path (tests/data/test_stream.py).
+        """
+        # the largest power-of-two reduction the window allows; a default, since a StopIteration raised
+        # here would silently end the DataLoader's epoch
+        f = next((s for s in (8, 4, 2) if shrink >= s), 1)
+        # Training crops take libjpeg-turbo's fast integer DCT and plain chroma upsampling (less decode
+        # time; differences far below what the random crop changes); evaluation decodes exactly, as
+        # predict does.
         fast = self.crop == "random"
         arr = _simplejpeg.decode_jpeg(
             data, colorspace="GRAY" if self.channels == 1 else "RGB", min_factor=f,
