@@ -121,6 +121,7 @@ def per_image(root: Path, n: int, rounds: int) -> dict:
 
     from resdense.data.transforms import PhotoTransform
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     files = sorted(root.rglob("*.jpg"))[:n]
     ours_t = PhotoTransform(224, 3, crop="random", flip=True)
@@ -140,7 +141,7 @@ def per_image(root: Path, n: int, rounds: int) -> dict:
                 fn(f, i)
             out[k].append((time.process_time() - t) / len(files) * 1e3)
     ratios = [b / a for a, b in zip(out["resdense_ms"], out["torchvision_ms"])]
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(threads)
     return {**out, "ratios": ratios, "ratio": float(np.median(ratios))}
 
 

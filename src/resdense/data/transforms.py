@@ -341,7 +341,7 @@ class PhotoTransform:
                 except ValueError:  # what libjpeg-turbo's strict mode refuses, Pillow may still read
                     pass
                 else:
-                    return out[..., None] if out.ndim == 2 else out
+                    return out  # (H, W, C) already: the channel axis survives the resize
             if im.format == "JPEG" and shrink >= 2:
                 im.draft(
                     "L" if self.channels == 1 else "RGB", (math.ceil(w0 / shrink), math.ceil(h0 / shrink))
