@@ -6,7 +6,8 @@ by git), then measures, in one run:
 1. pipeline alone (decode + random-resized crop 224 + flip + normalisation, no model), images/s: resdense's
    streamed folder against torchvision's ``ImageFolder`` + ``DataLoader`` with the same workers, batch and
    transforms (``RandomResizedCrop(224)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``), run
-   alternately ``--rounds`` times; the median of the paired ratios, and their range;
+   alternately ``--rounds`` times, the receiving process at ``--main-threads`` torch threads (both sides);
+   the median of the paired ratios, and their range;
    1b. the same per-file work alone, CPU ms per image in one process and one thread (``per_image``);
 2. training images/s of resnet18 at 224 (SGD, batch ``--train-batch``): fed by the stream against the same
    steps on batches decoded beforehand and held in memory, alternately; median of the paired ratios;
@@ -239,6 +240,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--main-threads", type=int, default=1,
+                   help="torch threads of the receiving process during the pipeline measurement (default 1)")  # fmt: skip
     p.add_argument("--train-batch", type=int, default=32)
     p.add_argument("--train-steps", type=int, default=4)
     p.add_argument("--memory-batches", type=int, default=60)
@@ -251,15 +254,21 @@ def main() -> None:
     result = {"machine": machine(), "images": args.images, "workers": args.workers}
 
     if "pipeline" not in args.skip:
+        # Both sides' batches arrive in this process; with no model to train here, a second torch thread
+        # has nothing to do but spin after each batch's normalisation (OpenMP's wait), at normal priority,
+        # taking CPU from the decoding workers. In training both threads are busy with the model.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(args.main_threads)
         ours, theirs = [], []
         for r in range(args.rounds):
             ours.append(time_resdense(root, args.workers, args.batch)[0])
             theirs.append(time_torchvision(root, args.workers, args.batch)[0])
             print(f"round {r + 1}: resdense stream {ours[-1]:,.1f} img/s, torchvision ImageFolder "
                   f"{theirs[-1]:,.1f} img/s", flush=True)  # fmt: skip
+        torch.set_num_threads(threads)
         ratios = [a / b for a, b in zip(ours, theirs)]  # paired rounds, back to back
-        result["pipeline"] = {"resdense_img_s": ours, "torchvision_img_s": theirs, "ratios": ratios,
-                              "ratio": float(np.median(ratios))}  # fmt: skip
+        result["pipeline"] = {"main_threads": args.main_threads, "resdense_img_s": ours,
+                              "torchvision_img_s": theirs, "ratios": ratios, "ratio": float(np.median(ratios))}  # fmt: skip
         print(f"pipeline: median {np.median(ours):,.1f} vs {np.median(theirs):,.1f} img/s; paired ratio "
               f"median {np.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})", flush=True)  # fmt: skip
 

@@ -341,6 +341,47 @@ def test_worker_processes_give_the_same_batches(tmp_path: Path) -> None:
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
+class _WhoDecodes:
+    """A stand-in transform whose pixels are the decoding process's id."""
+
+    channels, size = 1, 2
+
+    def __call__(self, path, rng=None) -> np.ndarray:
+        import os
+
+        return np.frombuffer(os.getpid().to_bytes(4, "little"), dtype=np.uint8).reshape(2, 2, 1)
+
+
+def test_the_decoding_workers_outlive_the_epoch(tmp_path: Path) -> None:
+    """The same worker processes decode every epoch and evaluation (a fresh fork each time costs the
+    training process copy-on-write faults); and each epoch still gets its own batches."""
+    import os
+
+    root = photo_folder(tmp_path / "r")
+    data, _ = load_folder(root, in_memory="no")
+    stream = FolderStream(data.index.train, _WhoDecodes(), workers=2)
+
+    def deciders(batches) -> set[int]:
+        return {
+            int.from_bytes(x[i].flatten().numpy().tobytes(), "little")
+            for x, _ in batches
+            for i in range(len(x))
+        }
+
+    first = list(stream.train_batches(3, seed=0, epoch=0))
+    second = list(stream.train_batches(3, seed=0, epoch=1))
+    pids = deciders(first)
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert deciders(second) == pids == deciders(stream.eval_batches(4))
+    assert [y.tolist() for _, y in first] != [y.tolist() for _, y in second]  # a new order each epoch
+    # one iteration at a time: a suspended one that is resumed after another started says so
+    old = stream.train_batches(3, seed=0, epoch=2)
+    next(old)
+    assert len(list(stream.train_batches(3, seed=0, epoch=3))) == 18 // 3
+    with pytest.raises(RuntimeError, match="one iteration at a time"):
+        next(old)
+
+
 def test_damaged_pixels_are_a_one_line_error(tmp_path: Path) -> None:
     root = photo_folder(tmp_path / "r")
     victim = root / "train" / "b" / "2.png"

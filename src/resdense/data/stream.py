@@ -117,6 +117,9 @@ class FolderStream:
 
     def __post_init__(self) -> None:
         self._files = _Files(self.items, self.transform)
+        self._sampler = _Batches([], 0, lambda i: None)
+        self._loader: torch.utils.data.DataLoader | None = None
+        self._generation = 0
 
     def __len__(self) -> int:
         return len(self.items)
@@ -136,16 +139,32 @@ class FolderStream:
     def subset(self, n: int) -> FolderStream:
         return self if not n or n >= len(self) else replace(self, items=self.items[:n])
 
-    def _load(self, sampler: _Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = torch.utils.data.DataLoader(
-            self._files, batch_sampler=sampler, num_workers=self.workers,
-            collate_fn=_collate, pin_memory=self.pin_memory, prefetch_factor=4 if self.workers else None,
-            worker_init_fn=_decode_in_the_background,
-        )  # fmt: skip
-        for images, labels, error in loader:
+    def _load(self, shards, n: int, key) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``shards``, decoded by this stream's workers. The workers are started once and
+        kept (``persistent_workers``) for every later epoch, evaluation and sample: a DataLoader started
+        afresh forks the training process each time, and until each of its pages has been copied once,
+        every write to the model's and activations' memory pays a copy-on-write fault. On 2 vCPUs that cost
+        resnet18 at 224 about 4 s per start (benchmarks/stream.py), a whole epoch's data cost for a small
+        folder. One iteration at a time: the workers serve whichever started last."""
+        self._generation += 1
+        mine = self._generation
+        self._sampler.shards, self._sampler.n, self._sampler.key = shards, n, key
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                self._files, batch_sampler=self._sampler, num_workers=self.workers,
+                collate_fn=_collate, pin_memory=self.pin_memory, prefetch_factor=4 if self.workers else None,
+                worker_init_fn=_decode_in_the_background, persistent_workers=self.workers > 0,
+            )  # fmt: skip
+        for images, labels, error in self._loader:
+            self._still_mine(mine)
             if error is not None:
                 raise DataError(f"{error}; its header read fine, its pixels do not (a damaged file?)")
             yield images, labels
+        self._still_mine(mine)
+
+    def _still_mine(self, generation: int) -> None:
+        if self._generation != generation:
+            raise RuntimeError("a FolderStream serves one iteration at a time; a later one has started")
 
     def train_batches(self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
                       drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
@@ -155,19 +174,19 @@ class FolderStream:
         steps = n // batch_size if drop_last else -(-n // batch_size)
         # the image's own random crop and flip, whoever decodes it: keyed on (seed, epoch, image)
         base = (seed * 1_000_003 + epoch) * 2**32
-        yield from self._load(_Batches(shards, steps, lambda i: base + i))
+        yield from self._load(shards, steps, lambda i: base + i)
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1):
         chunks = [torch.arange(c.start, c.stop) for c in eval_chunks(len(self), batch_size, rank, world_size)]
-        yield from self._load(_Batches(chunks, len(chunks), lambda i: None))
+        yield from self._load(chunks, len(chunks), lambda i: None)
 
     def sample(self, n: int = STATS_SAMPLE) -> torch.Tensor:
         """Up to ``n`` evenly spaced images, decoded (uint8 N, C, H, W): enough for the mean and std. A
         training stream's random crops are drawn with fixed seeds (the image's index): the statistics are
         those of what training sees, and the same every time."""
         picks = torch.linspace(0, len(self) - 1, min(n, len(self))).round().long().unique()
-        sampler = _Batches(list(picks.split(256)), len(picks.split(256)), lambda i: i)
-        return torch.cat([x.contiguous() for x, _ in self._load(sampler)])
+        chunks = list(picks.split(256))
+        return torch.cat([x.contiguous() for x, _ in self._load(chunks, len(chunks), lambda i: i)])
 
 
 @dataclass
