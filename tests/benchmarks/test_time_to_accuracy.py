@@ -39,3 +39,18 @@ def test_figure_uses_the_object_api_and_shows_every_recipe(tmp_path, monkeypatch
     assert len(fig.axes[0].lines) >= 5  # four runs and the baseline (plus the target lines)
     assert (tmp_path / "f.png").stat().st_size > 1000
     assert matplotlib.get_backend() == backend  # no global backend switch
+
+
+def test_set_takes_literals_and_names_the_candidate(tmp_path):
+    assert tta.parse_set(["epochs=8", "lr=0.2", "tta_flip=False", "model=resnet32"]) == {
+        "epochs": 8, "lr": 0.2, "tta_flip": False, "model": "resnet32"
+    }  # fmt: skip
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        tta.parse_set(["epochs"])
+    # a candidate's runs are drawn under its own name, with the recipe's target lines in its colour
+    runs = [
+        {"recipe": "fast", "label": "fast+epochs=8", "seed": 0, "curve": [(60.0, 0.93)], "final_acc": 0.93}
+    ]
+    fig = tta.plot(runs, None, 1.0, tmp_path / "f.png")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["fast+epochs=8"]
+    assert len(fig.axes[0].lines) == 3  # the run and the fast recipe's two target lines
