@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-try:  # libjpeg-turbo's header reader; optional, as in transforms
+try:  # libjpeg-turbo; optional (installed with resdense): transforms decodes with it too
     import simplejpeg
 except ImportError:  # pragma: no cover - installed with resdense
     simplejpeg = None

@@ -16,12 +16,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+# libjpeg-turbo straight to numpy; optional (jpeg.py imports it): without it, photos decode through Pillow
 from .jpeg import plain_jpeg_header
-
-try:  # libjpeg-turbo straight to numpy; optional: without it, photos decode through Pillow (slower)
-    import simplejpeg as _simplejpeg
-except ImportError:  # pragma: no cover - installed with resdense
-    _simplejpeg = None
+from .jpeg import simplejpeg as _simplejpeg
 
 
 @dataclass(frozen=True)
@@ -347,7 +344,7 @@ class PhotoTransform:
             orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else None
             if box is None:
                 box, shrink = self._box(w0, h0, orientation, rng)
-            width, height = (h0, w0) if orientation in (5, 6, 7, 8) else (w0, h0)
+            width, height = _upright_size(w0, h0, orientation)
             if im.format == "JPEG" and shrink >= 2:
                 im.draft(
                     "L" if self.channels == 1 else "RGB", (math.ceil(w0 / shrink), math.ceil(h0 / shrink))
@@ -377,7 +374,7 @@ class PhotoTransform:
 
     def _box(self, w0: int, h0: int, orientation, rng) -> tuple[tuple[float, float, float, float], float]:
         """The window on the upright image, and how many file pixels per output pixel it needs at least."""
-        width, height = (h0, w0) if orientation in (5, 6, 7, 8) else (w0, h0)
+        width, height = _upright_size(w0, h0, orientation)
         box = self._window(width, height, rng)
         return box, min(box[2], box[3]) / self.size
 
@@ -401,7 +398,7 @@ class PhotoTransform:
         )  # fmt: skip
         arr = _upright(arr, orientation or 1)
         height, width = arr.shape[:2]
-        scale = width / (h0 if orientation in (5, 6, 7, 8) else w0)
+        scale = width / _upright_size(w0, h0, orientation)[0]
         left, top, w, h = (v * scale for v in box)
         x0, y0 = min(round(left), width - 1), min(round(top), height - 1)
         x1, y1 = max(x0 + 1, round(left + w)), max(y0 + 1, round(top + h))
@@ -429,6 +426,11 @@ class PhotoTransform:
         if self.crop == "squash":
             return 0, 0, width, height
         raise ValueError(f"unknown crop {self.crop!r}; choose from random, centre, squash")
+
+
+def _upright_size(w0: int, h0: int, orientation) -> tuple[int, int]:
+    """(width, height) of the image once turned upright: EXIF orientations 5-8 turn it a quarter."""
+    return (h0, w0) if orientation in (5, 6, 7, 8) else (w0, h0)
 
 
 def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:
