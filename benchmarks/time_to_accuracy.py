@@ -78,7 +78,9 @@ def run(recipe: str, seed: int, keep: Path | None = None, **overrides) -> dict:
     secs = [r["seconds"] for r in result.history]
     other = (wall - loaded - sum(secs)) / len(secs)
     curve = [
-        (loaded + sum(secs[: i + 1]) + other * (i + 1), r["test_acc"]) for i, r in enumerate(result.history)
+        (loaded + sum(secs[: i + 1]) + other * (i + 1), r["test_acc"])
+        for i, r in enumerate(result.history)
+        if "test_acc" in r  # epochs on downscaled images, or between --eval-every, are not scored
     ]
     return {"recipe": recipe, "seed": seed, "wall_s": wall, "final_acc": result.summary["test_accuracy"],
             "train_s": sum(secs), "load_s": loaded, "curve": curve,

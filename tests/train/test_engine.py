@@ -162,3 +162,36 @@ def test_progressive_resizing_trains_small_and_evaluates_full(idx_dir, tmp_path)
 def test_progressive_resizing_bad_side_is_one_line(idx_dir, tmp_path, capsys):
     code = main(train_args(idx_dir, tmp_path / "bad", "--progressive-from", "4"))
     assert_one_line_error(code, capsys.readouterr().err, "--progressive-from")
+
+
+def test_which_epochs_are_scored():
+    """The last epoch always; the others every --eval-every epochs (0: none), never one trained on
+    downscaled images."""
+    scored = lambda cfg: [e + 1 for e in range(cfg.epochs) if engine.evaluates_at(cfg, e, 28)]  # noqa: E731
+    assert scored(TrainConfig(epochs=4)) == [1, 2, 3, 4]
+    assert scored(TrainConfig(epochs=7, eval_every=3)) == [3, 6, 7]
+    assert scored(TrainConfig(epochs=5, eval_every=0)) == [5]
+    # fast's schedule: 16, 19, 22, 25, 28, 28, 28 px; only the full-size epochs are scored
+    assert scored(TrainConfig(epochs=7, progressive_from=16)) == [5, 6, 7]
+    assert scored(TrainConfig(epochs=1, progressive_from=16, eval_every=0)) == [1]
+
+
+def test_unscored_epochs_leave_their_cells_empty(idx_dir, tmp_path, capsys):
+    """An epoch without a score has no test_acc in the history, an empty cell in metrics.csv, no number on
+    its console line; the summary and the curves use the scored epochs."""
+    out = tmp_path / "sparse"
+    result = train(tiny_config(out, idx_dir, epochs=3, eval_every=2), progress=False)
+    assert ["test_acc" in r for r in result.history] == [False, True, True]
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert lines[1].split(",")[3] == "" and lines[2].split(",")[3] != "", lines
+    rows = read_metrics(out / "metrics.csv")
+    assert "test_acc" not in rows[0] and rows[2]["test_acc"] == pytest.approx(result.summary["test_accuracy"])
+    assert result.summary["best_test_accuracy"] == max(r["test_acc"] for r in result.history[1:])
+    epoch_lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("epoch ")]
+    assert "test acc" not in epoch_lines[0] and "test acc" in epoch_lines[1], epoch_lines
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_bad_eval_every_is_one_line(idx_dir, tmp_path, capsys):
+    code = main(train_args(idx_dir, tmp_path / "bad", "--eval-every", "-1"))
+    assert_one_line_error(code, capsys.readouterr().err, "--eval-every")

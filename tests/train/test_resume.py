@@ -125,8 +125,9 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(resume_data, tmp_path
     assert_same_tensors(c_full["model"], c_broken["model"])
     assert_same_tensors(c_full["ema"], c_broken["ema"])
     # and the same learning curves, exactly (timings of course differ)
-    assert [[r[k] for k in COMPARED] for r in c_full["history"]] == [
-        [r[k] for k in COMPARED] for r in c_broken["history"]
+    # (.get: the fast recipe does not score its downscaled epochs)
+    assert [[r.get(k) for k in COMPARED] for r in c_full["history"]] == [
+        [r.get(k) for k in COMPARED] for r in c_broken["history"]
     ]
     rows_full, rows_broken = metric_rows(full), metric_rows(broken)
     assert [r["epoch"] for r in rows_broken] == [str(e) for e in range(1, EPOCHS + 1)]

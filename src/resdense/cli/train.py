@@ -97,6 +97,9 @@ def add_parser(sub) -> None:
                    "at most 8)")  # fmt: skip
     p.add_argument("--val-split", type=int, metavar="N",
                    help="hold N training images out as a validation set (val_acc per epoch)")  # fmt: skip
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help="score the test set after every N-th epoch and the last (0: the last only); epochs "
+                   "on downscaled images (--progressive-from) are not scored")  # fmt: skip
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")
@@ -110,7 +113,7 @@ OVERRIDES = (
     "model", "model_options", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer", "momentum",
     "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "augment", "normalize", "tta_flip",
     "ema", "progressive_from", "progressive_until", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "val_split",
-    "out", "tensorboard",
+    "eval_every", "out", "tensorboard",
     "weights", "freeze", "head_lr_mult", "crop",
     "in_memory", "skip_bad_images", "workers",
 )  # fmt: skip

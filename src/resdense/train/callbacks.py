@@ -69,7 +69,8 @@ class Console(Callback):
 
     def on_epoch_end(self, t, row: dict) -> None:
         t.say(f"epoch {row['epoch']}/{t.cfg.epochs}: loss {row['train_loss']:.4f}, "
-              f"train acc {row['train_acc']:.4f}, test acc {row['test_acc']:.4f}, "
+              f"train acc {row['train_acc']:.4f}, "
+              + (f"test acc {row['test_acc']:.4f}, " if "test_acc" in row else "")
               + (f"val acc {row['val_acc']:.4f}, " if "val_acc" in row else "")
               + f"{row['images_per_s']:,.0f} img/s, {row['seconds']:.1f}s")  # fmt: skip
 

@@ -28,6 +28,8 @@ class MetricsLog:
 
 def read_metrics(path: str | Path) -> list[dict]:
     with open(path, newline="") as f:
+        # an empty cell is an epoch that was not scored (--eval-every): the key is left out, as in training
         return [
-            {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)
+            {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+            for row in csv.DictReader(f)
         ]

@@ -39,7 +39,8 @@ def curves_figure(rows: Sequence[dict], title: str = "", epochs: int | None = No
     x = [r["epoch"] for r in rows]
     ax.plot(x, [r["train_loss"] for r in rows], "-", label="train loss")
     ax.plot(x, [r["train_acc"] for r in rows], "m--", label="train acc")
-    ax.plot(x, [r["test_acc"] for r in rows], "g-.", label="test acc")
+    scored = [r for r in rows if "test_acc" in r]  # epochs without a score (--eval-every) are left out
+    ax.plot([r["epoch"] for r in scored], [r["test_acc"] for r in scored], "g-.", label="test acc")
     ax.set_xlabel("epoch")
     last = max([*x, epochs or 0, 1])
     ax.set_xlim(0.5, last + 0.5)
@@ -60,6 +61,7 @@ def compare_figure(runs: Sequence[tuple[str, Sequence[dict]]]):
     fig = new_figure((5, 3.4))
     ax = fig.add_subplot()
     for label, rows in runs:
+        rows = [r for r in rows if "test_acc" in r]
         ax.plot([r["epoch"] for r in rows], [r["test_acc"] for r in rows], marker="o", ms=3, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy")

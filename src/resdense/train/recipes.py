@@ -49,6 +49,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast where it pays (CUDA); never on CPU, where bf16 is far slower
     sync_bn: bool = False
     eval_batch_size: int = 1024
+    # score the test (and validation) set after every eval_every-th epoch and the last; 0: the last only.
+    # Epochs trained on downscaled images (progressive resizing) are never scored: see engine.evaluates_at
+    eval_every: int = 1
     in_memory: str = "auto"  # image folders: "yes", "no" (streamed from the files) or "auto" (by size)
     skip_bad_images: bool = False  # image folders: leave out bad files (listed in the run folder)
     workers: int | None = None  # streamed folders: decoding processes per training process (None: auto)
@@ -96,11 +99,13 @@ RECIPES: dict[str, TrainConfig] = {
         momentum=0.9, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, augment="flip",
         tta_flip=True, progressive_from=16,
     ),
-    # Ours: 94% within 15 minutes on 2 vCPUs; the same net for longer, now with random crops.
+    # Ours: what 30 minutes at the reference speed buy on 2 vCPUs (issue 12's 1,800 s budget, with room for
+    # a slower day): the same net for 34 epochs with random crops, scored every 4 epochs (the scores are
+    # for the curve; each costs about 5% of an epoch). 16 epochs of it reached 94.4% (RESULTS section 2).
     "best": TrainConfig(
-        recipe="best", model="resnet20", epochs=16, batch_size=128, lr=0.1, optimizer="nesterov",
+        recipe="best", model="resnet20", epochs=34, batch_size=128, lr=0.1, optimizer="nesterov",
         momentum=0.9, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, augment="flip-crop",
-        tta_flip=True,
+        tta_flip=True, eval_every=4,
     ),
     # Ours, for one GPU: bf16 autocast, channels-last, compiled, the data held on the GPU. Not yet
     # measured on a GPU (see benchmarks/RESULTS.md).
