@@ -40,8 +40,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "notta": ("no test-time flip", ["--no-tta-flip"]),
     "e6": ("6 epochs instead of 7", ["--epochs", "6"]),
     "e8": ("8 epochs instead of 7", ["--epochs", "8"]),
-    "e9p12": ("9 epochs, progressive resizing from 12 px (about e8's cost)",
-              ["--epochs", "9", "--progressive-from", "12"]),
+    "e9p12": (
+        "9 epochs, progressive resizing from 12 px (about e8's cost)",
+        ["--epochs", "9", "--progressive-from", "12"],
+    ),
     "noprog": (
         "no progressive resizing, 6 epochs (the default before 2026-11-28)",
         ["--progressive-from", "0", "--epochs", "6"],
