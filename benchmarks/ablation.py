@@ -34,6 +34,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "ls0": ("no label smoothing", ["--label-smoothing", "0"]),
     "erase": ("flips + random erasing", ["--augment", "flip-erase"]),
     "crop": ("flips + random crops", ["--augment", "flip-crop"]),
+    "crop-erase": ("flips + random crops + random erasing", ["--augment", "flip-crop-erase"]),
     "lr0.2": ("peak lr 0.2", ["--lr", "0.2"]),
     "wide": ("resnet20 at 24/48/96 channels", ["--model-options", '{"widths": [24, 48, 96]}']),
     "resnet32": ("resnet32 (deeper)", ["--model", "resnet32"]),
