@@ -81,7 +81,7 @@ def resdense_stream(root: Path, workers: int):
 
 
 def time_resdense(root: Path, workers: int, batch: int) -> tuple[float, int]:
-    from resdense.data.transforms import normalize
+    from resdense.preprocess import normalize
     from resdense.utils.system import freed_memory_kept
 
     stream = resdense_stream(root, workers)
@@ -120,7 +120,7 @@ def per_image(root: Path, n: int, rounds: int) -> dict:
     from PIL import Image
     from torchvision import transforms
 
-    from resdense.data.transforms import PhotoTransform
+    from resdense.data.photo import PhotoTransform
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -149,7 +149,7 @@ def per_image(root: Path, n: int, rounds: int) -> dict:
 def train_ratio(root: Path, workers: int, batch: int, steps: int, rounds: int) -> dict:
     """resnet18 at 224: images/s fed by the stream vs from batches already in memory, alternately."""
     from resdense import create_model
-    from resdense.data.transforms import normalize
+    from resdense.preprocess import normalize
 
     torch.manual_seed(0)
     model = create_model("resnet18", num_classes=10).train().to(memory_format=torch.channels_last)
@@ -191,7 +191,7 @@ import os, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[4])
 import stream as bench
-from resdense.data.transforms import normalize
+from resdense.preprocess import normalize
 root, workers, batches = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 
 def rss_kb(pid):

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import dump, machine  # noqa: E402
 from resdense.data import Dataset, ImageSet, load_fashion_mnist  # noqa: E402
-from resdense.inference import load_predictor  # noqa: E402
+from resdense.serve import load_predictor  # noqa: E402
 from resdense.train import get_recipe, train  # noqa: E402
 
 SOURCE, TARGET = range(0, 5), range(5, 10)

@@ -15,7 +15,7 @@ import torch
 
 from resdense.data import load_dataset
 from resdense.data.split import holdout
-from resdense.weights import load_trained
+from resdense.serve.load import load_trained
 
 
 def main() -> None:

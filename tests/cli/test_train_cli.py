@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from resdense.rundir import load_checkpoint
+from resdense.serve.load import load_trained
 from resdense.train import TrainConfig
-from resdense.train.checkpoint import load_checkpoint
-from resdense.weights import load_trained
 from tests.cli.conftest import cli
 from tests.train.conftest import (
     assert_one_line_error,

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from resdense.data.jpeg import plain_jpeg_header
-from resdense.data.transforms import PhotoTransform
+from resdense.data.photo import PhotoTransform
 
 from .test_stream import _smooth
 

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from resdense.data.transforms import (
-    Preprocess,
-    center_crop,
-    crop_resize,
-    random_resized_crop,
-    random_resized_crop_params,
-    resize,
-)
+from resdense.data.augment import crop_resize, random_resized_crop, random_resized_crop_params
+from resdense.preprocess import Preprocess, center_crop, resize
 
 
 def test_boxes_fit_and_follow_scale_and_ratio() -> None:
@@ -51,7 +45,7 @@ def test_crop_resize_whole_box_is_a_resize_and_a_part_is_that_part() -> None:
 def test_center_crop_and_preprocess_with_crop() -> None:
     x = torch.arange(10 * 10, dtype=torch.uint8).view(1, 1, 10, 10)
     assert torch.equal(center_crop(x, 6), x[..., 2:8, 2:8])
-    p = Preprocess(size=12, mean=(0.0,), std=(1.0,), in_chans=1, crop=8)
+    p = Preprocess(resize=12, mean=(0.0,), std=(1.0,), in_chans=1, crop=8)
     assert p.input_size == 8 and p(x).shape == (1, 1, 8, 8)
     torch.testing.assert_close(p(x), center_crop(resize(x, 12), 8).float() / 255)
     assert Preprocess.from_dict(p.to_dict()) == p

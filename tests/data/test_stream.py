@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +10,17 @@ import torch
 from PIL import Image, JpegImagePlugin
 
 from resdense.data.folder import bad_images_error, index_folder, load_image_folder, scan_images
+from resdense.data.photo import PhotoTransform
 from resdense.data.stream import FolderStream, StreamedFolder, load_folder
-from resdense.data.transforms import PhotoTransform, rrc_params
 from resdense.errors import DataError
 
 from .conftest import assert_one_line
 
 _rng = np.random.default_rng(0)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
 
 
 def noise(h: int, w: int, c: int = 3) -> np.ndarray:
@@ -38,20 +41,17 @@ def photo_folder(root: Path, n_per_class: int = 6, size: tuple[int, int] = (40, 
 # -- the photo transforms -------------------------------------------------------------------------------
 
 
-def test_rrc_params_stay_inside_and_follow_scale_and_ratio() -> None:
-    rng = random.Random(0)
-    areas, ratios = [], []
-    for _ in range(2000):
-        left, top, w, h = rrc_params(500, 375, rng)
+def test_the_photo_crop_is_the_batched_sampler_drawing_one_box(tmp_path: Path) -> None:
+    """One random-resized-crop sampler serves both paths: a streamed photo's window is the box the batched
+    sampler draws for one image from the same generator state."""
+    from resdense.data.augment import random_resized_crop_params
+
+    t = PhotoTransform(32, 3, crop="random")
+    for seed in range(20):
+        left, top, w, h = t._window(500, 375, torch.Generator().manual_seed(seed))
+        box = random_resized_crop_params(1, 375, 500, generator=torch.Generator().manual_seed(seed))[0]
+        assert [top, left, h, w] == box.tolist()
         assert left >= 0 and left + w <= 500 and top >= 0 and top + h <= 375 and w > 0 and h > 0
-        areas.append(w * h / (500 * 375))
-        ratios.append(w / h)
-    assert 0.07 < min(areas) < 0.12 and max(areas) > 0.95
-    assert min(ratios) > 0.74 and max(ratios) < 1.34
-    # a very wide image: the fallback is the largest centred window within the ratio
-    assert rrc_params(1000, 10, random.Random(0), scale=(0.99, 1.0)) == (493, 0, 13, 10)
-    # the same rng seed, the same window
-    assert rrc_params(64, 48, random.Random(5)) == rrc_params(64, 48, random.Random(5))
 
 
 def test_centre_crop_is_resize_shorter_side_then_centre(tmp_path: Path) -> None:
@@ -113,7 +113,7 @@ def _smooth(h: int, w: int) -> np.ndarray:
 def test_fast_jpeg_path_matches_pillow(tmp_path, monkeypatch, orientation, crop, channels) -> None:
     """Plain JPEGs take the libjpeg-turbo + torch resize path; it gives Pillow's picture, EXIF turns,
     grey output, reduced-scale decodes and the seeded crop and flip included."""
-    from resdense.data import transforms
+    from resdense.data import photo as transforms
 
     calls = []
     real = transforms._simplejpeg.decode_jpeg
@@ -127,11 +127,11 @@ def test_fast_jpeg_path_matches_pillow(tmp_path, monkeypatch, orientation, crop,
         img.save(tmp_path / f"{name}.jpg", quality=95, exif=exif.tobytes())
         t = PhotoTransform(32, channels, crop=crop, flip=True)
         calls.clear()
-        fast = [t(tmp_path / f"{name}.jpg", random.Random(s)) for s in range(4)]
+        fast = [t(tmp_path / f"{name}.jpg", _gen(s)) for s in range(4)]
         assert len(calls) == 4
         with monkeypatch.context() as m:
             m.setattr(transforms, "_simplejpeg", None)
-            slow = [t(tmp_path / f"{name}.jpg", random.Random(s)) for s in range(4)]
+            slow = [t(tmp_path / f"{name}.jpg", _gen(s)) for s in range(4)]
         for a, b in zip(fast, slow):
             assert a.shape == b.shape == (32, 32, channels) and a.dtype == np.uint8
             assert np.abs(a.astype(int) - b.astype(int)).mean() < 2.5, (name, crop)
@@ -140,26 +140,26 @@ def test_fast_jpeg_path_matches_pillow(tmp_path, monkeypatch, orientation, crop,
 
 def test_a_jpeg_the_fast_decoder_refuses_goes_through_pillow(tmp_path, monkeypatch) -> None:
     """libjpeg-turbo's strict mode refuses some files Pillow reads (extraneous bytes, say): same picture."""
-    from resdense.data import transforms
+    from resdense.data import photo as transforms
 
     Image.fromarray(_smooth(90, 120)).save(tmp_path / "x.jpg", quality=95)
     t = PhotoTransform(32, 3, crop="random", flip=True)
     with monkeypatch.context() as m:
         m.setattr(transforms, "_simplejpeg", None)
-        want = t(tmp_path / "x.jpg", random.Random(3))
+        want = t(tmp_path / "x.jpg", _gen(3))
 
     def refuse(*a, **k):
         raise ValueError("Corrupt JPEG data: 12 extraneous bytes before marker 0xd9")
 
     monkeypatch.setattr(transforms._simplejpeg, "decode_jpeg", refuse)
-    assert np.array_equal(t(tmp_path / "x.jpg", random.Random(3)), want)
+    assert np.array_equal(t(tmp_path / "x.jpg", _gen(3)), want)
 
 
 def test_random_crop_and_flip_repeat_with_the_seed(tmp_path: Path) -> None:
     Image.fromarray(noise(60, 80)).save(tmp_path / "x.png")
     t = PhotoTransform(32, 3, crop="random", flip=True)
-    a = [t(tmp_path / "x.png", random.Random(s)) for s in range(6)]
-    b = [t(tmp_path / "x.png", random.Random(s)) for s in range(6)]
+    a = [t(tmp_path / "x.png", _gen(s)) for s in range(6)]
+    b = [t(tmp_path / "x.png", _gen(s)) for s in range(6)]
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert len({x.tobytes() for x in a}) == 6  # different seeds, different crops
     assert all(x.shape == (32, 32, 3) for x in a)

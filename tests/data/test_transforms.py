@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resdense.data.transforms import normalize
+from resdense.preprocess import normalize
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

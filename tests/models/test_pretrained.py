@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 import resdense
+from resdense.models import hub
 from resdense.models import pretrained as P
+from resdense.models.registry import get_model_info
 from resdense.models.pretrained import PretrainedError, adapt_input_conv
 
 tv_models = pytest.importorskip("torchvision.models")  # the dev extra installs it; CI runs these
@@ -32,7 +34,7 @@ def assert_one_line(err: BaseException, *needles: str) -> None:
 def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty TORCH_HOME, and torchvision's download URL pointed at a closed local port."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(P, "_TV_URL", "http://127.0.0.1:9/")
+    monkeypatch.setattr(hub, "_TV_URL", "http://127.0.0.1:9/")
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
@@ -47,8 +49,10 @@ def test_torchvision_file_in_hub_cache_loads_by_name(torch_home: Path) -> None:
         with torch.no_grad():
             assert torch.equal(net(x), tv(x))
     cfg = net.pretrained_cfg
-    assert len(cfg["classes"]) == 1000 and cfg["classes"][0] == "tench"
-    assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["input_size"] == 224 and cfg["resize"] == 256
+    assert cfg is net.default_cfg  # timm's contract: the weights' config is how to feed the model
+    assert len(cfg.classes) == 1000 and cfg.classes[0] == "tench"
+    assert cfg.mean == (0.485, 0.456, 0.406) and cfg.input_size == (3, 224, 224) and cfg.resize == 256
+    assert cfg.fit == "shorter" and cfg.preprocess.input_size == 224
 
 
 def test_offline_error_names_file_url_and_folder(torch_home: Path) -> None:
@@ -85,11 +89,11 @@ def test_download_checks_the_hash_in_the_file_name(
     digest = hashlib.sha256(blob.read_bytes()).hexdigest()[:8]
     good = f"resnet18-{digest}.pth"
     blob.rename(root / good)
-    monkeypatch.setattr(P, "_TV_URL", url)
-    table = dict(P.TORCHVISION_WEIGHTS)
-    entry = P.TorchvisionWeights("resnet18", "IMAGENET1K_V1", good, 69.758)
-    table["resnet18"] = {"IMAGENET1K_V1": entry, "DEFAULT": entry}
-    monkeypatch.setattr(P, "TORCHVISION_WEIGHTS", table)
+    monkeypatch.setattr(hub, "_TV_URL", url)
+    table = get_model_info("resnet18").weights
+    entry = hub.TorchvisionWeights("resnet18", "IMAGENET1K_V1", good, 69.758)
+    monkeypatch.setitem(table, "IMAGENET1K_V1", entry)
+    monkeypatch.setitem(table, "DEFAULT", entry)
     net = resdense.create_model("resnet18", weights="DEFAULT", progress=False)
     assert (torch_home / good).exists()
     assert torch.equal(net.fc.weight, tv.fc.weight)
@@ -97,8 +101,8 @@ def test_download_checks_the_hash_in_the_file_name(
     # a file whose bytes do not match the hash in its name is refused and not kept
     bad = "resnet18-00000000.pth"
     (root / good).rename(root / bad)
-    entry = P.TorchvisionWeights("resnet18", "IMAGENET1K_V1", bad, 69.758)
-    table["resnet18"] = {"IMAGENET1K_V1": entry, "DEFAULT": entry}
+    entry = hub.TorchvisionWeights("resnet18", "IMAGENET1K_V1", bad, 69.758)
+    table["IMAGENET1K_V1"] = table["DEFAULT"] = entry
     with pytest.raises(PretrainedError) as e:
         resdense.create_model("resnet18", weights="DEFAULT", progress=False)
     assert_one_line(e.value, bad, "corrupt")
@@ -140,7 +144,7 @@ def test_adaptation_is_said_once_and_classifier_reset(
         and "re-initialised for 10 classes" in said[0]
         and "1000" in said[0]
     )
-    assert net.fc.out_features == 10 and net.pretrained_cfg["classes"] == []
+    assert net.fc.out_features == 10 and net.pretrained_cfg.classes == ()
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():  # the body is the torchvision body: the features agree
         torch.testing.assert_close(
@@ -192,8 +196,9 @@ def test_checkpoint_wrappers_and_ddp_prefix(tmp_path: Path) -> None:
 
 
 def test_run_folder_and_model_safetensors(tmp_path: Path) -> None:
-    from resdense.data.transforms import Preprocess
-    from resdense.weights import ModelSpec, save_trained
+    from resdense.modelfile import ModelSpec
+    from resdense.modelfile import write_safetensors as save_trained
+    from resdense.preprocess import Preprocess
 
     torch.manual_seed(1)
     src = resdense.create_model("resnet20", num_classes=10, in_chans=1, widths=(8, 16, 32)).eval()
@@ -206,7 +211,7 @@ def test_run_folder_and_model_safetensors(tmp_path: Path) -> None:
         net = resdense.create_model("resnet20", weights=w).eval()  # widths, classes, in_chans from the file
         with torch.no_grad():
             assert torch.equal(net(x), src(x))
-        assert net.pretrained_cfg["classes"][0] == "c0" and net.pretrained_cfg["mean"] == (0.3,)
+        assert net.pretrained_cfg.classes[0] == "c0" and net.pretrained_cfg.mean == (0.3,)
     with pytest.raises(PretrainedError) as e:
         resdense.create_model("resnet32", weights=tmp_path / "run")
     assert_one_line(e.value, "resnet20", "resnet32")
@@ -219,7 +224,8 @@ def test_headless_model_drops_the_classifier(tmp_path: Path) -> None:
 
 
 def shipped_tags() -> list[str]:
-    return [t for t in P.SHIPPED if P._shipped_file(t).exists()]
+    weights = get_model_info("resnet20").weights.values()
+    return [w.tag for w in weights if isinstance(w, hub.ShippedWeights) and w.path.exists()]
 
 
 def test_shipped_fashion_mnist_weights_load() -> None:
@@ -228,11 +234,12 @@ def test_shipped_fashion_mnist_weights_load() -> None:
     for tag in tags:
         net = resdense.create_model("resnet20", weights=f"fashion-mnist:{tag}")
         cfg = net.pretrained_cfg
-        assert cfg["classes"][0] == "T-shirt/top" and len(cfg["classes"]) == 10
-        assert cfg["recipe"] == tag == cfg["config"]["recipe"] and 0.9 < cfg["test_accuracy"] < 1
-        assert cfg["command"].startswith("resdense train --recipe " + tag)
+        assert cfg.classes[0] == "T-shirt/top" and len(cfg.classes) == 10
+        meta = cfg.meta
+        assert meta["recipe"] == tag == meta["config"]["recipe"] and 0.9 < meta["test_accuracy"] < 1
+        assert meta["command"].startswith("resdense train --recipe " + tag)
     # plain "fashion-mnist" is the best one installed
-    assert resdense.create_model("resnet20", weights="fashion-mnist").pretrained_cfg["recipe"] == tags[0]
+    assert resdense.create_model("resnet20", weights="fashion-mnist").pretrained_cfg.meta["recipe"] == tags[0]
     with pytest.raises(PretrainedError) as e:
         resdense.create_model("resnet18", weights="fashion-mnist")
     assert_one_line(e.value, "resnet20", "resnet18")
@@ -307,5 +314,5 @@ def test_list_pretrained() -> None:
     names = P.list_pretrained("resnet50")
     assert names == ["resnet50.IMAGENET1K_V1", "resnet50.IMAGENET1K_V2", "resnet50.DEFAULT"]
     assert "fashion-mnist:fast" in P.list_pretrained()
-    assert P.TORCHVISION_WEIGHTS["resnet50"]["DEFAULT"].file == "resnet50-11ad3fa6.pth"
-    assert P.TORCHVISION_WEIGHTS["resnet50"]["DEFAULT"].hash_prefix == "11ad3fa6"
+    assert get_model_info("resnet50").weights["DEFAULT"].file == "resnet50-11ad3fa6.pth"
+    assert get_model_info("resnet50").weights["DEFAULT"].hash_prefix == "11ad3fa6"

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from resdense.cli import main
-from resdense.compare import compare
 from resdense.errors import UserError
-from resdense.evaluate import evaluate
+from resdense.serve.compare import compare
+from resdense.serve.evaluate import evaluate
 from resdense.studies import degradation, efficiency, identity
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -23,17 +23,18 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from resdense.train.loader import train_batches
 from torch import nn
 
 from resdense.cli import main as cli_main
 from resdense.data import ImageSet, load_dataset
 from resdense.data.idx import write_idx_images, write_idx_labels
+from resdense.modelfile import unwrap
 from resdense.models import registry
+from resdense.serve.load import load_trained
+from resdense.serve.predictor import predict_logits
+from resdense.train import TrainConfig, Trainer, get_recipe
 from resdense.train import distributed as dist_utils
-from resdense.train.engine import Trainer, predict_logits
-from resdense.train.loader import train_batches
-from resdense.train.recipes import TrainConfig, get_recipe
-from resdense.weights import load_trained, unwrap
 
 WORLD = 2
 N_TRAIN, N_TEST, CLASSES = 256, 64, 4

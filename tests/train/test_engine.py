@@ -12,9 +12,9 @@ import torch
 from resdense.cli import main
 from resdense.data import load_dataset
 from resdense.models import create_model
-from resdense.train import TrainConfig, TrainResult, engine, train
-from resdense.train.checkpoint import load_checkpoint
-from resdense.train.metrics import read_metrics
+from resdense.rundir import load_checkpoint, read_metrics
+from resdense.train import TrainConfig, Trainer, TrainResult, schedule, train
+from resdense.train import trainer as trainer_module
 
 from .conftest import NUM_CLASSES, assert_one_line_error, train_args
 
@@ -86,12 +86,12 @@ def test_nan_loss_stops_the_run_with_one_line(capsys, idx_dir, tmp_path):
 
 def test_nan_loss_keeps_the_last_good_checkpoint(capsys, idx_dir, tmp_path, monkeypatch):
     """The loss diverges in epoch 2: the checkpoint after epoch 1 is kept, whole and loadable."""
-    real_lr_at = engine.lr_at
+    real_lr_at = schedule.lr_at
 
     def exploding_lr(cfg, step, total_steps, steps_per_ep):
         return 1e30 if step >= steps_per_ep else real_lr_at(cfg, step, total_steps, steps_per_ep)
 
-    monkeypatch.setattr(engine, "lr_at", exploding_lr)
+    monkeypatch.setattr(trainer_module, "lr_at", exploding_lr)
     out = tmp_path / "run"
     code = main(train_args(idx_dir, out, "--train-subset", "64", epochs=3))
     _, err = capsys.readouterr()
@@ -118,30 +118,30 @@ def test_lr_schedules(schedule, expect):
     cfg = TrainConfig(lr=0.2, schedule=schedule)
     total = 40
     for step in (0, 10, 20, 39):
-        assert engine.lr_at(cfg, step, total, 10) == pytest.approx(0.2 * expect(step / total))
+        assert schedule.lr_at(cfg, step, total, 10) == pytest.approx(0.2 * expect(step / total))
 
 
 def test_onecycle_is_a_triangle_with_warmup():
     cfg = TrainConfig(lr=1.0, schedule="onecycle")
-    lrs = [engine.lr_at(cfg, s, 100, 10) for s in range(100)]
+    lrs = [schedule.lr_at(cfg, s, 100, 10) for s in range(100)]
     assert max(lrs) == pytest.approx(1.0) and lrs.index(max(lrs)) == 20
     assert lrs[0] == 0.0 and lrs[-1] == pytest.approx(0.01 / 0.8)  # falls to zero at the end
     cfg = TrainConfig(lr=1.0, schedule="constant", warmup_epochs=1)
-    assert [engine.lr_at(cfg, s, 100, 10) for s in (0, 4, 9, 10, 50)] == pytest.approx([0.1, 0.5, 1, 1, 1])
+    assert [schedule.lr_at(cfg, s, 100, 10) for s in (0, 4, 9, 10, 50)] == pytest.approx([0.1, 0.5, 1, 1, 1])
 
 
 def test_progressive_resizing_schedule():
     """The side grows linearly from --progressive-from to the full size, reached after the stated fraction
     of the epochs and kept to the end; off (0) or not smaller than the data, it is the full size."""
     cfg = TrainConfig(epochs=8, progressive_from=16, progressive_until=0.75)
-    sides = [engine.size_at(cfg, e, 28) for e in range(8)]
+    sides = [schedule.size_at(cfg, e, 28) for e in range(8)]
     assert sides[0] == 16 and sides[5:] == [28, 28, 28], sides
     assert sides == sorted(sides) and len(set(sides[:6])) == 6, sides
-    assert [engine.size_at(TrainConfig(epochs=8), e, 28) for e in range(8)] == [28] * 8
-    assert engine.size_at(TrainConfig(epochs=3, progressive_from=32), 0, 28) == 28
+    assert [schedule.size_at(TrainConfig(epochs=8), e, 28) for e in range(8)] == [28] * 8
+    assert schedule.size_at(TrainConfig(epochs=3, progressive_from=32), 0, 28) == 28
     # the last epoch is always at the full size, whatever the fraction: a 1-epoch run never shrinks
-    assert engine.size_at(TrainConfig(epochs=1, progressive_from=16), 0, 28) == 28
-    assert [engine.size_at(TrainConfig(epochs=4, progressive_from=16, progressive_until=1), e, 28)
+    assert schedule.size_at(TrainConfig(epochs=1, progressive_from=16), 0, 28) == 28
+    assert [schedule.size_at(TrainConfig(epochs=4, progressive_from=16, progressive_until=1), e, 28)
             for e in range(4)] == [16, 20, 24, 28]  # fmt: skip
 
 
@@ -151,7 +151,7 @@ def test_progressive_resizing_trains_small_and_evaluates_full(idx_dir, tmp_path)
     seen: list[tuple[bool, int]] = []
     cfg = tiny_config(tmp_path / "prog", idx_dir, epochs=3, progressive_from=16, progressive_until=0.67)
     dataset = load_dataset("idx", idx_dir)
-    trainer = engine.Trainer(cfg, dataset, tmp_path / "prog", progress=False)
+    trainer = Trainer(cfg, dataset, tmp_path / "prog", progress=False)
     trainer.model.register_forward_pre_hook(lambda m, a: seen.append((m.training, a[0].shape[-1])))
     trainer.fit(callbacks=[])
     train_sides = [s for t, s in seen if t]
@@ -167,7 +167,7 @@ def test_progressive_resizing_bad_side_is_one_line(idx_dir, tmp_path, capsys):
 def test_which_epochs_are_scored():
     """The last epoch always; the others every --eval-every epochs (0: none), never one trained on
     downscaled images."""
-    scored = lambda cfg: [e + 1 for e in range(cfg.epochs) if engine.evaluates_at(cfg, e, 28)]  # noqa: E731
+    scored = lambda cfg: [e + 1 for e in range(cfg.epochs) if schedule.evaluates_at(cfg, e, 28)]  # noqa: E731
     assert scored(TrainConfig(epochs=4)) == [1, 2, 3, 4]
     assert scored(TrainConfig(epochs=7, eval_every=3)) == [3, 6, 7]
     assert scored(TrainConfig(epochs=5, eval_every=0)) == [5]

@@ -6,8 +6,8 @@ import matplotlib
 import pytest
 import torch
 
-from resdense.compare import compare
-from resdense.evaluate import evaluate, write_figures
+from resdense.serve.compare import compare
+from resdense.serve.evaluate import evaluate, write_figures
 from resdense.train import TrainConfig, train
 from resdense.utils import system
 
@@ -41,7 +41,7 @@ def test_train_and_reports_leave_plotting_rng_threads_and_allocator_alone(idx_di
     # the run seeded itself (seed 7) and drew its own numbers; the caller's stream goes on where it was
     assert torch.equal(torch.rand(5), expected), "train() changed the caller's random stream"
     scores = evaluate(result.out_dir, data_dir=str(idx_dir))
-    from resdense.evaluate import load_test_set
+    from resdense.serve.evaluate import load_test_set
 
     write_figures(scores, load_test_set(result.out_dir, data_dir=str(idx_dir)), tmp_path / "figs")
     compare([result.out_dir], plot=tmp_path / "compare.png")

@@ -114,7 +114,7 @@ def test_finetune_run_freezes_and_scales_the_head_lr(idx_dir: Path, tmp_path: Pa
     w1 = load_file(str(run.out_dir / "model.safetensors"))
     changed = {k for k in w0 if not torch.equal(w0[k], w1[k])}
     assert changed == {"fc.weight", "fc.bias"}
-    from resdense.train.checkpoint import load_checkpoint
+    from resdense.rundir import load_checkpoint
 
     lrs = sorted(
         {g["lr"] for g in load_checkpoint(run.out_dir / "checkpoint.pt")["optimizer"]["param_groups"]}

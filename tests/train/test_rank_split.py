@@ -22,10 +22,9 @@ from PIL import Image
 
 from resdense.data import load_dataset
 from resdense.data.stream import load_folder
+from resdense.modelfile import unwrap
+from resdense.train import TrainConfig, Trainer
 from resdense.train import distributed as dist_utils
-from resdense.train.engine import Trainer
-from resdense.train.recipes import TrainConfig
-from resdense.weights import unwrap
 
 from .test_distributed import TIMEOUT_S, WORLD, write_tiny_idx
 

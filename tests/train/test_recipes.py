@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from resdense.cli import main
+from resdense.data import augment as augment_module
 from resdense.data import load_dataset
-from resdense.data.transforms import Preprocess
-from resdense.train import RECIPES, TrainConfig, engine, get_recipe, train
-from resdense.train.checkpoint import load_checkpoint
+from resdense.preprocess import Preprocess
+from resdense.rundir import load_checkpoint
+from resdense.train import RECIPES, TrainConfig, Trainer, get_recipe, schedule, train
 
 from .conftest import TINY, write_learnable_set
 
@@ -60,7 +61,7 @@ def xavier_bound(w: torch.Tensor) -> float:
 @pytest.mark.parametrize("name", list(BOOK))
 def test_d2l_trainer_is_built_as_the_book_says(name, small_set, tmp_path):
     cfg = get_recipe(name).with_overrides(device="cpu", out=str(tmp_path / "run"))
-    trainer = engine.Trainer(cfg, load_dataset("idx", small_set), tmp_path / "run", progress=False)
+    trainer = Trainer(cfg, load_dataset("idx", small_set), tmp_path / "run", progress=False)
 
     # Xavier-uniform conv and linear weights: inside the bound, with a uniform's std of bound/sqrt(3)
     layers = [m for m in trainer.model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
@@ -79,11 +80,11 @@ def test_d2l_trainer_is_built_as_the_book_says(name, small_set, tmp_path):
         assert group["lr"] == BOOK[name]["lr"]
     # a constant learning rate over all ten epochs
     assert trainer.steps_per_epoch == 1 and trainer.total_steps == 10
-    lrs = {engine.lr_at(cfg, s, trainer.total_steps, trainer.steps_per_epoch) for s in range(10)}
+    lrs = {schedule.lr_at(cfg, s, trainer.total_steps, trainer.steps_per_epoch) for s in range(10)}
     assert lrs == {BOOK[name]["lr"]}
 
     # 96x96 input, no normalisation (x / 255 only), the book's loss
-    assert trainer.preprocess == Preprocess(size=96, mean=(0.0,), std=(1.0,), in_chans=1)
+    assert trainer.preprocess == Preprocess(resize=96, mean=(0.0,), std=(1.0,), in_chans=1)
     assert tuple(trainer.train_set.images.shape[1:]) == (1, 96, 96)
     assert tuple(trainer.test_set.images.shape[1:]) == (1, 96, 96)
     x = trainer.preprocess(trainer.train_set.images[:4])
@@ -99,7 +100,7 @@ def test_d2l_training_step_uses_no_augmentation_and_no_momentum(small_set, tmp_p
     def no_augment(*args, **kwargs):
         raise AssertionError("augmentation called under a recipe without augmentation")
 
-    monkeypatch.setattr(engine, "augment", no_augment)
+    monkeypatch.setattr(augment_module, "augment", no_augment)
     seen_lrs = []
     real_step = torch.optim.SGD.step
 

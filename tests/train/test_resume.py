@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resdense.train.checkpoint import load_checkpoint
+from resdense.rundir import load_checkpoint
 
 from .conftest import TINY, run_cli, write_learnable_set
 

@@ -9,7 +9,7 @@ import pytest
 
 from resdense.data import load_dataset
 from resdense.data.convert import write_image_folder
-from resdense.train.checkpoint import load_checkpoint
+from resdense.rundir import load_checkpoint
 
 from .conftest import TINY, run_cli, write_learnable_set
 from .test_resume import COMPARED, assert_same_tensors, kill_mid_run, metric_rows, safetensors, start

@@ -10,9 +10,9 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from resdense.cli import main
+from resdense.rundir import read_metrics
 from resdense.train import TrainConfig, train
 from resdense.train.callbacks import Callback
-from resdense.train.metrics import read_metrics
 
 from .conftest import assert_one_line_error, main_quiet, train_args
 

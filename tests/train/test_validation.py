@@ -9,9 +9,9 @@ import torch
 from resdense.cli import main
 from resdense.data import load_dataset
 from resdense.data.split import holdout
-from resdense.train import engine
-from resdense.train.metrics import read_metrics
-from resdense.weights import load_trained
+from resdense.rundir import read_metrics
+from resdense.serve.load import load_trained
+from resdense.train import TrainConfig, Trainer
 
 from .conftest import assert_one_line_error, train_args
 
@@ -38,15 +38,15 @@ def test_val_split_holds_images_out_and_reports_their_accuracy(idx_dir, tmp_path
 
 def test_val_images_are_not_trained_on(idx_dir, tmp_path):
     dataset = load_dataset("idx", idx_dir)
-    cfg = engine.TrainConfig(model="resnet20", model_options={"widths": (4, 8, 16)}, device="cpu",
+    cfg = TrainConfig(model="resnet20", model_options={"widths": (4, 8, 16)}, device="cpu",
                              batch_size=32, val_split=64, train_subset=100)  # fmt: skip
-    trainer = engine.Trainer(cfg, dataset, tmp_path, progress=False)
+    trainer = Trainer(cfg, dataset, tmp_path, progress=False)
     train_imgs = {bytes(x.numpy()) for x in trainer.train_set.images}
     val_imgs = {bytes(x.numpy()) for x in trainer.val_set.images}
     assert len(trainer.train_set) == 100 and len(trainer.val_set) == 64
     assert not train_imgs & val_imgs
     # the split is taken before --train-subset: the same images are held out with or without it
-    full = engine.Trainer(cfg.with_overrides(train_subset=0), dataset, tmp_path, progress=False)
+    full = Trainer(cfg.with_overrides(train_subset=0), dataset, tmp_path, progress=False)
     assert torch.equal(full.val_set.images, trainer.val_set.images)
     assert len(full.train_set) == len(dataset.train) - 64
 

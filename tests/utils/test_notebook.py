@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from resdense.train.plots import curves_figure
+from resdense.plots import curves_figure
 from resdense.utils.notebook import figure_png, in_notebook, show_figure
 
 

@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..compare import compare, format_table
+    from ..serve.compare import compare, format_table
 
     rows = compare(args.runs, plot=args.plot)
     if args.json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..data import DATASETS
 from .predict import add_weights_args, load_model_for
 
 
@@ -17,7 +18,7 @@ def add_parser(sub) -> None:
         help="run folder, .safetensors, .onnx or TorchScript file (or --weights)",
     )
     add_weights_args(p)
-    p.add_argument("--dataset", choices=["fashion-mnist", "idx", "folder"], help="default: the run's own")
+    p.add_argument("--dataset", choices=DATASETS, help="default: the run's own")
     p.add_argument("--data-dir", help="default: the run's own")
     p.add_argument("--device", default="cpu")
     p.add_argument(
@@ -30,8 +31,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..errors import UserError
-    from ..evaluate import evaluate, load_test_set, write_figures
-    from ..train.engine import resolve_device
+    from ..serve.evaluate import evaluate, load_test_set, write_figures
+    from ..utils.device import resolve_device
 
     if args.weights is not None and args.model is not None:
         raise UserError(f"give either a run/model file ({args.model}) or --weights, not both")

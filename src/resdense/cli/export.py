@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..weights import load_trained, resolve_weights
+from ..rundir import RunDir
+from ..serve.export import EXPORTERS, FORMATS
 from .predict import add_weights_args
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 CHECK_BATCH = 4
 
 
@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's own)")
     p.add_argument(
         "--exporter",
-        choices=("auto", "dynamo", "legacy"),
+        choices=EXPORTERS,
         default="auto",
         help="ONNX exporter: torch's older TorchScript-based one (legacy, fast), its torch.export-based one "
         "(dynamo, needs onnxscript), or legacy falling back to dynamo when it fails (auto, default)",
@@ -86,8 +86,8 @@ def _human_size(n: int) -> str:
 
 
 def run_export(args) -> int:
-    from ..export import export_onnx, export_torchscript
-    from ..inference import Predictor, load_predictor
+    from ..serve import Predictor, load_model, load_predictor
+    from ..serve.export import export_onnx, export_torchscript
 
     if args.opset is not None and args.format != "onnx":
         raise UserError("--opset applies to --format onnx only")
@@ -96,21 +96,19 @@ def run_export(args) -> int:
     if args.weights is not None:
         if args.run is not None:
             raise UserError(f"give either a run/weights file ({args.run}) or --weights, not both")
-        from ..weights import model_from_weights
-
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(args.weights).stem or args.weights).strip("-")
         out = Path(args.out) if args.out is not None else Path(stem + FORMATS[args.format])
         check_writable(out)
-        model, spec = model_from_weights(args.weights, args.arch)
+        model, spec = load_model(args.weights, args.arch)
     else:
         if args.run is None:
             raise UserError("give a run folder or weights file, or --weights SRC")
-        weights = resolve_weights(args.run)
+        weights = RunDir.weights_file(args.run)
         out = Path(args.out) if args.out is not None else default_out(args.run, args.format)
         if out.exists() and weights.exists() and out.resolve() == weights.resolve():
             raise UserError(f"{out}: would overwrite the weights being exported; choose another --out")
         check_writable(out)
-        model, spec = load_trained(weights)
+        model, spec = load_model(weights)
 
     try:
         if args.format == "onnx":
@@ -125,7 +123,7 @@ def run_export(args) -> int:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (CHECK_BATCH, spec.preprocess.in_chans, size, size), generator=g)
     images = images.to(torch.uint8)
-    reference = Predictor(spec, "torch", model, model=model).predict_logits(images)
+    reference = Predictor.for_model(model, spec).predict_logits(images)
     exported = load_predictor(out).predict_logits(images)
     diff = (exported - reference).abs().max().item()
     scale = reference.abs().max().item()

@@ -43,24 +43,24 @@ def _build(name: str, **kwargs):
         raise UserError(f"{name}: {e}") from None
 
 
-def _weights_line(cfg: dict) -> str:
-    parts = [f"weights: {cfg['source']}"]
-    if cfg.get("classes"):
-        parts.append(f"{len(cfg['classes'])} classes ({', '.join(cfg['classes'][:3])}, ...)")
-    if cfg.get("input_size"):
-        feed = (
-            f"resize {cfg['resize']}, centre crop {cfg['input_size']}"
-            if cfg.get("resize")
-            else f"{cfg['input_size']} px"
-        )
-        parts.append(feed)
-    if cfg.get("mean"):
-        parts.append("mean " + "/".join(f"{v:.3f}" for v in cfg["mean"]))
+def _weights_line(cfg) -> str:
+    """What the weights are and how they are fed, from the model's typed ``pretrained_cfg``."""
+    parts = [f"weights: {cfg.source}"]
+    if cfg.classes:
+        parts.append(f"{len(cfg.classes)} classes ({', '.join(cfg.classes[:3])}, ...)")
+    side = cfg.input_size[-1]
+    if cfg.resize:
+        how = "shorter side" if cfg.fit == "shorter" else "square"
+        parts.append(f"resize {cfg.resize} ({how}), centre crop {side}")
+    else:
+        parts.append(f"{side} px")
+    if cfg.known_input:
+        parts.append("mean " + "/".join(f"{v:.3f}" for v in cfg.mean))
     for key, label in (("test_accuracy", "test accuracy"), ("imagenet_top1", "ImageNet top-1 %")):
-        if cfg.get(key) is not None:
-            parts.append(f"{label} {cfg[key]}")
-    if cfg.get("recipe"):
-        parts.append(f"recipe {cfg['recipe']}")
+        if cfg.meta.get(key) is not None:
+            parts.append(f"{label} {cfg.meta[key]}")
+    if cfg.meta.get("recipe"):
+        parts.append(f"recipe {cfg.meta['recipe']}")
     return ", ".join(parts)
 
 
@@ -104,15 +104,14 @@ def run_inspect(args) -> int:
     if args.weights is not None:
         kwargs["weights"] = args.weights
     model = _build(args.model, **kwargs)
+    pretrained = model.pretrained_cfg if args.weights is not None else None
     size = tuple(args.input_size) if args.input_size else None
-    side = getattr(model, "pretrained_cfg", {}).get("input_size")
-    if size is None and side:  # the size the weights were trained at
-        size = (model.default_cfg.input_size[0], side, side)
+    if size is None and pretrained is not None:  # the size the weights are fed at (the crop, if any)
+        size = tuple(pretrained.input_size)
     try:
         s = summarize(model, size, args.depth, name=args.model)
     except InputTooSmallError as e:
         raise UserError(str(e)) from None
-    pretrained = getattr(model, "pretrained_cfg", None)
     if args.json:
         d = s.to_json()
         print(json.dumps({
@@ -121,7 +120,7 @@ def run_inspect(args) -> int:
             "layers": [{k: row[k] for k in ("name", "type", "output_shape", "params", "macs")} for row in d["layers"]],
             "total_params": d["total_params"],
             "macs": d["macs"],
-            **({"weights": pretrained} if pretrained else {}),
+            **({"weights": pretrained.to_dict()} if pretrained else {}),
         }, indent=2, default=list))  # fmt: skip
     else:
         print(s.table())

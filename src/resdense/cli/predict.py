@@ -45,10 +45,9 @@ def add_weights_args(p) -> None:
 
 
 def load_model_for(args, device: str):
-    """The Predictor the command's positional model or ``--weights`` names."""
+    """The Predictor the command's positional model or ``--weights`` names (serving's one door)."""
     from ..errors import UserError
-    from ..inference import Predictor, load_predictor
-    from ..weights import model_from_weights
+    from ..serve import load_predictor
 
     if args.weights is None:
         if args.model is None:
@@ -56,16 +55,15 @@ def load_model_for(args, device: str):
         if args.arch is not None:
             raise UserError("--arch goes with --weights")
         return load_predictor(args.model, device=device)
-    model, spec = model_from_weights(args.weights, args.arch, device)
-    return Predictor(spec, "torch", model, device=device, model=model, path=None)
+    return load_predictor(args.weights, device=device, arch=args.arch)
 
 
 def run(args) -> int:
     import sys
 
     from ..errors import UserError
-    from ..predict import predict_files
-    from ..train.engine import resolve_device
+    from ..serve.predict import predict_files
+    from ..utils.device import resolve_device
 
     if args.top < 1:
         raise UserError(f"--top must be at least 1, got {args.top}")

@@ -7,8 +7,6 @@ import argparse
 
 from ..errors import UserError
 
-NAMES = ("degradation", "identity", "gradients", "efficiency")
-
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
@@ -24,11 +22,13 @@ def _names(text: str) -> tuple[str, ...]:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "study",
-        help="run a study: degradation, identity, gradients or efficiency",
+        help="run a study of the chapter's claims (degradation, identity, gradients, efficiency)",
         description="Train the runs a study needs (finished runs are reused), then write report.md, figures "
         "and the table (CSV, JSON) into the study folder. --quick: a small version in about a minute.",
     )
-    p.add_argument("name", choices=NAMES, help="which study")
+    from ..studies import STUDIES
+
+    p.add_argument("name", choices=list(STUDIES), help="which study")
     p.add_argument("--quick", action="store_true", help="a small version (minutes), as the tests run it")
     p.add_argument("--out", help="study folder (default runs/studies/NAME, or NAME-quick with --quick)")
     p.add_argument("--data-dir", help="where Fashion-MNIST is (default: searched, then downloaded)")

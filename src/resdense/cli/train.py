@@ -6,10 +6,13 @@ import argparse
 import json
 from dataclasses import replace
 
-from ..data.transforms import AUGMENTATIONS
+from ..data import DATASETS
+from ..data.augment import AUGMENTATIONS
+from ..data.stream import IN_MEMORY
 from ..errors import UserError
+from ..train.config import OPTIMIZERS, SCHEDULES, setting_names
 from ..train.optim import FREEZE_HELP
-from ..train.recipes import DEFAULT_RECIPE, OPTIMIZERS, RECIPES, SCHEDULES, get_recipe
+from ..train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
 
 
 def _size(text: str) -> int:
@@ -42,7 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=list(RECIPES), help="named settings")
     p.add_argument("--model", help="registered model name (see `resdense list`)")
     p.add_argument("--model-options", type=_json_obj, help="extra builder options as JSON")
-    p.add_argument("--dataset", choices=["fashion-mnist", "idx", "folder"], help="default fashion-mnist")
+    p.add_argument("--dataset", choices=DATASETS, help="default fashion-mnist")
     p.add_argument("--data-dir", help="where the data is (default: searched, then downloaded)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="global batch size (split across torchrun processes)")
@@ -84,7 +87,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--crop", type=int, metavar="PX", help="evaluate on the centre PX x PX of the resized image"
     )
-    p.add_argument("--in-memory", choices=["auto", "yes", "no"],
+    p.add_argument("--in-memory", choices=IN_MEMORY,
                    help="image folders: decode the whole set into memory (yes) or stream it from the files "
                    "batch by batch (no); auto (default) keeps it in memory when the decoded images take at "
                    "most a quarter of the RAM (per process; and, on a GPU, half its memory) and streams "
@@ -109,24 +112,22 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-OVERRIDES = (
-    "model", "model_options", "dataset", "data_dir", "epochs", "batch_size", "lr", "optimizer", "momentum",
-    "schedule", "warmup_epochs", "weight_decay", "label_smoothing", "augment", "normalize", "tta_flip",
-    "ema", "progressive_from", "progressive_until", "init", "seed", "device", "channels_last", "compile", "amp", "sync_bn", "train_subset", "val_split",
-    "eval_every", "out", "tensorboard",
-    "weights", "freeze", "head_lr_mult", "crop",
-    "in_memory", "skip_bad_images", "workers",
-)  # fmt: skip
+# the settings an option overrides: every TrainConfig field with an option of the same name (the recipe's own
+# name, resize and the resume-only ones are handled in run())
+NOT_OPTIONS = {"recipe", "resize", "crop_padding"}
+
+
+def overrides_from(args) -> dict:
+    return {k: getattr(args, k) for k in setting_names() if k not in NOT_OPTIONS and hasattr(args, k)}
 
 
 def _weights_model(src: str) -> str | None:
     """The architecture a resdense weights source names (shipped, run folder, model.safetensors), else None."""
     from pathlib import Path
 
-    from ..models.pretrained import load_pretrained
+    from ..models.pretrained import load_pretrained, shipped_source
 
-    key = src.strip().lower()
-    if key.startswith("fashion-mnist") or Path(src).exists():
+    if shipped_source(src) is not None or Path(src).exists():
         return load_pretrained(src).model
     return None
 
@@ -135,7 +136,7 @@ def run(args) -> int:
     from ..train import train
 
     cfg = get_recipe(args.recipe)
-    overrides = {k: getattr(args, k) for k in OVERRIDES}
+    overrides = overrides_from(args)
     if args.model and args.model != cfg.model and args.model_options is None:
         overrides["model_options"] = {}  # the recipe's options belong to the recipe's model
     if args.weights and not args.model:

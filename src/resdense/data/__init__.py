@@ -1,4 +1,5 @@
-"""Data: whole data sets held in memory as uint8 tensors, and batched tensor transforms."""
+"""Data: data sets in memory as uint8 tensors or streamed from image folders, behind one batch protocol
+(dataset.py); batched augmentation (augment.py) and per-file photo decoding (photo.py)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,37 @@
-"""A whole image-classification data set in memory: uint8 images and int64 labels."""
+"""What the training loop reads: a data set of two splits, each behind one batch protocol.
+
+A split is anything with ``len()``, ``labels``, ``channels``, ``subset(n)``, ``sample()``,
+``train_batches(batch_size, seed=, epoch=, rank=, world_size=)`` and ``eval_batches(batch_size, rank,
+world_size)``, both yielding (uint8 images, int64 labels). :class:`ImageSet` (the whole split in memory as
+tensors, on the training device) and :class:`resdense.data.stream.FolderStream` (files decoded batch by batch)
+are the two; both take their order from :mod:`resdense.data.sampling`, so the global batches are the same for
+any number of processes and any epoch can be replayed after a resume.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
+from .sampling import epoch_order, eval_chunks, shard_batches
+
 
 @dataclass
 class ImageSet:
+    """A whole split in memory: no DataLoader, no workers, no per-image Python; each batch is gathered from
+    uint8 tensors already on the device."""
+
     images: torch.Tensor  # uint8 (N, C, H, W)
     labels: torch.Tensor  # int64 (N,)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
 
     def to(self, device) -> ImageSet:
         return ImageSet(self.images.to(device), self.labels.to(device))
@@ -23,6 +41,22 @@ class ImageSet:
         if not n or n >= len(self):
             return self
         return ImageSet(self.images[:n], self.labels[:n])
+
+    def sample(self, n: int = 0) -> torch.Tensor:
+        """The images whose statistics normalise the run (all of them: they are at hand)."""
+        return self.images
+
+    def train_batches(self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                      drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+        """This process's share of each shuffled global batch of ``batch_size`` examples (uint8, labels)."""
+        order = epoch_order(len(self), seed, epoch).to(self.labels.device)
+        for idx in shard_batches(order, batch_size, rank, world_size, drop_last):
+            yield self.images[idx], self.labels[idx]
+
+    def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1):
+        """Contiguous, unshuffled chunks; under torchrun each process takes every ``world_size``-th chunk."""
+        for chunk in eval_chunks(len(self), batch_size, rank, world_size):
+            yield self.images[chunk], self.labels[chunk]
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """What a JPEG's markers say, read straight from its bytes: size, colour space and EXIF orientation.
 
-The streamed photo path (``transforms.PhotoTransform``) decodes plain JPEGs through libjpeg-turbo and needs
+The streamed photo path (``photo.PhotoTransform``) decodes plain JPEGs through libjpeg-turbo and needs
 only these facts first; opening each file through Pillow to learn them cost about a twentieth of the
 per-file work. Anything unexpected gives None, and the caller lets Pillow read the file as before.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-try:  # libjpeg-turbo; optional (installed with resdense): transforms decodes with it too
+try:  # libjpeg-turbo; optional (installed with resdense): photo.py decodes with it too
     import simplejpeg
 except ImportError:  # pragma: no cover - installed with resdense
     simplejpeg = None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,6 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UserError
+from ..utils.device import local_world_size, usable_cores
+from .augment import PHOTO_AUGMENT
 from .dataset import Dataset
 from .folder import (
     READ_ERRORS,
@@ -36,14 +37,13 @@ from .folder import (
     load_image_folder,
     scan_images,
 )
+from .photo import PhotoTransform
 from .sampling import epoch_order, eval_chunks, shard_batches
-from .transforms import PHOTO_AUGMENT, PhotoTransform
 
 IN_MEMORY = ("auto", "yes", "no")
 RAM_FRACTION = 0.25  # auto: in memory when the decoded images take at most this share of the RAM ...
 GPU_FRACTION = 0.5  # ... and, training on a GPU, at most this share of its memory
 STATS_SAMPLE = 2048  # images decoded to estimate the mean and std of a streamed set
-BAD_IMAGES_NAME = "bad_images.txt"
 
 
 class _Files(torch.utils.data.Dataset):
@@ -65,9 +65,9 @@ class _Files(torch.utils.data.Dataset):
         images = []
         for i, aug_seed in keys:
             path = os.fsdecode(self.paths[i])
-            rng = random.Random(aug_seed) if aug_seed is not None else None
+            g = torch.Generator().manual_seed(aug_seed) if aug_seed is not None else None
             try:
-                images.append(self.transform(path, rng))
+                images.append(self.transform(path, g))
             except READ_ERRORS as e:
                 return None, None, str(image_problem(path, e))
         idx = [i for i, _ in keys]
@@ -173,7 +173,7 @@ class FolderStream:
         shards = shard_batches(order, batch_size, rank, world_size, drop_last)
         steps = n // batch_size if drop_last else -(-n // batch_size)
         # the image's own random crop and flip, whoever decodes it: keyed on (seed, epoch, image)
-        base = (seed * 1_000_003 + epoch) * 2**32
+        base = ((seed * 1_000_003 + epoch) * 2**32) % 2**62
         yield from self._load(shards, steps, lambda i: base + i)
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1):
@@ -233,16 +233,13 @@ class StreamedFolder:
 
 def default_workers() -> int:
     """Decoding processes per training process: this process's share of the cores, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, min(8, cores // local))
+    return max(1, min(8, usable_cores() // local_world_size()))
 
 
 def memory_budget(device: torch.device | str = "cpu") -> int:
     """Bytes the decoded images may take in memory under ``--in-memory auto``, per training process."""
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # every local process holds its own copy
-    budget = RAM_FRACTION * ram / local
+    budget = RAM_FRACTION * ram / local_world_size()  # every local process holds its own copy
     device = torch.device(device)
     if device.type == "cuda":
         budget = min(budget, GPU_FRACTION * torch.cuda.get_device_properties(device).total_memory)
@@ -285,9 +282,3 @@ def load_folder(
     if in_memory == "yes":
         return load_image_folder(index.root, index=index, image_size=image_size), scan.bad
     return StreamedFolder(index, scan.grey, scan.first_size, extra=dict(index.split)), scan.bad
-
-
-def write_bad_list(path: Path, bad: list[BadImage]) -> None:
-    from ..utils.io import write_text
-
-    write_text(path, "".join(f"{b.path}\t{b.reason}\n" for b in bad))

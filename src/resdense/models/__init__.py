@@ -1,10 +1,12 @@
-"""The model library: every network is built by a registered function, see :mod:`resdense.models.registry`."""
+"""The model library: every network is built by a registered function (:mod:`resdense.models.registry`),
+registered beside its builder in its family's file (d2l.py, resnet.py, densenet.py) with its weight table."""
 
-from ._contract import ModelConfig, ModelContract
+from . import d2l, densenet, resnet  # noqa: F401  (importing a family registers its builders)
+from ._contract import ModelConfig, ModelContract, PretrainedCfg
 from .d2l import DenseBlock as D2LDenseBlock
 from .d2l import Residual, conv_block, d2l_densenet, d2l_resnet18, resnet_block, transition_block
 from .densenet import DenseNet
-from .registry import create_model, get_model_info, list_models
+from .registry import create_model, get_model_info, list_models, register_model
 from .resnet import ResNet
 
 __all__ = [
@@ -12,6 +14,7 @@ __all__ = [
     "DenseNet",
     "ModelConfig",
     "ModelContract",
+    "PretrainedCfg",
     "ResNet",
     "Residual",
     "conv_block",
@@ -20,6 +23,7 @@ __all__ = [
     "d2l_resnet18",
     "get_model_info",
     "list_models",
+    "register_model",
     "resnet_block",
     "transition_block",
 ]

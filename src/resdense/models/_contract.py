@@ -1,48 +1,118 @@
-"""The contract every resdense model keeps, whatever its family.
+"""The contract every resdense model keeps, whatever its family, and the one typed config it carries.
 
 Like timm's models, each network splits into a body (``forward_features``: image -> feature map) and a head
 (``forward_head``: feature map -> logits), can swap its classifier (``reset_classifier``) and carries a
-``default_cfg`` that says what input it expects. Training, inspection and export rely on these alone.
+:class:`PretrainedCfg` that says how to feed it and what its outputs mean: the architecture's defaults for a
+fresh model, the weights' own once weights are loaded. ``model.pretrained_cfg`` and ``model.default_cfg``
+are the same object (timm's contract), so a model fed by its ``default_cfg`` is fed as its weights were.
+Training, inspection, serving and export rely on these alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2470, 0.2435, 0.2616)
+from ..modelfile import ModelSpec
+from ..preprocess import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess
+
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ModelConfig", "ModelContract",
+           "PretrainedCfg", "new_classifier"]  # fmt: skip
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """What a model expects as input: (channels, height, width) and per-channel mean/std."""
+class PretrainedCfg:
+    """How to feed a model and what its outputs mean (timm's ``PretrainedCfg``, typed).
+
+    ``input_size`` is what the network is fed, (C, H, W): the centre crop when ``resize`` is set (the side the
+    image is resized to first: its shorter side for ``fit="shorter"``, the whole square for ``"squash"``).
+    ``source`` names the weights (None: a fresh model, the architecture's defaults); ``known_input`` says
+    whether the mean, std and sizes are the weights' own (resdense's files, torchvision's table) or, for a
+    plain state dict that does not say, the architecture's.
+    """
 
     input_size: tuple[int, int, int] = (3, 224, 224)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     num_classes: int = 1000
-    extra: dict = field(default_factory=dict)
+    resize: int | None = None
+    fit: str = "squash"
+    classes: tuple[str, ...] = ()  # the outputs' names, when the weights know them
+    tta_flip: bool = False  # the weights were scored averaging each image with its mirror image
+    source: str | None = None
+    known_input: bool = False
+    model: str | None = None  # the architecture the weights are for
+    options: dict = field(default_factory=dict)  # the builder options they came with (widths, ...)
+    meta: dict = field(default_factory=dict)  # what else the source says: tag, accuracy, recipe, URL
 
-    def for_channels(self, in_chans: int) -> ModelConfig:
+    @property
+    def preprocess(self) -> Preprocess:
+        """The :class:`~resdense.preprocess.Preprocess` that feeds this model."""
+        c, _, side = self.input_size
+        if self.resize:
+            return Preprocess(self.resize, self.mean, self.std, c, side, self.fit)
+        return Preprocess(side, self.mean, self.std, c, None, self.fit)
+
+    @property
+    def crop_pct(self) -> float:
+        return self.input_size[-1] / self.resize if self.resize else 1.0
+
+    @classmethod
+    def from_preprocess(cls, pre: Preprocess, *, default_side: int = 224, **fields) -> PretrainedCfg:
+        side = pre.input_size or default_side
+        return cls(input_size=(pre.in_chans, side, side), mean=tuple(pre.mean), std=tuple(pre.std),
+                   resize=pre.resize if pre.crop else None, fit=pre.fit, **fields)  # fmt: skip
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, source: str, meta: dict | None = None) -> PretrainedCfg:
+        """What a resdense model file says about its weights."""
+        opts = spec.options
+        n = int(opts.get("num_classes", len(spec.classes)))
+        return cls.from_preprocess(
+            spec.preprocess, num_classes=n, classes=tuple(spec.classes), tta_flip=spec.tta_flip,
+            source=source, known_input=True, model=spec.model,
+            options={k: v for k, v in opts.items() if k not in ("num_classes", "in_chans")}, meta=dict(meta or {}),
+        )  # fmt: skip
+
+    def for_channels(self, in_chans: int) -> PretrainedCfg:
         """The same config for ``in_chans`` input channels (means/stds averaged when they no longer fit)."""
-        if in_chans == self.input_size[0]:
+        if in_chans == self.input_size[0] and len(self.mean) == in_chans:
             return self
-        mean, std = self.mean, self.std
-        if len(mean) != in_chans:
-            mean = (sum(mean) / len(mean),) * in_chans
-            std = (sum(std) / len(std),) * in_chans
-        return replace(self, input_size=(in_chans, *self.input_size[1:]), mean=mean, std=std)
+        pre = self.preprocess.for_channels(in_chans)
+        return replace(self, input_size=(in_chans, *self.input_size[1:]), mean=pre.mean, std=pre.std)
+
+    def for_classes(self, num_classes: int) -> PretrainedCfg:
+        """After a new classifier: the class names go unless there are as many of them."""
+        keep = self.classes if len(self.classes) == num_classes else ()
+        return replace(self, num_classes=num_classes, classes=keep)
+
+    def spec(self, model: str, in_chans: int | None = None) -> ModelSpec:
+        """The :class:`~resdense.modelfile.ModelSpec` a model with this config is saved and served under."""
+        c = in_chans or self.input_size[0]
+        classes = list(self.classes) or [str(i) for i in range(self.num_classes)]
+        options = {**self.options, "num_classes": self.num_classes, "in_chans": c}
+        return ModelSpec(model, options, self.preprocess, classes, self.tta_flip)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["crop_pct"] = self.crop_pct
+        return d
+
+
+ModelConfig = PretrainedCfg  # the name of earlier releases
 
 
 class ModelContract:
-    """Mixin giving ``forward`` in terms of ``forward_features`` and ``forward_head``."""
+    """Mixin giving ``forward`` in terms of ``forward_features`` and ``forward_head``, and ``default_cfg``."""
 
-    default_cfg: ModelConfig
+    pretrained_cfg: PretrainedCfg
+
+    @property
+    def default_cfg(self) -> PretrainedCfg:
+        """How to feed this model: the same object as ``pretrained_cfg`` (timm's contract)."""
+        return self.pretrained_cfg
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -53,8 +123,17 @@ class ModelContract:
     def get_classifier(self) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def reset_classifier(self, num_classes: int) -> None:  # pragma: no cover - abstract
+    def _set_classifier(self, head: nn.Module) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A fresh classifier for ``num_classes`` outputs (0: a feature extractor); the config follows."""
+        self._set_classifier(new_classifier(self.num_features, num_classes))
+        self.pretrained_cfg = self.pretrained_cfg.for_classes(num_classes)
+
+    def init_cfg(self, cfg: PretrainedCfg | None, in_chans: int, num_classes: int) -> None:
+        """The architecture's config for the channels and classes this instance was built with."""
+        self.pretrained_cfg = (cfg or PretrainedCfg()).for_channels(in_chans).for_classes(num_classes)
 
     @property
     def num_features(self) -> int:

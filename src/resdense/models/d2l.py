@@ -12,10 +12,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._contract import ModelConfig, ModelContract, new_classifier
+from ._contract import ModelContract, PretrainedCfg, new_classifier
+from .registry import register_model
 
 # d2l feeds Fashion-MNIST resized to 96x96 and does not normalise it.
-D2L_CFG = ModelConfig(input_size=(1, 96, 96), mean=(0.0,), std=(1.0,), num_classes=10)
+D2L_CFG = PretrainedCfg(input_size=(1, 96, 96), mean=(0.0,), std=(1.0,), num_classes=10)
 
 
 class Residual(nn.Module):
@@ -131,9 +132,9 @@ def _stem(in_chans: int) -> nn.Sequential:
 class D2LNet(ModelContract, nn.Sequential):
     """The book's ``net = nn.Sequential(...)``; the last three children are always pool, flatten, linear."""
 
-    def __init__(self, *layers: nn.Module, cfg: ModelConfig):
+    def __init__(self, *layers: nn.Module, cfg: PretrainedCfg):
         super().__init__(*layers)
-        self.default_cfg = cfg
+        self.pretrained_cfg = cfg
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for layer in list(self)[:-3]:
@@ -148,10 +149,11 @@ class D2LNet(ModelContract, nn.Sequential):
     def get_classifier(self) -> nn.Module:
         return self[-1]
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self[-1] = new_classifier(self.num_features, num_classes)
+    def _set_classifier(self, head: nn.Module) -> None:
+        self[-1] = head
 
 
+@register_model("d2l", "d2l 8.6")
 def d2l_resnet18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
     """d2l's ResNet-18 (section 8.6): 11,178,378 parameters for 1 channel and 10 classes."""
     b1 = _stem(in_chans)
@@ -162,10 +164,11 @@ def d2l_resnet18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
     return D2LNet(
         b1, b2, b3, b4, b5,
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(512, num_classes),
-        cfg=D2L_CFG.for_channels(in_chans),
+        cfg=D2L_CFG.for_channels(in_chans).for_classes(num_classes),
     )  # fmt: skip
 
 
+@register_model("plain", "d2l 8.6 without shortcuts")
 def d2l_plain18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
     """d2l's ResNet-18 without shortcuts: 11,005,450 parameters (the three 1x1 shortcut convs are gone)."""
     b1 = _stem(in_chans)
@@ -176,10 +179,11 @@ def d2l_plain18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
     return D2LNet(
         b1, b2, b3, b4, b5,
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(512, num_classes),
-        cfg=D2L_CFG.for_channels(in_chans),
+        cfg=D2L_CFG.for_channels(in_chans).for_classes(num_classes),
     )  # fmt: skip
 
 
+@register_model("d2l", "d2l 8.7")
 def d2l_densenet(
     *,
     num_classes: int = 10,
@@ -200,5 +204,5 @@ def d2l_densenet(
     return D2LNet(
         _stem(in_chans), *blks, nn.BatchNorm2d(num_channels), nn.ReLU(),
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(num_channels, num_classes),
-        cfg=D2L_CFG.for_channels(in_chans),
+        cfg=D2L_CFG.for_channels(in_chans).for_classes(num_classes),
     )  # fmt: skip

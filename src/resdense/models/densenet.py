@@ -17,7 +17,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ._contract import CIFAR_MEAN, CIFAR_STD, ModelConfig, ModelContract, new_classifier
+from ._contract import CIFAR_MEAN, CIFAR_STD, ModelContract, PretrainedCfg, new_classifier
+from .hub import torchvision_table
+from .registry import register_model
 
 
 class DenseLayer(nn.Module):
@@ -134,7 +136,7 @@ class DenseNet(ModelContract, nn.Module):
         in_chans: int = 3,
         memory_efficient: bool = False,
         stem: str = "imagenet",
-        cfg: ModelConfig | None = None,
+        cfg: PretrainedCfg | None = None,
     ):
         super().__init__()
         if stem == "imagenet":
@@ -160,7 +162,7 @@ class DenseNet(ModelContract, nn.Module):
                 num_features = out_features
         self.features.add_module(f"norm{len(block_config) + 1}", nn.BatchNorm2d(num_features))
         self.classifier = new_classifier(num_features, num_classes)
-        self.default_cfg = (cfg or ModelConfig()).for_channels(in_chans)
+        self.init_cfg(cfg, in_chans, num_classes)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -181,22 +183,26 @@ class DenseNet(ModelContract, nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier = new_classifier(self.num_features, num_classes)
+    def _set_classifier(self, head: nn.Module) -> None:
+        self.classifier = head
 
 
+@register_model("densenet", "torchvision", weights=torchvision_table("densenet121", ("densenet121-a639ec97.pth", 74.434)))
 def densenet121(**kwargs) -> DenseNet:
     return DenseNet(32, (6, 12, 24, 16), 64, **kwargs)
 
 
+@register_model("densenet", "torchvision", weights=torchvision_table("densenet161", ("densenet161-8d451a50.pth", 77.138)))
 def densenet161(**kwargs) -> DenseNet:
     return DenseNet(48, (6, 12, 36, 24), 96, **kwargs)
 
 
+@register_model("densenet", "torchvision", weights=torchvision_table("densenet169", ("densenet169-b2777c0a.pth", 75.6)))
 def densenet169(**kwargs) -> DenseNet:
     return DenseNet(32, (6, 12, 32, 32), 64, **kwargs)
 
 
+@register_model("densenet", "torchvision", weights=torchvision_table("densenet201", ("densenet201-c1103571.pth", 76.896)))
 def densenet201(**kwargs) -> DenseNet:
     return DenseNet(32, (6, 12, 48, 32), 64, **kwargs)
 
@@ -208,20 +214,23 @@ def cifar_densenet_bc(depth: int, growth_rate: int = 12, **kwargs) -> DenseNet:
         raise ValueError(f"a DenseNet-BC has depth 6n+4, got {depth}")
     n = (depth - 4) // 6
     kwargs.setdefault("num_classes", 10)
-    cfg = ModelConfig(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
+    cfg = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
     return DenseNet(growth_rate, (n, n, n), 2 * growth_rate, stem="cifar", cfg=cfg, **kwargs)
 
 
+@register_model("densenet", "Huang et al. 2017 (CIFAR, BC, k=12)")
 def densenet_bc_40(**kwargs) -> DenseNet:
     """DenseNet-BC (L=40, k=12): three blocks of 6 bottleneck layers; the small end of the family."""
     return cifar_densenet_bc(40, **kwargs)
 
 
+@register_model("densenet", "Huang et al. 2017 (CIFAR, BC, k=12)")
 def densenet_bc_64(**kwargs) -> DenseNet:
     """DenseNet-BC (L=64, k=12): three blocks of 10 bottleneck layers."""
     return cifar_densenet_bc(64, **kwargs)
 
 
+@register_model("densenet", "Huang et al. 2017 (CIFAR, BC, k=12)")
 def densenet_bc_100(**kwargs) -> DenseNet:
     """Huang et al. 2017's DenseNet-BC (L=100, k=12) for 32x32 images: three blocks of 16 bottleneck layers."""
     return cifar_densenet_bc(100, **kwargs)

@@ -1,4 +1,8 @@
-"""Name -> builder registry, in the manner of timm's ``create_model`` / ``list_models``."""
+"""Name -> builder registry, in the manner of timm's ``register_model`` / ``create_model`` / ``list_models``.
+
+Each family's file registers its builders with :func:`register_model`, beside them, together with the weight
+table of each (torchvision's, shipped ones); adding a model touches its own file only.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,9 @@ import difflib
 import fnmatch
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
-
-from . import d2l, densenet, resnet
 
 
 @dataclass(frozen=True)
@@ -19,15 +21,23 @@ class ModelInfo:
     builder: Callable[..., nn.Module]
     family: str
     source: str  # where the architecture comes from
+    weights: dict = field(default_factory=dict)  # tag -> TorchvisionWeights / ShippedWeights
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register(name: str, builder: Callable[..., nn.Module], family: str, source: str) -> None:
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[name] = ModelInfo(name, builder, family, source)
+def register_model(family: str, source: str, *, weights: dict | None = None, name: str | None = None):
+    """Decorator: register the builder under its own name (or ``name``), of ``family``, with its weights."""
+
+    def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or builder.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered")
+        _REGISTRY[key] = ModelInfo(key, builder, family, source, dict(weights or {}))
+        return builder
+
+    return add
 
 
 class UnknownModelError(KeyError):
@@ -37,28 +47,6 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-for _name, _src in [
-    ("d2l_resnet18", "d2l 8.6"),
-    ("d2l_densenet", "d2l 8.7"),
-]:
-    register(_name, getattr(d2l, _name), "d2l", _src)
-for _name in [
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2",
-]:  # fmt: skip
-    register(_name, getattr(resnet, _name), "resnet", "torchvision")
-for _name in ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]:
-    register(_name, getattr(resnet, _name), "resnet", "He et al. 2015 (CIFAR)")
-for _name in ["plain20", "plain32", "plain44", "plain56", "plain110"]:
-    register(_name, getattr(resnet, _name), "plain", "He et al. 2015 (CIFAR plain nets)")
-register("d2l_plain18", d2l.d2l_plain18, "plain", "d2l 8.6 without shortcuts")
-register("preact_resnet18", resnet.preact_resnet18, "resnet", "He et al. 2016 (pre-activation)")
-for _name in ["densenet121", "densenet161", "densenet169", "densenet201"]:
-    register(_name, getattr(densenet, _name), "densenet", "torchvision")
-for _name in ["densenet_bc_40", "densenet_bc_64", "densenet_bc_100"]:
-    register(_name, getattr(densenet, _name), "densenet", "Huang et al. 2017 (CIFAR, BC, k=12)")
-
-
 def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
     """Registered model names matching a shell-style ``pattern``, optionally of one family."""
     return [
@@ -66,6 +54,10 @@ def list_models(pattern: str = "*", family: str | None = None) -> list[str]:
         for n, info in _REGISTRY.items()
         if fnmatch.fnmatch(n, pattern) and (family is None or info.family == family)
     ]
+
+
+def list_families() -> list[str]:
+    return sorted({info.family for info in _REGISTRY.values()})
 
 
 def get_model_info(name: str) -> ModelInfo:
@@ -93,26 +85,22 @@ def create_model(
     ``weights``: start from pretrained weights, as torchvision's ``resnet18(weights=...)``: a torchvision
     name (``"IMAGENET1K_V1"``, ``"DEFAULT"``), a state-dict or safetensors file, a resdense run folder, or
     ``"fashion-mnist"`` (see :mod:`resdense.models.pretrained`). ``num_classes``/``in_chans`` then default to
-    the weights' own; other values adapt the first conv or re-initialise the classifier, and say so. What
-    the weights know about their input and classes is in ``model.pretrained_cfg``.
+    the weights' own; other values adapt the first conv or re-initialise the classifier, and say so. How to
+    feed the result is its ``default_cfg`` (the same object as ``pretrained_cfg``): the weights' own.
     """
     info = get_model_info(name)
     pre = None
     if weights is not None:
-        from .pretrained import Pretrained, PretrainedError, load_pretrained
+        from .pretrained import Pretrained, load_pretrained
 
-        pre = (
-            weights if isinstance(weights, Pretrained) else load_pretrained(weights, name, progress=progress)
-        )
-        if pre.model and pre.model != name:
-            raise PretrainedError(f"{pre.source}: weights for {pre.model}, not {name}")
+        pre = weights if isinstance(weights, Pretrained) else load_pretrained(weights, name, progress=progress)
+        pre.check_for(name)
         for k, v in pre.options.items():
-            if k not in ("num_classes", "in_chans"):
-                options.setdefault(k, v)  # the weights' architecture options (e.g. widths)
+            options.setdefault(k, v)  # the weights' architecture options (e.g. widths)
         if num_classes is None:
-            num_classes = pre.options.get("num_classes") or (len(pre.classes) if pre.classes else None)
+            num_classes = pre.num_classes
         if in_chans is None:
-            in_chans = pre.options.get("in_chans")
+            in_chans = pre.in_chans
     if num_classes is not None:
         options["num_classes"] = num_classes
     if in_chans is not None:

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._contract import CIFAR_MEAN, CIFAR_STD, ModelConfig, ModelContract, new_classifier
+from ._contract import CIFAR_MEAN, CIFAR_STD, ModelContract, PretrainedCfg, new_classifier
+from .hub import ShippedWeights, torchvision_table
+from .registry import register_model
 
 
 def conv3x3(
@@ -197,7 +199,7 @@ class ResNet(ModelContract, nn.Module):
         width_per_group: int = 64,
         zero_init_residual: bool = False,
         drop_rate: float = 0.0,
-        cfg: ModelConfig | None = None,
+        cfg: PretrainedCfg | None = None,
     ):
         super().__init__()
         if stem not in ("imagenet", "cifar"):
@@ -230,7 +232,7 @@ class ResNet(ModelContract, nn.Module):
         self.final_norm = nn.BatchNorm2d(self.inplanes) if self.preact else nn.Identity()
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = new_classifier(self.inplanes, num_classes)
-        self.default_cfg = (cfg or ModelConfig()).for_channels(in_chans)
+        self.init_cfg(cfg, in_chans, num_classes)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -278,52 +280,68 @@ class ResNet(ModelContract, nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = new_classifier(self.num_features, num_classes)
+    def _set_classifier(self, head: nn.Module) -> None:
+        self.fc = head
 
 
 # --- ImageNet models (torchvision names and state dicts) ---------------------------------------------
 
 
+@register_model("resnet", "torchvision", weights=torchvision_table("resnet18", ("resnet18-f37072fd.pth", 69.758)))
 def resnet18(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
+@register_model("resnet", "torchvision", weights=torchvision_table("resnet34", ("resnet34-b627a593.pth", 73.314)))
 def resnet34(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
+@register_model("resnet", "torchvision", weights=torchvision_table("resnet50", ("resnet50-0676ba61.pth", 76.13), ("resnet50-11ad3fa6.pth", 80.858)))
 def resnet50(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
+@register_model("resnet", "torchvision", weights=torchvision_table("resnet101", ("resnet101-63fe2227.pth", 77.374), ("resnet101-cd907fc2.pth", 81.886)))
 def resnet101(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
 
 
+@register_model("resnet", "torchvision", weights=torchvision_table("resnet152", ("resnet152-394f9c45.pth", 78.312), ("resnet152-f82ba261.pth", 82.284)))
 def resnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
 
 
+@register_model("resnet", "torchvision", weights=torchvision_table("resnext50_32x4d", ("resnext50_32x4d-7cdf4587.pth", 77.618), ("resnext50_32x4d-1a0047aa.pth", 81.198)))
 def resnext50_32x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
 
 
+@register_model("resnet", "torchvision", weights=torchvision_table("resnext101_32x8d", ("resnext101_32x8d-8ba56ff5.pth", 79.312), ("resnext101_32x8d-110c445d.pth", 82.834)))
 def resnext101_32x8d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
 
 
+@register_model("resnet", "torchvision", weights=torchvision_table("wide_resnet50_2", ("wide_resnet50_2-95faca4d.pth", 78.468), ("wide_resnet50_2-9ba9bcbe.pth", 81.602)))
 def wide_resnet50_2(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=128, **kwargs)
 
 
+@register_model("resnet", "torchvision", weights=torchvision_table("wide_resnet101_2", ("wide_resnet101_2-32ee1156.pth", 78.848), ("wide_resnet101_2-d733dc28.pth", 82.51)))
 def wide_resnet101_2(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], width_per_group=128, **kwargs)
 
 
 # --- The papers' small-image models --------------------------------------------------------------------
 
-CIFAR_CFG = ModelConfig(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
+CIFAR_CFG = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
+
+# ResNet-20s trained on Fashion-MNIST by resdense's own recipes, shipped as package data ("fashion-mnist"
+# alone means the first of these that is installed)
+FASHION_MNIST = {
+    "fashion-mnist:best": ShippedWeights("best", "fashion_mnist_resnet20_best.safetensors"),
+    "fashion-mnist:fast": ShippedWeights("fast", "fashion_mnist_resnet20_fast.safetensors"),
+}
 
 
 def cifar_resnet(depth: int, *, plain: bool = False, **kwargs) -> ResNet:
@@ -342,46 +360,57 @@ def cifar_resnet(depth: int, *, plain: bool = False, **kwargs) -> ResNet:
     return ResNet(block, [n, n, n], stem="cifar", cfg=CIFAR_CFG, **kwargs)
 
 
+@register_model("resnet", "He et al. 2015 (CIFAR)", weights=FASHION_MNIST)
 def resnet20(**kwargs) -> ResNet:
     return cifar_resnet(20, **kwargs)
 
 
+@register_model("resnet", "He et al. 2015 (CIFAR)")
 def resnet32(**kwargs) -> ResNet:
     return cifar_resnet(32, **kwargs)
 
 
+@register_model("resnet", "He et al. 2015 (CIFAR)")
 def resnet44(**kwargs) -> ResNet:
     return cifar_resnet(44, **kwargs)
 
 
+@register_model("resnet", "He et al. 2015 (CIFAR)")
 def resnet56(**kwargs) -> ResNet:
     return cifar_resnet(56, **kwargs)
 
 
+@register_model("resnet", "He et al. 2015 (CIFAR)")
 def resnet110(**kwargs) -> ResNet:
     return cifar_resnet(110, **kwargs)
 
 
+@register_model("plain", "He et al. 2015 (CIFAR plain nets)")
 def plain20(**kwargs) -> ResNet:
     return cifar_resnet(20, plain=True, **kwargs)
 
 
+@register_model("plain", "He et al. 2015 (CIFAR plain nets)")
 def plain32(**kwargs) -> ResNet:
     return cifar_resnet(32, plain=True, **kwargs)
 
 
+@register_model("plain", "He et al. 2015 (CIFAR plain nets)")
 def plain44(**kwargs) -> ResNet:
     return cifar_resnet(44, plain=True, **kwargs)
 
 
+@register_model("plain", "He et al. 2015 (CIFAR plain nets)")
 def plain56(**kwargs) -> ResNet:
     return cifar_resnet(56, plain=True, **kwargs)
 
 
+@register_model("plain", "He et al. 2015 (CIFAR plain nets)")
 def plain110(**kwargs) -> ResNet:
     return cifar_resnet(110, plain=True, **kwargs)
 
 
+@register_model("resnet", "He et al. 2016 (pre-activation)")
 def preact_resnet18(**kwargs) -> ResNet:
     """He et al. 2016's pre-activation ResNet-18 for 32x32 images (3x3 stem, no max pool)."""
     kwargs.setdefault("num_classes", 10)

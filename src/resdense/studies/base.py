@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -17,11 +16,9 @@ from pathlib import Path
 from ..data import load_dataset
 from ..data.dataset import Dataset
 from ..errors import UserError
-from ..train.checkpoint import CHECKPOINT_NAME
-from ..train.engine import train
-from ..train.metrics import read_metrics
-from ..train.recipes import TrainConfig
-from ..utils.io import atomic_path, write_json, write_text
+from ..rundir import RunDir
+from ..train import TrainConfig, train
+from ..utils.io import write_json, write_text
 
 
 @dataclass(frozen=True)
@@ -98,18 +95,18 @@ def load_data(settings: StudySettings) -> Dataset:
 def run(cfg: TrainConfig, out: Path, dataset: Dataset, initial_state: dict | None = None) -> dict:
     """Train ``cfg`` into the run folder ``out``, or reuse it: a finished run (``summary.json``) is read back,
     an interrupted one (a checkpoint) resumed. Returns ``{"summary": ..., "history": [...]}``."""
-    summary_file = out / "summary.json"
-    if (out / "config.json").exists():
-        _check_same_recipe(cfg, out)
-    if summary_file.exists():
+    run_dir = RunDir(out)
+    if run_dir.config.exists():
+        _check_same_recipe(cfg, run_dir)
+    if run_dir.finished:
         print(f"reusing the finished run {out}", flush=True)
-    elif (out / CHECKPOINT_NAME).exists():
+    elif run_dir.resumable:
         train(cfg, dataset=dataset, resume=out, progress=False)
     else:
         cfg = cfg.with_overrides(out=str(out))
         train(cfg, dataset=dataset, force=True, progress=False, initial_state=initial_state)
     # read back from the run folder either way, so a reused run gives the very same numbers
-    return {"summary": json.loads(summary_file.read_text()), "history": read_metrics(out / "metrics.csv")}
+    return {"summary": run_dir.read_summary(), "history": run_dir.read_metrics()}
 
 
 _RECIPE_KEYS = (
@@ -125,9 +122,12 @@ _RECIPE_KEYS = (
 )
 
 
-def _check_same_recipe(cfg: TrainConfig, out: Path) -> None:
+def _check_same_recipe(cfg: TrainConfig, run_dir: RunDir) -> None:
     """A run folder is reused only for the recipe it was made with: changed settings must not mix in."""
-    saved = json.loads((out / "config.json").read_text())
+    import json
+
+    out = run_dir.path
+    saved = run_dir.read_config()
     wanted = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as saved
     for key in _RECIPE_KEYS:
         if saved.get(key) != wanted.get(key):
@@ -160,29 +160,6 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def new_figure(width: float, height: float, ncols: int = 1, sharey: bool = False):
-    """A figure from matplotlib's object API: no global backend, no pyplot state (safe in notebooks)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    axes = fig.subplots(1, ncols, sharey=sharey, squeeze=False)[0]
-    return fig, list(axes)
-
-
-def integer_epochs(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-
-
-def save_figure(fig, path: Path) -> Path:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return path
 
 
 def write_report(

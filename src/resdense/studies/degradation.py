@@ -11,16 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..plots import integer_epochs, new_axes, save_figure
 from .base import (
     StudyResult,
     StudySettings,
     check_positive,
-    integer_epochs,
     load_data,
     markdown_table,
-    new_figure,
     run,
-    save_figure,
     write_report,
     write_table,
 )
@@ -114,7 +112,7 @@ def judge(rows: list[dict]) -> tuple[bool, str]:
 
 
 def plot(curves: dict, depths: tuple[int, ...], path: Path) -> Path:
-    fig, axes = new_figure(9, 3.6, ncols=2, sharey=True)
+    fig, axes = new_axes(9, 3.6, ncols=2, sharey=True)
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
     for ax, kind, title in zip(axes, ("plain", "resnet"), ("plain", "residual (ResNet)")):
         for i, depth in enumerate(depths):

@@ -11,15 +11,14 @@ from pathlib import Path
 from ..errors import UserError
 from ..models import get_model_info
 from ..models.registry import UnknownModelError
+from ..plots import new_axes, save_figure
 from .base import (
     StudyResult,
     StudySettings,
     check_positive,
     load_data,
     markdown_table,
-    new_figure,
     run,
-    save_figure,
     write_report,
     write_table,
 )
@@ -143,7 +142,7 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         ("macs", "multiply-adds per image", "accuracy_vs_macs.png"),
         ("train_seconds", "training time (s)", "accuracy_vs_time.png"),
     ):
-        fig, (ax,) = new_figure(5, 3.6)
+        fig, (ax,) = new_axes(5, 3.6)
         for fam, color, marker in (("ResNet", "#1f77b4", "o"), ("DenseNet", "#d62728", "s")):
             pts = sorted((r for r in rows if r["family"] == fam), key=lambda r: r[key])
             ax.plot([r[key] for r in pts], [r["test_accuracy"] for r in pts], marker=marker, ls="",

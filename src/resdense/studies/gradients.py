@@ -15,16 +15,16 @@ from torch import nn
 from ..data.dataset import Dataset
 from ..errors import UserError
 from ..models import create_model
-from ..weights import WEIGHTS_NAME, load_trained
+from ..plots import new_axes, save_figure
+from ..rundir import RunDir
+from ..serve.load import load_trained
 from .base import (
     StudyResult,
     StudySettings,
     check_positive,
     load_data,
     markdown_table,
-    new_figure,
     run,
-    save_figure,
     write_report,
     write_table,
 )
@@ -109,7 +109,7 @@ def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False
         name = f"{kind}{settings.depth}"
         cfg = settings.recipe(name, model_options=options)
         run(cfg, out / "runs" / name, data)
-        trained, spec = load_trained(out / "runs" / name / WEIGHTS_NAME)
+        trained, spec = load_trained(out / "runs" / name )
         # the very network the run started from: the run seeds torch with its seed, then builds the model
         torch.manual_seed(cfg.seed)
         initial = create_model(name, **spec.options)
@@ -146,7 +146,7 @@ def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False
         notes=f"Norms of the gradient of the mean cross-entropy on the first {settings.probe_images} training "
               "images with respect to each conv / linear weight (the model in training mode), input side "
               "first. `early_late_ratio`: geometric mean of the first third of the layers' norms over the "
-              "last third's. The trained weights are each run's `model.safetensors`.",
+              f"last third's. The trained weights are each run's `{RunDir.WEIGHTS}`.",
     )  # fmt: skip
     return StudyResult("gradients", out, rows, held, verdict, [figure])
 
@@ -169,7 +169,7 @@ def judge(summary_rows: list[dict]) -> tuple[bool, str]:
 
 
 def plot(per_layer: dict, settings: GradientSettings, whens, path: Path) -> Path:
-    fig, axes = new_figure(9, 3.6, ncols=2, sharey=True)
+    fig, axes = new_axes(9, 3.6, ncols=2, sharey=True)
     for ax, when in zip(axes, whens):
         for kind, color in (("plain", "#d62728"), ("resnet", "#1f77b4")):
             norms = [v for _, v in per_layer[(kind, when)]]

@@ -19,18 +19,16 @@ from ..data.dataset import Dataset
 from ..errors import UserError
 from ..models import create_model
 from ..models.resnet import BasicBlock, ResNet
-from ..train.engine import predict_logits
-from ..weights import WEIGHTS_NAME, load_trained
+from ..plots import integer_epochs, new_axes, save_figure
+from ..serve.load import load_trained
+from ..serve.predictor import predict_logits
 from .base import (
     StudyResult,
     StudySettings,
     check_positive,
-    integer_epochs,
     load_data,
     markdown_table,
-    new_figure,
     run,
-    save_figure,
     write_report,
     write_table,
 )
@@ -115,7 +113,7 @@ def identity(out: str | Path = "runs/studies/identity", *, quick: bool = False, 
         shallow_run = run(
             settings.recipe(shallow_name, model_options=options), out / "runs" / shallow_name, data
         )
-        shallow, spec = load_trained(out / "runs" / shallow_name / WEIGHTS_NAME)
+        shallow, spec = load_trained(out / "runs" / shallow_name )
         shallow.eval()
         torch.manual_seed(settings.seed)
         deep = deepen(shallow, create_model(deep_name, **spec.options)).eval()
@@ -175,7 +173,7 @@ def judge(rows: list[dict]) -> tuple[bool, str]:
 
 
 def plot(curves: dict, settings: IdentitySettings, path: Path) -> Path:
-    fig, axes = new_figure(9, 3.6, ncols=2, sharey=True)
+    fig, axes = new_axes(9, 3.6, ncols=2, sharey=True)
     for ax, kind, title in zip(axes, ("resnet", "plain"), ("residual", "plain")):
         shallow, start, deep = curves[kind]
         e0 = len(shallow)

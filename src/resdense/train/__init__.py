@@ -1,7 +1,13 @@
-"""Training: recipes, the loop, checkpoints and run folders."""
+"""Training: settings and recipes, the schedule, the run's data and model, the loop, the run around it.
+
+config (TrainConfig, validate) -> recipes -> schedule -> setup (data and model) -> trainer (the loop) -> run
+(train(): folder, resume, RNG, distributed, callbacks). Training sits above serving and uses its forward pass.
+"""
 
 from .callbacks import Callback
-from .engine import TrainResult, train
-from .recipes import RECIPES, TrainConfig, get_recipe
+from .config import TrainConfig, validate
+from .recipes import RECIPES, get_recipe
+from .run import train
+from .trainer import Trainer, TrainResult
 
-__all__ = ["Callback", "RECIPES", "TrainConfig", "TrainResult", "get_recipe", "train"]
+__all__ = ["RECIPES", "Callback", "TrainConfig", "TrainResult", "Trainer", "get_recipe", "train", "validate"]

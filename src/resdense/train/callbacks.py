@@ -11,18 +11,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from pathlib import Path
 
 import torch
 
 from ..errors import UserError
-from ..utils.io import write_json
-from ..weights import WEIGHTS_NAME, save_trained, unwrap
-from .checkpoint import CHECKPOINT_NAME, save_checkpoint
-from .metrics import MetricsLog
-from .plots import curves_figure, plot_curves
-
-TENSORBOARD_DIR = "tensorboard"
+from ..modelfile import unwrap, write_safetensors
+from ..plots import curves_figure, save_figure
 
 
 class Callback:
@@ -43,20 +37,18 @@ def _title(trainer) -> str:
 
 
 class RunFiles(Callback):
-    """The run folder: checkpoint.pt, metrics.csv and curves.png each epoch; the weights and summary.json
-    at the end. Every file is written atomically."""
-
-    def on_train_start(self, trainer) -> None:
-        self.log = MetricsLog(trainer.out_dir / "metrics.csv")
+    """The run folder (:class:`~resdense.rundir.RunDir`): the checkpoint, the metrics and the curves each
+    epoch; the weights and the summary at the end. Every file is written atomically."""
 
     def on_epoch_end(self, trainer, row: dict) -> None:
-        save_checkpoint(trainer.out_dir / CHECKPOINT_NAME, trainer.state(row["epoch"]))
-        self.log.write_all(trainer.history)
-        plot_curves(trainer.history, trainer.out_dir / "curves.png", title=_title(trainer))
+        run = trainer.run
+        run.save_checkpoint(trainer.state(row["epoch"]))
+        run.write_metrics(trainer.history)
+        save_figure(curves_figure(trainer.history, _title(trainer)), run.curves)
 
     def on_train_end(self, trainer, summary: dict) -> None:
-        save_trained(trainer.out_dir / WEIGHTS_NAME, trainer.eval_model(), trainer.spec)
-        write_json(trainer.out_dir / "summary.json", summary)
+        write_safetensors(trainer.run.weights, trainer.eval_model(), trainer.spec)
+        trainer.run.write_summary(summary)
 
 
 class Console(Callback):
@@ -127,7 +119,7 @@ class TensorBoard(Callback):
         self.samples = samples
 
     def on_train_start(self, trainer) -> None:
-        log_dir = Path(trainer.out_dir) / TENSORBOARD_DIR
+        log_dir = trainer.run.tensorboard
         first = not any(log_dir.glob("events.out.tfevents.*"))
         # epochs after the checkpoint (start_epoch) may have been logged before a crash: TensorBoard's reader
         # drops events from step purge_step on that precede this session's start marker

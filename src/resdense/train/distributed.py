@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import UserError
+from ..utils.device import local_world_size
 
 TIMEOUT_ENV = "RESDENSE_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
@@ -119,9 +120,8 @@ def setup(device: str = "auto") -> DistState:
         dev = torch.device("cpu")
         backend = "gloo"
         # share the machine's cores between the local processes instead of oversubscribing them
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
         _THREADS.append(torch.get_num_threads())  # given back by teardown()
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world_size(default=world)))
     timeout = collective_timeout()
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=timeout)

@@ -1,4 +1,4 @@
-"""Training settings, and named recipes that fill them in.
+"""Named recipes: complete settings (:class:`~resdense.train.config.TrainConfig`) under a name.
 
 A recipe is a complete, named set of settings; any command-line option overrides it. ``d2l-resnet`` and
 ``d2l-densenet`` are the book's experiments to the letter; the others are ours, tuned on a 2-vCPU machine
@@ -7,74 +7,7 @@ A recipe is a complete, named set of settings; any command-line option overrides
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
-
-OPTIMIZERS = ("sgd", "nesterov", "adamw")
-SCHEDULES = ("constant", "cosine", "onecycle", "linear")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    recipe: str = "fast"
-    model: str = "resnet20"
-    model_options: dict = field(default_factory=dict)
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    epochs: int = 10
-    batch_size: int = 256  # the global batch: split across processes under torchrun
-    lr: float = 0.1
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    resize: int | None = None  # square input side; None keeps the data's own size
-    normalize: bool = True  # standardise with the training set's mean/std (d2l does not)
-    augment: str = "none"
-    crop_padding: int = 2
-    init: str = "default"  # "xavier": d2l's xavier_uniform_ on conv and linear weights
-    tta_flip: bool = False  # evaluate on the image and its mirror, average the logits
-    ema: float = 0.0  # decay of an exponential moving average of the weights used for evaluation
-    # progressive resizing (FFCV, fast.ai): the first epochs train on batches downscaled to this side, the
-    # side grows linearly to the full size, reached after ``progressive_until`` of the epochs; 0: off
-    progressive_from: int = 0
-    progressive_until: float = 0.75
-    seed: int = 0
-    device: str = "auto"
-    train_subset: int = 0
-    val_split: int = 0  # hold out this many training images (fixed draw) and report accuracy on them
-    channels_last: bool = True
-    compile: bool = False
-    amp: bool = True  # bf16 autocast where it pays (CUDA); never on CPU, where bf16 is far slower
-    sync_bn: bool = False
-    eval_batch_size: int = 1024
-    # score the test (and validation) set after every eval_every-th epoch and the last; 0: the last only.
-    # Epochs trained on downscaled images (progressive resizing) are never scored: see engine.evaluates_at
-    eval_every: int = 1
-    in_memory: str = "auto"  # image folders: "yes", "no" (streamed from the files) or "auto" (by size)
-    skip_bad_images: bool = False  # image folders: leave out bad files (listed in the run folder)
-    workers: int | None = None  # streamed folders: decoding processes per training process (None: auto)
-    out: str | None = None
-    tensorboard: bool = False  # also log to <out>/tensorboard (needs the "tensorboard" extra)
-    # fine-tuning (train/optim.py): start from these weights (see resdense.models.pretrained), freeze part
-    # of the body, train the classifier at head_lr_mult times the learning rate; crop: evaluate on a centre
-    # crop of this side from the resized image (the "rrc-flip" augmentation trains on random crops of it)
-    weights: str | None = None
-    freeze: str = "none"
-    head_lr_mult: float = 1.0
-    crop: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def with_overrides(self, **overrides) -> TrainConfig:
-        known = {f.name for f in fields(self)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
-
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig  # noqa: F401  (the recipes' vocabulary)
 
 RECIPES: dict[str, TrainConfig] = {
     # d2l 8.6: ResNet-18, lr 0.05, 10 epochs, batch 256, resize 96; plain SGD, no normalisation.

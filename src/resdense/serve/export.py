@@ -3,7 +3,7 @@
 An exported file is self-describing, like ``model.safetensors``: the spec (registry name, builder options,
 preprocessing, class names) travels as JSON under the key ``"resdense"`` -- in the ONNX model's
 ``metadata_props``, or as the TorchScript archive's extra file ``resdense.json``. Neither needs resdense to
-run: onnxruntime or a bare ``torch.jit.load`` will do. :func:`resdense.inference.load_predictor` reads all
+run: onnxruntime or a bare ``torch.jit.load`` will do. :func:`resdense.serve.load_predictor` reads all
 three formats.
 
 The exported graph takes the *preprocessed* float input (N, C, H, W) -- what ``spec.preprocess`` makes of
@@ -22,21 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import UserError
-from .utils.io import atomic_path
-from .weights import ModelSpec, unwrap
+from ..errors import UserError
+from ..modelfile import SPEC_KEY, TORCHSCRIPT_EXTRA, ModelSpec, unwrap, write_torchscript
+from ..utils.io import atomic_path
 
-__all__ = ["EXPORTERS", "META_KEY", "TORCHSCRIPT_EXTRA", "example_input", "export_onnx", "export_torchscript"]
+__all__ = ["EXPORTERS", "FORMATS", "META_KEY", "TORCHSCRIPT_EXTRA", "example_input", "export_onnx",
+           "export_torchscript"]  # fmt: skip
 
-META_KEY = "resdense"  # ONNX metadata_props key holding the spec JSON
-TORCHSCRIPT_EXTRA = "resdense.json"  # TorchScript extra file holding the spec JSON
+META_KEY = SPEC_KEY  # the ONNX metadata_props key holding the spec JSON
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # format -> file suffix
 EXPORTERS = ("auto", "dynamo", "legacy")
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -182,7 +182,7 @@ def export_onnx(
             for key, value in keep:
                 proto.metadata_props.add(key=key, value=value)
             entry = proto.metadata_props.add()
-            entry.key, entry.value = META_KEY, json.dumps(spec.to_dict())
+            entry.key, entry.value = META_KEY, spec.to_json()
             onnx.save_model(proto, str(tmp))
     return path
 
@@ -199,6 +199,5 @@ def export_torchscript(model: nn.Module, spec: ModelSpec, path: str | Path, *, f
         x = example_input(m, spec)
         with quiet_torch():
             traced = torch.jit.trace(m, (x,), check_trace=False)
-            with atomic_path(path) as tmp:
-                torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_EXTRA: json.dumps(spec.to_dict())})
+            write_torchscript(path, traced, spec)
     return path

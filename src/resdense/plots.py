@@ -1,4 +1,4 @@
-"""Figures: built with matplotlib's object API, written as files, shown inline in a notebook.
+"""Every figure resdense draws (training curves, evaluation, comparison, the studies'): built with matplotlib's object API, written as files, shown inline in a notebook.
 
 Every figure is a :class:`matplotlib.figure.Figure` with its own Agg canvas: nothing here selects a backend,
 writes rcParams or touches pyplot's figure list, so a user's notebook or GUI session keeps its own plotting
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..utils.io import atomic_path
+from .utils.io import atomic_path
 
 
 def new_figure(figsize: tuple[float, float]):
@@ -22,9 +22,26 @@ def new_figure(figsize: tuple[float, float]):
     return fig
 
 
-def save_figure(fig, path: str | Path) -> None:
+def new_axes(width: float, height: float, ncols: int = 1, sharey: bool = False):
+    """A new figure and its ``ncols`` axes side by side (the studies' figures)."""
+    fig = new_figure((width, height))
+    fig.set_layout_engine("tight")
+    axes = fig.subplots(1, ncols, sharey=sharey, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    ax.set_xlabel("epoch")
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG, atomically."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return Path(path)
 
 
 def curves_figure(rows: Sequence[dict], title: str = "", epochs: int | None = None):
@@ -32,8 +49,6 @@ def curves_figure(rows: Sequence[dict], title: str = "", epochs: int | None = No
 
     ``epochs``: the run's length, to fix the x axis while the run is still going (the live figure).
     """
-    from matplotlib.ticker import MaxNLocator
-
     fig = new_figure((4.5, 3.2))
     ax = fig.add_subplot()
     x = [r["epoch"] for r in rows]
@@ -41,10 +56,9 @@ def curves_figure(rows: Sequence[dict], title: str = "", epochs: int | None = No
     ax.plot(x, [r["train_acc"] for r in rows], "m--", label="train acc")
     scored = [r for r in rows if "test_acc" in r]  # epochs without a score (--eval-every) are left out
     ax.plot([r["epoch"] for r in scored], [r["test_acc"] for r in scored], "g-.", label="test acc")
-    ax.set_xlabel("epoch")
+    integer_epochs(ax)
     last = max([*x, epochs or 0, 1])
     ax.set_xlim(0.5, last + 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.grid(True, alpha=0.4)
     ax.legend()
     if title:

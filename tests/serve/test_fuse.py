@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from resdense.fuse import count_batchnorms, find_conv_bn_pairs, fuse_bn
 from resdense.models import DenseNet, Residual, ResNet, create_model
 from resdense.models.d2l import _stem as d2l_stem
 from resdense.models.resnet import Bottleneck, PreActBlock
+from resdense.serve.fuse import count_batchnorms, find_conv_bn_pairs, fuse_bn
 
 from . import randomize_bn
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .data.dataset import ImageSet
-from .errors import UserError
+from ..data.dataset import ImageSet
+from ..errors import UserError
+from ..rundir import RunDir
 
 
 @dataclass
@@ -33,15 +33,8 @@ class EvalResult:
 
 def run_config(path: str | Path) -> dict:
     """The run's config.json when ``path`` is (or sits in) a run folder, else {}."""
-    p = Path(path)
-    folder = p if p.is_dir() else p.parent
-    cfg = folder / "config.json"
-    if cfg.exists():
-        try:
-            return json.loads(cfg.read_text())
-        except json.JSONDecodeError:
-            raise UserError(f"{cfg}: not valid JSON") from None
-    return {}
+    run = RunDir.holding(path)
+    return run.read_config() if run is not None and run.config.exists() else {}
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> tuple[float, dict, torch.Tensor]:
@@ -59,12 +52,12 @@ def load_test_set(
 ) -> ImageSet:
     """The test split a model is scored on: the run's own data set unless ``dataset``/``data_dir`` say else
     (``path`` None: no run, Fashion-MNIST unless they say else)."""
-    from .data import load_dataset
+    from ..data import load_dataset
 
     cfg = run_config(path) if path else {}
     name, folder = dataset or cfg.get("dataset", "fashion-mnist"), data_dir or cfg.get("data_dir")
     if name == "folder" and cfg.get("skip_bad_images") and folder:
-        from .data.stream import load_folder
+        from ..data.stream import load_folder
 
         # the files the run left out (bad_images.txt) are left out here too
         return load_folder(folder, in_memory="yes", skip_bad_images=True)[0].test
@@ -85,7 +78,7 @@ def evaluate(
     For a run folder the data set and the evaluation settings are the run's own, so the figure equals
     the run's ``summary.json``. ``predictor``: the model already loaded from ``path``.
     """
-    from .inference import load_predictor
+    from .load import load_predictor
 
     if predictor is None:
         predictor = load_predictor(path, device=device)
@@ -104,15 +97,15 @@ def write_figures(
     result: EvalResult, test_set: ImageSet, out_dir: Path, max_mistakes: int = 32
 ) -> list[Path]:
     """confusion.png and mistakes.png in ``out_dir``; in a notebook they are shown inline too."""
-    from .train.plots import confusion_figure, mistakes_figure, save_figure
-    from .utils.notebook import show_figure
+    from ..plots import confusion_figure, mistakes_figure, save_figure
+    from ..utils.notebook import show_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wrong = (result.predictions != test_set.labels.cpu()).nonzero().flatten()[:max_mistakes]
     figures = {
-        "confusion.png": confusion_figure(result.confusion, result.classes),
-        "mistakes.png": mistakes_figure(test_set.images[wrong].cpu(), test_set.labels[wrong].tolist(),
+        RunDir.CONFUSION: confusion_figure(result.confusion, result.classes),
+        RunDir.MISTAKES: mistakes_figure(test_set.images[wrong].cpu(), test_set.labels[wrong].tolist(),
                                         result.predictions[wrong].tolist(), result.classes),
     }  # fmt: skip
     for name, fig in figures.items():

@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .errors import UserError
-from .train.metrics import read_metrics
+from ..rundir import RunDir
 
 COLUMNS = ("run", "model", "params", "MACs", "test acc", "best acc", "img/s", "wall time")
 
 
 def read_run(path: str | Path) -> dict:
     """summary.json, config.json and metrics.csv of a finished run folder."""
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"{path}: not a run folder")
-    files = {name: p / name for name in ("summary.json", "config.json", "metrics.csv")}
-    missing = [n for n, f in files.items() if not f.exists()]
-    if missing:
-        raise UserError(f"{path}: no {missing[0]} (is it a finished resdense run?)")
-    try:
-        summary = json.loads(files["summary.json"].read_text())
-        config = json.loads(files["config.json"].read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: broken JSON ({e.msg})") from None
-    return {
-        "path": str(p),
-        "summary": summary,
-        "config": config,
-        "metrics": read_metrics(files["metrics.csv"]),
-    }
+    return RunDir(path).read()
 
 
 def table_rows(runs: list[dict]) -> list[dict]:
@@ -80,8 +61,8 @@ def compare(paths: list[str | Path], plot: str | Path | None = None) -> list[dic
     In a notebook the plot is shown inline too."""
     runs = [read_run(p) for p in paths]
     if plot:
-        from .train.plots import compare_figure, save_figure
-        from .utils.notebook import show_figure
+        from ..plots import compare_figure, save_figure
+        from ..utils.notebook import show_figure
 
         fig = compare_figure([(Path(r["path"]).name, r["metrics"]) for r in runs])
         save_figure(fig, plot)

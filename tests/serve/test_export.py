@@ -14,8 +14,8 @@ import torch
 
 from resdense.cli import main
 from resdense.errors import UserError
-from resdense.export import META_KEY, TORCHSCRIPT_EXTRA, export_onnx, export_torchscript
-from resdense.fuse import count_batchnorms
+from resdense.serve.export import META_KEY, TORCHSCRIPT_EXTRA, export_onnx, export_torchscript
+from resdense.serve.fuse import count_batchnorms
 
 from . import MODELS, make_trained
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from resdense.data.transforms import Preprocess
+from resdense.modelfile import ModelSpec
+from resdense.modelfile import write_safetensors as save_trained
 from resdense.models import create_model
-from resdense.weights import ModelSpec, save_trained
+from resdense.preprocess import Preprocess
 
-PREPROCESS = Preprocess(size=32, mean=(0.5,), std=(0.25,), in_chans=1)
+PREPROCESS = Preprocess(resize=32, mean=(0.5,), std=(0.25,), in_chans=1)
 CLASSES = [f"class{i}" for i in range(10)]
 
 # registry name -> builder options; both are what a real run would store in its spec

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from resdense.errors import UserError
-from resdense.export import META_KEY, export_onnx, export_torchscript
-from resdense.inference import Predictor, load_predictor
+from resdense.serve import Predictor, load_predictor
+from resdense.serve.export import META_KEY, export_onnx, export_torchscript
 
 from . import CLASSES, make_trained, uint8_images
 

@@ -1,0 +1,183 @@
+"""How raw uint8 images become network input: one typed :class:`Preprocess`, the functions that apply it, and
+the normalisation constants. Saved with every model (``ModelSpec``), carried by every model as part of its
+``pretrained_cfg``, and used by training, serving and the studies alike, so a model is fed one way only.
+
+Two ways to fit an image to the network, as the references do it:
+
+* ``fit="squash"``: the whole image resized to ``resize`` x ``resize`` (what the in-memory data sets store,
+  and d2l's ``transforms.Resize(96)`` on square images);
+* ``fit="shorter"``: the shorter side resized to ``resize``, the aspect ratio kept (torchvision's
+  ``Resize(256)`` of its ImageNet evaluation, the streamed folders' evaluation).
+
+Either way ``crop`` then cuts the centre ``crop`` x ``crop`` (``CenterCrop(224)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch.nn import functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+# evaluation crops the centre crop_pct of the shorter side (ImageNet's 224 of 256)
+CROP_PCT = 0.875
+FITS = ("squash", "shorter")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """uint8 images -> normalised float input: channels matched, resized, centre-cropped, normalised."""
+
+    resize: int | None  # the square side (squash) or the shorter side (shorter); None keeps the stored size
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    in_chans: int
+    crop: int | None = None  # then the centre crop x crop
+    fit: str = "squash"
+
+    def __post_init__(self) -> None:
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {', '.join(FITS)}, got {self.fit!r}")
+
+    @classmethod
+    def centre(
+        cls, size: int, mean, std, in_chans: int, crop_pct: float = CROP_PCT, fit: str = "shorter"
+    ) -> Preprocess:
+        """The evaluation of photos: the shorter side to ``size / crop_pct``, then the centre ``size``."""
+        return cls(round(size / crop_pct), tuple(mean), tuple(std), in_chans, size, fit)
+
+    def to_dict(self) -> dict:
+        # "size" is the key files have used since the first release: older readers keep working
+        d = {"size": self.resize, "mean": list(self.mean), "std": list(self.std), "in_chans": self.in_chans}
+        if self.crop is not None:
+            d["crop"] = self.crop
+        if self.fit != "squash":
+            d["fit"] = self.fit
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Preprocess:
+        return cls(
+            d["size"] if "size" in d else d["resize"],
+            tuple(float(v) for v in d["mean"]),
+            tuple(float(v) for v in d["std"]),
+            int(d["in_chans"]),
+            d.get("crop"),
+            d.get("fit", "squash"),
+        )
+
+    @property
+    def input_size(self) -> int | None:
+        """The square side the network is fed (None: the images' own)."""
+        return self.crop or self.resize
+
+    def for_channels(self, in_chans: int) -> Preprocess:
+        """The same preprocessing for ``in_chans`` channels (one grey channel made from RGB statistics: their
+        channel average)."""
+        if in_chans == self.in_chans and len(self.mean) == in_chans:
+            return self
+        mean, std = self.mean, self.std
+        if len(mean) != in_chans:
+            mean = (sum(mean) / len(mean),) * in_chans
+            std = (sum(std) / len(std),) * in_chans
+        return replace(self, mean=mean, std=std, in_chans=in_chans)
+
+    def fit_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> uint8 (N, in_chans, side, side): channels, size and crop, not normalised.
+        Images of any size come out alike, so files of different sizes batch together."""
+        x = match_channels(images, self.in_chans)
+        x = resize_shorter(x, self.resize) if self.fit == "shorter" else resize(x, self.resize)
+        return center_crop(x, self.crop)
+
+    def __call__(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 (N, C, H, W) -> normalised float (N, in_chans, input_size, input_size)."""
+        return normalize(self.fit_images(images), self.mean, self.std, dtype)
+
+
+def match_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
+    c = images.shape[1]
+    if c == in_chans:
+        return images
+    if c == 1:
+        return images.expand(-1, in_chans, -1, -1)
+    if in_chans == 1 and c == 3:
+        # ITU-R 601 luma, as PIL's convert("L")
+        w = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+        return (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    raise ValueError(f"cannot turn {c}-channel images into {in_chans}-channel input")
+
+
+def _resize_to(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    if tuple(images.shape[-2:]) == hw:
+        return images
+    was_uint8 = images.dtype == torch.uint8
+    x = images.float() if was_uint8 else images
+    x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8) if was_uint8 else x
+
+
+def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Bilinear resize of a batch (uint8 or float) to ``size`` x ``size``; a no-op when it already fits.
+
+    d2l resizes each PIL image with ``transforms.Resize``; a batched bilinear interpolation with
+    antialiasing gives the same picture without a Python loop over images.
+    """
+    return images if size is None else _resize_to(images, (size, size))
+
+
+def resize_shorter(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Resize so that the shorter side is ``size``, keeping the aspect ratio (torchvision's ``Resize(int)``)."""
+    if size is None:
+        return images
+    h, w = images.shape[-2:]
+    if h <= w:
+        return _resize_to(images, (size, max(1, int(size * w / h))))
+    return _resize_to(images, (max(1, int(size * h / w)), size))
+
+
+def center_crop(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """The central ``size`` x ``size`` window of each image (torchvision's CenterCrop, without padding)."""
+    if size is None:
+        return images
+    h, w = images.shape[-2:]
+    if size > h or size > w:
+        raise ValueError(f"cannot centre-crop {size}x{size} from {h}x{w} images")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return images[..., top : top + size, left : left + size]
+
+
+def normalize(
+    images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 [0, 255] -> (x / 255 - mean) / std, folded into one multiply-add."""
+    n, c, h, w = images.shape
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], device=images.device)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], device=images.device)
+    if c > 1 and images.is_contiguous(memory_format=torch.channels_last):
+        # Decoded photos arrive channels-last (pixels interleaved). Broadcasting a per-channel (1, C, 1, 1)
+        # over that memory leaves an innermost loop of C = 3 elements, which does not vectorise; seen as
+        # rows of W * C values with the (mean, std) pattern repeated along the row, the same multiply-add
+        # vectorises (benchmarks/stream.py's pipeline measures it).
+        rows = images.permute(0, 2, 3, 1).reshape(n * h, w * c)
+        out = torch.addcmul(shift.repeat(w), rows.float(), scale.repeat(w)).to(dtype)
+        return out.view(n, h, w, c).permute(0, 3, 1, 2)
+    return torch.addcmul(shift.view(1, c, 1, 1), images.float(), scale.view(1, c, 1, 1)).to(dtype)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units, computed in chunks (no big float copy)."""
+    c = images.shape[1]
+    s = torch.zeros(c, dtype=torch.float64)
+    s2 = torch.zeros(c, dtype=torch.float64)
+    for chunk in images.split(8192):
+        x = chunk.to(torch.float64).div_(255).transpose(0, 1).reshape(c, -1)
+        s += x.sum(1).cpu()
+        s2 += (x * x).sum(1).cpu()
+    n = images.numel() / c
+    mean = s / n
+    std = (s2 / n - mean**2).clamp(min=1e-12).sqrt()
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)

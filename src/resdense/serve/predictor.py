@@ -1,0 +1,143 @@
+"""A loaded model with its spec: uint8 images in, logits out, whatever runs it (PyTorch, onnxruntime,
+TorchScript); and the one forward pass with test-time augmentation, which training's evaluation, the studies
+and every predictor share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..modelfile import ModelSpec
+
+__all__ = ["BACKENDS", "DEFAULT_BATCH_SIZE", "Predictor", "predict_logits", "tta_forward"]
+
+BACKENDS = ("torch", "onnxruntime", "torchscript")
+DEFAULT_BATCH_SIZE = 256
+
+
+def tta_forward(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta_flip: bool) -> torch.Tensor:
+    """Float32 logits of the preprocessed batch ``x``; with ``tta_flip`` the average of the logits of each
+    image and of its mirror image (the test-time augmentation training scores with)."""
+    logits = run(x).float()
+    if tta_flip:
+        logits = 0.5 * (logits + run(x.flip(-1)).float())
+    return logits
+
+
+def predict_logits(
+    model: nn.Module | Callable,
+    images: torch.Tensor,
+    preprocess,
+    *,
+    tta_flip: bool = False,
+    batch_size: int = 1024,
+    channels_last: bool = False,
+    autocast: bool = False,
+) -> torch.Tensor:
+    """Logits for uint8 images (on their device), in batches, without grad."""
+    outs = []
+    dev = images.device
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+        for chunk in images.split(batch_size):
+            x = preprocess(chunk)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            outs.append(tta_forward(model, x, tta_flip))
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+class Predictor:
+    """A loaded model with its spec: uint8 images in, logits out.
+
+    ``backend`` is ``"torch"`` (``model`` is the ``nn.Module``), ``"onnxruntime"`` or ``"torchscript"``
+    (``model`` is None for both; the runtime object is ``runner``). Made by :func:`resdense.serve.load_predictor`.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        backend: str,
+        runner,
+        *,
+        device: str | torch.device = "cpu",
+        model: nn.Module | None = None,
+        path: Path | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.spec = spec
+        self.backend = backend
+        self.runner = runner
+        self.device = torch.device(device)
+        self.model = model
+        self.path = path
+        self.batch_size = batch_size
+
+    @classmethod
+    def for_model(cls, model: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu", **kw) -> Predictor:
+        return cls(spec, "torch", model, device=device, model=model, **kw)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.spec.classes
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.spec.model!r}, backend={self.backend!r}, path={str(self.path)!r})"
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend == "onnxruntime":
+            name = self.runner.get_inputs()[0].name
+            out = self.runner.run(None, {name: x.detach().cpu().numpy()})[0]
+            return torch.from_numpy(out)
+        return self.runner(x)
+
+    def _fit(self, images: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.spec.preprocess.fit_images(images.to(self.device))
+        except ValueError as e:  # e.g. 4-channel images for a 3-channel model
+            raise UserError(f"{self.path or self.spec.model}: {e}") from None
+
+    def _logits(self, fitted: torch.Tensor) -> torch.Tensor:
+        pre = self.spec.preprocess
+        from ..preprocess import normalize
+
+        x = normalize(fitted, pre.mean, pre.std)
+        return tta_forward(self._run, x, self.spec.tta_flip).cpu()
+
+    @torch.no_grad()
+    def predict_logits(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> float32 logits (N, classes) on the CPU.
+
+        Each batch of ``batch_size`` (default 256) images is preprocessed with ``spec.preprocess`` (channels,
+        resize, centre crop, normalisation) on the predictor's device, then run without grad.
+        """
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"expected a uint8 tensor (N, C, H, W), got {shape}")
+        if images.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 images, got {images.dtype}")
+        bs = batch_size or self.batch_size
+        outs = [self._logits(self._fit(images[s : s + bs])) for s in range(0, images.shape[0], bs)]
+        if not outs:
+            return torch.empty(0, len(self.spec.classes) or 0)
+        return torch.cat(outs)
+
+    @torch.no_grad()
+    def predict_images(self, images: Sequence[torch.Tensor], batch_size: int | None = None) -> torch.Tensor:
+        """Logits for images of any sizes (each uint8 (1, C, H, W) or (C, H, W)): each is fitted on its own
+        (resize, centre crop) exactly as a batch would be, then they run in batches."""
+        bs = batch_size or self.batch_size
+        fitted = [self._fit(im if im.dim() == 4 else im[None]) for im in images]
+        outs = [self._logits(torch.cat(fitted[s : s + bs])) for s in range(0, len(fitted), bs)]
+        return torch.cat(outs) if outs else torch.empty(0, len(self.spec.classes) or 0)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> predicted class indices (N,)."""
+        return self.predict_logits(images, batch_size).argmax(1)

@@ -1,0 +1,128 @@
+"""Training settings: one frozen :class:`TrainConfig`, and :func:`validate`, the one place that says which
+settings cannot work (before any data is read). The command line's options are derived from its fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from ..errors import UserError
+
+OPTIMIZERS = ("sgd", "nesterov", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle", "linear")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    recipe: str = "fast"
+    model: str = "resnet20"
+    model_options: dict = field(default_factory=dict)
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    epochs: int = 10
+    batch_size: int = 256  # the global batch: split across processes under torchrun
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    resize: int | None = None  # square input side; None keeps the data's own size
+    normalize: bool = True  # standardise with the training set's mean/std (d2l does not)
+    augment: str = "none"
+    crop_padding: int = 2
+    init: str = "default"  # "xavier": d2l's xavier_uniform_ on conv and linear weights
+    tta_flip: bool = False  # evaluate on the image and its mirror, average the logits
+    ema: float = 0.0  # decay of an exponential moving average of the weights used for evaluation
+    # progressive resizing (FFCV, fast.ai): the first epochs train on batches downscaled to this side, the
+    # side grows linearly to the full size, reached after ``progressive_until`` of the epochs; 0: off
+    progressive_from: int = 0
+    progressive_until: float = 0.75
+    seed: int = 0
+    device: str = "auto"
+    train_subset: int = 0
+    val_split: int = 0  # hold out this many training images (fixed draw) and report accuracy on them
+    channels_last: bool = True
+    compile: bool = False
+    amp: bool = True  # bf16 autocast where it pays (CUDA); never on CPU, where bf16 is far slower
+    sync_bn: bool = False
+    eval_batch_size: int = 1024
+    # score the test (and validation) set after every eval_every-th epoch and the last; 0: the last only.
+    # Epochs trained on downscaled images (progressive resizing) are never scored: see schedule.evaluates_at
+    eval_every: int = 1
+    in_memory: str = "auto"  # image folders: "yes", "no" (streamed from the files) or "auto" (by size)
+    skip_bad_images: bool = False  # image folders: leave out bad files (listed in the run folder)
+    workers: int | None = None  # streamed folders: decoding processes per training process (None: auto)
+    out: str | None = None
+    tensorboard: bool = False  # also log to <out>/tensorboard (needs the "tensorboard" extra)
+    # fine-tuning (train/optim.py): start from these weights (see resdense.models.pretrained), freeze part
+    # of the body, train the classifier at head_lr_mult times the learning rate; crop: evaluate on a centre
+    # crop of this side from the resized image (the "rrc-flip" augmentation trains on random crops of it)
+    weights: str | None = None
+    freeze: str = "none"
+    head_lr_mult: float = 1.0
+    crop: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_overrides(self, **overrides) -> TrainConfig:
+        known = {f.name for f in fields(self)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def setting_names() -> list[str]:
+    """Every field of :class:`TrainConfig`: what ``with_overrides`` and the command line accept."""
+    return [f.name for f in fields(TrainConfig)]
+
+
+def validate(cfg: TrainConfig) -> None:
+    """One-line errors for settings that cannot work, before any data is read."""
+    from ..data import DATASETS
+    from ..data.augment import AUGMENTATIONS
+    from ..data.stream import IN_MEMORY
+
+    if cfg.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if not cfg.lr > 0:
+        raise UserError(f"--lr must be positive, got {cfg.lr}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise UserError(f"--optimizer: unknown {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    if cfg.schedule not in SCHEDULES:
+        raise UserError(f"--schedule: unknown {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
+    if cfg.augment not in AUGMENTATIONS:
+        raise UserError(f"--augment: unknown {cfg.augment!r}; choose from {', '.join(AUGMENTATIONS)}")
+    if cfg.dataset not in DATASETS:
+        raise UserError(f"--dataset: unknown {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise UserError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.resize is not None and cfg.resize < 8:
+        raise UserError(f"--resize must be at least 8 pixels, got {cfg.resize}")
+    if cfg.train_subset < 0:
+        raise UserError(f"--train-subset must be >= 0, got {cfg.train_subset}")
+    if not cfg.head_lr_mult > 0:
+        raise UserError(f"--head-lr-mult must be positive, got {cfg.head_lr_mult}")
+    if cfg.crop is not None and (cfg.crop < 8 or (cfg.resize is not None and cfg.crop > cfg.resize)):
+        raise UserError(f"--crop must be between 8 and --resize ({cfg.resize}), got {cfg.crop}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {cfg.workers}")
+    if cfg.val_split < 0:
+        raise UserError(f"--val-split must be >= 0, got {cfg.val_split}")
+    if cfg.progressive_from and cfg.progressive_from < 8:
+        raise UserError(
+            f"--progressive-from must be 0 (off) or at least 8 pixels, got {cfg.progressive_from}"
+        )
+    if cfg.eval_every < 0:
+        raise UserError(f"--eval-every must be >= 0 (0: the last epoch only), got {cfg.eval_every}")
+    if not 0 < cfg.progressive_until <= 1:
+        raise UserError(f"--progressive-until must be in (0, 1], got {cfg.progressive_until}")
+    if cfg.in_memory not in IN_MEMORY:
+        raise UserError(f"--in-memory: expected one of {', '.join(IN_MEMORY)}, got {cfg.in_memory!r}")
+    if cfg.in_memory == "no" and cfg.dataset != "folder":
+        raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")

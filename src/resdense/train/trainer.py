@@ -1,0 +1,273 @@
+"""The training loop: d2l's ``train_ch6`` grown into a tool, in the airbench and nanoGPT manner.
+
+Data lives on the training device as uint8 tensors (or streams in from the files); each step takes a batch,
+lets the data side preprocess and augment it, runs one optimizer step and keeps its loss and accuracy on the
+device (no host sync in the hot loop except when the progress bar redraws). Under ``torchrun`` the model is
+wrapped in PyTorch's own DistributedDataParallel; nothing here re-implements communication.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data.dataset import Dataset, ImageSet
+from ..data.sampling import epoch_generator, steps_per_epoch
+from ..data.stream import StreamedFolder
+from ..errors import UserError
+from ..modelfile import unwrap
+from ..rundir import RunDir
+from ..serve.predictor import predict_logits
+from ..utils.device import resolve_device
+from ..utils.progress import ProgressBar
+from . import distributed as dist_utils
+from .callbacks import Callback, default_callbacks
+from .config import TrainConfig
+from .optim import make_optimizer
+from .schedule import evaluates_at, lr_at, size_at
+from .setup import build_model, prepare_data
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    summary: dict
+    history: list[dict]
+
+
+class NonFiniteLoss(UserError):
+    pass
+
+
+class Trainer:
+    """Holds everything a run needs; ``fit()`` runs it. Built by :func:`resdense.train.train`."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        dataset: Dataset | StreamedFolder,
+        out_dir: Path,
+        progress: bool = True,
+        pretrained=None,
+    ):
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.run = RunDir(out_dir)
+        self.dist = dist_utils.current()
+        self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
+        self.is_main = self.dist.rank == 0
+        self.progress = progress and self.is_main
+        self.autocast = cfg.amp and self.device.type == "cuda"
+        self.dataset = dataset
+
+        data = prepare_data(cfg, dataset, self.device)
+        self.train_set, self.test_set, self.val_set = data.train, data.test, data.val
+        self.classes = data.classes
+        say = self.say if self.is_main else None
+        built = build_model(cfg, data, pretrained=pretrained, progress=self.progress, say=say, source=str(out_dir))
+        self.preprocess, self.augment = data.preprocess, data.augment  # the weights' mean/std, if adopted
+        self.spec, self.params, self.macs = built.spec, built.params, built.macs
+        model = built.model
+        if cfg.sync_bn:
+            model = self.dist.convert_sync_bn(model)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model = model.to(self.device, memory_format=self.memory_format)
+        self.model = model
+        self.ema_model = copy.deepcopy(model).eval() if cfg.ema > 0 else None
+        self.optimizer = make_optimizer(cfg, model)
+        self.ddp_model = self.dist.wrap(model)
+        self.step_model = torch.compile(self.ddp_model) if cfg.compile else self.ddp_model
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+        world = self.dist.world_size
+        if cfg.batch_size % world:
+            raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
+        if len(self.train_set) < cfg.batch_size:
+            raise UserError(
+                f"--batch-size {cfg.batch_size} is larger than the {len(self.train_set)} training images"
+            )
+        self.steps_per_epoch = steps_per_epoch(len(self.train_set), cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.history: list[dict] = []
+        self.start_epoch = 0
+        self.elapsed = 0.0  # training seconds before this process (resumed runs)
+
+    # -- state ------------------------------------------------------------------------------------------
+    def state(self, epoch: int) -> dict:
+        return {
+            "epoch": epoch,
+            "model": unwrap(self.model).state_dict(),
+            "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history,
+            "elapsed": self.elapsed,
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state(self, ckpt: dict) -> None:
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        if self.ema_model is not None and ckpt.get("ema") is not None:
+            self.ema_model.load_state_dict(ckpt["ema"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.history = list(ckpt["history"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.elapsed = float(ckpt.get("elapsed", 0.0))
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict:
+        cfg, dev = self.cfg, self.device
+        model = self.step_model
+        model.train()
+        # Every random choice of the epoch derives from (seed, epoch): a resumed run replays it exactly.
+        torch.manual_seed(cfg.seed * 7919 + epoch)
+        gen = epoch_generator(cfg.seed, epoch, stream=1 + self.dist.rank, device=dev)
+        loss_sum = torch.zeros((), device=dev)
+        correct = torch.zeros((), device=dev, dtype=torch.long)
+        seen = 0
+        bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=self.progress)
+        t0 = time.perf_counter()
+        batches = self.train_set.train_batches(cfg.batch_size, seed=cfg.seed, epoch=epoch,
+                                               rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
+        full = self.preprocess.input_size
+        side = size_at(cfg, epoch, full)
+        for i, (xb, yb) in enumerate(batches):
+            step = epoch * self.steps_per_epoch + i
+            lr = lr_at(cfg, step, self.total_steps, self.steps_per_epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_mult", 1.0)
+            # a no-op for in-memory batches; streamed ones arrive as uint8 on the host
+            xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
+            x = self.augment(xb, gen)  # preprocessed and augmented as the data side says
+            if side != full:  # after augmentation, so crops and erasing keep their meaning in pixels
+                x = nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
+            x = x.contiguous(memory_format=self.memory_format)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
+                logits = model(x)
+                loss = self.criterion(logits.float(), yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.ema_model is not None:
+                self.update_ema(step)
+            loss_sum += loss.detach() * yb.shape[0]
+            correct += (logits.argmax(1) == yb).sum()
+            seen += yb.shape[0]
+            if bar.due():
+                secs = time.perf_counter() - t0
+                bar.update(i + 1, f"loss {loss_sum.item() / seen:.3f} acc {correct.item() / seen:.3f} "
+                                  f"{seen * self.dist.world_size / secs:,.0f} img/s")  # fmt: skip
+        bar.close()
+        totals = self.dist.all_reduce_sum(torch.stack([loss_sum, correct.to(loss_sum.dtype)]))
+        seen_all = seen * self.dist.world_size
+        loss_avg = totals[0].item() / seen_all
+        if not math.isfinite(loss_avg):
+            raise NonFiniteLoss(
+                f"the training loss became {loss_avg} in epoch {epoch + 1}; stopped, the last good checkpoint "
+                f"is kept in {self.out_dir} (try a lower --lr)"
+            )
+        secs = time.perf_counter() - t0
+        return {"train_loss": loss_avg, "train_acc": totals[1].item() / seen_all, "seconds": secs,
+                "images_per_s": seen_all / secs, "lr": lr}  # fmt: skip
+
+    @torch.no_grad()
+    def update_ema(self, step: int) -> None:
+        # warm the average up: early weights are far from the final ones (decay grows to cfg.ema)
+        d = min(self.cfg.ema, (1 + step) / (10 + step))
+        for e, p in zip(self.ema_model.parameters(), unwrap(self.model).parameters()):
+            e.lerp_(p.detach(), 1 - d)
+        for e, b in zip(self.ema_model.buffers(), unwrap(self.model).buffers()):
+            e.copy_(b)
+
+    def eval_model(self) -> nn.Module:
+        return self.ema_model if self.ema_model is not None else unwrap(self.model)
+
+    def evaluate(self, final: bool = True, data: ImageSet | None = None) -> float:
+        """Test accuracy (or on ``data``: the validation split); under torchrun each process scores a share
+        and all agree on the sum.
+
+        The mirror-image test-time augmentation doubles the cost of an evaluation, so it is applied to the
+        final one only: earlier epochs' figures are for plotting, the final one is the run's result.
+        """
+        model = self.eval_model()
+        self.dist.broadcast_buffers(model)  # score rank 0's model (the saved one) on every rank
+        model.eval()
+        data = self.test_set if data is None else data
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for xb, yb in data.eval_batches(self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size):
+            xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+            logits = predict_logits(model, xb, self.preprocess, tta_flip=self.cfg.tta_flip and final,
+                                    batch_size=self.cfg.eval_batch_size,
+                                    channels_last=self.cfg.channels_last, autocast=self.autocast)  # fmt: skip
+            correct += (logits.argmax(1) == yb).sum()
+        total = self.dist.all_reduce_sum(correct.double())
+        return total.item() / len(data)
+
+    def fit(self, callbacks: list[Callback] | None = None) -> TrainResult:
+        """Train from ``start_epoch`` on. ``callbacks`` (default: the run's own, see
+        :func:`~resdense.train.callbacks.default_callbacks`) run on the main process only."""
+        cfg = self.cfg
+        if callbacks is None:
+            callbacks = default_callbacks(progress=self.progress, tensorboard=cfg.tensorboard)
+        callbacks = list(callbacks) if self.is_main else []
+        for cb in callbacks:
+            cb.on_train_start(self)
+        test_acc = self.history[-1].get("test_acc", 0.0) if self.history else 0.0
+        for epoch in range(self.start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            row = self.train_epoch(epoch)
+            row = {"epoch": epoch + 1, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
+                   "lr": row["lr"], "seconds": row["seconds"], "images_per_s": row["images_per_s"]}  # fmt: skip
+            if evaluates_at(cfg, epoch, self.preprocess.input_size):
+                final = epoch + 1 == cfg.epochs
+                row["test_acc"] = test_acc = self.evaluate(final)
+                if self.val_set is not None:
+                    row["val_acc"] = self.evaluate(final, self.val_set)
+            self.elapsed += time.perf_counter() - t0
+            self.history.append(row)
+            for cb in callbacks:
+                cb.on_epoch_end(self, row)
+        summary = self.summary(test_acc)
+        for cb in callbacks:
+            cb.on_train_end(self, summary)
+        self.dist.barrier()
+        return TrainResult(self.out_dir, summary, self.history)
+
+    def summary(self, test_acc: float) -> dict:
+        h = self.history
+        train_secs = sum(r["seconds"] for r in h)
+        images = sum(r["seconds"] * r["images_per_s"] for r in h)
+        return {
+            "model": self.cfg.model,
+            "recipe": self.cfg.recipe,
+            "test_accuracy": test_acc,
+            "best_test_accuracy": max((r["test_acc"] for r in h if "test_acc" in r), default=0.0),
+            **self.val_summary(),
+            "epochs": len(h),
+            "seconds": round(self.elapsed, 2),
+            "images_per_s": images / train_secs if train_secs else 0.0,
+            "params": self.params,
+            "macs": self.macs,
+            "device": self.device_label(),
+            "world_size": self.dist.world_size,
+        }
+
+    def val_summary(self) -> dict:
+        if self.val_set is None or not self.history:
+            return {}
+        return {"val_accuracy": self.history[-1]["val_acc"], "val_images": len(self.val_set)}
+
+    def device_label(self) -> str:
+        if self.device.type == "cuda":
+            name = torch.cuda.get_device_name(self.device)
+        else:
+            name = f"cpu ({torch.get_num_threads()} threads)"
+        return f"{name} x{self.dist.world_size}" if self.dist.world_size > 1 else name
+
+    def say(self, msg: str) -> None:
+        print(msg, flush=True)
