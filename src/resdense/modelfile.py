@@ -171,8 +171,9 @@ def _is_torchscript_zip(path: Path) -> bool | None:
 
 def sniff(path: str | Path) -> str:
     """What a file is, from its bytes (the suffix breaks no tie the bytes can settle): ``safetensors``,
-    ``torchscript``, ``torch`` (a ``torch.save`` file: a state dict or a checkpoint), ``onnx`` (by suffix;
-    onnxruntime is the judge) or ``unknown``. A one-line error when it cannot be read at all."""
+    ``torchscript``, ``torch`` (a ``torch.save`` zip: a state dict or a checkpoint), ``onnx`` (by suffix;
+    onnxruntime is the judge) or ``unknown`` (an ONNX file under another name, a legacy ``torch.save``, or
+    nothing of ours: the reader that is tried says which). A one-line error when it cannot be read at all."""
     p = Path(path)
     try:
         with open(p, "rb") as f:
@@ -189,8 +190,6 @@ def sniff(path: str | Path) -> str:
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         return "onnx"
-    if suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        return "torch"  # perhaps a legacy (non-zip) torch.save; torch.load says if not
     if suffix == ".safetensors":
         return "safetensors"  # whatever it holds, the safetensors reader names the problem
     return "unknown"

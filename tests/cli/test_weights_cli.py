@@ -22,7 +22,7 @@ def shipped_meta(tag: str) -> dict:
         return json.loads(f.metadata()["resdense_pretrained"])
 
 
-SHIPPED_TAGS = list(P.SHIPPED)  # every model the package declares must ship (a missing file fails)
+SHIPPED_TAGS = list(P.SHIPPED_ORDER)  # every model the package declares must ship (a missing file fails)
 
 
 @pytest.mark.parametrize("tag", SHIPPED_TAGS)
@@ -174,7 +174,7 @@ def test_finetune_recipe_on_an_image_folder(capsys, tmp_path, monkeypatch):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["weights"] == "IMAGENET1K_V1" and cfg["head_lr_mult"] == 10.0 and cfg["augment"] == "rrc-flip"
     assert cfg["preprocess"] == {"size": 256, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                                 "in_chans": 3, "crop": 224}  # fmt: skip
+                                 "in_chans": 3, "crop": 224, "fit": "shorter"}  # fmt: skip
     code, stdout, err = cli(capsys, "evaluate", out, "--json")
     assert code == 0, err
     assert json.loads(stdout)["accuracy"] == json.loads((out / "summary.json").read_text())["test_accuracy"]

@@ -17,8 +17,8 @@ from torch import nn
 import resdense
 from resdense.models import hub
 from resdense.models import pretrained as P
-from resdense.models.registry import get_model_info
 from resdense.models.pretrained import PretrainedError, adapt_input_conv
+from resdense.models.registry import get_model_info
 
 tv_models = pytest.importorskip("torchvision.models")  # the dev extra installs it; CI runs these
 

@@ -23,7 +23,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from resdense.train.loader import train_batches
 from torch import nn
 
 from resdense.cli import main as cli_main
@@ -45,6 +44,11 @@ TORCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADD
 
 # A model with no batch norm: one DDP step must then equal one single-process step exactly.
 NO_BN_MODEL = "test_no_bn_convnet"
+
+
+def train_batches(data, batch_size, **kwargs):
+    """The in-memory split's own batches (the batch protocol of resdense.data.dataset)."""
+    return data.train_batches(batch_size, **kwargs)
 
 
 def no_bn_convnet(num_classes: int = 10, in_chans: int = 1) -> nn.Module:

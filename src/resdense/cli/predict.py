@@ -55,7 +55,7 @@ def load_model_for(args, device: str):
         if args.arch is not None:
             raise UserError("--arch goes with --weights")
         return load_predictor(args.model, device=device)
-    return load_predictor(args.weights, device=device, arch=args.arch)
+    return load_predictor(args.weights, device=device, arch=args.arch, weights=True)
 
 
 def run(args) -> int:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -246,7 +245,7 @@ def _from_torch_file(path: Path) -> Pretrained:
                 "weights_only=True); save a plain state_dict instead"
             ) from None
         raise PretrainedError(f"{path}: not a readable PyTorch file ({first_line(e)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    except Exception as e:  # torch's reader raises many kinds (KeyError, IndexError, ...) on files not its own
         raise PretrainedError(f"{path}: not a readable PyTorch file, truncated or corrupt ({first_line(e)})"
                               ) from None  # fmt: skip
     # checkpoints wrap the state dict: {"state_dict": ...} (Lightning, timm), {"model": ...} (resdense)

@@ -87,7 +87,7 @@ def _have_onnxscript() -> bool:
 
 def _export_dynamo(m: nn.Module, x: torch.Tensor, spec: ModelSpec, opset: int | None):
     dims = {0: torch.export.Dim("batch")}
-    if spec.preprocess.size is None:
+    if spec.preprocess.input_size is None:
         dims.update({2: torch.export.Dim("height"), 3: torch.export.Dim("width")})
     with quiet_torch():
         program = torch.onnx.export(
@@ -107,7 +107,7 @@ def _export_dynamo(m: nn.Module, x: torch.Tensor, spec: ModelSpec, opset: int | 
 def _export_legacy(m: nn.Module, x: torch.Tensor, spec: ModelSpec, tmp: Path, opset: int | None):
     import onnx
 
-    axes = {0: "batch", 2: "height", 3: "width"} if spec.preprocess.size is None else {0: "batch"}
+    axes = {0: "batch", 2: "height", 3: "width"} if spec.preprocess.input_size is None else {0: "batch"}
     with quiet_torch():
         torch.onnx.export(
             m,

@@ -58,15 +58,17 @@ def load_predictor(
     device: str | torch.device = "cpu",
     *,
     arch: str | None = None,
+    weights: bool = False,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
 ) -> Predictor:
     """A :class:`Predictor` for any source (see the module docstring); a one-line :class:`UserError` naming
-    it when it is none of these or cannot be read. ONNX files always run on onnxruntime's CPU provider."""
+    it when it is none of these or cannot be read. ``weights``: ``src`` is a weights source (``--weights``),
+    so a name that is no file is looked up as weights. ONNX files always run on onnxruntime's CPU provider."""
     p = Path(src)
     kind = "weights" if p.is_dir() else None
     if not p.exists():
-        if shipped_source(src) is None and arch is None:
+        if not weights and shipped_source(src) is None and arch is None:
             raise UserError(f"{src}: no such run folder or model file")
         kind = "weights"  # a name: fashion-mnist, or torchvision's with arch
     if kind is None:
@@ -79,7 +81,7 @@ def load_predictor(
     if kind == "torch" and arch is None:
         raise UserError(f"{p}: a torch.save file (a state dict or checkpoint), not a TorchScript model (make one "
                         "with `resdense export RUN --format torchscript`, or name its architecture)")  # fmt: skip
-    if kind in ("weights", "safetensors", "torch"):
+    if kind in ("weights", "safetensors", "torch") or (kind == "unknown" and arch is not None):
         model, spec = load_model(src, arch, device, progress=progress)
         return Predictor.for_model(model, spec, device, path=p if p.exists() else None, batch_size=batch_size)
     spec, session = _load_onnx(p, known=kind == "onnx")
