@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
+from resdense.modelfile import ModelSpec
+from resdense.models import create_model
 from resdense.preprocess import Preprocess
 from resdense.serve.export import export_onnx
 from resdense.serve.fuse import count_batchnorms, fuse_bn
-from resdense.models import create_model
-from resdense.modelfile import ModelSpec
 
 DEFAULT_MODELS = "resnet50,resnet20@1x28x28"
 

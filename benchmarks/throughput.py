@@ -43,8 +43,9 @@ from tests.models.d2l_seed import book_densenet, book_resnet  # noqa: E402
 from _common import dump, extract_fashion_mnist, machine  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
 from resdense.models import create_model  # noqa: E402
-from resdense.train.engine import Trainer, resolve_device, xavier_init  # noqa: E402
-from resdense.train.recipes import get_recipe  # noqa: E402
+from resdense.train import Trainer, get_recipe  # noqa: E402
+from resdense.train.setup import xavier_init  # noqa: E402
+from resdense.utils.device import resolve_device  # noqa: E402
 from resdense.utils.system import keep_freed_memory  # noqa: E402
 
 BOOK_NETS = {"d2l-resnet": book_resnet, "d2l-densenet": book_densenet}

@@ -37,9 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import dump, machine  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
-from resdense.train import get_recipe, train  # noqa: E402
-from resdense.train.engine import Trainer  # noqa: E402
-from resdense.train.loader import train_batches  # noqa: E402
+from resdense.train import Trainer, get_recipe, train  # noqa: E402
 from throughput import seed_speed  # noqa: E402
 
 REFERENCE_SPEED = 107.0  # images/s of the seed's d2l-resnet side on the reference machine (issue 12)
@@ -101,7 +99,7 @@ def book_within(budget_s: float, device: str, data_dir: str | None) -> dict:
         seen, epoch = 0, 0
         # the book's step: constant lr, no augmentation, no momentum (the recipe), as the engine takes it
         while time.perf_counter() - t0 < budget_s:
-            for xb, yb in train_batches(trainer.train_set, cfg.batch_size, seed=0, epoch=epoch):
+            for xb, yb in trainer.train_set.train_batches(cfg.batch_size, seed=0, epoch=epoch):
                 x = trainer.preprocess(xb).contiguous(memory_format=trainer.memory_format)
                 loss = trainer.criterion(model(x), yb)
                 opt.zero_grad(set_to_none=True)

@@ -1,6 +1,6 @@
 """The model file: what a trained model is (:class:`ModelSpec`, pure data) and the files that carry it.
 
-* ``model.safetensors``: the weights, and in the metadata under ``"resdense"`` the spec as JSON (registry
+* a safetensors file (a run's model file): the weights, and in the metadata under ``"resdense"`` the spec as JSON (registry
   name, builder options, preprocessing, class names, test-time flip); shipped models add
   ``"resdense_pretrained"`` (their recipe, accuracy and command);
 * a TorchScript archive (``resdense export``): the traced model, the spec as the extra file ``resdense.json``;
@@ -182,8 +182,12 @@ def sniff(path: str | Path) -> str:
         raise ModelFileError(f"{p}: is a folder, not a model file") from None
     except OSError as e:
         raise ModelFileError(f"{p}: cannot read ({e.strerror})") from None
-    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then the JSON header
-        return "safetensors"
+    if (
+        len(head) >= 9
+        and head[8:9] == b"{"
+        and 0 < int.from_bytes(head[:8], "little") <= p.stat().st_size - 8
+    ):
+        return "safetensors"  # a u64 header length that fits the file, then the JSON header
     zipped = _is_torchscript_zip(p) if head[:2] == b"PK" else None
     if zipped is not None:
         return "torchscript" if zipped else "torch"

@@ -46,8 +46,10 @@ class RunDir:
     TENSORBOARD = "tensorboard"
     CONFUSION = "confusion.png"
     MISTAKES = "mistakes.png"
-    # what a training run writes: removed by prepare(force=True) before another run takes the folder
+    # what a training run writes; prepare(force=True) removes these (and evaluate's figures of the old model)
+    # before another run takes the folder
     TRAINING_FILES = (CONFIG, CHECKPOINT, METRICS, CURVES, WEIGHTS, SUMMARY, BAD_IMAGES)
+    EVALUATION_FILES = (CONFUSION, MISTAKES)
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -95,7 +97,9 @@ class RunDir:
         if p.is_dir():
             f = p / RunDir.WEIGHTS
             if not f.exists():
-                raise UserError(f"{path}: no {RunDir.WEIGHTS} in this folder (is it a finished resdense run?)")
+                raise UserError(
+                    f"{path}: no {RunDir.WEIGHTS} in this folder (is it a finished resdense run?)"
+                )
             return f
         if not p.exists():
             raise UserError(f"{path}: no such run folder or model file")
@@ -117,7 +121,7 @@ class RunDir:
             if not force:
                 raise UserError(f"{option} {out}: folder holds another run; use --resume to continue it or "
                                 "--force to overwrite it")  # fmt: skip
-            for name in self.TRAINING_FILES:
+            for name in self.TRAINING_FILES + self.EVALUATION_FILES:
                 with contextlib.suppress(FileNotFoundError):
                     (out / name).unlink()
             shutil.rmtree(self.tensorboard, ignore_errors=True)  # another run's logs would mix with ours

@@ -165,3 +165,24 @@ def test_output_into_a_closed_pipe_ends_quietly():
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141, err
     assert err == ""
+
+
+def test_inspect_weights_of_a_cropped_run_reports_the_crop(tmp_path, capsys) -> None:
+    """A run trained on centre crops of resized images is fed the crop: inspect says so and walks that size."""
+    import resdense
+    from resdense.modelfile import ModelSpec, write_safetensors
+    from resdense.preprocess import Preprocess
+    from resdense.rundir import RunDir
+
+    options = {"num_classes": 3, "in_chans": 1, "widths": [4, 8, 16]}
+    model = resdense.create_model("resnet20", **options)
+    spec = ModelSpec("resnet20", options, Preprocess(40, (0.5,), (0.25,), 1, crop=32), ["a", "b", "c"])
+    run = RunDir(tmp_path / "run")
+    write_safetensors(run.weights, model, spec)
+    assert main(["inspect", "resnet20", "--weights", str(run.path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["input_size"] == [1, 32, 32]
+    assert out["weights"]["input_size"] == [1, 32, 32] and out["weights"]["resize"] == 40
+    assert main(["inspect", "resnet20", "--weights", str(run.path)]) == 0
+    text = capsys.readouterr().out
+    assert "input (1, 32, 32)" in text and "resize 40 (square), centre crop 32" in text

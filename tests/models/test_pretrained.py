@@ -316,3 +316,40 @@ def test_list_pretrained() -> None:
     assert "fashion-mnist:fast" in P.list_pretrained()
     assert get_model_info("resnet50").weights["DEFAULT"].file == "resnet50-11ad3fa6.pth"
     assert get_model_info("resnet50").weights["DEFAULT"].hash_prefix == "11ad3fa6"
+
+
+def test_a_model_with_weights_is_fed_by_its_own_default_cfg(real_fashion_mnist) -> None:
+    """timm's contract: ``default_cfg`` *is* the loaded weights' config. Fed by hand from it alone (resize
+    to its input size, its mean and std, its test-time flip), the shipped model scores what it states."""
+    from torch.nn import functional as F
+
+    net = resdense.create_model("resnet20", weights="fashion-mnist").eval()
+    cfg = net.default_cfg
+    assert cfg is net.pretrained_cfg and cfg.known_input
+    fresh = resdense.create_model("resnet20", in_chans=1).default_cfg
+    assert cfg.mean != fresh.mean  # the weights' statistics, not the architecture's CIFAR ones
+    test = real_fashion_mnist.test.subset(2000)
+    x = F.interpolate(test.images.float(), size=cfg.input_size[1:], mode="bilinear", antialias=True)
+    mean = torch.tensor(cfg.mean).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.std).view(1, -1, 1, 1)
+    x = (x / 255 - mean) / std
+    with torch.no_grad():
+        logits = net(x)
+        if cfg.tta_flip:
+            logits = (logits + net(x.flip(-1))) / 2
+    acc = (logits.argmax(1) == test.labels).double().mean().item()
+    stated = cfg.meta["test_accuracy"]
+    assert abs(acc - stated) < 0.02, (acc, stated)  # 2,000 images: a standard error of about 0.5 points
+    assert cfg.num_classes == len(cfg.classes) == 10
+
+
+def test_the_typed_cfg_follows_channels_classes_and_new_heads() -> None:
+    net = resdense.create_model("densenet121", num_classes=10)
+    assert net.default_cfg.num_classes == 10 and net.default_cfg.source is None
+    net.reset_classifier(4)
+    assert net.default_cfg.num_classes == 4
+    grey = resdense.create_model("resnet18", in_chans=1)
+    assert grey.default_cfg.input_size == (1, 224, 224) and len(grey.default_cfg.mean) == 1
+    net = resdense.create_model("resnet20", weights="fashion-mnist", num_classes=3)
+    assert net.default_cfg.num_classes == 3 and net.default_cfg.classes == ()  # a new head: names gone
+    assert net.default_cfg.mean == resdense.create_model("resnet20", weights="fashion-mnist").default_cfg.mean

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..data import DATASETS
+from ..rundir import RunDir
 from .predict import add_weights_args, load_model_for
 
 
@@ -23,7 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--out",
-        help="folder for confusion.png and mistakes.png (default: beside the model; none for --weights)",
+        help=f"folder for {RunDir.CONFUSION} and {RunDir.MISTAKES} (default: beside the model; none for --weights)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
@@ -42,7 +43,9 @@ def run(args) -> int:
     name = args.model or args.weights
     # --weights: the data set is the weights' own run's when they come from one, else Fashion-MNIST
     where = args.model or (args.weights if Path(args.weights).exists() else None)
-    test_set = load_test_set(where, dataset=args.dataset, data_dir=args.data_dir)
+    test_set = load_test_set(
+        where, dataset=args.dataset, data_dir=args.data_dir, preprocess=predictor.spec.preprocess
+    )
     result = evaluate(name, device=device, test_set=test_set, predictor=predictor)
     if args.out or args.model:
         src = Path(args.model or ".")

@@ -10,6 +10,7 @@ from ..data import DATASETS
 from ..data.augment import AUGMENTATIONS
 from ..data.stream import IN_MEMORY
 from ..errors import UserError
+from ..rundir import RunDir
 from ..train.config import OPTIMIZERS, SCHEDULES, setting_names
 from ..train.optim import FREEZE_HELP
 from ..train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
@@ -94,7 +95,7 @@ def add_parser(sub) -> None:
                    "otherwise, or when --augment rrc-flip needs the files")  # fmt: skip
     p.add_argument("--skip-bad-images", action="store_true", default=None,
                    help="image folders: leave out unreadable, empty, non-image and decompression-bomb files "
-                   "(listed in the run folder's bad_images.txt) instead of stopping")  # fmt: skip
+                   f"(listed in the run folder's {RunDir.BAD_IMAGES}) instead of stopping")  # fmt: skip
     p.add_argument("--workers", type=int, metavar="N",
                    help="streamed folders: decoding processes per training process (default: the cores, "
                    "at most 8)")  # fmt: skip
@@ -122,7 +123,7 @@ def overrides_from(args) -> dict:
 
 
 def _weights_model(src: str) -> str | None:
-    """The architecture a resdense weights source names (shipped, run folder, model.safetensors), else None."""
+    """The architecture a resdense weights source names (shipped, run folder, its model file), else None."""
     from pathlib import Path
 
     from ..models.pretrained import load_pretrained, shipped_source

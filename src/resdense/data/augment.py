@@ -177,8 +177,6 @@ def augment(
     return x
 
 
-
-
 @dataclass(frozen=True)
 class BatchAugment:
     """What the training loop does to each uint8 batch: preprocess it and apply the augmentation ``policy``.

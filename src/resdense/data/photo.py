@@ -23,6 +23,7 @@ from .jpeg import simplejpeg as _simplejpeg
 
 # -- photo transforms: one file at a time (in DataLoader workers), uint8 until the batch is normalised -------
 
+
 @dataclass(frozen=True)
 class PhotoTransform:
     """One image file -> uint8 (size, size, channels) array, decoded as cheaply as the format allows.
@@ -92,13 +93,17 @@ class PhotoTransform:
         arr = np.asarray(im, dtype=np.uint8)
         return arr[..., None] if arr.ndim == 2 else arr
 
-    def _box(self, w0: int, h0: int, orientation, generator) -> tuple[tuple[float, float, float, float], float]:
+    def _box(
+        self, w0: int, h0: int, orientation, generator
+    ) -> tuple[tuple[float, float, float, float], float]:
         """The window on the upright image, and how many file pixels per output pixel it needs at least."""
         width, height = _upright_size(w0, h0, orientation)
         box = self._window(width, height, generator)
         return box, min(box[2], box[3]) / self.size
 
-    def _fast_jpeg(self, data: bytes, w0: int, h0: int, orientation, box, shrink: float, generator) -> np.ndarray:
+    def _fast_jpeg(
+        self, data: bytes, w0: int, h0: int, orientation, box, shrink: float, generator
+    ) -> np.ndarray:
         """The photo crops of a plain 8-bit JPEG, cheaper than through Pillow (benchmarks/stream.py times the
         per-file work): simplejpeg hands libjpeg-turbo's output straight to numpy (Pillow unpacks every row
         into its own 4-byte pixels), at a 1/2, 1/4 or 1/8 DCT scale when the window allows (libjpeg-turbo's
@@ -179,7 +184,11 @@ def read_image(path: str | Path, in_chans: int) -> torch.Tensor:
         with bombs_are_errors(), Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
             mode = "L" if in_chans == 1 else "RGB"
-            img = img.convert("L").convert(mode) if img.mode in _PIL_GREY and mode == "RGB" else img.convert(mode)
+            img = (
+                img.convert("L").convert(mode)
+                if img.mode in _PIL_GREY and mode == "RGB"
+                else img.convert(mode)
+            )
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
             w, h = img.size
     except FileNotFoundError:

@@ -187,22 +187,31 @@ class DenseNet(ModelContract, nn.Module):
         self.classifier = head
 
 
-@register_model("densenet", "torchvision", weights=torchvision_table("densenet121", ("densenet121-a639ec97.pth", 74.434)))
+# torchvision's ImageNet weights for each builder below (file, published top-1)
+TORCHVISION = {t["model"]: torchvision_table(**t) for t in [
+    dict(model="densenet121", v1=("densenet121-a639ec97.pth", 74.434)),
+    dict(model="densenet161", v1=("densenet161-8d451a50.pth", 77.138)),
+    dict(model="densenet169", v1=("densenet169-b2777c0a.pth", 75.6)),
+    dict(model="densenet201", v1=("densenet201-c1103571.pth", 76.896)),
+]}  # fmt: skip
+
+
+@register_model("densenet", "torchvision", weights=TORCHVISION["densenet121"])
 def densenet121(**kwargs) -> DenseNet:
     return DenseNet(32, (6, 12, 24, 16), 64, **kwargs)
 
 
-@register_model("densenet", "torchvision", weights=torchvision_table("densenet161", ("densenet161-8d451a50.pth", 77.138)))
+@register_model("densenet", "torchvision", weights=TORCHVISION["densenet161"])
 def densenet161(**kwargs) -> DenseNet:
     return DenseNet(48, (6, 12, 36, 24), 96, **kwargs)
 
 
-@register_model("densenet", "torchvision", weights=torchvision_table("densenet169", ("densenet169-b2777c0a.pth", 75.6)))
+@register_model("densenet", "torchvision", weights=TORCHVISION["densenet169"])
 def densenet169(**kwargs) -> DenseNet:
     return DenseNet(32, (6, 12, 32, 32), 64, **kwargs)
 
 
-@register_model("densenet", "torchvision", weights=torchvision_table("densenet201", ("densenet201-c1103571.pth", 76.896)))
+@register_model("densenet", "torchvision", weights=TORCHVISION["densenet201"])
 def densenet201(**kwargs) -> DenseNet:
     return DenseNet(32, (6, 12, 48, 32), 64, **kwargs)
 

@@ -9,7 +9,7 @@
 * a state-dict file: ``.pth``/``.pt``/``.bin`` (read with ``torch.load(weights_only=True)``: tensors only,
   never code) or ``.safetensors``, with torchvision's or timm's key names (our ResNet and DenseNet families
   share their layout; DenseNet's pre-2018 torchvision keys ``norm.1`` are renamed ``norm1``);
-* a resdense run folder, its ``model.safetensors`` or a TorchScript export (``resdense export``).
+* a resdense run folder, its model file or a TorchScript export (``resdense export``).
 
 Whatever the source, what it says about its weights becomes one typed
 :class:`~resdense.models._contract.PretrainedCfg`, which the loaded model carries as ``pretrained_cfg`` (and
@@ -103,7 +103,9 @@ def list_pretrained(model: str | None = None) -> list[str]:
     names = []
     for info in _REGISTRY.values():
         if model in (None, info.name):
-            names += [f"{info.name}.{tag}" for tag, w in info.weights.items() if isinstance(w, TorchvisionWeights)]
+            names += [
+                f"{info.name}.{tag}" for tag, w in info.weights.items() if isinstance(w, TorchvisionWeights)
+            ]
     for tag, (arch, w) in _shipped().items():
         if model in (None, arch) and w.path.exists():
             names.append(f"{SHIPPED_PREFIX}:{tag}")
@@ -160,7 +162,9 @@ def load_pretrained(src: str | os.PathLike, model: str | None = None, *, progres
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / RunDir.WEIGHTS).exists():
-            raise PretrainedError(f"{path}: no {RunDir.WEIGHTS} in this folder (is it a finished resdense run?)")
+            raise PretrainedError(
+                f"{path}: no {RunDir.WEIGHTS} in this folder (is it a finished resdense run?)"
+            )
         return _from_safetensors(path / RunDir.WEIGHTS, str(path))
     if not path.exists():
         table = _torchvision_table(model) if model else {}
@@ -245,7 +249,9 @@ def _from_torch_file(path: Path) -> Pretrained:
                 "weights_only=True); save a plain state_dict instead"
             ) from None
         raise PretrainedError(f"{path}: not a readable PyTorch file ({first_line(e)})") from None
-    except Exception as e:  # torch's reader raises many kinds (KeyError, IndexError, ...) on files not its own
+    except (
+        Exception
+    ) as e:  # torch's reader raises many kinds (KeyError, IndexError, ...) on files not its own
         raise PretrainedError(f"{path}: not a readable PyTorch file, truncated or corrupt ({first_line(e)})"
                               ) from None  # fmt: skip
     # checkpoints wrap the state dict: {"state_dict": ...} (Lightning, timm), {"model": ...} (resdense)
@@ -334,7 +340,12 @@ def load_weights_into(model: nn.Module, pretrained: Pretrained, *, name: str | N
     own = model.state_dict()
     notes: list[str] = []
     conv = _first_conv(model)
-    if conv in state and conv in own and state[conv].dim() == 4 and state[conv].shape[1] != own[conv].shape[1]:
+    if (
+        conv in state
+        and conv in own
+        and state[conv].dim() == 4
+        and state[conv].shape[1] != own[conv].shape[1]
+    ):
         c_in, c_to = state[conv].shape[1], own[conv].shape[1]
         state[conv] = adapt_input_conv(c_to, state[conv])
         how = "the sum over RGB" if c_to == 1 and c_in == 3 else "repeated and rescaled"

@@ -93,7 +93,9 @@ def create_model(
     if weights is not None:
         from .pretrained import Pretrained, load_pretrained
 
-        pre = weights if isinstance(weights, Pretrained) else load_pretrained(weights, name, progress=progress)
+        pre = (
+            weights if isinstance(weights, Pretrained) else load_pretrained(weights, name, progress=progress)
+        )
         pre.check_for(name)
         for k, v in pre.options.items():
             options.setdefault(k, v)  # the weights' architecture options (e.g. widths)

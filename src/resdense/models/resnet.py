@@ -286,48 +286,61 @@ class ResNet(ModelContract, nn.Module):
 
 # --- ImageNet models (torchvision names and state dicts) ---------------------------------------------
 
+# torchvision's ImageNet weights for each builder below (file, published top-1; V2 where there is one)
+TORCHVISION = {t["model"]: torchvision_table(**t) for t in [
+    dict(model="resnet18", v1=("resnet18-f37072fd.pth", 69.758)),
+    dict(model="resnet34", v1=("resnet34-b627a593.pth", 73.314)),
+    dict(model="resnet50", v1=("resnet50-0676ba61.pth", 76.13), v2=("resnet50-11ad3fa6.pth", 80.858)),
+    dict(model="resnet101", v1=("resnet101-63fe2227.pth", 77.374), v2=("resnet101-cd907fc2.pth", 81.886)),
+    dict(model="resnet152", v1=("resnet152-394f9c45.pth", 78.312), v2=("resnet152-f82ba261.pth", 82.284)),
+    dict(model="resnext50_32x4d", v1=("resnext50_32x4d-7cdf4587.pth", 77.618), v2=("resnext50_32x4d-1a0047aa.pth", 81.198)),
+    dict(model="resnext101_32x8d", v1=("resnext101_32x8d-8ba56ff5.pth", 79.312), v2=("resnext101_32x8d-110c445d.pth", 82.834)),
+    dict(model="wide_resnet50_2", v1=("wide_resnet50_2-95faca4d.pth", 78.468), v2=("wide_resnet50_2-9ba9bcbe.pth", 81.602)),
+    dict(model="wide_resnet101_2", v1=("wide_resnet101_2-32ee1156.pth", 78.848), v2=("wide_resnet101_2-d733dc28.pth", 82.51)),
+]}  # fmt: skip
 
-@register_model("resnet", "torchvision", weights=torchvision_table("resnet18", ("resnet18-f37072fd.pth", 69.758)))
+
+@register_model("resnet", "torchvision", weights=TORCHVISION["resnet18"])
 def resnet18(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model("resnet", "torchvision", weights=torchvision_table("resnet34", ("resnet34-b627a593.pth", 73.314)))
+@register_model("resnet", "torchvision", weights=TORCHVISION["resnet34"])
 def resnet34(**kwargs) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-@register_model("resnet", "torchvision", weights=torchvision_table("resnet50", ("resnet50-0676ba61.pth", 76.13), ("resnet50-11ad3fa6.pth", 80.858)))
+@register_model("resnet", "torchvision", weights=TORCHVISION["resnet50"])
 def resnet50(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
-@register_model("resnet", "torchvision", weights=torchvision_table("resnet101", ("resnet101-63fe2227.pth", 77.374), ("resnet101-cd907fc2.pth", 81.886)))
+@register_model("resnet", "torchvision", weights=TORCHVISION["resnet101"])
 def resnet101(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
 
 
-@register_model("resnet", "torchvision", weights=torchvision_table("resnet152", ("resnet152-394f9c45.pth", 78.312), ("resnet152-f82ba261.pth", 82.284)))
+@register_model("resnet", "torchvision", weights=TORCHVISION["resnet152"])
 def resnet152(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
 
 
-@register_model("resnet", "torchvision", weights=torchvision_table("resnext50_32x4d", ("resnext50_32x4d-7cdf4587.pth", 77.618), ("resnext50_32x4d-1a0047aa.pth", 81.198)))
+@register_model("resnet", "torchvision", weights=TORCHVISION["resnext50_32x4d"])
 def resnext50_32x4d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], groups=32, width_per_group=4, **kwargs)
 
 
-@register_model("resnet", "torchvision", weights=torchvision_table("resnext101_32x8d", ("resnext101_32x8d-8ba56ff5.pth", 79.312), ("resnext101_32x8d-110c445d.pth", 82.834)))
+@register_model("resnet", "torchvision", weights=TORCHVISION["resnext101_32x8d"])
 def resnext101_32x8d(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], groups=32, width_per_group=8, **kwargs)
 
 
-@register_model("resnet", "torchvision", weights=torchvision_table("wide_resnet50_2", ("wide_resnet50_2-95faca4d.pth", 78.468), ("wide_resnet50_2-9ba9bcbe.pth", 81.602)))
+@register_model("resnet", "torchvision", weights=TORCHVISION["wide_resnet50_2"])
 def wide_resnet50_2(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], width_per_group=128, **kwargs)
 
 
-@register_model("resnet", "torchvision", weights=torchvision_table("wide_resnet101_2", ("wide_resnet101_2-32ee1156.pth", 78.848), ("wide_resnet101_2-d733dc28.pth", 82.51)))
+@register_model("resnet", "torchvision", weights=TORCHVISION["wide_resnet101_2"])
 def wide_resnet101_2(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], width_per_group=128, **kwargs)
 

@@ -10,7 +10,7 @@ COLUMNS = ("run", "model", "params", "MACs", "test acc", "best acc", "img/s", "w
 
 
 def read_run(path: str | Path) -> dict:
-    """summary.json, config.json and metrics.csv of a finished run folder."""
+    """The summary, settings and metrics of a finished run folder."""
     return RunDir(path).read()
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data.dataset import ImageSet
+from ..data.photo import PhotoTransform
 from ..errors import UserError
+from ..preprocess import Preprocess
 from ..rundir import RunDir
 
 
@@ -32,7 +35,7 @@ class EvalResult:
 
 
 def run_config(path: str | Path) -> dict:
-    """The run's config.json when ``path`` is (or sits in) a run folder, else {}."""
+    """The run's settings when ``path`` is (or sits in) a run folder, else {}."""
     run = RunDir.holding(path)
     return run.read_config() if run is not None and run.config.exists() else {}
 
@@ -42,24 +45,69 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> tup
     labels = labels.cpu()
     k = len(classes)
     confusion = torch.bincount(labels * k + pred, minlength=k * k).view(k, k)
-    # counts divided in Python (double precision), as training computes summary.json's test_accuracy
+    # counts divided in Python (double precision), as training computes the summary's test_accuracy
     per_class = {c: int(confusion[i, i]) / max(1, int(confusion[i].sum())) for i, c in enumerate(classes)}
     return int((pred == labels).sum()) / max(1, len(labels)), per_class, confusion
 
 
+@dataclass
+class PhotoFiles:
+    """A folder's test split as files, each fed as a photo run's evaluation fed it (its ``Preprocess``:
+    the shorter side, then the centre crop), never squashed into a square in memory first."""
+
+    paths: list[Path]
+    labels: torch.Tensor
+    preprocess: Preprocess
+    batch_size: int = 256
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _fitted(self, paths) -> torch.Tensor:
+        """The files decoded exactly as the streamed evaluation decodes them (the same transform), so the
+        score equals the run's own."""
+        pre = self.preprocess
+        side = pre.input_size
+        t = PhotoTransform(side, pre.in_chans, crop="centre", crop_pct=side / pre.resize)
+        arrays = [torch.from_numpy(np.ascontiguousarray(t(p))).permute(2, 0, 1) for p in paths]
+        return torch.stack(arrays) if arrays else torch.empty(0, pre.in_chans, side, side, dtype=torch.uint8)
+
+    def logits(self, predictor) -> torch.Tensor:
+        bs = self.batch_size
+        chunks = [self.paths[s : s + bs] for s in range(0, len(self), bs)]
+        return torch.cat([predictor.predict_fitted(self._fitted(c)) for c in chunks])
+
+    def images_at(self, idx: torch.Tensor) -> torch.Tensor:
+        """The files at ``idx`` as the network saw them (uint8, fitted, not normalised)."""
+        return self._fitted([self.paths[i] for i in idx.tolist()])
+
+
 def load_test_set(
-    path: str | Path | None, *, dataset: str | None = None, data_dir: str | None = None
-) -> ImageSet:
+    path: str | Path | None,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    preprocess: Preprocess | None = None,
+) -> ImageSet | PhotoFiles:
     """The test split a model is scored on: the run's own data set unless ``dataset``/``data_dir`` say else
-    (``path`` None: no run, Fashion-MNIST unless they say else)."""
+    (``path`` None: no run, Fashion-MNIST unless they say else). A folder scored by a model that is fed
+    photos (``preprocess.fit == "shorter"``) is read file by file (:class:`PhotoFiles`)."""
     from ..data import load_dataset
 
     cfg = run_config(path) if path else {}
     name, folder = dataset or cfg.get("dataset", "fashion-mnist"), data_dir or cfg.get("data_dir")
+    if name == "folder" and folder and preprocess is not None and preprocess.fit == "shorter":
+        from ..data.folder import index_folder, scan_images
+
+        index = index_folder(folder)
+        if cfg.get("skip_bad_images"):  # the files the run left out are left out here too
+            index = index.without(b.path for b in scan_images([p for p, _ in index.test]).bad)
+        labels = torch.tensor([y for _, y in index.test], dtype=torch.int64)
+        return PhotoFiles([p for p, _ in index.test], labels, preprocess)
     if name == "folder" and cfg.get("skip_bad_images") and folder:
         from ..data.stream import load_folder
 
-        # the files the run left out (bad_images.txt) are left out here too
+        # the files the run left out (listed in its folder) are left out here too
         return load_folder(folder, in_memory="yes", skip_bad_images=True)[0].test
     return load_dataset(name, folder).test
 
@@ -70,13 +118,13 @@ def evaluate(
     dataset: str | None = None,
     data_dir: str | None = None,
     device: str = "cpu",
-    test_set: ImageSet | None = None,
+    test_set: ImageSet | PhotoFiles | None = None,
     predictor=None,
 ) -> EvalResult:
     """Accuracy of a run folder, weights file or exported model on its data set's test split.
 
     For a run folder the data set and the evaluation settings are the run's own, so the figure equals
-    the run's ``summary.json``. ``predictor``: the model already loaded from ``path``.
+    the run's summary. ``predictor``: the model already loaded from ``path``.
     """
     from .load import load_predictor
 
@@ -84,28 +132,32 @@ def evaluate(
         predictor = load_predictor(path, device=device)
     spec = predictor.spec
     if test_set is None:
-        test_set = load_test_set(path, dataset=dataset, data_dir=data_dir)
+        test_set = load_test_set(path, dataset=dataset, data_dir=data_dir, preprocess=spec.preprocess)
     n_classes = int(test_set.labels.max()) + 1
     if n_classes > len(spec.classes):
         raise UserError(f"{path}: the model knows {len(spec.classes)} classes, the test set has {n_classes}")
-    logits = predictor.predict_logits(test_set.images.to(device))
+    if isinstance(test_set, PhotoFiles):
+        logits = test_set.logits(predictor)
+    else:
+        logits = predictor.predict_logits(test_set.images.to(device))
     acc, per_class, confusion = score(logits, test_set.labels, spec.classes)
     return EvalResult(acc, per_class, confusion, logits.argmax(1).cpu(), spec.classes, len(test_set))
 
 
 def write_figures(
-    result: EvalResult, test_set: ImageSet, out_dir: Path, max_mistakes: int = 32
+    result: EvalResult, test_set: ImageSet | PhotoFiles, out_dir: Path, max_mistakes: int = 32
 ) -> list[Path]:
-    """confusion.png and mistakes.png in ``out_dir``; in a notebook they are shown inline too."""
+    """The confusion matrix and the mistakes as figures in ``out_dir``; in a notebook they are shown inline too."""
     from ..plots import confusion_figure, mistakes_figure, save_figure
     from ..utils.notebook import show_figure
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wrong = (result.predictions != test_set.labels.cpu()).nonzero().flatten()[:max_mistakes]
+    images = test_set.images_at(wrong) if isinstance(test_set, PhotoFiles) else test_set.images[wrong].cpu()
     figures = {
         RunDir.CONFUSION: confusion_figure(result.confusion, result.classes),
-        RunDir.MISTAKES: mistakes_figure(test_set.images[wrong].cpu(), test_set.labels[wrong].tolist(),
+        RunDir.MISTAKES: mistakes_figure(images, test_set.labels[wrong].tolist(),
                                         result.predictions[wrong].tolist(), result.classes),
     }  # fmt: skip
     for name, fig in figures.items():

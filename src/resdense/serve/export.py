@@ -1,6 +1,6 @@
 """Export a trained model to ONNX or TorchScript, with its ``ModelSpec`` inside the file.
 
-An exported file is self-describing, like ``model.safetensors``: the spec (registry name, builder options,
+An exported file is self-describing, like a run's model file: the spec (registry name, builder options,
 preprocessing, class names) travels as JSON under the key ``"resdense"`` -- in the ONNX model's
 ``metadata_props``, or as the TorchScript archive's extra file ``resdense.json``. Neither needs resdense to
 run: onnxruntime or a bare ``torch.jit.load`` will do. :func:`resdense.serve.load_predictor` reads all

@@ -33,7 +33,7 @@ def load_model(
 ) -> tuple[nn.Module, ModelSpec]:
     """A model (eval mode) and its spec from any weights source (see :mod:`resdense.models.pretrained`).
 
-    resdense's own files (``fashion-mnist``, run folders, ``model.safetensors``) name their architecture;
+    resdense's own files (``fashion-mnist``, run folders, their model files) name their architecture;
     torchvision's names and plain state dicts need ``arch``.
     """
     pre = load_pretrained(src, arch, progress=progress)
@@ -76,7 +76,9 @@ def load_predictor(
     if kind == "torchscript":
         module, spec = read_torchscript(p, device)
         if spec is None:
-            raise UserError(f"{p}: no resdense spec in its TorchScript extra files; it was not exported by resdense")
+            raise UserError(
+                f"{p}: no resdense spec in its TorchScript extra files; it was not exported by resdense"
+            )
         return Predictor(spec, "torchscript", module, device=device, path=p, batch_size=batch_size)
     if kind == "torch" and arch is None:
         raise UserError(f"{p}: a torch.save file (a state dict or checkpoint), not a TorchScript model (make one "
@@ -92,7 +94,9 @@ def _load_onnx(p: Path, known: bool = True) -> tuple[ModelSpec, object]:
     try:
         import onnxruntime as ort
     except ImportError:
-        raise UserError(f"{p}: running ONNX files needs onnxruntime: pip install 'resdense[export]'") from None
+        raise UserError(
+            f"{p}: running ONNX files needs onnxruntime: pip install 'resdense[export]'"
+        ) from None
     opts = ort.SessionOptions()
     opts.log_severity_level = 3  # errors only
     try:
@@ -103,4 +107,3 @@ def _load_onnx(p: Path, known: bool = True) -> tuple[ModelSpec, object]:
         raise UserError(f"{p}: not a readable ONNX model ({first_line(e)})") from None
     meta = session.get_modelmeta().custom_metadata_map
     return ModelSpec.from_json(meta.get(SPEC_KEY), p, "ONNX metadata"), session
-

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..modelfile import ModelSpec
+from ..preprocess import normalize
 
 __all__ = ["BACKENDS", "DEFAULT_BATCH_SIZE", "Predictor", "predict_logits", "tta_forward"]
 
@@ -80,7 +81,9 @@ class Predictor:
         self.batch_size = batch_size
 
     @classmethod
-    def for_model(cls, model: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu", **kw) -> Predictor:
+    def for_model(
+        cls, model: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu", **kw
+    ) -> Predictor:
         return cls(spec, "torch", model, device=device, model=model, **kw)
 
     @property
@@ -103,11 +106,12 @@ class Predictor:
         except ValueError as e:  # e.g. 4-channel images for a 3-channel model
             raise UserError(f"{self.path or self.spec.model}: {e}") from None
 
-    def _logits(self, fitted: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def predict_fitted(self, fitted: torch.Tensor) -> torch.Tensor:
+        """Logits for uint8 images already at the input size (resized and cropped as ``spec.preprocess``
+        says, e.g. by the photo decoder): normalised and run, nothing else."""
         pre = self.spec.preprocess
-        from ..preprocess import normalize
-
-        x = normalize(fitted, pre.mean, pre.std)
+        x = normalize(fitted.to(self.device), pre.mean, pre.std)
         return tta_forward(self._run, x, self.spec.tta_flip).cpu()
 
     @torch.no_grad()
@@ -123,7 +127,7 @@ class Predictor:
         if images.dtype != torch.uint8:
             raise ValueError(f"expected uint8 images, got {images.dtype}")
         bs = batch_size or self.batch_size
-        outs = [self._logits(self._fit(images[s : s + bs])) for s in range(0, images.shape[0], bs)]
+        outs = [self.predict_fitted(self._fit(images[s : s + bs])) for s in range(0, images.shape[0], bs)]
         if not outs:
             return torch.empty(0, len(self.spec.classes) or 0)
         return torch.cat(outs)
@@ -134,7 +138,7 @@ class Predictor:
         (resize, centre crop) exactly as a batch would be, then they run in batches."""
         bs = batch_size or self.batch_size
         fitted = [self._fit(im if im.dim() == 4 else im[None]) for im in images]
-        outs = [self._logits(torch.cat(fitted[s : s + bs])) for s in range(0, len(fitted), bs)]
+        outs = [self.predict_fitted(torch.cat(fitted[s : s + bs])) for s in range(0, len(fitted), bs)]
         return torch.cat(outs) if outs else torch.empty(0, len(self.spec.classes) or 0)
 
     @torch.no_grad()

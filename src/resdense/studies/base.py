@@ -93,7 +93,7 @@ def load_data(settings: StudySettings) -> Dataset:
 
 
 def run(cfg: TrainConfig, out: Path, dataset: Dataset, initial_state: dict | None = None) -> dict:
-    """Train ``cfg`` into the run folder ``out``, or reuse it: a finished run (``summary.json``) is read back,
+    """Train ``cfg`` into the run folder ``out``, or reuse it: a finished run (one with a summary) is read back,
     an interrupted one (a checkpoint) resumed. Returns ``{"summary": ..., "history": [...]}``."""
     run_dir = RunDir(out)
     if run_dir.config.exists():

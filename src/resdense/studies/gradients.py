@@ -109,7 +109,7 @@ def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False
         name = f"{kind}{settings.depth}"
         cfg = settings.recipe(name, model_options=options)
         run(cfg, out / "runs" / name, data)
-        trained, spec = load_trained(out / "runs" / name )
+        trained, spec = load_trained(out / "runs" / name)
         # the very network the run started from: the run seeds torch with its seed, then builds the model
         torch.manual_seed(cfg.seed)
         initial = create_model(name, **spec.options)

@@ -113,7 +113,7 @@ def identity(out: str | Path = "runs/studies/identity", *, quick: bool = False, 
         shallow_run = run(
             settings.recipe(shallow_name, model_options=options), out / "runs" / shallow_name, data
         )
-        shallow, spec = load_trained(out / "runs" / shallow_name )
+        shallow, spec = load_trained(out / "runs" / shallow_name)
         shallow.eval()
         torch.manual_seed(settings.seed)
         deep = deepen(shallow, create_model(deep_name, **spec.options)).eval()

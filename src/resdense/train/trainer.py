@@ -70,7 +70,9 @@ class Trainer:
         self.train_set, self.test_set, self.val_set = data.train, data.test, data.val
         self.classes = data.classes
         say = self.say if self.is_main else None
-        built = build_model(cfg, data, pretrained=pretrained, progress=self.progress, say=say, source=str(out_dir))
+        built = build_model(
+            cfg, data, pretrained=pretrained, progress=self.progress, say=say, source=str(out_dir)
+        )
         self.preprocess, self.augment = data.preprocess, data.augment  # the weights' mean/std, if adopted
         self.spec, self.params, self.macs = built.spec, built.params, built.macs
         model = built.model
