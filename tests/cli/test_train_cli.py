@@ -207,3 +207,22 @@ def test_the_installed_command_prints_no_traceback(tmp_path):
         res = run_cli(*argv)
     assert_one_line_error(res.returncode, res.stderr, "/nonexistent")
     assert res.stdout == ""
+
+
+def test_every_setting_is_an_option_and_reaches_the_config() -> None:
+    """The command line derives its overrides from TrainConfig's fields: a field without an option (or an
+    option that does not reach the config) fails here, not silently in a user's run."""
+    import argparse
+
+    from resdense.cli import build_parser
+    from resdense.cli.train import NOT_OPTIONS, overrides_from
+    from resdense.train.config import setting_names
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    train = sub.choices["train"]
+    dests = {a.dest for a in train._actions}
+    assert set(setting_names()) - dests == set()
+    args = train.parse_args(["--crop-padding", "3", "--eval-batch-size", "64", "--lr", "0.5"])
+    got = overrides_from(args)
+    assert got["crop_padding"] == 3 and got["eval_batch_size"] == 64 and got["lr"] == 0.5
+    assert set(got) == set(setting_names()) - NOT_OPTIONS

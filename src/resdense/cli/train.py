@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--resize", type=_size, help="square input side in pixels, or 'none' for the data's own")
     p.add_argument("--augment", choices=AUGMENTATIONS)
+    p.add_argument("--crop-padding", type=int, metavar="PX", help="random crops: zero padding (default 2)")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--tta-flip", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time mirror augmentation")  # fmt: skip
@@ -104,6 +105,7 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-every", type=int, metavar="N",
                    help="score the test set after every N-th epoch and the last (0: the last only); epochs "
                    "on downscaled images (--progressive-from) are not scored")  # fmt: skip
+    p.add_argument("--eval-batch-size", type=int, metavar="N", help="images per batch when scoring")
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")
@@ -113,9 +115,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-# the settings an option overrides: every TrainConfig field with an option of the same name (the recipe's own
-# name, resize and the resume-only ones are handled in run())
-NOT_OPTIONS = {"recipe", "resize", "crop_padding"}
+# the settings an option overrides: every TrainConfig field has an option of the same name (the recipe's
+# name and --resize, whose "none" means None, are handled in run())
+NOT_OPTIONS = {"recipe", "resize"}
 
 
 def overrides_from(args) -> dict:

@@ -73,14 +73,8 @@ class PhotoTransform:
             im.load()
             if orientation != 1:  # upright by EXIF (PNG and WebP may carry it too); in place: no copy
                 ImageOps.exif_transpose(im, in_place=True)
-            mode = "L" if self.channels == 1 else "RGB"
-            if im.mode != mode:
-                # palette, CMYK, 16-bit, alpha: converted before resampling (Pillow resizes "P" by nearest)
-                im = (
-                    im.convert("L").convert(mode)
-                    if im.mode in _PIL_GREY and mode == "RGB"
-                    else im.convert(mode)
-                )
+            # palette, CMYK, 16-bit, alpha: converted before resampling (Pillow resizes "P" by nearest)
+            im = _to_channels(im, self.channels)
             sx, sy = im.size[0] / width, im.size[1] / height
             left, top, w, h = box
             im = im.resize(
@@ -173,6 +167,14 @@ def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:
 _PIL_GREY = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
+def _to_channels(im, channels: int):
+    """A Pillow image in grey (1 channel) or RGB; grey modes (16-bit, float) go through 8-bit grey first."""
+    mode = "L" if channels == 1 else "RGB"
+    if im.mode == mode:
+        return im
+    return im.convert("L").convert(mode) if im.mode in _PIL_GREY and mode == "RGB" else im.convert(mode)
+
+
 def read_image(path: str | Path, in_chans: int) -> torch.Tensor:
     """An image file as uint8 (1, C, H, W), upright by its EXIF orientation, in grey or RGB to match the model;
     a one-line UserError naming the file when it cannot be read (decompression bombs included)."""
@@ -183,12 +185,7 @@ def read_image(path: str | Path, in_chans: int) -> torch.Tensor:
     try:
         with bombs_are_errors(), Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
-            mode = "L" if in_chans == 1 else "RGB"
-            img = (
-                img.convert("L").convert(mode)
-                if img.mode in _PIL_GREY and mode == "RGB"
-                else img.convert(mode)
-            )
+            img = _to_channels(img, in_chans)
             data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
             w, h = img.size
     except FileNotFoundError:

@@ -100,6 +100,21 @@ class PretrainedCfg:
         d["crop_pct"] = self.crop_pct
         return d
 
+    def __getitem__(self, key: str):
+        """``cfg["mean"]``, as timm's dict-shaped configs are read; the source's other facts (``"recipe"``,
+        ``"imagenet_top1"``, ...) by their names too."""
+        if key in self.__dataclass_fields__ or key == "crop_pct":
+            return getattr(self, key)
+        if key in self.meta:
+            return self.meta[key]
+        raise KeyError(key)
+
+    def get(self, key: str, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
 
 ModelConfig = PretrainedCfg  # the name of earlier releases
 
