@@ -43,8 +43,10 @@ class ImageSet:
         return ImageSet(self.images[:n], self.labels[:n])
 
     def sample(self, n: int = 0) -> torch.Tensor:
-        """The images whose statistics normalise the run (all of them: they are at hand)."""
-        return self.images
+        """Up to ``n`` evenly spaced images (0: all of them, which are at hand anyway)."""
+        if not n or n >= len(self):
+            return self.images
+        return self.images[torch.linspace(0, len(self) - 1, n).round().long().to(self.images.device)]
 
     def train_batches(self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
                       drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip

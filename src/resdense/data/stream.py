@@ -77,8 +77,8 @@ class _Files(torch.utils.data.Dataset):
 def _decode_in_the_background(_worker_id: int) -> None:
     """Decoding workers yield to the training threads. On a CPU with as many cores as training threads, a
     worker woken at normal priority pre-empts one thread of a multi-threaded operation and its siblings wait
-    at the barrier: resnet18 at 224 on 2 vCPUs trained about 20% slower streamed than from memory, for
-    decoding work of about 2% (benchmarks/stream.py). With idle cores (a GPU run) nothing changes."""
+    at the barrier, and streamed training ran far slower than the decoding work explains (benchmarks/stream.py,
+    RESULTS.md section 8). With idle cores (a GPU run) nothing changes."""
     with contextlib.suppress(OSError):
         os.nice(10)
 
@@ -144,7 +144,7 @@ class FolderStream:
         kept (``persistent_workers``) for every later epoch, evaluation and sample: a DataLoader started
         afresh forks the training process each time, and until each of its pages has been copied once,
         every write to the model's and activations' memory pays a copy-on-write fault. On 2 vCPUs that cost
-        resnet18 at 224 about 4 s per start (benchmarks/stream.py), a whole epoch's data cost for a small
+        seconds per start (benchmarks/stream.py, RESULTS.md section 8), a whole epoch's data cost for a small
         folder. One iteration at a time: the workers serve whichever started last."""
         self._generation += 1
         mine = self._generation

@@ -130,7 +130,7 @@ class TensorBoard(Callback):
         self.writer.flush()
 
     def _graph_and_images(self, trainer) -> None:
-        images = trainer.train_set.images[: self.samples]
+        images = trainer.train_set.sample(self.samples)  # in memory or streamed alike
         self.writer.add_images("samples", images.cpu(), 0, dataformats="NCHW")
         x = trainer.preprocess(images[:2])
         # traced on an eval-mode copy: tracing the training model would update its batch-norm statistics

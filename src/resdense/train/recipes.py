@@ -22,7 +22,7 @@ RECIPES: dict[str, TrainConfig] = {
         momentum=0.0, weight_decay=0.0, schedule="constant", resize=96, normalize=False, augment="none",
         init="xavier", channels_last=True,
     ),
-    # Ours: the default, about 4 minutes at the reference speed on 2 vCPUs. The CIFAR ResNet-20 at
+    # Ours: the default, minutes on 2 vCPUs (RESULTS.md, section 9). The CIFAR ResNet-20 at
     # Fashion-MNIST's own 28x28, batch 128, one-cycle Nesterov SGD, label smoothing, mirror images in
     # training and at test; progressive resizing from 16 px buys a seventh epoch in the time of six.
     # Chosen on a validation split (benchmarks/ablation.py, RESULTS.md section 9): random crops cost
@@ -34,7 +34,7 @@ RECIPES: dict[str, TrainConfig] = {
     ),
     # Ours: what 30 minutes at the reference speed buy on 2 vCPUs (issue 12's 1,800 s budget, with room for
     # a slower day): the same net for 34 epochs with random crops, scored every 4 epochs (the scores are
-    # for the curve; each costs about 5% of an epoch). 16 epochs reached 94.4%, 34 94.8% (RESULTS 2, 9).
+    # for the curve, and each costs a share of an epoch). Its accuracy: RESULTS.md, sections 2 and 9.
     "best": TrainConfig(
         recipe="best", model="resnet20", epochs=34, batch_size=128, lr=0.1, optimizer="nesterov",
         momentum=0.9, weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, augment="flip-crop",

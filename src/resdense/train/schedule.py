@@ -46,7 +46,7 @@ def evaluates_at(cfg: TrainConfig, epoch: int, full: int) -> bool:
     """Whether epoch ``epoch`` (0-based) ends with a test (and validation) score: always the last; the
     others every ``eval_every`` epochs, unless they trained on downscaled images. Those are skipped because
     their batch-norm statistics come from the smaller images, so a full-size score describes a model nobody
-    uses (0.2-0.3 after the first epoch of ``fast``), while each scoring costs about 4 s on 2 vCPUs."""
+    uses, while each scoring costs a share of an epoch (benchmarks/RESULTS.md, section 9)."""
     if epoch + 1 == cfg.epochs:
         return True
     if not cfg.eval_every or (epoch + 1) % cfg.eval_every:
