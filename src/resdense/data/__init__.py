@@ -13,6 +13,11 @@ from .folder import load_image_folder
 DATASETS = ("fashion-mnist", "idx", "folder")
 
 
+def dataset_key(name: str) -> str:
+    """A data set's name as DATASETS spells it (``Fashion_MNIST`` -> ``fashion-mnist``)."""
+    return name.strip().lower().replace("_", "-")
+
+
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -27,7 +32,7 @@ def load_dataset(
     ``image_size`` and ``seed`` apply to ``folder`` (resize and train/test split); ``download`` and
     ``progress`` to ``fashion-mnist``. The IDX sets keep their stored size; training resizes on the fly.
     """
-    key = name.strip().lower().replace("_", "-")
+    key = dataset_key(name)
     if key == "fashion-mnist":
         return load_fashion_mnist(data_dir, download=download, progress=progress)
     if key not in DATASETS:
@@ -43,6 +48,7 @@ __all__ = [
     "DATASETS",
     "Dataset",
     "ImageSet",
+    "dataset_key",
     "load_dataset",
     "load_fashion_mnist",
     "load_idx_dataset",

@@ -186,13 +186,9 @@ class BatchAugment:
     keep their meaning in pixels of what the network sees.
     """
 
-    policy: str
+    policy: str  # one of AUGMENTATIONS: augment() says so when it is not
     preprocess: Preprocess
     crop_padding: int = 2
-
-    def __post_init__(self) -> None:
-        if self.policy not in AUGMENTATIONS:
-            raise ValueError(f"unknown augmentation {self.policy!r}; choose from {', '.join(AUGMENTATIONS)}")
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.policy == PHOTO_AUGMENT:

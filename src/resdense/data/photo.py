@@ -14,14 +14,13 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-# libjpeg-turbo straight to numpy; optional (jpeg.py imports it): without it, photos decode through Pillow
 from ..errors import UserError
 from ..preprocess import CROP_PCT
 from .augment import random_resized_crop_params
 from .jpeg import plain_jpeg_header
-from .jpeg import simplejpeg as _simplejpeg
 
-# -- photo transforms: one file at a time (in DataLoader workers), uint8 until the batch is normalised -------
+# libjpeg-turbo straight to numpy; optional (jpeg.py imports it): without it, photos decode through Pillow
+from .jpeg import simplejpeg as _simplejpeg
 
 
 @dataclass(frozen=True)

@@ -134,11 +134,11 @@ class Pretrained:
 
     @property
     def num_classes(self) -> int | None:
-        return self.cfg.num_classes if self.cfg and (self.cfg.model or self.cfg.classes) else None
+        return self.cfg.num_classes if self.cfg else None
 
     @property
     def in_chans(self) -> int | None:
-        return self.cfg.input_size[0] if self.cfg and self.cfg.model else None
+        return self.cfg.input_size[0] if self.cfg else None
 
     def check_for(self, name: str) -> None:
         """The one check that the weights are for architecture ``name``."""
@@ -399,7 +399,6 @@ def _cfg_after_loading(model, pretrained: Pretrained, name, own, conv, new_head:
     cfg = replace(cfg, source=pretrained.source, model=cfg.model or name)
     if conv in own:
         cfg = cfg.for_channels(own[conv].shape[1])
-    n = arch.num_classes
-    if new_head or n != cfg.num_classes:
-        cfg = replace(cfg.for_classes(n), classes=()) if new_head else cfg.for_classes(n)
-    return cfg
+    if new_head:  # a fresh classifier: the weights' class names no longer apply, whatever their number
+        return replace(cfg, num_classes=arch.num_classes, classes=())
+    return cfg.for_classes(arch.num_classes)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..modelfile import SPEC_KEY, TORCHSCRIPT_EXTRA, ModelSpec, unwrap, write_torchscript
+from ..modelfile import SPEC_KEY, TORCHSCRIPT_EXTRA, ModelSpec, first_line, unwrap, write_torchscript
 from ..utils.io import atomic_path
 
 __all__ = ["EXPORTERS", "FORMATS", "META_KEY", "TORCHSCRIPT_EXTRA", "example_input", "export_onnx",
@@ -169,8 +169,7 @@ def export_onnx(
                 if opset is None:
                     raise
                 # an explicit opset is the likely culprit: say so in one line
-                msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                raise UserError(f"cannot export at ONNX opset {opset} ({msg})") from None
+                raise UserError(f"cannot export at ONNX opset {opset} ({first_line(e)})") from None
             written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
             if opset is not None and written != opset:
                 # the dynamo exporter converts to other opsets on a best-effort basis and may not manage

@@ -82,7 +82,7 @@ def setting_names() -> list[str]:
 
 def validate(cfg: TrainConfig) -> None:
     """One-line errors for settings that cannot work, before any data is read."""
-    from ..data import DATASETS
+    from ..data import DATASETS, dataset_key
     from ..data.augment import AUGMENTATIONS
     from ..data.stream import IN_MEMORY
 
@@ -98,7 +98,7 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--schedule: unknown {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
     if cfg.augment not in AUGMENTATIONS:
         raise UserError(f"--augment: unknown {cfg.augment!r}; choose from {', '.join(AUGMENTATIONS)}")
-    if cfg.dataset not in DATASETS:
+    if dataset_key(cfg.dataset) not in DATASETS:
         raise UserError(f"--dataset: unknown {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
     if not 0 <= cfg.label_smoothing < 1:
         raise UserError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")

@@ -42,6 +42,7 @@ class RunData:
 
 
 def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: torch.device) -> RunData:
+    photo = False  # evaluated as photos: the streamed folders' random-resized-crop runs
     if isinstance(dataset, StreamedFolder):
         # Data streamed from the files, decoded batch by batch at the input size (data/stream.py); the
         # workers take the evaluation's centre crop themselves, so the batch is not cropped again
@@ -51,7 +52,7 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
             raise UserError("--val-split: not available for streamed folders; give the folder a val/ split")
         train_set, val, test_set = train.subset(cfg.train_subset), None, test
         c, size, crop, policy = train.channels, train.size, None, train.batch_augment
-        sample = train.sample()
+        photo = cfg.augment == PHOTO_AUGMENT
     else:
         # In memory: resized once, up front, on the device; what remains per batch is augmentation.
         train, val = dataset.train, None
@@ -62,18 +63,18 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
         train = train.subset(cfg.train_subset)
         c = dataset.image_shape[0]
         size, crop, policy = cfg.resize or dataset.image_shape[1], cfg.crop, cfg.augment
-        sample = train.images
 
         def on_device(s: ImageSet) -> ImageSet:
             return ImageSet(resize(s.images.to(device), cfg.resize), s.labels.to(device))
 
         train_set, test_set = on_device(train), on_device(dataset.test)
         val = None if val is None else on_device(val)
-    mean, std = channel_stats(sample) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
+    # the statistics of what training sees (a streamed split decodes a sample of its files: only when needed)
+    mean, std = channel_stats(train.sample()) if cfg.normalize else ((0.0,) * c, (1.0,) * c)
     pre = Preprocess(size, mean, std, c, crop)
-    # Streamed photos are evaluated as photos (shorter side to size / CROP_PCT, the centre crop): models
-    # saved from such a run are fed the same way by predict and evaluate
-    served = Preprocess.centre(size, mean, std, c) if isinstance(dataset, StreamedFolder) and cfg.augment == PHOTO_AUGMENT else pre  # fmt: skip
+    # photos are evaluated as photos (shorter side to size / CROP_PCT, the centre crop): models saved from
+    # such a run are fed the same way by predict and evaluate
+    served = Preprocess.centre(size, mean, std, c) if photo else pre
     return RunData(train_set, test_set, val, pre, BatchAugment(policy, pre, cfg.crop_padding), served,
                    list(dataset.classes), c)  # fmt: skip
 
