@@ -179,6 +179,8 @@ def test_resume_of_a_folder_without_checkpoint_is_refused(capsys, tmp_path):
         (["--model", "resnt20"], ["resnt20", "resnet20"]),  # close matches listed
         (["--model-options", '{"no_such_option": 1}'], ["no_such_option"]),
         (["--batch-size", "1000"], ["--batch-size", "1000"]),  # more than the 256 training images
+        (["--eval-batch-size", "0"], ["--eval-batch-size", "0"]),
+        (["--crop-padding", "-3"], ["--crop-padding", "-3"]),
     ],
 )
 def test_bad_options_are_one_line_errors(capsys, idx_dir, tmp_path, option, fragments):

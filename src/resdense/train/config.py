@@ -90,6 +90,10 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.eval_batch_size < 1:
+        raise UserError(f"--eval-batch-size must be at least 1, got {cfg.eval_batch_size}")
+    if cfg.crop_padding < 0:
+        raise UserError(f"--crop-padding must be >= 0, got {cfg.crop_padding}")
     if not cfg.lr > 0:
         raise UserError(f"--lr must be positive, got {cfg.lr}")
     if cfg.optimizer not in OPTIMIZERS:
