@@ -1,7 +1,9 @@
 """The networks of d2l's "Modern CNNs" chapter (sections 8.6 and 8.7), exactly as the book builds them.
 
 ``Residual``, ``resnet_block``, ``conv_block``, ``DenseBlock`` and ``transition_block`` keep the book's names
-and arguments. The two networks are ``nn.Sequential`` subclasses with the book's children in the book's
+and arguments, in both of its editions: the seed's (``Residual(input_channels, num_channels, ...)``, eager
+layers) and the current one (``Residual(num_channels, ...)``, lazy layers that learn their input channels
+on the first call). The networks are built with the seed's form, whose layers exist before any input. The two networks are ``nn.Sequential`` subclasses with the book's children in the book's
 order, so a state dict saved from the book's ``net`` loads here as it is (``strict=True``) and gives the same
 outputs, while the models still keep the resdense contract (``forward_features`` / ``forward_head``).
 """
@@ -19,18 +21,54 @@ from .registry import register_model
 D2L_CFG = PretrainedCfg(input_size=(1, 96, 96), mean=(0.0,), std=(1.0,), num_classes=10)
 
 
-class Residual(nn.Module):
-    """d2l's residual block: two 3x3 conv-BN pairs, an optional 1x1 projection on the shortcut."""
+def _edition(input_channels, num_channels) -> tuple[int | None, int]:
+    """``(input_channels, num_channels)`` from either edition's call; ``None`` input means lazy layers.
 
-    def __init__(self, input_channels: int, num_channels: int, use_1x1conv: bool = False, strides: int = 1):
+    The current edition drops ``input_channels``: ``f(num_channels)`` where the seed's edition writes
+    ``f(input_channels, num_channels)``.
+    """
+    if num_channels is None:
+        if input_channels is None:
+            raise TypeError("give num_channels (and, in the seed's edition, input_channels first)")
+        return None, input_channels
+    return input_channels, num_channels
+
+
+def _conv(input_channels: int | None, num_channels: int, **kw) -> nn.Module:
+    if input_channels is None:
+        return nn.LazyConv2d(num_channels, **kw)
+    return nn.Conv2d(input_channels, num_channels, **kw)
+
+
+def _bn(num_channels: int | None) -> nn.Module:
+    return nn.LazyBatchNorm2d() if num_channels is None else nn.BatchNorm2d(num_channels)
+
+
+class Residual(nn.Module):
+    """d2l's residual block: two 3x3 conv-BN pairs, an optional 1x1 projection on the shortcut.
+
+    ``Residual(input_channels, num_channels, use_1x1conv=False, strides=1)`` as in the seed's edition, or
+    ``Residual(num_channels, use_1x1conv=False, strides=1)`` as in the current one (lazy layers).
+    """
+
+    def __init__(self, input_channels=None, num_channels=None, use_1x1conv=False, strides=1):
         super().__init__()
-        self.conv1 = nn.Conv2d(input_channels, num_channels, kernel_size=3, padding=1, stride=strides)
-        self.conv2 = nn.Conv2d(num_channels, num_channels, kernel_size=3, padding=1)
+        if isinstance(num_channels, bool):
+            # the current edition's positional call, Residual(num_channels, use_1x1conv, strides)
+            num_channels, use_1x1conv, strides = (
+                None,
+                num_channels,
+                (strides if isinstance(use_1x1conv, bool) else use_1x1conv),
+            )
+        input_channels, num_channels = _edition(input_channels, num_channels)
+        inner = None if input_channels is None else num_channels  # None: lazy, as the input
+        self.conv1 = _conv(input_channels, num_channels, kernel_size=3, padding=1, stride=strides)
+        self.conv2 = _conv(inner, num_channels, kernel_size=3, padding=1)
         self.conv3 = (
-            nn.Conv2d(input_channels, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
+            _conv(input_channels, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
         )
-        self.bn1 = nn.BatchNorm2d(num_channels)
-        self.bn2 = nn.BatchNorm2d(num_channels)
+        self.bn1 = _bn(inner)
+        self.bn2 = _bn(inner)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         Y = F.relu(self.bn1(self.conv1(X)))
@@ -85,22 +123,34 @@ def plain_block(
     return blk
 
 
-def conv_block(input_channels: int, num_channels: int) -> nn.Sequential:
-    """d2l's DenseNet unit: BN -> ReLU -> 3x3 conv (pre-activation order)."""
+def conv_block(input_channels: int, num_channels: int | None = None) -> nn.Sequential:
+    """d2l's DenseNet unit: BN -> ReLU -> 3x3 conv (pre-activation order).
+
+    ``conv_block(input_channels, num_channels)`` (seed's edition) or ``conv_block(num_channels)`` (lazy).
+    """
+    input_channels, num_channels = _edition(input_channels, num_channels)
     return nn.Sequential(
-        nn.BatchNorm2d(input_channels),
-        nn.ReLU(),
-        nn.Conv2d(input_channels, num_channels, kernel_size=3, padding=1),
+        _bn(input_channels), nn.ReLU(), _conv(input_channels, num_channels, kernel_size=3, padding=1)
     )
 
 
 class DenseBlock(nn.Module):
-    """``num_convs`` conv blocks; each one's output is concatenated to its input along the channels."""
+    """``num_convs`` conv blocks; each one's output is concatenated to its input along the channels.
 
-    def __init__(self, num_convs: int, input_channels: int, num_channels: int):
+    ``DenseBlock(num_convs, input_channels, num_channels)`` (seed's edition) or
+    ``DenseBlock(num_convs, num_channels)`` (current edition, lazy layers).
+    """
+
+    def __init__(self, num_convs: int, input_channels: int, num_channels: int | None = None):
         super().__init__()
+        input_channels, num_channels = _edition(input_channels, num_channels)
         self.net = nn.Sequential(
-            *(conv_block(num_channels * i + input_channels, num_channels) for i in range(num_convs))
+            *(
+                conv_block(num_channels * i + input_channels, num_channels)
+                if input_channels is not None
+                else conv_block(num_channels)
+                for i in range(num_convs)
+            )
         )
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
@@ -109,12 +159,16 @@ class DenseBlock(nn.Module):
         return X
 
 
-def transition_block(input_channels: int, num_channels: int) -> nn.Sequential:
-    """Shrinks a dense block's output: 1x1 conv to ``num_channels``, then 2x2 average pooling."""
+def transition_block(input_channels: int, num_channels: int | None = None) -> nn.Sequential:
+    """Shrinks a dense block's output: 1x1 conv to ``num_channels``, then 2x2 average pooling.
+
+    ``transition_block(input_channels, num_channels)`` (seed's edition) or ``transition_block(num_channels)``.
+    """
+    input_channels, num_channels = _edition(input_channels, num_channels)
     return nn.Sequential(
-        nn.BatchNorm2d(input_channels),
+        _bn(input_channels),
         nn.ReLU(),
-        nn.Conv2d(input_channels, num_channels, kernel_size=1),
+        _conv(input_channels, num_channels, kernel_size=1),
         nn.AvgPool2d(kernel_size=2, stride=2),
     )
 

@@ -82,15 +82,25 @@ def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> int:
     return summarize(model, input_size, depth=1).macs
 
 
-def _selected(model: nn.Module, depth: int) -> list[tuple[str, nn.Module]]:
-    """Modules ``depth`` levels down, plus leaves that stop short of that depth, in definition order."""
-    out = []
-    for name, mod in model.named_modules():
-        if not name:
-            continue
-        level = name.count(".") + 1
-        if level == depth or (level < depth and not any(True for _ in mod.children())):
-            out.append((name, mod))
+def _selected(model: nn.Module, depth: int, called: set[str]) -> list[tuple[str, nn.Module]]:
+    """Modules ``depth`` levels down, plus leaves that stop short of that depth, in definition order.
+
+    A module that is never called as a whole is replaced by its children, and so on down: d2l's
+    ``DenseBlock`` loops over ``self.net`` instead of calling it, and dropping it would drop its parameters
+    from the table (every depth must account for every parameter).
+    """
+    out: list[tuple[str, nn.Module]] = []
+
+    def visit(prefix: str, mod: nn.Module, level: int) -> None:
+        for child_name, child in mod.named_children():
+            name = f"{prefix}.{child_name}" if prefix else child_name
+            leaf = not any(True for _ in child.children())
+            if (level + 1 >= depth or leaf) and (name in called or leaf):
+                out.append((name, child))
+            else:
+                visit(name, child, level + 1)
+
+    visit("", model, 0)
     return out
 
 
@@ -109,8 +119,7 @@ def summarize(
         raise ValueError(
             f"{name} takes {cfg.input_size[0]} input channels, got input size {tuple(input_size)}"
         )
-    rows = _selected(model, depth)
-    shapes: dict[str, tuple[int, ...]] = {}
+    shapes: dict[str, tuple[int, ...] | None] = {}
     last_input: list = [None, None]
 
     def hook_for(mod_name):
@@ -123,7 +132,9 @@ def summarize(
         if inp and isinstance(inp[0], torch.Tensor):
             last_input[:] = [mod, tuple(inp[0].shape[1:])]
 
-    handles = [m.register_forward_hook(hook_for(n)) for n, m in rows]
+    # every module is hooked: which ones are called decides the rows (see _selected)
+    named = [(n, m) for n, m in model.named_modules() if n]
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in named]
     handles += [m.register_forward_pre_hook(pre_hook) for m in model.modules()]
     was_training = model.training
     model.eval()
@@ -150,8 +161,9 @@ def summarize(
 
     layers = [
         LayerRow(n, type(m).__name__, shapes.get(n), count_params(m), macs_of(n))
-        for n, m in rows
-        if n in shapes  # modules never called (e.g. an unused branch) are left out
+        for n, m in _selected(model, depth, set(shapes))
+        # leaves never called (e.g. an unused branch) are left out, but their parameters are counted
+        if n in shapes or count_params(m)
     ]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return Summary(
