@@ -24,12 +24,17 @@ def add_parser(sub) -> None:
         "study",
         help="run a study of the chapter's claims (degradation, identity, gradients, efficiency)",
         description="Train the runs a study needs (finished runs are reused), then write report.md, figures "
-        "and the table (CSV, JSON) into the study folder. --quick: a small version in about a minute.",
+        "and the table (CSV, JSON) into the study folder. --quick: a smoke version in minutes, too small to "
+        "decide a claim (its report says inconclusive).",
     )
     from ..studies import STUDIES
 
     p.add_argument("name", choices=list(STUDIES), help="which study")
-    p.add_argument("--quick", action="store_true", help="a small version (minutes), as the tests run it")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke version (minutes), as the tests run it; too small to decide the claim",
+    )
     p.add_argument("--out", help="study folder (default runs/studies/NAME, or NAME-quick with --quick)")
     p.add_argument("--data-dir", help="where Fashion-MNIST is (default: searched, then downloaded)")
     p.add_argument("--device", help="cpu (default), cuda, ...")
@@ -62,6 +67,11 @@ def run(args) -> int:
         result = studies.STUDIES[args.name](out, quick=args.quick, **overrides)
     except UserError as e:
         raise UserError(str(e)) from None
-    print(f"{args.name}: claim {'held' if result.held else 'NOT held'}. {result.verdict}")
+    if result.inconclusive:
+        print(
+            f"{args.name}: claim inconclusive: {result.inconclusive} What the numbers show: {result.verdict}"
+        )
+    else:
+        print(f"{args.name}: claim {'held' if result.held else 'NOT held'}. {result.verdict}")
     print(f"report: {result.report}")
     return 0

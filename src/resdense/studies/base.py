@@ -56,6 +56,12 @@ class StudySettings:
         return asdict(self)
 
 
+# Said by every --quick report: it is the smoke version, sized to finish in minutes, not to decide anything.
+QUICK_NOTE = (
+    "--quick is the smoke version of this study, too small to decide the claim (run it without --quick)"
+)
+
+
 @dataclass
 class StudyResult:
     name: str
@@ -64,10 +70,28 @@ class StudyResult:
     held: bool  # whether the claim held, as the numbers decide it
     verdict: str  # one sentence saying why
     figures: list[Path]
+    inconclusive: str = ""  # why these numbers cannot decide the claim ("" when they can)
 
     @property
     def report(self) -> Path:
         return self.out_dir / "report.md"
+
+    @property
+    def outcome(self) -> str:
+        """``held``, ``not held`` or ``inconclusive`` (a size or a result that cannot test the claim)."""
+        return "inconclusive" if self.inconclusive else ("held" if self.held else "not held")
+
+
+def near_chance(error: float, num_classes: int = 10) -> bool:
+    """An error closer to guessing than to zero: the net has not learned enough to compare it with another."""
+    return error > (1 - 1 / num_classes) / 2
+
+
+def why_inconclusive(quick: bool, *reasons: str) -> str:
+    """One sentence out of the reasons that apply (empty strings are reasons that did not)."""
+    found = [QUICK_NOTE] if quick else []
+    found += [r for r in reasons if r]
+    return "; ".join(found) + "." if found else ""
 
 
 def check_positive(settings: StudySettings) -> None:
@@ -170,6 +194,7 @@ def write_report(
     held: bool,
     verdict: str,
     settings: StudySettings,
+    inconclusive: str = "",
     table: str,
     figures: Sequence[Path],
     notes: str = "",
@@ -180,7 +205,11 @@ def write_report(
         "",
         f"**Claim:** {claim}",
         "",
-        f"**Result: {'held' if held else 'not held'}.** {verdict}",
+        (
+            f"**Result: inconclusive.** {inconclusive} What these numbers show: {verdict}"
+            if inconclusive
+            else f"**Result: {'held' if held else 'not held'}.** {verdict}"
+        ),
         "",
         "## Settings",
         "",

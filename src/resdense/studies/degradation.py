@@ -18,7 +18,9 @@ from .base import (
     check_positive,
     load_data,
     markdown_table,
+    near_chance,
     run,
+    why_inconclusive,
     write_report,
     write_table,
 )
@@ -79,18 +81,19 @@ def degradation(
             })  # fmt: skip
 
     held, verdict = judge(rows)
+    inconclusive = undecided(rows, quick)
     figure = plot(curves, depths, out / "degradation.png")
     write_table(out, rows)
     write_report(
         out, title="Degradation: plain versus residual networks", claim=CLAIM, held=held, verdict=verdict,
-        settings=settings, table=markdown_table(rows), figures=[figure],
+        settings=settings, inconclusive=inconclusive, table=markdown_table(rows), figures=[figure],
         notes="Training error is the running error over the last epoch's batches (the network in training "
               "mode, as in the paper's curves); test error is measured after the epoch. The recipe: SGD with "
               f"momentum 0.9, one-cycle learning rate peaking at {settings.lr}, weight decay 5e-4, batch "
               f"{settings.batch_size}, no augmentation, at 28x28; stage widths {settings.widths or (16, 32, 64)} "
               "(the paper's are 16/32/64).",
     )  # fmt: skip
-    return StudyResult("degradation", out, rows, held, verdict, [figure])
+    return StudyResult("degradation", out, rows, held, verdict, [figure], inconclusive)
 
 
 def judge(rows: list[dict]) -> tuple[bool, str]:
@@ -109,6 +112,17 @@ def judge(rows: list[dict]) -> tuple[bool, str]:
         f"{'below' if residual_beats_plain else 'not below'} the plain one."
     )
     return held, verdict
+
+
+def undecided(rows: list[dict], quick: bool) -> str:
+    """Why these rows cannot decide the claim ("" when they can): --quick, or shallow nets near chance."""
+    lo = min(r["depth"] for r in rows)
+    shallow = [r for r in rows if r["depth"] == lo and near_chance(r["train_error"])]
+    return why_inconclusive(
+        quick,
+        shallow and f"the depth-{lo} nets end at " + ", ".join(f"{r['train_error']:.0%}" for r in shallow)
+        + " training error, near chance (90%): a net that has not learned cannot show what depth costs",
+    )  # fmt: skip
 
 
 def plot(curves: dict, depths: tuple[int, ...], path: Path) -> Path:

@@ -19,6 +19,7 @@ from .base import (
     load_data,
     markdown_table,
     run,
+    why_inconclusive,
     write_report,
     write_table,
 )
@@ -90,8 +91,9 @@ def efficiency(
     held, verdict, pairs = judge(rows)
     figures = plot(rows, out)
     write_table(out, rows)
+    inconclusive = why_inconclusive(quick)
     write_report(
-        out, title="Efficiency: ResNet versus DenseNet at one training budget", claim=CLAIM, held=held,
+        out, title="Efficiency: ResNet versus DenseNet at one training budget", claim=CLAIM, held=held, inconclusive=inconclusive,
         verdict=verdict, settings=settings,
         table=markdown_table(rows) + "\n\nEach ResNet against the most accurate DenseNet with fewer "
               "parameters:\n\n" + markdown_table(pairs),
@@ -101,7 +103,7 @@ def efficiency(
               "the epochs' training seconds (no evaluation), measured on a machine shared with other jobs: "
               "compare times within this table only, as rough ratios.",
     )  # fmt: skip
-    return StudyResult("efficiency", out, rows, held, verdict, figures)
+    return StudyResult("efficiency", out, rows, held, verdict, figures, inconclusive)
 
 
 def judge(rows: list[dict]) -> tuple[bool, str, list[dict]]:

@@ -25,6 +25,7 @@ from .base import (
     load_data,
     markdown_table,
     run,
+    why_inconclusive,
     write_report,
     write_table,
 )
@@ -36,6 +37,11 @@ CLAIM = (
     "10 - at initialisation and after the first epoch."
 )
 SPREAD_LIMIT = 10.0
+
+
+# The shallowest depth at which the paper's plain nets are clearly worse than its residual ones (Fig. 6:
+# plain-56 above plain-20); below it the comparison cannot show the claim.
+DECISIVE_DEPTH = 56
 
 
 @dataclass(frozen=True)
@@ -135,12 +141,19 @@ def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False
         rows.append(row)
 
     held, verdict = judge(summary_rows)
+    inconclusive = why_inconclusive(
+        quick,
+        settings.depth < DECISIVE_DEPTH
+        and f"at depth {settings.depth} a plain net with batch norm still passes its gradient along (the "
+        f"paper's plain nets part from the residual ones between 20 and 56 layers): use --depth "
+        f"{DECISIVE_DEPTH} or more",
+    )
     figure = plot(per_layer, settings, whens, out / "gradients.png")
     write_table(out, rows)
     write_table(out, summary_rows, name="summary")
     write_report(
         out, title="Gradient norms through depth: plain versus residual", claim=CLAIM, held=held,
-        verdict=verdict, settings=settings,
+        verdict=verdict, settings=settings, inconclusive=inconclusive,
         table=markdown_table(summary_rows) + "\n\nPer-layer norms: `table.csv` / `table.json`.",
         figures=[figure],
         notes=f"Norms of the gradient of the mean cross-entropy on the first {settings.probe_images} training "
@@ -148,7 +161,7 @@ def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False
               "first. `early_late_ratio`: geometric mean of the first third of the layers' norms over the "
               f"last third's. The trained weights are each run's `{RunDir.WEIGHTS}`.",
     )  # fmt: skip
-    return StudyResult("gradients", out, rows, held, verdict, [figure])
+    return StudyResult("gradients", out, rows, held, verdict, [figure], inconclusive)
 
 
 def judge(summary_rows: list[dict]) -> tuple[bool, str]:

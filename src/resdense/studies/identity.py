@@ -29,6 +29,7 @@ from .base import (
     load_data,
     markdown_table,
     run,
+    why_inconclusive,
     write_report,
     write_table,
 )
@@ -140,8 +141,9 @@ def identity(out: str | Path = "runs/studies/identity", *, quick: bool = False, 
     held, verdict = judge(rows)
     figure = plot(curves, settings, out / "identity.png")
     write_table(out, rows)
+    inconclusive = why_inconclusive(quick)
     write_report(
-        out, title="Nested function classes: deepening a trained network", claim=CLAIM, held=held,
+        out, title="Nested function classes: deepening a trained network", claim=CLAIM, held=held, inconclusive=inconclusive,
         verdict=verdict, settings=settings, table=markdown_table(rows), figures=[figure],
         notes=f"The shallow nets train {settings.epochs} epoch(s); each is deepened from depth {settings.depth} "
               f"to {settings.deep_depth} by adding blocks at the end of every stage, then trained "
@@ -150,7 +152,7 @@ def identity(out: str | Path = "runs/studies/identity", *, quick: bool = False, 
               "zero batch-norm scale makes the new branch output exact zeros, and adding zero changes no "
               "bit). Accuracies are on the study's test images.",
     )  # fmt: skip
-    return StudyResult("identity", out, rows, held, verdict, [figure])
+    return StudyResult("identity", out, rows, held, verdict, [figure], inconclusive)
 
 
 def judge(rows: list[dict]) -> tuple[bool, str]:
