@@ -71,14 +71,26 @@ def plot_curves(rows: Sequence[dict], path: str | Path, title: str = "") -> None
 
 
 def compare_figure(runs: Sequence[tuple[str, Sequence[dict]]]):
-    """Test accuracy against epochs for several runs, one line each."""
+    """Test accuracy against epochs for several runs, one line each.
+
+    A run scored at fewer than two epochs (progressive resizing scores only at the end) would be a lone dot:
+    its training accuracy is drawn as a dashed line in the same colour, ending at its test score.
+    """
     fig = new_figure((5, 3.4))
     ax = fig.add_subplot()
     for label, rows in runs:
-        rows = [r for r in rows if "test_acc" in r]
-        ax.plot([r["epoch"] for r in rows], [r["test_acc"] for r in rows], marker="o", ms=3, label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy")
+        scored = [r for r in rows if "test_acc" in r]
+        x, y = [r["epoch"] for r in scored], [r["test_acc"] for r in scored]
+        if len(scored) >= 2 or not rows:
+            ax.plot(x, y, marker="o", ms=3, label=label)
+            continue
+        (line,) = ax.plot(x, y, marker="o", ms=5, ls="", label=f"{label} (test, scored at the end)")
+        ax.plot(
+            [r["epoch"] for r in rows], [r["train_acc"] for r in rows], ls="--", lw=1, color=line.get_color(),
+            label=f"{label} (train acc)",
+        )  # fmt: skip
+    integer_epochs(ax)
+    ax.set_ylabel("accuracy")
     ax.grid(True, alpha=0.4)
     ax.legend(fontsize=8)
     return fig
@@ -103,6 +115,9 @@ def confusion_figure(matrix, classes: Sequence[str]):
     ax.set_yticks(range(n), classes, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    total = int(matrix.sum())
+    if total:
+        ax.set_title(f"accuracy {float(matrix.diagonal().sum()) / total:.4f} on {total:,} images", fontsize=9)
     return fig
 
 
