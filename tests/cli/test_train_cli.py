@@ -181,6 +181,7 @@ def test_resume_of_a_folder_without_checkpoint_is_refused(capsys, tmp_path):
         (["--batch-size", "1000"], ["--batch-size", "1000"]),  # more than the 256 training images
         (["--eval-batch-size", "0"], ["--eval-batch-size", "0"]),
         (["--crop-padding", "-3"], ["--crop-padding", "-3"]),
+        (["--test-subset", "-1"], ["--test-subset", "-1"]),
     ],
 )
 def test_bad_options_are_one_line_errors(capsys, idx_dir, tmp_path, option, fragments):
@@ -228,3 +229,11 @@ def test_every_setting_is_an_option_and_reaches_the_config() -> None:
     got = overrides_from(args)
     assert got["crop_padding"] == 3 and got["eval_batch_size"] == 64 and got["lr"] == 0.5
     assert set(got) == set(setting_names()) - NOT_OPTIONS
+
+
+def test_test_subset_scores_the_first_n_test_images(capsys, idx_dir, tmp_path):
+    """``--test-subset`` on ``train``, as ``study`` and the notebook have it: a short run scores quickly."""
+    out = tmp_path / "run"
+    code, printed, _ = cli(capsys, *train_args(idx_dir, out, epochs=1), "--test-subset", "20")
+    assert code == 0 and " / 20 test)" in printed
+    assert json.loads((out / "config.json").read_text())["test_subset"] == 20

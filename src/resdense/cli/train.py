@@ -78,6 +78,7 @@ def add_parser(sub) -> None:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on GPU")
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only")
+    p.add_argument("--test-subset", type=int, metavar="N", help="score on the first N test images only")
     p.add_argument(
         "--weights",
         metavar="SRC",

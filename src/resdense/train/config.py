@@ -42,6 +42,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     train_subset: int = 0
+    test_subset: int = 0  # score on the first N test images only (0: all); a short run's scoring is quicker
     val_split: int = 0  # hold out this many training images (fixed draw) and report accuracy on them
     channels_last: bool = True
     compile: bool = False
@@ -110,6 +111,8 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--resize must be at least 8 pixels, got {cfg.resize}")
     if cfg.train_subset < 0:
         raise UserError(f"--train-subset must be >= 0, got {cfg.train_subset}")
+    if cfg.test_subset < 0:
+        raise UserError(f"--test-subset must be >= 0, got {cfg.test_subset}")
     if not cfg.head_lr_mult > 0:
         raise UserError(f"--head-lr-mult must be positive, got {cfg.head_lr_mult}")
     if cfg.crop is not None and (cfg.crop < 8 or (cfg.resize is not None and cfg.crop > cfg.resize)):

@@ -50,7 +50,7 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
                                       pin_memory=device.type == "cuda")  # fmt: skip
         if cfg.val_split:
             raise UserError("--val-split: not available for streamed folders; give the folder a val/ split")
-        train_set, val, test_set = train.subset(cfg.train_subset), None, test
+        train_set, val, test_set = train.subset(cfg.train_subset), None, test.subset(cfg.test_subset)
         c, size, crop, policy = train.channels, train.size, None, train.batch_augment
         photo = cfg.augment == PHOTO_AUGMENT
     else:
@@ -67,7 +67,7 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
         def on_device(s: ImageSet) -> ImageSet:
             return ImageSet(resize(s.images.to(device), cfg.resize), s.labels.to(device))
 
-        train_set, test_set = on_device(train), on_device(dataset.test)
+        train_set, test_set = on_device(train), on_device(dataset.test.subset(cfg.test_subset))
         val = None if val is None else on_device(val)
     # the statistics of what training sees (a streamed split decodes a sample of its files: only when needed)
     mean, std = channel_stats(train.sample()) if cfg.normalize else ((0.0,) * c, (1.0,) * c)

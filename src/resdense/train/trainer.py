@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..data.dataset import Dataset, ImageSet
-from ..data.sampling import epoch_generator, steps_per_epoch
+from ..data.sampling import epoch_generator, eval_chunks, steps_per_epoch
 from ..data.stream import StreamedFolder
 from ..errors import UserError
 from ..modelfile import unwrap
@@ -201,12 +201,21 @@ class Trainer:
         model.eval()
         data = self.test_set if data is None else data
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for xb, yb in data.eval_batches(self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size):
+        # scoring can take as long as a short run's training (10,000 images, twice with the flip): a bar
+        chunks = sum(
+            1 for _ in eval_chunks(len(data), self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size)
+        )
+        bar = ProgressBar(chunks, "scoring", enabled=self.progress)
+        for i, (xb, yb) in enumerate(
+            data.eval_batches(self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size), 1
+        ):
             xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
             logits = predict_logits(model, xb, self.preprocess, tta_flip=self.cfg.tta_flip and final,
                                     batch_size=self.cfg.eval_batch_size,
                                     channels_last=self.cfg.channels_last, autocast=self.autocast)  # fmt: skip
             correct += (logits.argmax(1) == yb).sum()
+            bar.update(i)
+        bar.close()
         total = self.dist.all_reduce_sum(correct.double())
         return total.item() / len(data)
 
