@@ -16,12 +16,13 @@ from resdense.train import schedule as S
         ("constant", lambda t: 1.0),
         ("linear", lambda t: 1 - t),
         ("cosine", lambda t: 0.5 * (1 + math.cos(math.pi * t))),
+        ("step", lambda t: 1.0 if t < 0.5 else 0.1 if t < 0.75 else 0.01),  # He et al.'s CIFAR decay
     ],
 )
 def test_lr_schedules(schedule, expect):
     cfg = TrainConfig(lr=0.2, schedule=schedule)
     total = 40
-    for step in (0, 10, 20, 39):
+    for step in (0, 10, 19, 20, 29, 30, 39):
         assert S.lr_at(cfg, step, total, 10) == pytest.approx(0.2 * expect(step / total))
 
 

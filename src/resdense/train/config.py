@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from ..errors import UserError
 
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
-SCHEDULES = ("constant", "cosine", "onecycle", "linear")
+SCHEDULES = ("constant", "cosine", "onecycle", "linear", "step")
 
 
 @dataclass(frozen=True)

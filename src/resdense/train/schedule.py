@@ -20,6 +20,9 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_ep: int) -> f
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
     if cfg.schedule == "linear":
         return cfg.lr * (1 - t)
+    if cfg.schedule == "step":
+        # He et al. 2015 on CIFAR: lr / 10 at 32k and 48k of 64k iterations, i.e. at 1/2 and 3/4 of training
+        return cfg.lr * (1.0 if t < 0.5 else 0.1 if t < 0.75 else 0.01)
     if cfg.schedule == "onecycle":
         # linear ramp up over the first 20%, then linearly down to zero: a triangle (airbench style)
         peak = 0.2
