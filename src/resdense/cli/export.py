@@ -110,7 +110,11 @@ def run_export(args) -> int:
         if args.run is not None:
             raise UserError(f"give either a run/weights file ({args.run}) or --weights, not both")
         stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(args.weights).stem or args.weights).strip("-")
-        out = Path(args.out) if args.out is not None else Path(stem + (".int8" if args.int8 else "") + FORMATS[args.format])
+        out = (
+            Path(args.out)
+            if args.out is not None
+            else Path(stem + (".int8" if args.int8 else "") + FORMATS[args.format])
+        )
         check_writable(out)
         model, spec = load_model(args.weights, args.arch)
     else:

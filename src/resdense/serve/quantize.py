@@ -169,9 +169,14 @@ def int8_report(fp32, int8, test_set, *, batch: int = 64, rounds: int = 7) -> In
     batch of its images, measured in interleaved rounds."""
     from .evaluate import evaluate
 
-    acc = {k: evaluate(p.path, test_set=test_set, predictor=p).accuracy for k, p in [("fp32", fp32), ("int8", int8)]}
+    acc = {
+        k: evaluate(p.path, test_set=test_set, predictor=p).accuracy
+        for k, p in [("fp32", fp32), ("int8", int8)]
+    }
     batch = min(batch, len(test_set))
-    images = test_set.images[:batch] if hasattr(test_set, "images") else test_set.images_at(torch.arange(batch))
+    images = (
+        test_set.images[:batch] if hasattr(test_set, "images") else test_set.images_at(torch.arange(batch))
+    )
     pre = fp32.spec.preprocess
     x = normalize(pre.fit_images(images.cpu()), pre.mean, pre.std)
     secs = _median_seconds({"fp32": fp32._run, "int8": int8._run}, x, rounds)
