@@ -52,10 +52,11 @@ class HTTPFail(Exception):
 def _need_fastapi():
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart, for form parsing)
+        import python_multipart  # noqa: F401  (form parsing)
         import uvicorn  # noqa: F401
     except ImportError as e:
-        raise UserError(f"resdense serve needs fastapi, uvicorn and python-multipart ({e.name} is missing): "
+        name = "python-multipart" if e.name == "python_multipart" else e.name
+        raise UserError(f"resdense serve needs fastapi, uvicorn and python-multipart ({name} is missing): "
                         "pip install 'resdense[serve]'") from None  # fmt: skip
 
 
