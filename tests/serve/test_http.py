@@ -274,3 +274,66 @@ def test_the_batcher_hands_an_error_to_its_requests_and_lives_on():
         assert asyncio.run(batcher.submit([torch.zeros(1)])).shape == (1, 1)
     finally:
         batcher.close()
+
+
+def test_resdense_serve_command_serves_on_loopback(tmp_path):
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "resdense",
+        "serve",
+        "--weights",
+        "fashion-mnist",
+        "--port",
+        "0",
+        "--max-batch",
+        "4",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        m = re.match(r"serving resnet20 \(torch\) at (http://127\.0\.0\.1:\d+)/ ", line)
+        assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
+        url = m.group(1)
+        assert httpx.get(url + "/health", timeout=30).json()["status"] == "ok"
+        page = httpx.get(url + "/", timeout=30)
+        assert page.status_code == 200 and '<script src="page.js"></script>' in page.text
+        assert 'src="http' not in page.text and 'href="http' not in page.text  # nothing from elsewhere
+        assert httpx.get(url + "/page.js", timeout=30).headers["content-type"].startswith("text/javascript")
+        assert httpx.get(url + "/model", timeout=30).json()["limits"]["max_batch"] == 4
+        files = [("f", (f"{i}.png", TINY, "image/png")) for i in range(5)]
+        r = httpx.post(url + "/predict", files=files, timeout=30)
+        assert r.status_code == 413 and "--max-batch" in r.json()["error"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_resdense_serve_bad_options_are_one_line_errors(capsys):
+    from resdense.cli import main
+
+    for argv, fragment in [(["--max-batch", "0"], "--max-batch must be at least 1"),
+                           (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
+                           (["--port", "70000"], "--port must be 0-65535")]:  # fmt: skip
+        assert main(["serve", "--weights", "fashion-mnist", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("resdense serve: error: ") and fragment in err and "\n" not in err
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        assert main(["serve", "--weights", "fashion-mnist", "--port", str(busy.getsockname()[1])]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "cannot listen there" in err and "\n" not in err
+    finally:
+        busy.close()
+    assert main(["serve", "no/such/run"]) == 2
+    assert "no/such/run" in capsys.readouterr().err
