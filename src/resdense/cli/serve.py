@@ -85,9 +85,9 @@ def run(args) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: listening on {args.host}, reachable from other machines", file=sys.stderr)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
-    try:
-        uvicorn.Server(config).run(sockets=[sock])  # Ctrl-C or SIGTERM: a graceful stop
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its shutdown
-        pass
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        uvicorn.Server(config).run(sockets=[sock])
     print("stopped", flush=True)
     return 0
