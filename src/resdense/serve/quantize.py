@@ -20,6 +20,8 @@ The settings are the ones that pay on x86 (measured, see benchmarks/RESULTS.md, 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import statistics
 import time
 from dataclasses import dataclass
@@ -69,6 +71,15 @@ def calibration_images(
     return preprocess.fit_images(train.images[pick].cpu())
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 class _Reader:
     """onnxruntime's CalibrationDataReader protocol: ``get_next()`` -> {input name: batch} or None."""
 
@@ -106,16 +117,18 @@ def quantize_onnx(fp32: str | Path, out: str | Path, calibration: torch.Tensor, 
                 source = prepped
             except Exception:  # an optional step: quantize the exported graph as it is
                 source = Path(fp32)
-            quantize_static(
-                str(source),
-                str(tmp),
-                _Reader(input_name, batches),
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                calibrate_method=CalibrationMethod.MinMax,
-            )
+            # onnxruntime logs per-tensor notes (a DenseNet's standalone batch norms) on the root logger
+            with _quiet_root_logger():
+                quantize_static(
+                    str(source),
+                    str(tmp),
+                    _Reader(input_name, batches),
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax,
+                )
         except Exception as e:
             raise UserError(f"{out}: onnxruntime could not quantize the model ({first_line(e)})") from None
         finally:
