@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="resnet20,resnet50,densenet121")
     ap.add_argument("--batches", default="1,64")
-    ap.add_argument("--seconds", type=float, default=20.0, help="time budget per model and batch (default 20)")
+    ap.add_argument(
+        "--seconds", type=float, default=20.0, help="time budget per model and batch (default 20)"
+    )
     ap.add_argument("--min-rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args(argv)

@@ -9,7 +9,8 @@ and a fraction ``--abuse`` of bad ones cycled through every kind the service mus
 non-image, truncated JPEG, decompression bomb, wrong content type, over --max-upload-mb, over
 --max-batch). Reports throughput, p50/p99 latency of the good requests, errors (a good request that was
 not a 200, a bad one that was not its 4xx, or a failed connection: the goal is zero) and the server's
-resident memory before the load (after a warm-up) and after it (goal: no growth).
+resident memory before the load (after a warm-up), after it, and after the same load once more (goal: no
+growth; the second load's errors are not counted).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def start(model: str, batching: bool, threads: int) -> tuple[subprocess.Popen, s
 async def load(url: str, clients: int, requests: int, abuse: float, good: list[bytes], bad) -> dict:
     every = round(1 / abuse) if abuse > 0 else 0
     jobs = iter(range(requests))
-    latencies, errors, refused = [], 0, 0
+    latencies, errors, refused, kinds = [], 0, 0, {}
 
     async def client(c: httpx.AsyncClient):
         nonlocal errors, refused
@@ -80,13 +81,19 @@ async def load(url: str, clients: int, requests: int, abuse: float, good: list[b
                 kwargs, status = bad[(i // every) % len(bad)]
                 refused += 1
             else:
-                kwargs, status = {"content": good[i % len(good)], "headers": {"Content-Type": "image/png"}}, 200
+                kwargs, status = (
+                    {"content": good[i % len(good)], "headers": {"Content-Type": "image/png"}},
+                    200,
+                )
             t0 = time.perf_counter()
             try:
                 r = await c.post(url + "/predict", **kwargs)
                 ok = r.status_code == status and (status != 200 or r.json()["predictions"][0]["top"])
-            except httpx.HTTPError:
-                ok = False
+                kind = f"{r.status_code} for an expected {status}"
+            except httpx.HTTPError as e:
+                ok, kind = False, f"{type(e).__name__} for an expected {status}"
+            if not ok:
+                kinds[kind] = kinds.get(kind, 0) + 1
             if status == 200:
                 latencies.append(time.perf_counter() - t0)
             errors += not ok
@@ -97,7 +104,7 @@ async def load(url: str, clients: int, requests: int, abuse: float, good: list[b
         await asyncio.gather(*[client(c) for _ in range(clients)])
         wall = time.perf_counter() - t0
     lat = sorted(latencies)
-    return {"wall": wall, "good": len(lat), "refused": refused, "errors": errors,
+    return {"wall": wall, "good": len(lat), "refused": refused, "errors": errors, "kinds": kinds,
             "p50": statistics.median(lat), "p99": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]}  # fmt: skip
 
 
@@ -119,11 +126,15 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                 if l.startswith("model name")), platform.processor())  # fmt: skip
-    print(f"CPU: {cpu}, {os.cpu_count()} vCPUs; server: {args.model}, {args.threads} torch thread(s); "
-          f"{args.clients} clients, {args.requests} requests each run, {args.abuse:.0%} bad")
-    print("| run | batching | requests/s | p50 ms | p99 ms | good | bad (4xx as expected) | errors | "
-          "RSS before MB | RSS after MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print(
+        f"CPU: {cpu}, {os.cpu_count()} vCPUs; server: {args.model}, {args.threads} torch thread(s); "
+        f"{args.clients} clients, {args.requests} requests each run, {args.abuse:.0%} bad"
+    )
+    print(
+        "| run | batching | requests/s | p50 ms | p99 ms | good | bad (4xx as expected) | errors | "
+        "RSS MB: before, after 1x, after 2x |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for rep in range(args.repeats):
         for batching in (True, False) if rep % 2 == 0 else (False, True):
             proc, url = start(args.model, batching, args.threads)
@@ -131,13 +142,17 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(load(url, args.clients, 200, args.abuse, good, bad))  # warm-up
                 before = rss_mb(proc)
                 r = asyncio.run(load(url, args.clients, args.requests, args.abuse, good, bad))
+                mid = rss_mb(proc)
+                asyncio.run(load(url, args.clients, args.requests, args.abuse, good, bad))  # again: growth?
                 after = rss_mb(proc)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
             print(f"| {rep + 1} | {'yes' if batching else 'no'} | {args.requests / r['wall']:,.0f} | "
                   f"{1000 * r['p50']:.1f} | {1000 * r['p99']:.1f} | {r['good']} | {r['refused']} | {r['errors']} | "
-                  f"{before:.0f} | {after:.0f} |", flush=True)  # fmt: skip
+                  f"{before:.0f}, {mid:.0f}, {after:.0f} |", flush=True)  # fmt: skip
+            if r["kinds"]:
+                print(f"  errors: {r['kinds']}", flush=True)
     return 0
 
 

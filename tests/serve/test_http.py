@@ -337,3 +337,16 @@ def test_resdense_serve_bad_options_are_one_line_errors(capsys):
         busy.close()
     assert main(["serve", "no/such/run"]) == 2
     assert "no/such/run" in capsys.readouterr().err
+
+
+def test_a_huge_declared_upload_is_refused_before_any_byte_is_read(server, images):
+    client, _, _ = server
+    port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  b"Content-Length: 10000000000\r\n\r\n")  # fmt: skip
+        head = s.recv(4096).decode("latin-1")  # answered with no body sent at all
+    status, _, rest = head.partition("\r\n")
+    assert status.startswith("HTTP/1.1 413"), head
+    assert '"error":"upload of 10,000,000,000 bytes is over the limit' in rest
+    _still_serving(client, images[1])

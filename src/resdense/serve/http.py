@@ -60,24 +60,39 @@ def _need_fastapi():
                         "pip install 'resdense[serve]'") from None  # fmt: skip
 
 
+DRAIN_CAP = 64 * 2**20  # an over-limit body up to this size is read (and dropped) before the 413
+
+
 async def read_body(request, limit: int) -> bytes:
-    """The request body, refused (413) as soon as it is known to pass ``limit`` bytes."""
+    """The request body, refused (413) once it is known to pass ``limit`` bytes.
+
+    The refused body is read to its end and dropped, up to ``DRAIN_CAP`` bytes in all: a server that
+    answers and closes while the client is still sending makes the client's socket see a reset instead
+    of the 413 (measured: 1 request in 3,000 under load). A larger one is cut off at once."""
     from starlette.requests import ClientDisconnect
 
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise HTTPFail(
-            413, f"upload of {int(length):,} bytes is over the limit of {limit:,} (--max-upload-mb)"
-        )
-    chunks, n = [], 0
+    declared = int(length) if length is not None and length.isdigit() else None
+    if declared is not None and declared > limit:
+        message = f"upload of {declared:,} bytes is over the limit of {limit:,} (--max-upload-mb)"
+    else:
+        message = f"upload is over the limit of {limit:,} bytes (--max-upload-mb)"
+    chunks, n, over = [], 0, declared is not None and declared > limit
+    if over and declared > DRAIN_CAP:
+        raise HTTPFail(413, message)
     try:
         async for chunk in request.stream():
             n += len(chunk)
             if n > limit:
-                raise HTTPFail(413, f"upload is over the limit of {limit:,} bytes (--max-upload-mb)")
-            chunks.append(chunk)
+                over, chunks = True, []
+            if over and n > DRAIN_CAP:
+                break
+            if not over:
+                chunks.append(chunk)
     except ClientDisconnect:
         raise HTTPFail(400, "the client disconnected before the upload ended") from None
+    if over:
+        raise HTTPFail(413, message)
     return b"".join(chunks)
 
 
