@@ -355,3 +355,28 @@ def test_a_huge_declared_upload_is_refused_before_any_byte_is_read(server, image
     assert status.startswith("HTTP/1.1 413"), head
     assert '"error":"upload of 10,000,000,000 bytes is over the limit' in rest
     _still_serving(client, images[1])
+
+
+def test_the_explanation_hook(predictor, images):
+    """``create_app(explain=fn)``: the card says so and ``?explain=true`` adds each image's map as a data URL."""
+    import base64
+
+    seen = []
+
+    def explain(pred, image, index):
+        seen.append((pred is predictor, tuple(image.shape), index))
+        return png_bytes(noise(8, 8, 3))
+
+    _, files = images
+    with live_server(create_app(predictor, explain=explain)) as (url, _), httpx.Client(base_url=url) as c:
+        assert c.get("/model").json()["explain"] is True
+        r = c.post("/predict", params={"explain": "true"}, content=files["grey.png"],
+                   headers={"Content-Type": "image/png"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        p = r.json()["predictions"][0]
+        head, _, data = p["explanation"].partition(",")
+        assert head == "data:image/png;base64" and base64.b64decode(data).startswith(b"\x89PNG")
+        top = predictor.spec.classes.index(p["top"][0]["class"])
+        assert seen == [(True, (1, 1, 28, 28), top)]
+        assert "explanation" not in c.post("/predict", content=files["grey.png"],
+                                           headers={"Content-Type": "image/png"}).json()["predictions"][0]  # fmt: skip
