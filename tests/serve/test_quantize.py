@@ -123,3 +123,26 @@ def test_int8_default_name_and_bad_options(run, tmp_path, capsys):
 
     assert default_out(run, "onnx", int8=True) == RunDir(run).path / "model.int8.onnx"
     assert default_out(tmp_path / "w.safetensors", "onnx", int8=True) == tmp_path / "w.int8.onnx"
+
+
+def test_serve_a_run_and_its_int8_file(run, int8_export):
+    """``resdense serve RUN`` and ``resdense serve MODEL_FILE``: the run's card, the int8 file on onnxruntime."""
+    import httpx
+
+    from resdense.serve.http import create_app
+
+    from .live import live_server, png_bytes
+
+    image = png_bytes(load_test_set(run).images[0, 0].numpy())
+    summary = RunDir(run).read_summary()
+    for source, backend in [(run, "torch"), (int8_export[0], "onnxruntime")]:
+        predictor = load_predictor(source)
+        with live_server(create_app(predictor, source=source)) as (url, _), httpx.Client(base_url=url) as c:
+            card = c.get("/model").json()
+            assert card["backend"] == backend and card["model"] == "resnet20"
+            r = c.post("/predict", content=image, headers={"Content-Type": "image/png"})
+            assert r.status_code == 200 and len(r.json()["predictions"][0]["top"]) == 3
+    from resdense.serve.card import model_card
+
+    trained = model_card(load_predictor(run), run)["trained"]
+    assert trained["test_accuracy"] == summary["test_accuracy"] and trained["dataset"] == "idx"
