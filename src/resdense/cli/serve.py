@@ -74,6 +74,7 @@ def run(args) -> int:
         sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((args.host, args.port))
+        sock.listen(2048)  # listening before the line below: a client that reads it can connect at once
     except OSError as e:
         raise UserError(
             f"--host {args.host} --port {args.port}: cannot listen there ({e.strerror or e})"
