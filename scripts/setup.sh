@@ -20,4 +20,9 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) \
         >/dev/null 2>&1 || echo "setup: dataset-fashion-mnist not installed; resdense will download the data" >&2
 fi
+# Debian's chromium and its driver, for the test that drives resdense serve's page in a real browser
+if ! command -v chromedriver >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) \
+        >/dev/null 2>&1 || echo "setup: chromium not installed; the browser test of the page will skip" >&2
+fi
 echo "setup: ready (.venv)"

@@ -177,20 +177,46 @@ def _to_channels(im, channels: int):
 def read_image(path: str | Path, in_chans: int) -> torch.Tensor:
     """An image file as uint8 (1, C, H, W), upright by its EXIF orientation, in grey or RGB to match the model;
     a one-line UserError naming the file when it cannot be read (decompression bombs included)."""
-    from PIL import Image, ImageOps
-
-    from .folder import READ_ERRORS, bombs_are_errors, image_problem
+    from .folder import READ_ERRORS, image_problem
 
     try:
-        with bombs_are_errors(), Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img = _to_channels(img, in_chans)
-            data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-            w, h = img.size
+        return _decode(path, in_chans)
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a folder, not an image") from None
     except READ_ERRORS as e:
         raise UserError(f"{path}: not a readable image ({image_problem(path, e).reason})") from None
+
+
+def decode_image(data: bytes, in_chans: int, name: str = "image") -> torch.Tensor:
+    """Image bytes (an upload) as :func:`read_image` reads a file: the same pixels for the same bytes; a
+    one-line UserError naming ``name`` when they are no readable image (empty, not an image, cut short,
+    a decompression bomb)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from .folder import READ_ERRORS
+
+    if not data:
+        raise UserError(f"{name}: empty, not an image")
+    try:
+        return _decode(io.BytesIO(data), in_chans)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserError(f"{name}: a decompression bomb (over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise UserError(f"{name}: not an image Pillow can read") from None
+    except READ_ERRORS as e:
+        raise UserError(f"{name}: not a readable image ({' '.join(str(e).split())[:120]})") from None
+
+
+def _decode(src, in_chans: int) -> torch.Tensor:
+    from PIL import Image, ImageOps
+
+    from .folder import bombs_are_errors
+
+    with bombs_are_errors(), Image.open(src) as img:
+        img = ImageOps.exif_transpose(img)
+        img = _to_channels(img, in_chans)
+        data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        w, h = img.size
     return data.view(h, w, -1).permute(2, 0, 1).unsqueeze(0).contiguous()

@@ -50,26 +50,44 @@ def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no
     ``invert``: ``"yes"`` inverts every image, ``"auto"`` those with a light background when the model was
     trained on Fashion-MNIST (light-on-dark), ``"no"`` none; each Prediction says whether it was.
     """
+    from functools import partial
+
+    return predict_sources(predictor, [(str(p), partial(read_image, p)) for p in paths], top_k, invert)
+
+
+def predict_sources(predictor, sources, top_k: int = 3, invert: str = "no") -> list[Prediction]:
+    """:func:`predict_files` for any images: ``sources`` are (name, read) pairs, ``read(in_chans)`` giving a
+    uint8 (1, C, H, W) image or raising a UserError (files for the CLI, uploads for the HTTP service)."""
+    results, images = read_sources(predictor.spec, sources, invert)
+    if images:
+        fill_top(results, predictor.predict_images(images), predictor.spec.classes, top_k)
+    return results
+
+
+def read_sources(spec, sources, invert: str = "no") -> tuple[list[Prediction], list[torch.Tensor]]:
+    """Each source read (and inverted as ``invert`` says): a Prediction per source, without its top classes
+    yet, and the images that were read, in order (an unreadable one has its error and no image)."""
     if invert not in ("auto", "yes", "no"):
         raise ValueError(f"invert must be auto, yes or no, got {invert!r}")
-    spec = predictor.spec
     auto = invert == "auto" and is_fashion_mnist_model(spec)
     images, results = [], []
-    for p in paths:
+    for name, read in sources:
         try:
-            img = read_image(p, spec.preprocess.in_chans)
+            img = read(spec.preprocess.in_chans)
             flip = invert == "yes" or (auto and has_light_background(img))
             if flip:
                 img = 255 - img
             images.append(img)
-            results.append(Prediction(str(p), [], inverted=flip))
+            results.append(Prediction(name, [], inverted=flip))
         except UserError as e:
-            results.append(Prediction(str(p), [], error=str(e)))
-    if images:
-        probs = predictor.predict_images(images).softmax(1)
-        k = min(top_k, probs.shape[1])
-        good = [r for r in results if r.error is None]
-        values, indices = probs.topk(k, dim=1)
-        for r, v, i in zip(good, values.tolist(), indices.tolist()):
-            r.top = [(spec.classes[j], float(pv)) for pv, j in zip(v, i)]
-    return results
+            results.append(Prediction(name, [], error=str(e)))
+    return results, images
+
+
+def fill_top(results: list[Prediction], logits: torch.Tensor, classes: list[str], top_k: int) -> None:
+    """The top ``top_k`` classes by probability for the readable results, from their ``logits`` in order."""
+    probs = logits.softmax(1)
+    values, indices = probs.topk(min(top_k, probs.shape[1]), dim=1)
+    good = [r for r in results if r.error is None]
+    for r, v, i in zip(good, values.tolist(), indices.tolist()):
+        r.top = [(classes[j], float(pv)) for pv, j in zip(v, i)]

@@ -1,0 +1,94 @@
+"""``resdense serve``: a trained model behind an HTTP API, with a page to try it (``resdense.serve.http``)."""
+
+from __future__ import annotations
+
+from .predict import add_weights_args
+
+
+def add_parser(sub) -> None:
+    from ..serve.http import DEFAULT_MAX_BATCH, DEFAULT_MAX_UPLOAD_MB
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP: POST /predict, GET /health, GET /model, a page at /",
+        description="Serve a run folder, model file (.safetensors, .onnx, TorchScript) or --weights over HTTP "
+        "(needs the serve extra: pip install 'resdense[serve]'). POST /predict takes images as multipart or "
+        "raw bytes and answers with the top classes as JSON; the page at / lets a person try it; OpenAPI "
+        "docs at /docs.",
+    )
+    p.add_argument(
+        "model", metavar="RUN_OR_MODEL_FILE", nargs="?", help="run folder or model file (or --weights)"
+    )
+    add_weights_args(p)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        metavar="MB",
+        help=f"largest request body accepted (default {DEFAULT_MAX_UPLOAD_MB:g})",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=DEFAULT_MAX_BATCH,
+        metavar="N",
+        help=f"most images in one request (default {DEFAULT_MAX_BATCH})",
+    )
+    p.add_argument(
+        "--no-batching",
+        action="store_true",
+        help="run each request on its own instead of batching waiting requests together",
+    )
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)  # fmt: skip
+
+
+def run(args) -> int:
+    import sys
+
+    from ..errors import UserError
+    from ..serve.http import create_app
+    from ..utils.device import resolve_device
+    from .predict import load_model_for
+
+    if args.max_upload_mb <= 0:
+        raise UserError(f"--max-upload-mb must be positive, got {args.max_upload_mb:g}")
+    if args.max_batch < 1:
+        raise UserError(f"--max-batch must be at least 1, got {args.max_batch}")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be 0-65535, got {args.port}")
+    if args.weights is not None and args.model is not None:
+        raise UserError(f"give either a run/model file ({args.model}) or --weights, not both")
+    predictor = load_model_for(args, str(resolve_device(args.device)))
+    app = create_app(predictor, source=args.model or args.weights, max_upload_mb=args.max_upload_mb,
+                     max_batch=args.max_batch, batching=not args.no_batching)  # fmt: skip
+    import socket
+
+    import uvicorn
+
+    try:  # bound here so that a busy port is one line, and so that port 0's choice can be printed
+        sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
+        sock.listen(2048)  # listening before the line below: a client that reads it can connect at once
+    except OSError as e:
+        raise UserError(
+            f"--host {args.host} --port {args.port}: cannot listen there ({e.strerror or e})"
+        ) from None
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {predictor.spec.model} ({predictor.backend}) at http://{shown}:{port}/ (page), "
+          f"/predict, /health, /model, /docs; Ctrl-C stops", flush=True)  # fmt: skip
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: listening on {args.host}, reachable from other machines", file=sys.stderr)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        uvicorn.Server(config).run(sockets=[sock])
+    print("stopped", flush=True)
+    return 0

@@ -1,0 +1,81 @@
+"""The page of ``resdense serve`` in a real headless browser (Debian's chromium, driven by selenium through
+chromedriver): an image chosen, the answer read off the page, a screenshot saved.
+
+scripts/setup.sh installs chromium and chromium-driver (as root); this test skips only where neither is
+installed. ``RESDENSE_SCREENSHOT=docs/serve-page.png`` writes the screenshot the README shows there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resdense.serve import load_predictor
+from resdense.serve.http import create_app
+from resdense.serve.predict import predict_files
+
+from .live import live_server, png_bytes
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if CHROMIUM is None or DRIVER is None:
+        pytest.skip("no chromium and chromedriver here (scripts/setup.sh installs them as root)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1000,820", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)  # Debian's driver: nothing downloaded
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_page_answers_an_uploaded_image(browser, real_fashion_mnist, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # a real test image (an ankle boot), enlarged as a photo would be
+    test = real_fashion_mnist.test
+    i = int((test.labels == 9).nonzero()[0])
+    array = np.kron(test.images[i, 0].numpy(), np.ones((4, 4), dtype=np.uint8))
+    image = tmp_path / "ankle-boot.png"
+    image.write_bytes(png_bytes(array))
+    predictor = load_predictor("fashion-mnist", weights=True)
+    expected = predict_files(predictor, [image], top_k=5, invert="auto")[0].top
+
+    with live_server(create_app(predictor, source="fashion-mnist")) as (url, _):
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda d: d.find_element(By.ID, "card-list").text)  # the model card has arrived
+        card = browser.find_element(By.ID, "card").text
+        assert "fashion-mnist" in card and "94.78%" in card and "Ankle boot" in card
+        browser.find_element(By.ID, "file").send_keys(str(image))
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "answered")
+        rows = browser.find_elements(By.CSS_SELECTOR, "#top li")
+        shown = [(r.get_attribute("data-class"), float(r.get_attribute("data-probability"))) for r in rows]
+        assert [c for c, _ in shown] == [c for c, _ in expected]
+        assert all(abs(p - q) < 1e-5 for (_, p), (_, q) in zip(shown, expected))
+        first = rows[0].text
+        assert first.startswith(expected[0][0]) and f"{100 * expected[0][1]:.1f}%" in first
+        assert (
+            browser.find_element(By.ID, "preview").get_attribute("naturalWidth") == "112"
+        )  # the image shown
+        assert not browser.find_element(By.ID, "explanation-panel").is_displayed()  # no explainer served
+        # the page loads nothing from elsewhere: every resource came from the server itself
+        sources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert sources and all(s.startswith(url) or s.startswith("blob:") for s in sources), sources
+        shot = Path(os.environ.get("RESDENSE_SCREENSHOT") or tmp_path / "page.png")
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
