@@ -26,7 +26,7 @@ from torch import nn
 
 from .errors import UserError
 from .preprocess import Preprocess
-from .utils.io import atomic_path
+from .utils.io import write_bytes
 
 SPEC_KEY = "resdense"  # safetensors metadata key and ONNX metadata_props key of the spec JSON
 SHIPPED_KEY = "resdense_pretrained"  # safetensors metadata key of a shipped model's recipe and accuracy
@@ -87,7 +87,9 @@ class ModelSpec:
         try:
             return cls.from_dict(json.loads(text))
         except (ValueError, KeyError, TypeError, RecursionError) as e:
-            raise ModelFileError(f"{path}: unreadable resdense spec in its {where} ({first_line(e)})") from None
+            raise ModelFileError(
+                f"{path}: unreadable resdense spec in its {where} ({first_line(e)})"
+            ) from None
 
 
 def _int_in(d: dict, key: str, low: int, high: int, where: str) -> None:
@@ -153,15 +155,14 @@ def first_line(e: BaseException) -> str:
 
 def write_safetensors(path: str | Path, model: nn.Module, spec: ModelSpec, extra: dict | None = None) -> Path:
     """The model's weights and its spec, atomically; ``extra``: a shipped model's recipe and accuracy."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
     meta = {SPEC_KEY: spec.to_json()}
     if extra:
         meta[SHIPPED_KEY] = json.dumps(extra)
     meta[DIGEST_KEY] = digest(state, meta)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    write_bytes(path, save(state, metadata=meta))  # bytes, then Python's write: a full disk is one line
     return Path(path)
 
 
@@ -221,8 +222,13 @@ def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> Sa
 
 
 def write_torchscript(path: str | Path, traced, spec: ModelSpec) -> Path:
-    with atomic_path(path) as tmp:
-        torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_EXTRA: spec.to_json()})
+    import io
+
+    buf = (
+        io.BytesIO()
+    )  # torch's C++ writer aborts the process on a full disk; Python's write says it in a line
+    torch.jit.save(traced, buf, _extra_files={TORCHSCRIPT_EXTRA: spec.to_json()})
+    write_bytes(path, buf.getbuffer())
     return Path(path)
 
 
