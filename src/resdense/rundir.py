@@ -209,7 +209,7 @@ class RunDir:
             return
         path = self.path / self.LOCK
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = _open_lock(path)
         except OSError as e:
             if e.errno in STORAGE_ERRNOS:
                 raise storage_error(self.path, e, "its lock file") from None
@@ -297,6 +297,10 @@ class RunDir:
                 raise UserError(f"{self.path}: no {name} (is it a finished resdense run?)")
         return {"path": str(self.path), "summary": self.read_summary(), "config": self.read_config(),
                 "metrics": self.read_metrics()}  # fmt: skip
+
+
+def _open_lock(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:

@@ -9,6 +9,7 @@ huge head costs nothing to refuse.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 
@@ -48,12 +49,27 @@ def _fits(value, annotation: str) -> bool:
     return False
 
 
+@contextlib.contextmanager
+def _no_init():
+    """torch.nn.init's in-place initialisers as no-ops: on the meta device there is nothing to fill, and
+    torch's meta ``normal_`` would import torch._dynamo (seconds) on first use."""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
+
+
 def build_on_meta(name: str, options: dict) -> nn.Module:
     """The model ``name`` with ``options``, built on the meta device (shapes, no storage), its options'
     types checked against its class's parameters. :class:`UnknownModelError` or :class:`ModelOptionError`."""
     info = get_model_info(name)
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _no_init():
             model = info.builder(**options)
     except (
         TypeError,

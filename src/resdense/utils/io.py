@@ -53,6 +53,17 @@ def remove_temp_files(folder: Path, name: str, older_than: float = STALE_SECONDS
                 t.unlink()
 
 
+def _temp_file(path: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _sync(tmp: Path) -> None:
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; on success it is renamed over ``path``, else removed."""
@@ -61,15 +72,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_temp_files(path.parent, path.name)  # what a killed writer of this file left long ago
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        tmp = Path(name)
+        tmp = _temp_file(path)
         yield tmp
         # mkstemp makes the file private (0600), and some writers replace it with one of their own: a result
         # file gets the usual permissions under the umask, whoever wrote it
         os.chmod(tmp, file_mode())
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        _sync(tmp)
         os.replace(tmp, path)
     except OSError as e:
         if e.errno in STORAGE_ERRNOS:
