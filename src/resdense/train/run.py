@@ -14,10 +14,11 @@ from ..data.dataset import Dataset
 from ..errors import UserError
 from ..modelfile import unwrap
 from ..rundir import RunDir
+from ..utils.device import resolve_device
 from ..utils.system import freed_memory_kept
 from . import distributed as dist_utils
 from .callbacks import Callback, default_callbacks
-from .config import TrainConfig, validate
+from .config import TrainConfig, check_types, validate
 from .setup import load_run_dataset
 from .trainer import Trainer, TrainResult
 
@@ -49,6 +50,10 @@ def train(
     A library call leaves the process as it found it: torch's random state is restored afterwards (the run
     seeds its own from ``cfg.seed``), and the allocator setting that speeds up CPU training is undone.
     """
+    if resume is None:
+        validate(cfg)  # before anything else: a bad device or value is one line, not a traceback
+    elif cfg.device:
+        resolve_device(cfg.device)  # a resumed run's other device: the checkpoint's settings come later
     # the run's seeds must not leak into the caller's random stream: fork (save and restore) torch's
     # generators, the CPU's and the training GPU's (under torchrun, the local rank's)
     device = str(cfg.device or "auto")
@@ -72,8 +77,11 @@ def resumed_config(cfg: TrainConfig, ckpt: dict, out: Path) -> TrainConfig:
     more epochs, another device or TensorBoard when ``cfg`` says so; the epoch must lie within the run."""
     try:
         saved = TrainConfig(**{**ckpt["config"], "out": str(out)})
+        check_types(saved)
     except TypeError as e:
         raise UserError(f"--resume {out}: its checkpoint's settings are not this version's ({e})") from None
+    except UserError as e:
+        raise UserError(f"--resume {out}: its checkpoint's settings cannot work: {e}") from None
     # a resumed run may be given more epochs or another device; everything else is the run's own
     cfg = saved.with_overrides(epochs=max(cfg.epochs, saved.epochs) if cfg.epochs != saved.epochs else None,
                                device=cfg.device, tensorboard=cfg.tensorboard or None)  # fmt: skip
@@ -89,8 +97,6 @@ def resumed_config(cfg: TrainConfig, ckpt: dict, out: Path) -> TrainConfig:
 
 
 def _train(cfg, *, dataset, resume, force, progress, callbacks, initial_state) -> TrainResult:
-    if resume is None:
-        validate(cfg)  # before anything else: a bad device or value is one line, not a traceback
     dist = dist_utils.setup(cfg.device)
     run = None
     try:
