@@ -65,11 +65,7 @@ def remove_stale_partials(parent: Path, name: str) -> None:
 
 
 def _check_replaceable(out: Path) -> None:
-    """``--force`` replaces only what a convert wrote (train/ and test/), never the current folder."""
-    here = Path.cwd().resolve()
-    if out in (here, *here.parents):
-        raise UserError(f"{out}: --force refuses the current folder (or one above it); give the images their "
-                        "own folder")  # fmt: skip
+    """``--force`` replaces only what a convert wrote (train/ and test/)."""
     if not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder; --force replaces only an image folder")
     others = sorted(p.name for p in out.iterdir() if p.name not in SPLITS or not p.is_dir())
@@ -87,6 +83,10 @@ def write_image_folder(dataset: Dataset, out: str | os.PathLike, *, force: bool 
     of images written per split.
     """
     out = Path(out).expanduser().resolve()  # "." has no name and no parent of its own: the real ones
+    here = Path.cwd().resolve()
+    if out in (here, *here.parents):  # replacing it would pull the folder from under the shell's feet
+        raise UserError(f"{out}: is the current folder (or one above it); give the images a folder of their own, "
+                        "e.g. ./images")  # fmt: skip
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:
             raise UserError(f"{out}: exists and is not an empty folder; pass --force to replace it")
