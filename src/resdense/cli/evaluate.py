@@ -56,7 +56,8 @@ def run(args) -> int:
         out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
         try:
             figures = write_figures(result, test_set, out)
-        except (StorageError, OSError):  # a read-only or full folder: the result computed is printed, not lost
+        except (StorageError, OSError):
+            # a read-only or full folder: the result computed is printed, not lost
             print(f"{name}: test accuracy {result.accuracy:.4f} on {result.n:,} images (no figures written)")
             raise
     else:
