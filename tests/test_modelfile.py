@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 import resdense
 from resdense.errors import UserError
 from resdense.modelfile import (
+    DIGEST_KEY,
     SHIPPED_KEY,
     SPEC_KEY,
     ModelFileError,
@@ -130,7 +131,7 @@ def test_safetensors_without_extra(model, tmp_path):
 
     with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as s:
         meta = s.metadata()
-    assert set(meta) == {SPEC_KEY}
+    assert set(meta) == {SPEC_KEY, DIGEST_KEY}  # no shipped extra; the digest (issue 19)
     assert ModelSpec.from_json(meta[SPEC_KEY], "x", "y") == make_spec()
 
 

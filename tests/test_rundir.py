@@ -113,20 +113,24 @@ def test_prepare_refuses_a_file(tmp_path):
 
 def test_prepare_force_removes_exactly_the_training_files(tmp_path):
     folder = tmp_path / "run"
-    fill(folder, [*RunDir.TRAINING_FILES, "notes.txt"])
+    fill(folder, [*RunDir.TRAINING_FILES, *RunDir.EVALUATION_FILES])
     fill(folder / RunDir.TENSORBOARD, ["events.out.tfevents.1"])
-    fill(folder / "mine", ["data.csv"])
     RunDir(folder).prepare(force=True)
-    assert sorted(p.name for p in folder.iterdir()) == ["mine", "notes.txt"]
-    assert (folder / "notes.txt").read_text() == "x"
-    assert (folder / "mine" / "data.csv").exists()
+    assert sorted(p.name for p in folder.iterdir()) == [RunDir.LOCK]
 
 
-def test_prepare_force_with_some_files_missing(tmp_path):
+def test_prepare_force_refuses_a_folder_holding_other_files(tmp_path):
+    """Issue 19: --force never deletes what resdense did not write; it refuses the folder, touching nothing."""
     folder = tmp_path / "run"
-    fill(folder, [RunDir.METRICS, "notes.txt"])
-    RunDir(folder).prepare(force=True)
-    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+    fill(folder, [*RunDir.TRAINING_FILES, "notes.txt"])
+    fill(folder / "mine", ["data.csv"])
+    with pytest.raises(
+        UserError, match=r"--force would delete files resdense did not write \(mine, notes.txt\)"
+    ):
+        RunDir(folder).prepare(force=True)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*RunDir.TRAINING_FILES, RunDir.LOCK, "mine",
+                                                               "notes.txt"])  # fmt: skip
+    assert (folder / "mine" / "data.csv").exists()
 
 
 def test_prepare_resume(tmp_path):
@@ -139,7 +143,12 @@ def test_prepare_resume(tmp_path):
         RunDir(tmp_path / "nowhere").prepare(resume=True)
     fill(folder, [RunDir.CHECKPOINT])
     RunDir(folder).prepare(resume=True)
-    assert {p.name for p in folder.iterdir()} == {RunDir.CONFIG, RunDir.METRICS, RunDir.CHECKPOINT}
+    assert {p.name for p in folder.iterdir()} == {
+        RunDir.CONFIG,
+        RunDir.METRICS,
+        RunDir.CHECKPOINT,
+        RunDir.LOCK,
+    }
 
 
 # -- metrics -----------------------------------------------------------------------------------------------
@@ -197,6 +206,8 @@ def test_checkpoint_round_trip(tmp_path):
         "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0, 1]}]},
         "metrics": ROWS,
         "seed": 0,
+        "history": [{"epoch": e} for e in (1, 2, 3)],  # what the checkpoint reader checks (issue 19)
+        "config": {},
     }
     run.save_checkpoint(state)
     assert run.resumable

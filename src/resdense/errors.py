@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A data file or folder that is missing or not what it should be; the message names it."""
+
+
+class StorageError(UserError):
+    """A folder that cannot take a file (full disk, read-only, no permission); the message names the folder
+    and says that what was there is kept (every write is atomic)."""

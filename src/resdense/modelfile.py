@@ -14,7 +14,9 @@ model from a spec is the models' job.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +26,16 @@ from torch import nn
 
 from .errors import UserError
 from .preprocess import Preprocess
-from .utils.io import atomic_path
+from .utils.io import write_bytes
 
 SPEC_KEY = "resdense"  # safetensors metadata key and ONNX metadata_props key of the spec JSON
 SHIPPED_KEY = "resdense_pretrained"  # safetensors metadata key of a shipped model's recipe and accuracy
+DIGEST_KEY = "resdense_sha256"  # safetensors metadata key: sha256 of the spec, the extra and every tensor
+# bounds a file's metadata must keep before anything is built from it: a file claiming 6e7 classes or a
+# 100000-pixel side is refused in one line, not allocated (ImageNet-21k has 21,843 classes)
+MAX_CLASSES = 100_000
+MAX_CHANNELS = 64
+MAX_SIDE = 4096
 TORCHSCRIPT_EXTRA = "resdense.json"  # the TorchScript archive's extra file holding the spec JSON
 TORCHSCRIPT_SUFFIXES = {".pt", ".ts", ".pth", ".jit", ".torchscript"}
 KINDS = ("safetensors", "torchscript", "torch", "onnx", "unknown")
@@ -58,6 +66,8 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
+        """The spec a file's JSON describes, checked field by field (ValueError names what is wrong)."""
+        check_spec_dict(d)
         return cls(
             d["model"],
             dict(d["options"]),
@@ -76,8 +86,57 @@ class ModelSpec:
             raise ModelFileError(f"{path}: no resdense spec in its {where}; it was not saved by resdense")
         try:
             return cls.from_dict(json.loads(text))
-        except (ValueError, KeyError, TypeError) as e:
-            raise ModelFileError(f"{path}: unreadable resdense spec in its {where} ({e})") from None
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            raise ModelFileError(
+                f"{path}: unreadable resdense spec in its {where} ({first_line(e)})"
+            ) from None
+
+
+def _int_in(d: dict, key: str, low: int, high: int, where: str) -> None:
+    v = d.get(key)
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+        raise ValueError(f"{where}{key} must be an integer in [{low}, {high}], got {v!r}")
+
+
+def check_spec_dict(d) -> None:
+    """The spec's schema and bounds (what a reader can trust before it allocates anything)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"expected a JSON object, got {type(d).__name__}")
+    missing = [k for k in ("model", "options", "preprocess", "classes") if k not in d]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    if not isinstance(d["model"], str) or not d["model"]:
+        raise ValueError(f"model must be a name, got {d['model']!r}")
+    opts, pre, classes = d["options"], d["preprocess"], d["classes"]
+    if not isinstance(opts, dict):
+        raise ValueError(f"options must be an object, got {type(opts).__name__}")
+    _int_in(opts, "num_classes", 0, MAX_CLASSES, "options.")
+    _int_in(opts, "in_chans", 1, MAX_CHANNELS, "options.")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ValueError("classes must be a list of names")
+    n = opts.get("num_classes")
+    if classes and n is not None and len(classes) != n:
+        raise ValueError(f"{len(classes)} class names for a head of {n} classes")
+    if len(classes) > MAX_CLASSES:
+        raise ValueError(f"{len(classes)} classes, more than {MAX_CLASSES:,}")
+    if not isinstance(pre, dict):
+        raise ValueError(f"preprocess must be an object, got {type(pre).__name__}")
+    for key in ("size", "resize", "crop"):
+        _int_in(pre, key, 1, MAX_SIDE, "preprocess.")
+    _int_in(pre, "in_chans", 1, MAX_CHANNELS, "preprocess.")
+    if "in_chans" not in pre or not ("size" in pre or "resize" in pre):
+        raise ValueError("preprocess needs in_chans and size")
+    for key in ("mean", "std"):
+        v = pre.get(key)
+        if (not isinstance(v, list) or len(v) != pre["in_chans"]
+                or not all(isinstance(x, int | float) and math.isfinite(x) for x in v)):  # fmt: skip
+            raise ValueError(f"preprocess.{key} must be {pre['in_chans']} finite numbers, got {v!r}")
+    if not all(x > 0 for x in pre["std"]):
+        raise ValueError(f"preprocess.std must be positive, got {pre['std']!r}")
+    if not isinstance(d.get("tta_flip", False), bool):
+        raise ValueError(f"tta_flip must be true or false, got {d['tta_flip']!r}")
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -96,14 +155,14 @@ def first_line(e: BaseException) -> str:
 
 def write_safetensors(path: str | Path, model: nn.Module, spec: ModelSpec, extra: dict | None = None) -> Path:
     """The model's weights and its spec, atomically; ``extra``: a shipped model's recipe and accuracy."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
     meta = {SPEC_KEY: spec.to_json()}
     if extra:
         meta[SHIPPED_KEY] = json.dumps(extra)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    meta[DIGEST_KEY] = digest(state, meta)
+    write_bytes(path, save(state, metadata=meta))  # bytes, then Python's write: a full disk is one line
     return Path(path)
 
 
@@ -114,6 +173,28 @@ class SafetensorsFile:
     extra: dict  # SHIPPED_KEY's contents, or {}
 
 
+def digest(state: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    """sha256 of the spec and shipped metadata and of every tensor (name, dtype, shape, bytes): a file with a
+    flipped bit is refused instead of predicting the wrong class with confidence."""
+    h = hashlib.sha256()
+    for key in (SPEC_KEY, SHIPPED_KEY):
+        h.update(f"{key}={meta.get(key, '')}\n".encode())
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_finite(state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """A one-line error for weights holding NaN or infinity (they would predict "nan" and exit 0)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ModelFileError(f"{path}: non-finite values (NaN or infinity) in {bad[0]}{more}")
+
+
 def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> SafetensorsFile:
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
@@ -122,8 +203,13 @@ def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> Sa
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         state = load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, OverflowError) as e:
         raise ModelFileError(f"{path}: not a readable safetensors file ({first_line(e)})") from None
+    if DIGEST_KEY in meta and meta[DIGEST_KEY] != digest(state, meta):
+        # files written before the digest existed have none, and still load
+        raise ModelFileError(f"{path}: corrupt (its tensors or metadata do not match the digest it was "
+                             "written with)")  # fmt: skip
+    check_finite(state, path)
     spec = ModelSpec.from_json(meta[SPEC_KEY], path, "metadata") if SPEC_KEY in meta else None
     try:
         extra = json.loads(meta[SHIPPED_KEY]) if SHIPPED_KEY in meta else {}
@@ -136,8 +222,13 @@ def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> Sa
 
 
 def write_torchscript(path: str | Path, traced, spec: ModelSpec) -> Path:
-    with atomic_path(path) as tmp:
-        torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_EXTRA: spec.to_json()})
+    import io
+
+    buf = (
+        io.BytesIO()
+    )  # torch's C++ writer aborts the process on a full disk; Python's write says it in a line
+    torch.jit.save(traced, buf, _extra_files={TORCHSCRIPT_EXTRA: spec.to_json()})
+    write_bytes(path, buf.getbuffer())
     return Path(path)
 
 
@@ -165,7 +256,7 @@ def _is_torchscript_zip(path: Path) -> bool | None:
     try:
         with zipfile.ZipFile(path) as z:
             return any(n.endswith("constants.pkl") for n in z.namelist())
-    except (zipfile.BadZipFile, OSError):
+    except Exception:  # zipfile raises many kinds (BadZipFile, UnicodeDecodeError, ...) on a damaged file
         return None
 
 

@@ -11,9 +11,12 @@
     bad_images.txt     image files left out by --skip-bad-images
     tensorboard/       TensorBoard's event files (--tensorboard)
     confusion.png, mistakes.png   written by ``resdense evaluate``
+    .lock              the PID of the process training in the folder (an flock, released when it ends or dies)
 
 Every file is written atomically (a temporary file beside it, then renamed): a run folder never holds a
-half-written file, whatever kills the process. Randomness needs no saved state: every random choice of an
+half-written file, whatever kills the process; the temporary files a killed run left are removed when the
+folder is next taken. One process at a time trains in a folder (the lock); ``--force`` removes only files a
+run writes, and never the current folder; a full or read-only disk is one line naming the folder. Randomness needs no saved state: every random choice of an
 epoch derives from (seed, epoch), so resuming after epoch k replays epochs k+1... exactly.
 """
 
@@ -23,12 +26,29 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from .errors import UserError
-from .utils.io import atomic_path, write_json, write_text
+from .utils.io import (
+    STORAGE_ERRNOS,
+    remove_temp_files,
+    storage_error,
+    temp_files,
+    write_bytes,
+    write_json,
+    write_text,
+)
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (one process per folder is then the user's to keep)
+    fcntl = None
+
+log = logging.getLogger("resdense")
+_HELD: dict[Path, int] = {}  # run folders this process holds the lock of -> the lock file's descriptor
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds", "images_per_s")
 
@@ -50,6 +70,9 @@ class RunDir:
     # before another run takes the folder
     TRAINING_FILES = (CONFIG, CHECKPOINT, METRICS, CURVES, WEIGHTS, SUMMARY, BAD_IMAGES)
     EVALUATION_FILES = (CONFUSION, MISTAKES)
+    LOCK = ".lock"
+    # what a run that never reached its first checkpoint leaves; a fresh start takes such a folder over
+    UNFINISHED_FILES = (CONFIG, BAD_IMAGES, TENSORBOARD, LOCK)
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -107,28 +130,112 @@ class RunDir:
 
     # -- making one ready --------------------------------------------------------------------------------
 
+    @classmethod
+    def own_names(cls) -> set[str]:
+        """Every name a run folder may hold that resdense writes (the upper-case names of this class)."""
+        return {v for k, v in vars(cls).items() if k.isupper() and isinstance(v, str)}
+
+    def foreign_files(self) -> list[str]:
+        """What the folder holds that no resdense command wrote (a ``--force`` must never delete it)."""
+        own = self.own_names()
+        temps = {t.name for name in own for t in temp_files(self.path, name)}
+        return sorted(p.name for p in self.path.iterdir() if p.name not in own and p.name not in temps)
+
     def prepare(self, *, resume: bool = False, force: bool = False, option: str = "--out") -> None:
-        """Refuse to mix two runs in one folder unless asked to: ``resume`` needs a checkpoint; ``force``
-        removes another run's files (and only those) first."""
+        """Take the folder for a run (its lock; the temporary files a killed run left are removed), refusing
+        to mix two runs in one folder unless asked to: ``resume`` needs a checkpoint; ``force`` removes
+        another run's files (and only those: a folder holding anything else, or the current folder, is
+        refused). A run that ended before its first checkpoint is taken over without ``force``."""
         out = self.path
         if out.exists() and not out.is_dir():
             raise UserError(f"{option} {out}: exists and is not a folder")
         if resume:
+            option = "--resume"
             if not self.resumable:
+                if out.is_dir() and self.config.exists():
+                    raise UserError(f"--resume {out}: the run ended before its first checkpoint (no "
+                                    f"{self.CHECKPOINT}), so there is nothing to resume; start it again with the same command, without --resume")  # fmt: skip
                 raise UserError(f"--resume {out}: no {self.CHECKPOINT} in this folder, nothing to resume")
-            return
-        if out.exists() and any(out.iterdir()):
-            if not force:
-                raise UserError(f"{option} {out}: folder holds another run; use --resume to continue it or "
-                                "--force to overwrite it")  # fmt: skip
-            for name in self.TRAINING_FILES + self.EVALUATION_FILES:
-                with contextlib.suppress(FileNotFoundError):
-                    (out / name).unlink()
-            shutil.rmtree(self.tensorboard, ignore_errors=True)  # another run's logs would mix with ours
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as e:
+            if e.errno in STORAGE_ERRNOS:
+                raise storage_error(out, e) from None
             raise UserError(f"{option} {out}: cannot create the folder ({e.strerror})") from None
+        self.lock(option)
+        try:
+            self._take(resume, force, option)
+        except BaseException:
+            self.unlock()
+            raise
+
+    def _take(self, resume: bool, force: bool, option: str) -> None:
+        out = self.path
+        for name in self.TRAINING_FILES:  # the lock is ours: no one else writes these now
+            remove_temp_files(out, name, older_than=0)
+        if resume:
+            return
+        entries = {p.name for p in out.iterdir()} - {self.LOCK}
+        if not entries:
+            return
+        if entries <= set(self.UNFINISHED_FILES) and self.config.exists():
+            log.info("%s %s: starting again (the run there ended before its first checkpoint)", option, out)
+        elif not force:
+            raise UserError(f"{option} {out}: folder holds another run; use --resume to continue it or "
+                            "--force to overwrite it")  # fmt: skip
+        else:
+            here = Path.cwd().resolve()
+            if out.resolve() in (here, *here.parents):
+                raise UserError(f"{option} {out}: --force refuses the current folder (or one above it); "
+                                "give the run its own folder")  # fmt: skip
+            foreign = self.foreign_files()
+            if foreign:
+                more = f" (and {len(foreign) - 3} more)" if len(foreign) > 3 else ""
+                raise UserError(f"{option} {out}: --force would delete files resdense did not write "
+                                f"({', '.join(foreign[:3])}{more}); choose another folder")  # fmt: skip
+        for name in self.own_names() - {self.LOCK, self.TENSORBOARD}:
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+            remove_temp_files(out, name, older_than=0)
+        shutil.rmtree(self.tensorboard, ignore_errors=True)  # another run's logs would mix with ours
+
+    # -- one process at a time ---------------------------------------------------------------------------
+
+    def lock(self, option: str = "--out") -> None:
+        """Hold the folder's lock (an flock on ``.lock``, which names our PID) until :meth:`unlock` or exit;
+        a one-line UserError naming the other process's PID when one holds it."""
+        key = self.path.resolve()
+        if fcntl is None or key in _HELD:
+            return
+        path = self.path / self.LOCK
+        try:
+            fd = _open_lock(path)
+        except OSError as e:
+            if e.errno in STORAGE_ERRNOS:
+                raise storage_error(self.path, e, "its lock file") from None
+            raise
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"{option} {self.path}: another resdense process (PID {other}) is using this "
+                            "folder; wait for it to end, or give this run another folder") from None  # fmt: skip
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as e:
+            os.close(fd)
+            if e.errno in STORAGE_ERRNOS:
+                raise storage_error(self.path, e, "its lock file") from None
+            raise
+        _HELD[key] = fd
+
+    def unlock(self) -> None:
+        fd = _HELD.pop(self.path.resolve(), None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing releases the flock; the file stays (removing it would race a locker)
 
     # -- the files -----------------------------------------------------------------------------------------
 
@@ -168,8 +275,11 @@ class RunDir:
     def save_checkpoint(self, state: dict) -> None:
         import torch
 
-        with atomic_path(self.checkpoint) as tmp:
-            torch.save(state, tmp)
+        buf = (
+            io.BytesIO()
+        )  # torch's C++ writer on a full disk fails obscurely; Python's write says it in a line
+        torch.save(state, buf)
+        write_bytes(self.checkpoint, buf.getbuffer())
 
     def load_checkpoint(self) -> dict:
         return load_checkpoint(self.checkpoint)
@@ -189,21 +299,57 @@ class RunDir:
                 "metrics": self.read_metrics()}  # fmt: skip
 
 
+def _open_lock(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     """The rows of a metrics.csv; an empty cell is an epoch that was not scored (--eval-every): the key is
     left out, as in training."""
-    with open(path, newline="") as f:
-        return [
-            {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-            for row in csv.DictReader(f)
-        ]
+    try:
+        with open(path, newline="") as f:
+            rows = [
+                {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+                for row in csv.DictReader(f)
+            ]
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not a readable metrics file ({str(e).splitlines()[0][:120]})") from None
+    if any(None in r or "epoch" not in r for r in rows):
+        raise UserError(f"{path}: not a readable metrics file (a row without its epoch, or extra cells)")
+    return rows
+
+
+CHECKPOINT_KEYS = {"epoch": int, "model": dict, "optimizer": dict, "history": list, "config": dict}
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """A checkpoint, read with ``weights_only=True`` (tensors and plain data, never code)."""
+    """A checkpoint, read with ``weights_only=True`` (tensors and plain data, never code), and checked: the
+    keys a run writes with their types, tensors for weights, one history row per epoch done."""
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a checkpoint is either whole or unreadable: say which file, not a traceback
         raise UserError(f"{path}: not a readable resdense checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path}: not a resdense checkpoint (it holds a {type(ckpt).__name__})")
+    for key, kind in CHECKPOINT_KEYS.items():
+        if key not in ckpt:
+            raise UserError(
+                f"{path}: not a resdense checkpoint (no {key!r}; written by another tool or version?)"
+            )
+        if not isinstance(ckpt[key], kind) or (kind is int and isinstance(ckpt[key], bool)):
+            raise UserError(f"{path}: not a resdense checkpoint ({key!r} is a {type(ckpt[key]).__name__})")
+    for key in ("model", "ema"):
+        weights = ckpt.get(key)
+        if weights is not None and (not isinstance(weights, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())):  # fmt: skip
+            raise UserError(f"{path}: not a resdense checkpoint ({key!r} is not a state dict)")
+    epoch, history = ckpt["epoch"], ckpt["history"]
+    if epoch < 1 or len(history) != epoch or not all(isinstance(r, dict) for r in history):
+        raise UserError(f"{path}: damaged checkpoint (epoch {epoch}, {len(history)} rows of metrics)")
+    if not isinstance(ckpt.get("elapsed", 0.0), int | float):
+        raise UserError(f"{path}: damaged checkpoint (elapsed is not a number)")
+    return ckpt

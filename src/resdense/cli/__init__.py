@@ -88,3 +88,11 @@ def _main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"resdense {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a full or read-only disk met outside the atomic writes: still one line (issue 19)
+        from ..utils.io import STORAGE_ERRNOS
+
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"resdense {args.command}: error: {where}cannot write ({e.strerror})", file=sys.stderr)
+        return 2

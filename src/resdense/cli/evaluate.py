@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..errors import UserError
+    from ..errors import StorageError, UserError
     from ..serve.evaluate import evaluate, load_test_set, write_figures
     from ..utils.device import resolve_device
 
@@ -44,13 +44,22 @@ def run(args) -> int:
     # --weights: the data set is the weights' own run's when they come from one, else Fashion-MNIST
     where = args.model or (args.weights if Path(args.weights).exists() else None)
     test_set = load_test_set(
-        where, dataset=args.dataset, data_dir=args.data_dir, preprocess=predictor.spec.preprocess
+        where,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        preprocess=predictor.spec.preprocess,
+        classes=predictor.spec.classes,  # a folder's classes matched to the model's by name (issue 19)
     )
     result = evaluate(name, device=device, test_set=test_set, predictor=predictor)
     if args.out or args.model:
         src = Path(args.model or ".")
         out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
-        figures = write_figures(result, test_set, out)
+        try:
+            figures = write_figures(result, test_set, out)
+        except (StorageError, OSError):
+            # a read-only or full folder: the result computed is printed, not lost
+            print(f"{name}: test accuracy {result.accuracy:.4f} on {result.n:,} images (no figures written)")
+            raise
     else:
         figures = []  # shipped or cached weights: nowhere of the user's to write to unless --out says
     if args.json:

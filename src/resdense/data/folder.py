@@ -13,6 +13,7 @@ resized (squashed, not cropped) to one size and stored as uint8 (N, C, H, W).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections import Counter
@@ -28,11 +29,18 @@ from ..errors import DataError, UserError
 from .dataset import Dataset, ImageSet
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+_QUIET_HIDDEN = {".ipynb_checkpoints", ".git", ".cache", ".DS_Store", ".Trash"}  # tools' folders: no note
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 def _class_dirs(folder: Path) -> list[str]:
-    names = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    dirs = [d.name for d in folder.iterdir() if d.is_dir()]
+    names = sorted(n for n in dirs if not n.startswith("."))
+    hidden = sorted(n for n in dirs if n.startswith(".") and n not in _QUIET_HIDDEN)
+    if hidden:  # hidden by the dot, as ls hides them; said, since a class named "..bag" is one too
+        more = f" (and {len(hidden) - 3} more)" if len(hidden) > 3 else ""
+        logging.getLogger("resdense").info("%s: left out hidden folder %s%s (the name starts with a dot)", folder,
+                                           ", ".join(hidden[:3]), more)  # fmt: skip
     if not names:
         raise DataError(f"{folder}: no class folders (expected one sub-folder of images per class)")
     return names

@@ -273,12 +273,15 @@ def load_folder(
     index = index.without(b.path for b in scan.bad)
     if not index.train:
         raise DataError(f"{index.root}: no readable training images left")
+    n = len(index.train) + len(index.test)
+    h, w = (image_size, image_size) if image_size else scan.first_size
+    need = n * (1 if scan.grey else 3) * h * w
+    budget = memory_budget() if budget_bytes is None else budget_bytes
     if in_memory == "auto":
-        n = len(index.train) + len(index.test)
-        h, w = (image_size, image_size) if image_size else scan.first_size
-        need = n * (1 if scan.grey else 3) * h * w
-        budget = memory_budget() if budget_bytes is None else budget_bytes
         in_memory = "yes" if need <= budget and augment != PHOTO_AUGMENT else "no"
+    if in_memory == "yes" and need > budget:  # before decoding: one line, not the kernel's OOM killer
+        raise DataError(f"{index.root}: {n:,} images at {h}x{w} need {need / 2**30:,.1f} GiB in memory, more than "
+                        f"the {budget / 2**30:,.1f} GiB a run may hold; use --in-memory no or a smaller --resize")  # fmt: skip
     if in_memory == "yes":
         return load_image_folder(index.root, index=index, image_size=image_size), scan.bad
     return StreamedFolder(index, scan.grey, scan.first_size, extra=dict(index.split)), scan.bad

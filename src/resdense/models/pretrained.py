@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..modelfile import ModelFileError, first_line, read_safetensors, read_torchscript, sniff
+from ..modelfile import ModelFileError, check_finite, first_line, read_safetensors, read_torchscript, sniff
 from ..rundir import RunDir
 from ._contract import PretrainedCfg
 from .hub import PretrainedError, ShippedWeights, TorchvisionWeights, hub_checkpoint_dir, imagenet_classes
@@ -220,8 +220,12 @@ def _from_file(path: Path) -> Pretrained:
 
 
 def _from_safetensors(path: Path, source: str) -> Pretrained:
+    from .filecheck import check_model_file
+
     try:
         f = read_safetensors(path)
+        if f.spec is not None:  # a resdense file: its tensors must be exactly what its spec builds
+            check_model_file(f.spec, f.state_dict, path)
     except ModelFileError as e:
         raise PretrainedError(str(e)) from None
     cfg = PretrainedCfg.from_spec(f.spec, source, f.extra) if f.spec is not None else None
@@ -243,7 +247,9 @@ def _from_torch_file(path: Path) -> Pretrained:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        # torch names every refusal "weights only load failed"; only an unsupported global is Python code
+        # or objects, anything else (an unknown opcode, a truncated stream) is a damaged file
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise PretrainedError(
                 f"{path}: refused, the file holds Python objects or code, not only tensors (read with "
                 "weights_only=True); save a plain state_dict instead"
@@ -259,8 +265,13 @@ def _from_torch_file(path: Path) -> Pretrained:
         if isinstance(obj, dict) and isinstance(obj.get(k), dict):
             obj = obj[k]
             break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in obj.items()):  # fmt: skip
         raise PretrainedError(f"{path}: not a state dict (expected a mapping of names to tensors)")
+    try:
+        check_finite(obj, path)
+    except ModelFileError as e:
+        raise PretrainedError(str(e)) from None
     return Pretrained(dict(obj), str(path))
 
 

@@ -88,14 +88,23 @@ def load_test_set(
     dataset: str | None = None,
     data_dir: str | None = None,
     preprocess: Preprocess | None = None,
+    classes: list[str] | None = None,
 ) -> ImageSet | PhotoFiles:
     """The test split a model is scored on: the run's own data set unless ``dataset``/``data_dir`` say else
     (``path`` None: no run, Fashion-MNIST unless they say else). A folder scored by a model that is fed
-    photos (``preprocess.fit == "shorter"``) is read file by file (:class:`PhotoFiles`)."""
+    photos (``preprocess.fit == "shorter"``) is read file by file (:class:`PhotoFiles`). ``classes``: the
+    model's; a folder's labels are then matched to them by name (:mod:`.classmatch`)."""
     from ..data import load_dataset
+    from .classmatch import match_by_name
 
     cfg = run_config(path) if path else {}
     name, folder = dataset or cfg.get("dataset", "fashion-mnist"), data_dir or cfg.get("data_dir")
+
+    def by_name(labels, folder_classes):
+        return (
+            match_by_name(folder_classes, classes, labels, folder) if classes and name == "folder" else labels
+        )
+
     if name == "folder" and folder and preprocess is not None and preprocess.fit == "shorter":
         from ..data.folder import index_folder, scan_images
 
@@ -103,13 +112,15 @@ def load_test_set(
         if cfg.get("skip_bad_images"):  # the files the run left out are left out here too
             index = index.without(b.path for b in scan_images([p for p, _ in index.test]).bad)
         labels = torch.tensor([y for _, y in index.test], dtype=torch.int64)
-        return PhotoFiles([p for p, _ in index.test], labels, preprocess)
+        return PhotoFiles([p for p, _ in index.test], by_name(labels, index.classes), preprocess)
     if name == "folder" and cfg.get("skip_bad_images") and folder:
         from ..data.stream import load_folder
 
         # the files the run left out (listed in its folder) are left out here too
-        return load_folder(folder, in_memory="yes", skip_bad_images=True)[0].test
-    return load_dataset(name, folder).test
+        data = load_folder(folder, in_memory="yes", skip_bad_images=True)[0]
+    else:
+        data = load_dataset(name, folder)
+    return ImageSet(data.test.images, by_name(data.test.labels, data.classes))
 
 
 def evaluate(
@@ -132,7 +143,8 @@ def evaluate(
         predictor = load_predictor(path, device=device)
     spec = predictor.spec
     if test_set is None:
-        test_set = load_test_set(path, dataset=dataset, data_dir=data_dir, preprocess=spec.preprocess)
+        test_set = load_test_set(path, dataset=dataset, data_dir=data_dir, preprocess=spec.preprocess,
+                                 classes=spec.classes)  # fmt: skip
     n_classes = int(test_set.labels.max()) + 1
     if n_classes > len(spec.classes):
         raise UserError(f"{path}: the model knows {len(spec.classes)} classes, the test set has {n_classes}")

@@ -104,22 +104,25 @@ def _export_dynamo(m: nn.Module, x: torch.Tensor, spec: ModelSpec, opset: int | 
     return program.model_proto
 
 
-def _export_legacy(m: nn.Module, x: torch.Tensor, spec: ModelSpec, tmp: Path, opset: int | None):
+def _export_legacy(m: nn.Module, x: torch.Tensor, spec: ModelSpec, opset: int | None):
+    import io
+
     import onnx
 
     axes = {0: "batch", 2: "height", 3: "width"} if spec.preprocess.input_size is None else {0: "batch"}
     with quiet_torch():
+        buf = io.BytesIO()  # in memory: only Python's own write touches the disk (a full one is one line)
         torch.onnx.export(
             m,
             (x,),
-            str(tmp),
+            buf,
             dynamo=False,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: {0: "batch"}},
             opset_version=opset,
         )
-    return onnx.load(str(tmp))
+    return onnx.load_from_string(buf.getvalue())
 
 
 def export_onnx(
@@ -145,7 +148,6 @@ def export_onnx(
         raise UserError("ONNX export needs the onnx package: pip install 'resdense[export]'")
     if exporter == "dynamo" and not _have_onnxscript():
         raise UserError("the dynamo ONNX exporter needs onnxscript: pip install 'resdense[export]'")
-    import onnx
 
     path = Path(path)
     with _inference_model(model, spec, fuse) as m, torch.no_grad():
@@ -154,7 +156,7 @@ def export_onnx(
             try:
                 if exporter == "auto":
                     try:
-                        proto = _export_legacy(m, x, spec, tmp, opset)
+                        proto = _export_legacy(m, x, spec, opset)
                     except Exception:
                         # the legacy exporter is deprecated in torch; it may be gone or fail in newer versions.
                         # With an explicit opset the opset is the likelier culprit: no second try then.
@@ -162,7 +164,7 @@ def export_onnx(
                             raise
                         proto = _export_dynamo(m, x, spec, opset)
                 elif exporter == "legacy":
-                    proto = _export_legacy(m, x, spec, tmp, opset)
+                    proto = _export_legacy(m, x, spec, opset)
                 else:
                     proto = _export_dynamo(m, x, spec, opset)
             except Exception as e:
@@ -182,7 +184,7 @@ def export_onnx(
                 proto.metadata_props.add(key=key, value=value)
             entry = proto.metadata_props.add()
             entry.key, entry.value = META_KEY, spec.to_json()
-            onnx.save_model(proto, str(tmp))
+            tmp.write_bytes(proto.SerializeToString())  # Python's write: a full disk is one line
     return path
 
 

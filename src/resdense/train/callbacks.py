@@ -38,11 +38,20 @@ def _title(trainer) -> str:
 
 class RunFiles(Callback):
     """The run folder (:class:`~resdense.rundir.RunDir`): the checkpoint, the metrics and the curves each
-    epoch; the weights and the summary at the end. Every file is written atomically."""
+    epoch; the weights and the summary at the end. Every file is written atomically. A resumed run rewrites
+    the metrics and the curves from its checkpoint first: a kill between the checkpoint and them loses
+    nothing, even when no epoch is left to train."""
+
+    def on_train_start(self, trainer) -> None:
+        if trainer.history:
+            self._derived(trainer)
 
     def on_epoch_end(self, trainer, row: dict) -> None:
+        trainer.run.save_checkpoint(trainer.state(row["epoch"]))
+        self._derived(trainer)
+
+    def _derived(self, trainer) -> None:
         run = trainer.run
-        run.save_checkpoint(trainer.state(row["epoch"]))
         run.write_metrics(trainer.history)
         save_figure(curves_figure(trainer.history, _title(trainer)), run.curves)
 

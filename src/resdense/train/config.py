@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..errors import UserError
+from ..modelfile import MAX_SIDE
 
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "linear", "step")
@@ -87,6 +88,7 @@ def validate(cfg: TrainConfig) -> None:
     from ..data.augment import AUGMENTATIONS
     from ..data.stream import IN_MEMORY
 
+    check_types(cfg)  # every field its type, every number finite (issue 19): the checks below can compare
     if cfg.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
@@ -96,7 +98,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.crop_padding < 0:
         raise UserError(f"--crop-padding must be >= 0, got {cfg.crop_padding}")
     if not cfg.lr > 0:
-        raise UserError(f"--lr must be positive, got {cfg.lr}")
+        raise UserError(f"--lr must be positive, got {cfg.lr}")  # (and finite: check_types)
     if cfg.optimizer not in OPTIMIZERS:
         raise UserError(f"--optimizer: unknown {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
     if cfg.schedule not in SCHEDULES:
@@ -107,8 +109,8 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--dataset: unknown {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
     if not 0 <= cfg.label_smoothing < 1:
         raise UserError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    if cfg.resize is not None and cfg.resize < 8:
-        raise UserError(f"--resize must be at least 8 pixels, got {cfg.resize}")
+    if cfg.resize is not None and not 8 <= cfg.resize <= MAX_SIDE:
+        raise UserError(f"--resize must be between 8 and {MAX_SIDE} pixels, got {cfg.resize}")
     if cfg.train_subset < 0:
         raise UserError(f"--train-subset must be >= 0, got {cfg.train_subset}")
     if cfg.test_subset < 0:
@@ -133,3 +135,62 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--in-memory: expected one of {', '.join(IN_MEMORY)}, got {cfg.in_memory!r}")
     if cfg.in_memory == "no" and cfg.dataset != "folder":
         raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
+    check_ranges(cfg)
+
+
+# -- every field's type and the ranges of the numbers (issue 19) ------------------------------------------------
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,)}
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_types(cfg: TrainConfig) -> None:
+    """Each field of the type its annotation names (``int``, ``float``, ``bool``, ``str``, ``dict``, ``| None``),
+    numbers finite: a value from Python, a recipe or a checkpoint is checked as the command line's are."""
+    import math
+
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
+        if not allowed:
+            continue
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+            raise UserError(f"{_option(f.name)}: expected {' or '.join(kinds)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{_option(f.name)} must be a finite number, got {value}")
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """The numbers the checks above do not bound, the device, and the model's options (built on the meta
+    device: an unknown name or an option of the wrong type is one line before any data is read)."""
+    from ..models.filecheck import ModelOptionError, build_on_meta
+    from ..models.registry import UnknownModelError
+    from ..utils.device import resolve_device
+
+    if not 0 <= cfg.momentum < 1:
+        raise UserError(f"--momentum must be in [0, 1), got {cfg.momentum}")
+    if cfg.weight_decay < 0:
+        raise UserError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.warmup_epochs < 0:
+        raise UserError(f"--warmup-epochs must be >= 0, got {cfg.warmup_epochs}")
+    if not 0 <= cfg.ema < 1:
+        raise UserError(f"--ema must be in [0, 1) (0: off), got {cfg.ema}")
+    if cfg.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
+    if cfg.progressive_from > MAX_SIDE:
+        raise UserError(f"--progressive-from must be at most {MAX_SIDE} pixels, got {cfg.progressive_from}")
+    if cfg.crop is not None and cfg.crop > MAX_SIDE:
+        raise UserError(f"--crop must be at most {MAX_SIDE} pixels, got {cfg.crop}")
+    resolve_device(cfg.device)
+    try:
+        build_on_meta(cfg.model, dict(cfg.model_options))
+    except UnknownModelError as e:
+        raise UserError(f"--model: {e}") from None
+    except ModelOptionError as e:
+        raise UserError(f"--model-options for {cfg.model}: {e}") from None

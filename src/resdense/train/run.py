@@ -11,12 +11,14 @@ from pathlib import Path
 import torch
 
 from ..data.dataset import Dataset
+from ..errors import UserError
 from ..modelfile import unwrap
 from ..rundir import RunDir
+from ..utils.device import resolve_device
 from ..utils.system import freed_memory_kept
 from . import distributed as dist_utils
 from .callbacks import Callback, default_callbacks
-from .config import TrainConfig, validate
+from .config import TrainConfig, check_types, validate
 from .setup import load_run_dataset
 from .trainer import Trainer, TrainResult
 
@@ -48,6 +50,10 @@ def train(
     A library call leaves the process as it found it: torch's random state is restored afterwards (the run
     seeds its own from ``cfg.seed``), and the allocator setting that speeds up CPU training is undone.
     """
+    if resume is None:
+        validate(cfg)  # before anything else: a bad device or value is one line, not a traceback
+    elif cfg.device:
+        resolve_device(cfg.device)  # a resumed run's other device: the checkpoint's settings come later
     # the run's seeds must not leak into the caller's random stream: fork (save and restore) torch's
     # generators, the CPU's and the training GPU's (under torchrun, the local rank's)
     device = str(cfg.device or "auto")
@@ -66,22 +72,42 @@ def train(
         )
 
 
+def resumed_config(cfg: TrainConfig, ckpt: dict, out: Path) -> TrainConfig:
+    """The settings a resumed run continues with: the checkpoint's own (checked as a fresh run's are), given
+    more epochs, another device or TensorBoard when ``cfg`` says so; the epoch must lie within the run."""
+    try:
+        saved = TrainConfig(**{**ckpt["config"], "out": str(out)})
+        check_types(saved)
+    except TypeError as e:
+        raise UserError(f"--resume {out}: its checkpoint's settings are not this version's ({e})") from None
+    except UserError as e:
+        raise UserError(f"--resume {out}: its checkpoint's settings cannot work: {e}") from None
+    # a resumed run may be given more epochs or another device; everything else is the run's own
+    cfg = saved.with_overrides(epochs=max(cfg.epochs, saved.epochs) if cfg.epochs != saved.epochs else None,
+                               device=cfg.device, tensorboard=cfg.tensorboard or None)  # fmt: skip
+    try:
+        validate(cfg)
+    except UserError as e:
+        raise UserError(f"--resume {out}: its checkpoint's settings cannot work: {e}") from None
+    if ckpt["epoch"] > cfg.epochs:
+        raise UserError(
+            f"--resume {out}: its checkpoint says epoch {ckpt['epoch']} of a {cfg.epochs}-epoch run"
+        )
+    return cfg
+
+
 def _train(cfg, *, dataset, resume, force, progress, callbacks, initial_state) -> TrainResult:
     dist = dist_utils.setup(cfg.device)
+    run = None
     try:
         if resume is not None:
-            tensorboard = cfg.tensorboard
             out = Path(resume)
             run = RunDir(out)
-            run.prepare(resume=True)
+            if dist.rank == 0:
+                run.prepare(resume=True)
             ckpt = run.load_checkpoint()
-            saved = TrainConfig(**{**ckpt["config"], "out": str(out)})
-            # a resumed run may be given more epochs or another device; everything else is the run's own
-            cfg = saved.with_overrides(epochs=max(cfg.epochs, saved.epochs) if cfg.epochs != saved.epochs else None,
-                                       device=cfg.device)  # fmt: skip
-            cfg = cfg.with_overrides(tensorboard=tensorboard or None)  # it may be switched on at resume
+            cfg = resumed_config(cfg, ckpt, out)
         else:
-            validate(cfg)
             out = Path(cfg.out) if cfg.out else default_out_dir(cfg.model)
             run = RunDir(out)
             if dist.rank == 0:
@@ -122,4 +148,6 @@ def _train(cfg, *, dataset, resume, force, progress, callbacks, initial_state) -
         with freed_memory_kept(trainer.device.type == "cpu"):
             return trainer.fit(run_callbacks)
     finally:
+        if run is not None:
+            run.unlock()
         dist_utils.teardown()

@@ -63,6 +63,7 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
         train = train.subset(cfg.train_subset)
         c = dataset.image_shape[0]
         size, crop, policy = cfg.resize or dataset.image_shape[1], cfg.crop, cfg.augment
+        check_fits(cfg, dataset, [train, dataset.test, *([val] if val is not None else [])], c, size, device)
 
         def on_device(s: ImageSet) -> ImageSet:
             return ImageSet(resize(s.images.to(device), cfg.resize), s.labels.to(device))
@@ -77,6 +78,21 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
     served = Preprocess.centre(size, mean, std, c) if photo else pre
     return RunData(train_set, test_set, val, pre, BatchAugment(policy, pre, cfg.crop_padding), served,
                    list(dataset.classes), c)  # fmt: skip
+
+
+def check_fits(cfg: TrainConfig, dataset, splits, c: int, size: int, device: torch.device) -> None:
+    """What validate() cannot know before the data: the crop against the images' side, and whether the
+    resized splits fit in memory (a huge --resize is one line, not the kernel's OOM killer)."""
+    from ..data.stream import memory_budget
+
+    if cfg.crop is not None and cfg.crop > size:
+        raise UserError(f"--crop {cfg.crop} is larger than the images ({size}x{size} pixels); "
+                        "use --resize to enlarge them first")  # fmt: skip
+    need = sum(len(s) for s in splits) * c * size * size
+    budget = memory_budget(device)
+    if cfg.resize is not None and need > budget:
+        raise UserError(f"--resize {cfg.resize}: {dataset.name}'s images at {size}x{size} need {need / 2**30:,.1f} "
+                        f"GiB, more than the {budget / 2**30:,.1f} GiB this run may hold; choose a smaller side")  # fmt: skip
 
 
 def xavier_init(model: nn.Module) -> None:

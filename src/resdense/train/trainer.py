@@ -113,10 +113,16 @@ class Trainer:
         }
 
     def load_state(self, ckpt: dict) -> None:
-        unwrap(self.model).load_state_dict(ckpt["model"])
-        if self.ema_model is not None and ckpt.get("ema") is not None:
-            self.ema_model.load_state_dict(ckpt["ema"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            unwrap(self.model).load_state_dict(ckpt["model"])
+            if self.ema_model is not None and ckpt.get("ema") is not None:
+                self.ema_model.load_state_dict(ckpt["ema"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise UserError(
+                f"--resume {self.out_dir}: its checkpoint does not fit the run's model ({text})"
+            ) from None
         self.history = list(ckpt["history"])
         self.start_epoch = int(ckpt["epoch"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
@@ -169,10 +175,10 @@ class Trainer:
         seen_all = seen * self.dist.world_size
         loss_avg = totals[0].item() / seen_all
         if not math.isfinite(loss_avg):
-            raise NonFiniteLoss(
-                f"the training loss became {loss_avg} in epoch {epoch + 1}; stopped, the last good checkpoint "
-                f"is kept in {self.out_dir} (try a lower --lr)"
-            )
+            kept = (f"the last good checkpoint (epoch {epoch}) is kept in {self.out_dir}" if epoch > 0
+                    else "no checkpoint was written")  # fmt: skip
+            raise NonFiniteLoss(f"the training loss became {loss_avg} in epoch {epoch + 1}; stopped, {kept} "
+                                "(try a lower --lr)")  # fmt: skip
         secs = time.perf_counter() - t0
         return {"train_loss": loss_avg, "train_acc": totals[1].item() / seen_all, "seconds": secs,
                 "images_per_s": seen_all / secs, "lr": lr}  # fmt: skip
