@@ -110,23 +110,112 @@ def plot_confusion(matrix, classes: Sequence[str], path: str | Path) -> None:
     save_figure(confusion_figure(matrix, classes), path)
 
 
-def mistakes_figure(images, true, pred, classes: Sequence[str], cols: int = 8):
-    """A grid of misclassified images titled 'true -> predicted', like d2l's show_images."""
-    n = len(images)
-    rows = max(1, -(-n // cols))
-    fig = new_figure((1.4 * cols, 1.6 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for k, ax in enumerate(axes.flat):
+def _show_image(ax, img) -> None:
+    """A uint8 (C, H, W) image on ``ax``: grey for one channel, colour for three."""
+    if img.shape[0] == 1:
+        ax.imshow(img[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(img.permute(1, 2, 0).cpu().numpy())
+
+
+def _overlay(ax, img, cam) -> None:
+    """``cam`` ((h, w) in [0, 1], any size) as a heat map over the image, stretched to cover it."""
+    _show_image(ax, img)
+    h, w = img.shape[-2:]
+    ax.imshow(cam.cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear",
+              extent=(-0.5, w - 0.5, h - 0.5, -0.5))  # fmt: skip
+
+
+def _no_mistakes(fig, n: int | None) -> None:
+    ax = fig.add_subplot()
+    ax.axis("off")
+    said = f"all {n:,} images classified right" if n else "nothing was misclassified"
+    ax.text(0.5, 0.5, f"no mistakes\n({said})", ha="center", va="center", fontsize=11)
+
+
+def mistakes_figure(images, true, pred, classes: Sequence[str], cols: int = 8, cams=None, n: int | None = None):
+    """A grid of misclassified images titled 'true -> predicted', like d2l's show_images; with ``cams``
+    (one (h, w) map each, in [0, 1]) a heat-map row under each row of images: where the model looked when it
+    said the wrong class. No images: a figure that says so. ``n``: how many images were scored."""
+    k_images = len(images)
+    if k_images == 0:
+        fig = new_figure((4, 1.4))
+        _no_mistakes(fig, n)
+        return fig
+    cols = min(cols, k_images)
+    rows = -(-k_images // cols)
+    per = 2 if cams is not None else 1
+    fig = new_figure((1.4 * cols, 1.6 * rows * per))
+    axes = fig.subplots(rows * per, cols, squeeze=False)
+    for ax in axes.flat:
         ax.axis("off")
-        if k < n:
-            img = images[k]
-            if img.shape[0] == 1:
-                ax.imshow(img[0].cpu().numpy(), cmap="gray")
-            else:
-                ax.imshow(img.permute(1, 2, 0).cpu().numpy())
-            ax.set_title(f"{classes[true[k]]}\n-> {classes[pred[k]]}", fontsize=7)
+    for k in range(k_images):
+        r, c = divmod(k, cols)
+        ax = axes[r * per, c]
+        _show_image(ax, images[k])
+        ax.set_title(f"{classes[true[k]]}\n-> {classes[pred[k]]}", fontsize=7)
+        if cams is not None:
+            _overlay(axes[r * per + 1, c], images[k], cams[k])
+    if cams is not None:
+        axes[1, 0].text(-0.1, 0.5, "Grad-CAM of\nthe wrong class", transform=axes[1, 0].transAxes, fontsize=7,
+                        ha="right", va="center")  # fmt: skip
     return fig
 
 
 def plot_mistakes(images, true, pred, classes: Sequence[str], path: str | Path, cols: int = 8) -> None:
     save_figure(mistakes_figure(images, true, pred, classes, cols), path)
+
+
+METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+
+
+def explanation_figure(explanations: Sequence, methods: Sequence[str]):
+    """One column per image: the image as the network saw it, titled with its prediction, then one heat map
+    over it per method, for the class explained (``resdense explain``)."""
+    n = len(explanations)
+    fig = new_figure((2.1 * n + 0.9, 2.2 * (1 + len(methods))))
+    axes = fig.subplots(1 + len(methods), n, squeeze=False)
+    for j, e in enumerate(explanations):
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        _show_image(axes[0, j], e.image)
+        name = Path(e.path).name if e.path else f"image {j + 1}"
+        axes[0, j].set_title(f"{name}\npredicted {e.predicted} {e.probability:.2f}", fontsize=8)
+        for i, m in enumerate(methods, 1):
+            _overlay(axes[i, j], e.image, e.cams[m])
+            axes[i, j].set_title(f"where it sees {e.target}", fontsize=8)
+    axes[0, 0].set_ylabel("input", fontsize=9)
+    for i, m in enumerate(methods, 1):
+        axes[i, 0].set_ylabel(f"{METHOD_LABELS.get(m, m)}\nat {explanations[0].layer}", fontsize=9)
+    fig.set_layout_engine("tight")
+    return fig
+
+
+def feature_maps_figure(image, maps: Sequence, channels: int = 8, title: str = ""):
+    """What each stage sees: the input, then one row per stage with its ``channels`` most active channels
+    (largest mean activation), each scaled to its own range (bright: strong response)."""
+    cols = channels
+    fig = new_figure((1.25 * cols + 1.6, 1.3 * (1 + len(maps)) + 0.4))
+    axes = fig.subplots(1 + len(maps), cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    _show_image(axes[0, 0], image)
+    c, h, w = image.shape
+    axes[0, 0].set_ylabel(f"input\n{c}x{h}x{w}", fontsize=8, rotation=0, ha="right", va="center")
+    for i, fm in enumerate(maps, 1):
+        m = fm.maps
+        order = m.mean((1, 2)).argsort(descending=True)[:cols].tolist()
+        for j, ch in enumerate(order):
+            x = m[ch]
+            lo, hi = float(x.min()), float(x.max())
+            axes[i, j].imshow(((x - lo) / (hi - lo if hi > lo else 1.0)).numpy(), cmap="viridis", vmin=0, vmax=1)
+            axes[i, j].set_title(f"ch {ch}", fontsize=6, pad=2)
+        shape = "x".join(map(str, m.shape))
+        axes[i, 0].set_ylabel(f"{fm.name} ({fm.kind})\n{shape}", fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.set_layout_engine("tight")
+    return fig

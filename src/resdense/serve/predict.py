@@ -44,6 +44,14 @@ def has_light_background(image: torch.Tensor) -> bool:
     return float(border.mean()) > 127.5
 
 
+def read_for(spec, path, invert: str = "auto") -> tuple[torch.Tensor, bool]:
+    """The file as a uint8 (1, C, H, W) image for a model with ``spec``, and whether it was inverted
+    (``invert``: see :func:`predict_files`)."""
+    img = read_image(path, spec.preprocess.in_chans)
+    flip = invert == "yes" or (invert == "auto" and is_fashion_mnist_model(spec) and has_light_background(img))
+    return (255 - img if flip else img), flip
+
+
 def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no") -> list[Prediction]:
     """One Prediction per path; unreadable files get an error entry and do not stop the others.
 
@@ -53,14 +61,10 @@ def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no
     if invert not in ("auto", "yes", "no"):
         raise ValueError(f"invert must be auto, yes or no, got {invert!r}")
     spec = predictor.spec
-    auto = invert == "auto" and is_fashion_mnist_model(spec)
     images, results = [], []
     for p in paths:
         try:
-            img = read_image(p, spec.preprocess.in_chans)
-            flip = invert == "yes" or (auto and has_light_background(img))
-            if flip:
-                img = 255 - img
+            img, flip = read_for(spec, p, invert)
             images.append(img)
             results.append(Prediction(str(p), [], inverted=flip))
         except UserError as e:
