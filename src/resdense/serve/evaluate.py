@@ -160,11 +160,7 @@ def write_figures(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    wrong = (result.predictions != test_set.labels.cpu()).nonzero().flatten()
-    if result.logits is not None and len(wrong):
-        loss = -result.logits[wrong].float().log_softmax(1).gather(1, test_set.labels.cpu()[wrong, None])[:, 0]
-        wrong = wrong[loss.argsort(descending=True, stable=True)]
-    wrong = wrong[:max_mistakes]
+    wrong = worst_mistakes(result, test_set.labels, max_mistakes)
     images = test_set.images_at(wrong) if isinstance(test_set, PhotoFiles) else test_set.images[wrong].cpu()
     images, cams = _mistake_maps(predictor or result.predictor, images, isinstance(test_set, PhotoFiles),
                                  result.predictions[wrong])  # fmt: skip
@@ -178,6 +174,17 @@ def write_figures(
         save_figure(fig, out_dir / name)
         show_figure(fig)
     return [out_dir / name for name in figures]
+
+
+def worst_mistakes(result: EvalResult, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """The indices of up to ``k`` misclassified images, the worst first (the highest loss: the least
+    probability left for the true class), in test-set order when the result has no logits."""
+    labels = labels.cpu()
+    wrong = (result.predictions != labels).nonzero().flatten()
+    if result.logits is not None and len(wrong):
+        loss = -result.logits[wrong].float().log_softmax(1).gather(1, labels[wrong, None])[:, 0]
+        wrong = wrong[loss.argsort(descending=True, stable=True)]
+    return wrong[:k]
 
 
 def _mistake_maps(predictor, images: torch.Tensor, fitted: bool, pred: torch.Tensor):

@@ -84,8 +84,11 @@ def resolve_layer(model: nn.Module, layer: str | None, what: str = "--layer") ->
         layer = model.cam_layer() if hasattr(model, "cam_layer") else _stages(model)[-1]
     module = dict(model.named_modules()).get(layer)
     if module is None or layer == "":
-        name = type(model).__name__
-        raise UserError(f"{what} {layer}: {name} has no such layer; try one of {', '.join(layer_candidates(model))}")
+        cfg = getattr(model, "pretrained_cfg", None)
+        name = getattr(cfg, "model", None) or type(model).__name__
+        raise UserError(
+            f"{what} {layer}: {name} has no such layer; try one of {', '.join(layer_candidates(model))}"
+        )
     return layer, module
 
 
@@ -160,10 +163,8 @@ def explain_fitted(
     pre = predictor.spec.preprocess
     x = normalize(fitted.to(predictor.device), pre.mean, pre.std)
     probs = predictor.predict_fitted(fitted).softmax(1)
-    if target is None:
-        t = probs.argmax(1)
-    else:
-        t = torch.as_tensor(target).view(-1).expand(len(fitted)).clone()
+    # the class asked for (one for all, or one each), else each image's top class as predict reports it
+    t = probs.argmax(1) if target is None else torch.as_tensor(target).view(-1).expand(len(fitted)).clone()
     _, cams = class_activation_maps(model, x, t, module)
     return layer, probs, t, cams
 
@@ -232,6 +233,8 @@ def _as_predictor(source, *, arch: str | None = None, device: str = "cpu"):
     if isinstance(source, nn.Module):
         cfg = getattr(source, "pretrained_cfg", None)
         if cfg is None:
-            raise UserError(f"{type(source).__name__}: give a resdense model or a Predictor (it says how to feed it)")
+            raise UserError(
+                f"{type(source).__name__}: give a resdense model or a Predictor (it says how to feed it)"
+            )
         return Predictor.for_model(source.eval(), cfg.spec(cfg.model or type(source).__name__), device)
     return load_predictor(source, device=device, arch=arch, weights=True)

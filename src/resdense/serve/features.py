@@ -55,8 +55,13 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
 
 
 def show_features(
-    source, image: str | Path | torch.Tensor, *, out: str | Path | None = None, channels: int = 8,
-    invert: str = "auto", title: str | None = None,
+    source,
+    image: str | Path | torch.Tensor,
+    *,
+    out: str | Path | None = None,
+    channels: int = 8,
+    invert: str = "auto",
+    title: str | None = None,
 ) -> tuple[torch.Tensor, list[FeatureMap]]:
     """The feature maps of ``image`` (a file or a uint8 (C, H, W) tensor) after each stage of ``source``
     (a resdense model, a Predictor or any source ``load_predictor`` takes), fed as ``predict`` feeds it.
@@ -72,7 +77,9 @@ def show_features(
 
     predictor = _as_predictor(source)
     if predictor.model is None:
-        raise UserError(f"{predictor.path}: feature maps need the PyTorch model, not a {predictor.backend} export")
+        raise UserError(
+            f"{predictor.path}: feature maps need the PyTorch model, not a {predictor.backend} export"
+        )
     if isinstance(image, torch.Tensor):
         img, label = (image if image.dim() == 4 else image[None]), "image"
     else:

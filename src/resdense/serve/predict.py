@@ -48,7 +48,9 @@ def read_for(spec, path, invert: str = "auto") -> tuple[torch.Tensor, bool]:
     """The file as a uint8 (1, C, H, W) image for a model with ``spec``, and whether it was inverted
     (``invert``: see :func:`predict_files`)."""
     img = read_image(path, spec.preprocess.in_chans)
-    flip = invert == "yes" or (invert == "auto" and is_fashion_mnist_model(spec) and has_light_background(img))
+    flip = invert == "yes" or (
+        invert == "auto" and is_fashion_mnist_model(spec) and has_light_background(img)
+    )
     return (255 - img if flip else img), flip
 
 

@@ -46,7 +46,9 @@ def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., s - dy : s - dy + h, s - dx : s - dx + w]
 
 
-def tta_forward(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: bool | str) -> torch.Tensor:
+def tta_forward(
+    run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: bool | str
+) -> torch.Tensor:
     """Float32 logits of the preprocessed batch ``x`` averaged over the test-time views ``tta`` (a name of
     :data:`TTA_VIEWS`, or a model file's ``tta_flip``: True is ``"flip"``, False ``"none"``)."""
     views = tta_views(tta)
