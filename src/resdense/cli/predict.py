@@ -67,9 +67,8 @@ def load_model_for(args, device: str):
         predictor = load_predictor(args.model, device=device)
     else:
         predictor = load_predictor(args.weights, device=device, arch=args.arch, weights=True)
-    predictor.tta = (
-        None if getattr(args, "tta", "auto") == "auto" else args.tta
-    )  # --tta: the views to average
+    if getattr(args, "tta", "auto") != "auto":
+        predictor.tta = args.tta  # --tta: the views every prediction averages over
     return predictor
 
 

@@ -152,18 +152,19 @@ def write_figures(
 ) -> list[Path]:
     """The confusion matrix and the mistakes as figures in ``out_dir``; in a notebook they are shown inline too.
 
-    The mistakes are the worst ones (the most confident in the wrong class) and, when the model is a PyTorch
+    The mistakes are the worst ones (the least probability left for the true class) and, when the model is a PyTorch
     one (``predictor``, default: the one that scored ``result``), each has its Grad-CAM map of the wrong class
     under it."""
     from ..plots import confusion_figure, mistakes_figure, save_figure
     from ..utils.notebook import show_figure
+    from .explain import mistake_maps
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     wrong = worst_mistakes(result, test_set.labels, max_mistakes)
     images = test_set.images_at(wrong) if isinstance(test_set, PhotoFiles) else test_set.images[wrong].cpu()
-    images, cams = _mistake_maps(predictor or result.predictor, images, isinstance(test_set, PhotoFiles),
-                                 result.predictions[wrong])  # fmt: skip
+    images, cams = mistake_maps(predictor or result.predictor, images, isinstance(test_set, PhotoFiles),
+                                result.predictions[wrong])  # fmt: skip
     figures = {
         RunDir.CONFUSION: confusion_figure(result.confusion, result.classes),
         RunDir.MISTAKES: mistakes_figure(images, test_set.labels[wrong].tolist(),
@@ -185,15 +186,3 @@ def worst_mistakes(result: EvalResult, labels: torch.Tensor, k: int) -> torch.Te
         loss = -result.logits[wrong].float().log_softmax(1).gather(1, labels[wrong, None])[:, 0]
         wrong = wrong[loss.argsort(descending=True, stable=True)]
     return wrong[:k]
-
-
-def _mistake_maps(predictor, images: torch.Tensor, fitted: bool, pred: torch.Tensor):
-    """(the images as the network saw them, their Grad-CAM maps of the predicted class), or (the images,
-    None) for a model that is not a PyTorch one."""
-    if predictor is None or getattr(predictor, "model", None) is None or len(images) == 0:
-        return images, None
-    from .explain import explain_fitted
-
-    x = images if fitted else predictor._fit(images)
-    _, _, _, cams = explain_fitted(predictor, x, target=pred.tolist())
-    return x.cpu(), cams["gradcam"]

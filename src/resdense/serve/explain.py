@@ -24,7 +24,8 @@ from torch.nn import functional as F
 from ..errors import UserError
 from ..preprocess import normalize
 
-__all__ = ["METHODS", "Explanation", "class_activation_maps", "explain", "layer_candidates", "resolve_layer"]
+__all__ = ["METHODS", "Explanation", "class_activation_maps", "explain", "explain_fitted", "layer_candidates",
+           "mistake_maps", "resolve_layer"]  # fmt: skip
 
 METHODS = ("gradcam", "gradcam++")
 
@@ -222,6 +223,16 @@ def explain(
         save_figure(fig, Path(out) / RunDir.EXPLAIN)
     show_figure(fig)
     return result
+
+
+def mistake_maps(predictor, images: torch.Tensor, fitted: bool, pred: torch.Tensor):
+    """(the images as the network saw them, their Grad-CAM maps of the predicted class), or (the images,
+    None) for a model that is not a PyTorch one."""
+    if predictor is None or getattr(predictor, "model", None) is None or len(images) == 0:
+        return images, None
+    x = images if fitted else predictor._fit(images)
+    _, _, _, cams = explain_fitted(predictor, x, target=pred.tolist())
+    return x.cpu(), cams["gradcam"]
 
 
 def _as_predictor(source, *, arch: str | None = None, device: str = "cpu"):
