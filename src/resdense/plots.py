@@ -209,7 +209,9 @@ def explanation_figure(explanations: Sequence, methods: Sequence[str]):
             ax.set_xticks([])
             ax.set_yticks([])
         _show_image(axes[0, j], e.image)
-        name = Path(e.path).name if e.path else f"image {j + 1}"
+        name = (
+            "/".join(Path(e.path).parts[-2:]) if e.path else f"image {j + 1}"
+        )  # the folder may be the class
         axes[0, j].set_title(f"{name}\npredicted {e.predicted} {e.probability:.2f}", fontsize=8)
         for i, m in enumerate(methods, 1):
             _overlay(axes[i, j], e.image, e.cams[m])
@@ -245,10 +247,9 @@ def feature_maps_figure(image, maps: Sequence, channels: int = 8, title: str = "
             )
             axes[i, j].set_title(f"ch {ch}", fontsize=6, pad=2)
         shape = "x".join(map(str, m.shape))
-        axes[i, 0].set_ylabel(
-            f"{fm.name} ({fm.kind})\n{shape}", fontsize=8, rotation=0, ha="right", va="center"
-        )
-    if title:
-        fig.suptitle(title, fontsize=10)
+        name = f"stem ({fm.name})" if getattr(fm, "stem", False) else f"{fm.name} ({fm.kind})"
+        axes[i, 0].set_ylabel(f"{name}\n{shape}", fontsize=8, rotation=0, ha="right", va="center")
+    note = f"each row: a stage's {cols} most active channels, each scaled to its own range (bright: strong)"
+    fig.suptitle(f"{title}\n{note}" if title else note, fontsize=10)
     fig.set_layout_engine("tight")
     return fig

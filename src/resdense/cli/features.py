@@ -23,7 +23,10 @@ def run_features(args, model) -> int:
         raise UserError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
     name = model.pretrained_cfg.model or args.model
     _, maps = show_features(
-        model, args.image, out=out, title=f"{name} on {Path(args.image).name}: what each stage sees"
+        model,
+        args.image,
+        out=out,
+        title=f"{name} on {'/'.join(Path(args.image).parts[-2:])}: what each stage sees",
     )
     if args.json:
         print(json.dumps({"model": name, "image": args.image, "figure": str(out),

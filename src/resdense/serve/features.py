@@ -22,6 +22,7 @@ class FeatureMap:
     name: str
     kind: str  # the module's class name (Sequential, DenseBlock, Residual, ...)
     maps: torch.Tensor
+    stem: bool = False  # the model's stem (its first stage, before the blocks)
 
     def to_json(self) -> dict:
         return {"name": self.name, "type": self.kind, "shape": list(self.maps.shape)}
@@ -50,8 +51,12 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
     finally:
         for h in hooks:
             h.remove()
-    kinds = dict((n, type(m).__name__) for n, m in _stage_modules(model))
-    return [FeatureMap(n, kinds[n], t[0].float().cpu()) for n, t in got.items() if t.dim() == 4]
+    stages = _stage_modules(model)
+    kinds = {n: type(m).__name__ for n, m in stages}
+    first = (
+        stages[0][0] if stages and hasattr(model, "feature_stages") else None
+    )  # the families start with it
+    return [FeatureMap(n, kinds[n], t[0].float().cpu(), n == first) for n, t in got.items() if t.dim() == 4]
 
 
 def show_features(
