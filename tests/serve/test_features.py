@@ -80,3 +80,25 @@ def test_an_unreadable_image_is_one_line(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(UserError, match="bad.png"):
         show_features(resdense.create_model("resnet20"), bad)
+
+
+def test_any_module_shows_its_top_level_children_that_keep_a_layout():
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(), torch.nn.Conv2d(3, 5, 3, stride=2), torch.nn.Flatten(),
+        torch.nn.LazyLinear(2),
+    )  # fmt: skip
+    maps = feature_maps(net, torch.randn(1, 1, 11, 11))
+    assert [(m.name, tuple(m.maps.shape)) for m in maps] == [
+        ("0", (3, 9, 9)),
+        ("1", (3, 9, 9)),
+        ("2", (5, 4, 4)),
+    ]
+    assert not any(m.stem for m in maps)
+
+
+def test_the_front_door_has_both_calls():
+    from resdense.serve.explain import explain
+
+    assert resdense.show_features is show_features and resdense.explain is explain
+    with pytest.raises(AttributeError):
+        resdense.no_such_thing  # noqa: B018
