@@ -59,6 +59,8 @@ def test_explain_errors_are_one_line(capsys, finished_run, tmp_path):
     assert_one_line_error(code, err, "--layer layer4", "layer3.2", command="explain")
     code, _, err = cli(capsys, "explain", run, image, "--class", "Boot")
     assert_one_line_error(code, err, "'Boot'", "4 classes: 0, 1, 2, 3", command="explain")
+    code, _, err = cli(capsys, "explain", run, image, "--layer", "fc")
+    assert_one_line_error(code, err, "--layer fc", "not a feature map", command="explain")
     code, _, err = cli(capsys, "explain", run, tmp_path / "missing.png")
     assert_one_line_error(code, err, "missing.png", command="explain")
 

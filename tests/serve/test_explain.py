@@ -159,3 +159,13 @@ def test_explain_writes_the_figure(stripes, tmp_path):
     assert (out / "explain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     d = result[0].to_json()
     assert d["class"] == d["predicted"] and d["layer"] == "stage" and set(d["peak"]) == {"gradcam"}
+
+
+def test_a_model_in_training_mode_is_explained_in_eval_mode_and_given_back_as_it_was():
+    torch.manual_seed(0)
+    model = resdense.create_model("resnet20", num_classes=3, in_chans=1, widths=[4, 8, 16])
+    model.train()
+    stats = model.bn1.running_mean.clone()
+    (e,) = explain(model, torch.randint(0, 256, (1, 20, 20), dtype=torch.uint8))
+    assert model.training and torch.equal(model.bn1.running_mean, stats)  # no batch statistics were taken
+    assert e.layer == "layer3"

@@ -13,6 +13,7 @@ activation and its gradient intact.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,35 +94,56 @@ def resolve_layer(model: nn.Module, layer: str | None, what: str = "--layer") ->
     return layer, module
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """``model`` in eval mode (batch norm's running statistics, no dropout), given back in the mode it was."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
 def class_activation_maps(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, module: nn.Module
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, module: nn.Module, name: str = "layer"
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Grad-CAM (Selvaraju et al. 2017) and Grad-CAM++ (Chattopadhay et al. 2018) of the normalised batch
-    ``x`` for the classes ``target`` (None: each image's top class) at ``module``'s output.
+    ``x`` for the classes ``target`` (None: each image's top class) at ``module``'s output (``name``: the
+    module's name, for the errors).
 
     Returns the logits and {method: (N, H, W) maps}, upsampled to the input's size and scaled to [0, 1]
     per image (all zeros where nothing speaks for the class)."""
     saved = {}
 
     def keep(_mod, _inp, out):
-        saved["a"] = out
+        saved["a"] = out  # a module called twice (a shared ReLU) keeps its last call
         return out.clone()  # downstream in-place ops change the copy, not the saved activation
 
     handle = module.register_forward_hook(keep)
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), evaluating(model):
             logits = model(x.detach().requires_grad_(True))
-            if "a" not in saved:
-                raise UserError(f"layer {type(module).__name__}: not used by the model's forward pass")
+            a = saved.get("a")
+            if not isinstance(a, torch.Tensor) or a.dim() != 4:
+                what = (
+                    "nothing"
+                    if a is None
+                    else tuple(a.shape)
+                    if isinstance(a, torch.Tensor)
+                    else type(a).__name__
+                )
+                raise UserError(f"--layer {name}: its output ({what}) is not a feature map (N, C, H, W); "
+                                "name a convolutional stage or block")  # fmt: skip
             if target is None:
                 target = logits.argmax(1)
             score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
-            (grad,) = torch.autograd.grad(score, saved["a"])
+            (grad,) = torch.autograd.grad(score, a, allow_unused=True)
     finally:
         handle.remove()
-    a, g = saved["a"].detach().float(), grad.float()
-    if a.dim() != 4:
-        raise UserError(f"layer {type(module).__name__}: its output {tuple(a.shape)} is not a feature map")
+    if grad is None:
+        raise UserError(f"--layer {name}: the class scores do not depend on its output")
+    a, g = a.detach().float(), grad.float()
     cams = {"gradcam": (g.mean((2, 3), keepdim=True) * a).sum(1)}
     # Grad-CAM++ weighs each position by alpha = g^2 / (2 g^2 + sum(A) g^3) (the closed form for an
     # exponential of the score), then sums alpha * relu(g) over the positions.
@@ -163,10 +185,15 @@ def explain_fitted(
     layer, module = resolve_layer(model, layer)
     pre = predictor.spec.preprocess
     x = normalize(fitted.to(predictor.device), pre.mean, pre.std)
-    probs = predictor.predict_fitted(fitted).softmax(1)
-    # the class asked for (one for all, or one each), else each image's top class as predict reports it
-    t = probs.argmax(1) if target is None else torch.as_tensor(target).view(-1).expand(len(fitted)).clone()
-    _, cams = class_activation_maps(model, x, t, module)
+    with evaluating(model):
+        probs = predictor.predict_fitted(fitted).softmax(1)
+        # the class asked for (one for all, or one each), else each image's top class as predict reports it
+        t = (
+            probs.argmax(1)
+            if target is None
+            else torch.as_tensor(target).view(-1).expand(len(fitted)).clone()
+        )
+        _, cams = class_activation_maps(model, x, t, module, layer)
     return layer, probs, t, cams
 
 
@@ -247,5 +274,5 @@ def _as_predictor(source, *, arch: str | None = None, device: str = "cpu"):
             raise UserError(
                 f"{type(source).__name__}: give a resdense model or a Predictor (it says how to feed it)"
             )
-        return Predictor.for_model(source.eval(), cfg.spec(cfg.model or type(source).__name__), device)
+        return Predictor.for_model(source, cfg.spec(cfg.model or type(source).__name__), device)
     return load_predictor(source, device=device, arch=arch, weights=True)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .explain import evaluating
 
 __all__ = ["FeatureMap", "feature_maps", "show_features"]
 
@@ -47,7 +48,8 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
         # a copy: a later in-place op (ReLU(inplace=True)) must not change what was seen here
         hooks.append(module.register_forward_hook(lambda _m, _i, out, n=name: got.setdefault(n, out.clone())))
     try:
-        model.eval()(x)
+        with evaluating(model):
+            model(x)
     finally:
         for h in hooks:
             h.remove()
