@@ -2,12 +2,13 @@
 class or a class the user names, at the layer the model family names (``model.cam_layer()``: the last stage
 of a ResNet, the last dense block of a DenseNet, the book's ``b5`` or last ``DenseBlock``) or any other.
 
-Written here in a few lines with a forward hook rather than taken from pytorch-grad-cam, torchcam or captum:
-both methods need one forward and one backward pass and a weighted sum, about 30 lines; pytorch-grad-cam
-brings opencv, scikit-learn, scipy and ttach with it, captum a whole attribution framework (and no
-Grad-CAM++), torchcam its own hook machinery; none of them knows this project's model contract, which
-already names the right layer. The hook hands the rest of the network a copy of the layer's output, so
-in-place operations downstream (``ReLU(inplace=True)``, a block's ``out += identity``) leave the saved
+Written here with one forward hook rather than taken from a library (their requirements as published on
+PyPI, December 2026): pytorch-grad-cam 1.5.7 needs torchvision, opencv, scikit-learn, scipy and ttach, none
+of which the package itself needs; torchcam 0.5.0 needs torch >= 2.4.1 and captum 0.9.0 torch >= 2.3, where
+resdense supports torch >= 2.1; and both methods are one forward pass, one backward pass and a weighted sum,
+about 30 lines below, that a test checks against a model whose answer is known. None of the libraries knows
+this project's model contract, which already names the right layer. The hook hands the rest of the network
+a copy of the layer's output, so in-place operations downstream (``ReLU(inplace=True)``) leave the saved
 activation and its gradient intact.
 """
 
