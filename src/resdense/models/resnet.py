@@ -283,7 +283,7 @@ class ResNet(ModelContract, nn.Module):
     def _set_classifier(self, head: nn.Module) -> None:
         self.fc = head
 
-    def feature_stages(self) -> list[str]:  # the stem's last module (pre-activation: the bare conv), the stages
+    def feature_stages(self) -> list[str]:  # the stem's last module (preact: the bare conv), the stages
         stem = "maxpool" if isinstance(self.maxpool, nn.MaxPool2d) else "conv1" if self.preact else "relu"
         return [stem] + [f"layer{i + 1}" for i in range(self.num_stages)]
 
