@@ -9,4 +9,17 @@ from .models import ModelConfig, create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelConfig", "__version__", "create_model", "list_models"]
+__all__ = ["ModelConfig", "__version__", "create_model", "explain", "list_models", "show_features"]
+
+
+def __getattr__(name: str):
+    # serving's look inside a model, imported when first asked for (``import resdense`` stays light)
+    if name == "explain":
+        from .serve.explain import explain
+
+        return explain
+    if name == "show_features":
+        from .serve.features import show_features
+
+        return show_features
+    raise AttributeError(f"module 'resdense' has no attribute {name!r}")

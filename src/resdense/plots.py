@@ -125,23 +125,146 @@ def plot_confusion(matrix, classes: Sequence[str], path: str | Path) -> None:
     save_figure(confusion_figure(matrix, classes), path)
 
 
-def mistakes_figure(images, true, pred, classes: Sequence[str], cols: int = 8):
-    """A grid of misclassified images titled 'true -> predicted', like d2l's show_images."""
-    n = len(images)
-    rows = max(1, -(-n // cols))
-    fig = new_figure((1.4 * cols, 1.6 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k < n:
-            img = images[k]
-            if img.shape[0] == 1:
-                ax.imshow(img[0].cpu().numpy(), cmap="gray")
-            else:
-                ax.imshow(img.permute(1, 2, 0).cpu().numpy())
-            ax.set_title(f"{classes[true[k]]}\n-> {classes[pred[k]]}", fontsize=7)
+def _show_image(ax, img) -> None:
+    """A uint8 (C, H, W) image on ``ax``: grey for one channel, colour for three."""
+    if img.shape[0] == 1:
+        ax.imshow(img[0].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(img.permute(1, 2, 0).cpu().numpy())
+
+
+def _overlay(ax, img, cam) -> None:
+    """``cam`` ((h, w) in [0, 1], any size) as a heat map over the image, stretched to cover it."""
+    _show_image(ax, img)
+    h, w = img.shape[-2:]
+    ax.imshow(cam.cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear",
+              extent=(-0.5, w - 0.5, h - 0.5, -0.5))  # fmt: skip
+
+
+def _no_mistakes(fig, n: int | None) -> None:
+    ax = fig.add_subplot()
+    ax.axis("off")
+    said = f"all {n:,} images classified right" if n else "nothing was misclassified"
+    ax.text(0.5, 0.5, f"no mistakes\n({said})", ha="center", va="center", fontsize=11)
+
+
+def _rgb(img):
+    """uint8 (C, H, W) -> float (H, W, 3) in [0, 1] (numpy)."""
+    x = img.float().cpu() / 255
+    return (x.expand(3, -1, -1) if x.shape[0] == 1 else x[:3]).permute(1, 2, 0).numpy()
+
+
+def _heat_tile(img, cam):
+    """The image in grey with ``cam`` (resized to it) blended over it in the jet colour map (numpy)."""
+    import numpy as np
+    import torch
+    from matplotlib import colormaps
+
+    h, w = img.shape[-2:]
+    cam = torch.nn.functional.interpolate(cam.float()[None, None], size=(h, w), mode="bilinear")[0, 0]
+    grey = _rgb(img).mean(2, keepdims=True)
+    return 0.55 * np.repeat(grey, 3, 2) + 0.45 * colormaps["jet"](cam.clamp(0, 1).numpy())[..., :3]
+
+
+def mistakes_figure(
+    images, true, pred, classes: Sequence[str], cols: int = 8, cams=None, n: int | None = None
+):
+    """A grid of misclassified images titled 'true -> predicted', like d2l's show_images; with ``cams``
+    (one (h, w) map each, in [0, 1]) a heat-map row under each row of images: where the model looked when it
+    said the wrong class. No images: a figure that says so. ``n``: how many images were scored.
+
+    The grid is one mosaic image with the titles as text (a few hundred milliseconds, where one axes per image
+    took seconds)."""
+    import numpy as np
+
+    k_images = len(images)
+    if k_images == 0:
+        fig = new_figure((4, 1.4))
+        _no_mistakes(fig, n)
+        return fig
+    cols = min(cols, k_images)
+    rows = -(-k_images // cols)
+    h, w = images[0].shape[-2:]
+    gap, title = max(1, w // 10), int(h * 0.45)  # between tiles; above each image, for its two-line title
+    per = [title + h] + ([gap + h] if cams is not None else [])
+    band = sum(per) + gap
+    mosaic = np.ones((rows * band, cols * (w + gap) - gap, 3))
+    fig = new_figure((1.3 * cols, 1.3 * cols * mosaic.shape[0] / mosaic.shape[1]))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    for k in range(k_images):
+        r, c = divmod(k, cols)
+        y, x = r * band + title, c * (w + gap)
+        mosaic[y : y + h, x : x + w] = _rgb(images[k])
+        ax.text(x + w / 2, y - 1, f"{classes[true[k]]}\n-> {classes[pred[k]]}", ha="center", va="bottom",
+                fontsize=7)  # fmt: skip
+        if cams is not None:
+            mosaic[y + h + gap : y + 2 * h + gap, x : x + w] = _heat_tile(images[k], cams[k])
+    ax.imshow(mosaic.clip(0, 1), interpolation="nearest")
+    if cams is not None:
+        ax.set_title("each image, then where the model looked for the wrong class (Grad-CAM)", fontsize=8)
     return fig
 
 
 def plot_mistakes(images, true, pred, classes: Sequence[str], path: str | Path, cols: int = 8) -> None:
     save_figure(mistakes_figure(images, true, pred, classes, cols), path)
+
+
+METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
+
+
+def explanation_figure(explanations: Sequence, methods: Sequence[str]):
+    """One column per image: the image as the network saw it, titled with its prediction, then one heat map
+    over it per method, for the class explained (``resdense explain``)."""
+    n = len(explanations)
+    fig = new_figure((2.1 * n + 0.9, 2.2 * (1 + len(methods))))
+    axes = fig.subplots(1 + len(methods), n, squeeze=False)
+    for j, e in enumerate(explanations):
+        for ax in axes[:, j]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        _show_image(axes[0, j], e.image)
+        name = (
+            "/".join(Path(e.path).parts[-2:]) if e.path else f"image {j + 1}"
+        )  # the folder may be the class
+        axes[0, j].set_title(f"{name}\npredicted {e.predicted} {e.probability:.2f}", fontsize=8)
+        for i, m in enumerate(methods, 1):
+            _overlay(axes[i, j], e.image, e.cams[m])
+            axes[i, j].set_title(f"where it sees {e.target}", fontsize=8)
+    axes[0, 0].set_ylabel("input", fontsize=9)
+    for i, m in enumerate(methods, 1):
+        axes[i, 0].set_ylabel(f"{METHOD_LABELS.get(m, m)}\nat {explanations[0].layer}", fontsize=9)
+    fig.set_layout_engine("tight")
+    return fig
+
+
+def feature_maps_figure(image, maps: Sequence, channels: int = 8, title: str = ""):
+    """What each stage sees: the input, then one row per stage with its ``channels`` most active channels
+    (largest mean activation), each scaled to its own range (bright: strong response)."""
+    cols = channels
+    fig = new_figure((1.25 * cols + 1.6, 1.3 * (1 + len(maps)) + 0.4))
+    axes = fig.subplots(1 + len(maps), cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    _show_image(axes[0, 0], image)
+    c, h, w = image.shape
+    axes[0, 0].set_ylabel(f"input\n{c}x{h}x{w}", fontsize=8, rotation=0, ha="right", va="center")
+    for i, fm in enumerate(maps, 1):
+        m = fm.maps
+        order = m.mean((1, 2)).argsort(descending=True)[:cols].tolist()
+        for j, ch in enumerate(order):
+            x = m[ch]
+            lo, hi = float(x.min()), float(x.max())
+            axes[i, j].imshow(
+                ((x - lo) / (hi - lo if hi > lo else 1.0)).numpy(), cmap="viridis", vmin=0, vmax=1
+            )
+            axes[i, j].set_title(f"ch {ch}", fontsize=6, pad=2)
+        shape = "x".join(map(str, m.shape))
+        name = f"stem ({fm.name})" if getattr(fm, "stem", False) else f"{fm.name} ({fm.kind})"
+        axes[i, 0].set_ylabel(f"{name}\n{shape}", fontsize=8, rotation=0, ha="right", va="center")
+    note = f"each row: a stage's {cols} most active channels, each scaled to its own range (bright: strong)"
+    fig.suptitle(f"{title}\n{note}" if title else note, fontsize=10)
+    fig.set_layout_engine("tight")
+    return fig

@@ -211,3 +211,37 @@ def test_compare_refuses_a_folder_that_is_not_a_run(capsys, finished_run, tmp_pa
     assert not (tmp_path / "c.png").exists()
     code, _, err = cli(capsys, "compare", tmp_path / "missing", "--plot", tmp_path / "c.png")
     assert_one_line_error(code, err, "missing", command="compare")
+
+
+# -- test-time views (--tta) --------------------------------------------------------------------------------
+
+
+def test_evaluate_tta_reproduces_the_runs_figure_and_other_views_are_its_choice(
+    capsys, densenet_run, finished_run
+):
+    """--tta (the model file's own views: the flip the densenet run was scored with) gives the run's own test
+    accuracy exactly; --tta none leaves the flip out, on data where mirror images look like another class."""
+    code, out, err = cli(capsys, "evaluate", densenet_run, "--tta", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["tta"] == "flip" and d["accuracy"] == summary(densenet_run)["test_accuracy"]
+    code, out, _ = cli(capsys, "evaluate", densenet_run, "--tta", "none", "--json")
+    plain = json.loads(out)
+    assert plain["tta"] == "none" and plain["accuracy"] != d["accuracy"]
+    code, out, err = cli(capsys, "evaluate", finished_run[0], "--tta", "flip-translate")
+    assert code == 0, err
+    assert "(test-time views: flip-translate)" in out.splitlines()[0]
+    with pytest.raises(SystemExit):
+        cli(capsys, "evaluate", densenet_run, "--tta", "rotate")
+    assert "invalid choice: 'rotate'" in capsys.readouterr().err
+
+
+def test_predict_tta_changes_what_is_averaged(capsys, densenet_run, tmp_path):
+    img = tmp_path / "x.png"
+    Image.fromarray(pattern_images(torch.tensor([1]), seed=3)[0].T.contiguous().numpy()).save(img)
+    probs = {}
+    for views in ("auto", "flip", "none"):
+        code, out, err = cli(capsys, "predict", densenet_run, img, "--tta", views, "--json", "--top", "4")
+        assert code == 0, err
+        probs[views] = {t["class"]: t["probability"] for t in json.loads(out)[0]["top"]}
+    assert probs["auto"] == probs["flip"] != probs["none"]

@@ -141,3 +141,15 @@ def test_compare_and_evaluate_show_their_figures_inline(executed):
     evaluate_cell = next(c for c in nb.cells if "write_figures(" in c.source)
     assert len(images(compare_cell)) == 1
     assert len(images(evaluate_cell)) == 2  # the confusion matrix and the mistakes
+
+
+def test_the_blocks_feature_maps_and_the_explanation_are_shown_inline(executed):
+    nb, *_ = executed
+    features = [c for c in nb.cells if "show_features(" in c.source]
+    explained = next(c for c in nb.cells if "resdense.explain(" in c.source)
+    assert len(features) == 2 and all(
+        len(images(c)) == 1 for c in features
+    )  # the ResNet's and the DenseNet's
+    assert len(images(explained)) == 1
+    text = "".join(o.get("text", "") for o in explained.outputs if o.output_type == "stream")
+    assert "predicted" in text and "at layer 4" in text  # b5, the model family's own choice

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data import DATASETS
 from ..rundir import RunDir
-from .predict import add_weights_args, load_model_for
+from .predict import add_tta_arg, add_weights_args, load_model_for
 
 
 def add_parser(sub) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     add_weights_args(p)
     p.add_argument("--dataset", choices=DATASETS, help="default: the run's own")
     p.add_argument("--data-dir", help="default: the run's own")
+    add_tta_arg(p)
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--out",
@@ -63,9 +64,11 @@ def run(args) -> int:
     else:
         figures = []  # shipped or cached weights: nowhere of the user's to write to unless --out says
     if args.json:
-        print(json.dumps({"model": str(name), **result.to_json(), "figures": [str(f) for f in figures]}))
+        print(json.dumps({"model": str(name), **result.to_json(), "tta": predictor.views,
+                          "figures": [str(f) for f in figures]}))  # fmt: skip
         return 0
-    print(f"{name}: test accuracy {result.accuracy:.4f} on {result.n:,} images")
+    views = "" if predictor.views == "none" else f" (test-time views: {predictor.views})"
+    print(f"{name}: test accuracy {result.accuracy:.4f} on {result.n:,} images{views}")
     w = max(len(c) for c in result.classes)
     for c, a in result.per_class.items():
         print(f"  {c:<{w}}  {a:.4f}  {'#' * round(a * 30)}")

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run_list)
 
     p = sub.add_parser("inspect", help="layer-by-layer output shapes, parameters and MACs of a model")
-    p.add_argument("model", help="registered model name (see `resdense list`)")
+    p.add_argument("model", help="registered model name (see `resdense list`), or a run folder / model file")
     p.add_argument(
         "--input-size", nargs=3, type=int, metavar=("C", "H", "W"), help="default: the model's own"
     )
@@ -30,11 +30,24 @@ def add_parser(sub) -> None:
         metavar="SRC",
         help="load these weights and say what they are (IMAGENET1K_V1, DEFAULT, fashion-mnist, a file, a run)",
     )
+    p.add_argument("--image", metavar="FILE",
+                   help="draw what each stage sees of this image: its feature maps after every stage, one figure")  # fmt: skip
+    p.add_argument(
+        "--out", metavar="FILE", help="the --image figure (default: features.png here, or in the run)"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_inspect)
 
 
 def _build(name: str, **kwargs):
+    from pathlib import Path
+
+    if Path(name).exists():  # a run folder or model file: its trained model
+        from ..serve.load import load_model
+
+        if kwargs.get("weights") is not None:
+            raise UserError(f"{name}: a trained model already; --weights goes with a model name")
+        return load_model(name)[0]
     try:
         return create_model(name, **kwargs)
     except UnknownModelError as e:
@@ -104,6 +117,10 @@ def run_inspect(args) -> int:
     if args.weights is not None:
         kwargs["weights"] = args.weights
     model = _build(args.model, **kwargs)
+    if args.image is not None:
+        from .features import run_features
+
+        return run_features(args, model)
     pretrained = model.pretrained_cfg if args.weights is not None else None
     size = tuple(args.input_size) if args.input_size else None
     if size is None and pretrained is not None:  # the size the weights are fed at (the crop, if any)

@@ -28,9 +28,19 @@ def add_parser(sub) -> None:
         help="make dark-on-light photos light-on-dark as Fashion-MNIST is (auto: for Fashion-MNIST models, "
         "when the image's border is light)",
     )
+    add_tta_arg(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
+
+
+def add_tta_arg(p) -> None:
+    """``--tta [VIEWS]``: the test-time views (serving's one list, ``TTA_VIEWS``), shared by predict and evaluate."""
+    from ..serve.predictor import TTA_VIEWS
+
+    p.add_argument("--tta", nargs="?", const="auto", default="auto", choices=("auto", *TTA_VIEWS),
+                   metavar="VIEWS", help="test-time augmentation: auto (the default, and --tta alone: the model "
+                   "file's own views, what training scored with), " + ", ".join(TTA_VIEWS))  # fmt: skip
 
 
 def add_weights_args(p) -> None:
@@ -54,8 +64,12 @@ def load_model_for(args, device: str):
             raise UserError("give a run folder or model file, or --weights SRC")
         if args.arch is not None:
             raise UserError("--arch goes with --weights")
-        return load_predictor(args.model, device=device)
-    return load_predictor(args.weights, device=device, arch=args.arch, weights=True)
+        predictor = load_predictor(args.model, device=device)
+    else:
+        predictor = load_predictor(args.weights, device=device, arch=args.arch, weights=True)
+    if getattr(args, "tta", "auto") != "auto":
+        predictor.tta = args.tta  # --tta: the views every prediction averages over
+    return predictor
 
 
 def run(args) -> int:

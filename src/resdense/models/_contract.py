@@ -154,6 +154,16 @@ class ModelContract:
     def num_features(self) -> int:
         return self.get_classifier().in_features
 
+    def feature_stages(self) -> list[str]:  # pragma: no cover - abstract
+        """The names (as ``named_modules`` spells them) of the modules whose outputs are the body's stages,
+        input side first: what ``resdense inspect --image`` draws, one row each."""
+        raise NotImplementedError
+
+    def cam_layer(self) -> str:
+        """The module a class-activation map (``resdense explain``) looks at unless told otherwise: the last
+        stage, the last map that still has a layout and already tells the classes apart."""
+        return self.feature_stages()[-1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 

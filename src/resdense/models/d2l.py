@@ -206,6 +206,12 @@ class D2LNet(ModelContract, nn.Sequential):
     def _set_classifier(self, head: nn.Module) -> None:
         self[-1] = head
 
+    def feature_stages(self) -> list[str]:
+        # the book's b1..b5 (ResNet) or stem, dense blocks and transitions (DenseNet): the children before
+        # pool, flatten and linear, less the DenseNet's final bare batch norm and ReLU
+        body = list(self.named_children())[:-3]
+        return [n for n, m in body if not isinstance(m, (nn.BatchNorm2d, nn.ReLU))]
+
 
 @register_model("d2l", "d2l 8.6")
 def d2l_resnet18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:

@@ -186,6 +186,15 @@ class DenseNet(ModelContract, nn.Module):
     def _set_classifier(self, head: nn.Module) -> None:
         self.classifier = head
 
+    def feature_stages(self) -> list[str]:
+        # the stem's last module, then every dense block and transition (not the final batch norm)
+        names = [n for n in self.features._modules if n.startswith(("denseblock", "transition"))]
+        stem = "pool0" if "pool0" in self.features._modules else "conv0"
+        return [f"features.{n}" for n in [stem, *names]]
+
+    def cam_layer(self) -> str:
+        return [n for n in self.feature_stages() if ".denseblock" in n][-1]  # the last dense block
+
 
 # torchvision's ImageNet weights for each builder below (file, published top-1)
 TORCHVISION = {t["model"]: torchvision_table(**t) for t in [

@@ -283,6 +283,13 @@ class ResNet(ModelContract, nn.Module):
     def _set_classifier(self, head: nn.Module) -> None:
         self.fc = head
 
+    def feature_stages(self) -> list[str]:  # the stem's last module (preact: the bare conv), the stages
+        stem = "maxpool" if isinstance(self.maxpool, nn.MaxPool2d) else "conv1" if self.preact else "relu"
+        return [stem] + [f"layer{i + 1}" for i in range(self.num_stages)]
+
+    def cam_layer(self) -> str:  # a pre-activation net normalises its last stage once more
+        return "final_norm" if self.preact else f"layer{self.num_stages}"
+
 
 # --- ImageNet models (torchvision names and state dicts) ---------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,8 @@ class EvalResult:
     predictions: torch.Tensor
     classes: list[str]
     n: int
+    logits: torch.Tensor | None = field(default=None, repr=False)  # (n, classes), for the worst mistakes
+    predictor: object = field(default=None, repr=False, compare=False)  # what scored it (for the maps)
 
     def to_json(self) -> dict:
         return {
@@ -153,26 +155,46 @@ def evaluate(
     else:
         logits = predictor.predict_logits(test_set.images.to(device))
     acc, per_class, confusion = score(logits, test_set.labels, spec.classes)
-    return EvalResult(acc, per_class, confusion, logits.argmax(1).cpu(), spec.classes, len(test_set))
+    return EvalResult(acc, per_class, confusion, logits.argmax(1).cpu(), spec.classes, len(test_set),
+                      logits.cpu(), predictor)  # fmt: skip
 
 
 def write_figures(
-    result: EvalResult, test_set: ImageSet | PhotoFiles, out_dir: Path, max_mistakes: int = 32
+    result: EvalResult, test_set: ImageSet | PhotoFiles, out_dir: Path, max_mistakes: int = 32, predictor=None
 ) -> list[Path]:
-    """The confusion matrix and the mistakes as figures in ``out_dir``; in a notebook they are shown inline too."""
+    """The confusion matrix and the mistakes as figures in ``out_dir``; in a notebook they are shown inline too.
+
+    The mistakes are the worst ones (the least probability left for the true class) and, when the model is a PyTorch
+    one (``predictor``, default: the one that scored ``result``), each has its Grad-CAM map of the wrong class
+    under it."""
     from ..plots import confusion_figure, mistakes_figure, save_figure
     from ..utils.notebook import show_figure
+    from .explain import mistake_maps
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    wrong = (result.predictions != test_set.labels.cpu()).nonzero().flatten()[:max_mistakes]
+    wrong = worst_mistakes(result, test_set.labels, max_mistakes)
     images = test_set.images_at(wrong) if isinstance(test_set, PhotoFiles) else test_set.images[wrong].cpu()
+    images, cams = mistake_maps(predictor or result.predictor, images, isinstance(test_set, PhotoFiles),
+                                result.predictions[wrong])  # fmt: skip
     figures = {
         RunDir.CONFUSION: confusion_figure(result.confusion, result.classes),
         RunDir.MISTAKES: mistakes_figure(images, test_set.labels[wrong].tolist(),
-                                        result.predictions[wrong].tolist(), result.classes),
+                                        result.predictions[wrong].tolist(), result.classes, cams=cams,
+                                        n=result.n),
     }  # fmt: skip
     for name, fig in figures.items():
         save_figure(fig, out_dir / name)
         show_figure(fig)
     return [out_dir / name for name in figures]
+
+
+def worst_mistakes(result: EvalResult, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """The indices of up to ``k`` misclassified images, the worst first (the highest loss: the least
+    probability left for the true class), in test-set order when the result has no logits."""
+    labels = labels.cpu()
+    wrong = (result.predictions != labels).nonzero().flatten()
+    if result.logits is not None and len(wrong):
+        loss = -result.logits[wrong].float().log_softmax(1).gather(1, labels[wrong, None])[:, 0]
+        wrong = wrong[loss.argsort(descending=True, stable=True)]
+    return wrong[:k]

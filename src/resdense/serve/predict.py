@@ -44,6 +44,20 @@ def has_light_background(image: torch.Tensor) -> bool:
     return float(border.mean()) > 127.5
 
 
+def inverted_for(spec, img: torch.Tensor, invert: str = "auto") -> tuple[torch.Tensor, bool]:
+    """A uint8 (1, C, H, W) image as a model with ``spec`` takes it, and whether it was inverted
+    (``invert``: see :func:`predict_files`)."""
+    flip = invert == "yes" or (
+        invert == "auto" and is_fashion_mnist_model(spec) and has_light_background(img)
+    )
+    return (255 - img if flip else img), flip
+
+
+def read_for(spec, path, invert: str = "auto") -> tuple[torch.Tensor, bool]:
+    """The file as a uint8 (1, C, H, W) image for a model with ``spec``, and whether it was inverted."""
+    return inverted_for(spec, read_image(path, spec.preprocess.in_chans), invert)
+
+
 def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no") -> list[Prediction]:
     """One Prediction per path; unreadable files get an error entry and do not stop the others.
 
@@ -69,14 +83,10 @@ def read_sources(spec, sources, invert: str = "no") -> tuple[list[Prediction], l
     yet, and the images that were read, in order (an unreadable one has its error and no image)."""
     if invert not in ("auto", "yes", "no"):
         raise ValueError(f"invert must be auto, yes or no, got {invert!r}")
-    auto = invert == "auto" and is_fashion_mnist_model(spec)
     images, results = [], []
     for name, read in sources:
         try:
-            img = read(spec.preprocess.in_chans)
-            flip = invert == "yes" or (auto and has_light_background(img))
-            if flip:
-                img = 255 - img
+            img, flip = inverted_for(spec, read(spec.preprocess.in_chans), invert)
             images.append(img)
             results.append(Prediction(name, [], inverted=flip))
         except UserError as e:

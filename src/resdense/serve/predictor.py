@@ -15,18 +15,51 @@ from ..errors import UserError
 from ..modelfile import ModelSpec
 from ..preprocess import normalize
 
-__all__ = ["BACKENDS", "DEFAULT_BATCH_SIZE", "Predictor", "predict_logits", "tta_forward"]
+__all__ = ["BACKENDS", "DEFAULT_BATCH_SIZE", "TTA_VIEWS", "Predictor", "predict_logits", "tta_forward",
+           "tta_views"]  # fmt: skip
 
 BACKENDS = ("torch", "onnxruntime", "torchscript")
 DEFAULT_BATCH_SIZE = 256
 
+# The test-time views, here and nowhere else (training's evaluation, the studies, predict and evaluate all
+# come through tta_forward): "flip" averages each image with its mirror image (what a model file's tta_flip
+# asks for); "flip-translate" also averages the flipped pair of two copies shifted diagonally by a few pixels
+# (reflected at the border), weighted 1/2 (unshifted) and 1/4 each (shifted), the multi-crop of small-image
+# training recipes.
+TTA_VIEWS = ("none", "flip", "flip-translate")
 
-def tta_forward(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta_flip: bool) -> torch.Tensor:
-    """Float32 logits of the preprocessed batch ``x``; with ``tta_flip`` the average of the logits of each
-    image and of its mirror image (the test-time augmentation training scores with)."""
+
+def tta_views(tta: bool | str | None) -> str:
+    """The views' name for a model file's ``tta_flip`` (a bool) or a name of :data:`TTA_VIEWS`."""
+    if tta is None or isinstance(tta, bool):
+        return "flip" if tta else "none"
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"test-time views must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
+    return tta
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` moved by (dy, dx) pixels, the uncovered border filled by reflection."""
+    s = max(abs(dy), abs(dx))
+    padded = torch.nn.functional.pad(x, (s, s, s, s), mode="reflect")
+    h, w = x.shape[-2:]
+    return padded[..., s - dy : s - dy + h, s - dx : s - dx + w]
+
+
+def tta_forward(
+    run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: bool | str
+) -> torch.Tensor:
+    """Float32 logits of the preprocessed batch ``x`` averaged over the test-time views ``tta`` (a name of
+    :data:`TTA_VIEWS`, or a model file's ``tta_flip``: True is ``"flip"``, False ``"none"``)."""
+    views = tta_views(tta)
     logits = run(x).float()
-    if tta_flip:
-        logits = 0.5 * (logits + run(x.flip(-1)).float())
+    if views == "none":
+        return logits
+    logits = 0.5 * (logits + run(x.flip(-1)).float())
+    if views == "flip-translate":
+        s = max(1, x.shape[-1] // 32)  # 1 pixel at 28-63 px, 7 at 224
+        shifted = [_shift(x, d, d) for d in (s, -s)]
+        logits = 0.5 * logits + sum(0.125 * (run(v).float() + run(v.flip(-1)).float()) for v in shifted)
     return logits
 
 
@@ -35,12 +68,13 @@ def predict_logits(
     images: torch.Tensor,
     preprocess,
     *,
-    tta_flip: bool = False,
+    tta_flip: bool | str = False,
     batch_size: int = 1024,
     channels_last: bool = False,
     autocast: bool = False,
 ) -> torch.Tensor:
-    """Logits for uint8 images (on their device), in batches, without grad."""
+    """Logits for uint8 images (on their device), in batches, without grad; ``tta_flip``: the test-time
+    views (a bool, or a name of :data:`TTA_VIEWS`)."""
     outs = []
     dev = images.device
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
@@ -69,6 +103,7 @@ class Predictor:
         model: nn.Module | None = None,
         path: Path | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        tta: str | None = None,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -79,6 +114,13 @@ class Predictor:
         self.model = model
         self.path = path
         self.batch_size = batch_size
+        self.tta = None if tta in (None, "auto") else tta_views(tta)  # None: the model file's own views
+
+    @property
+    def views(self) -> str:
+        """The test-time views every prediction averages over: ``tta`` when set, else the spec's own (what
+        training scored with)."""
+        return self.tta or tta_views(self.spec.tta_flip)
 
     @classmethod
     def for_model(
@@ -112,7 +154,7 @@ class Predictor:
         says, e.g. by the photo decoder): normalised and run, nothing else."""
         pre = self.spec.preprocess
         x = normalize(fitted.to(self.device), pre.mean, pre.std)
-        return tta_forward(self._run, x, self.spec.tta_flip).cpu()
+        return tta_forward(self._run, x, self.views).cpu()
 
     @torch.no_grad()
     def predict_logits(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:

@@ -1,0 +1,102 @@
+"""What each block sees: the feature maps after every stage of a model (``model.feature_stages()``: the
+stem, then the ResNet's stages or the DenseNet's dense blocks and transitions, the book's ``b1``..``b5``),
+for one image, as one figure (``resdense inspect MODEL|RUN --image FILE``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .explain import evaluating
+
+__all__ = ["FeatureMap", "feature_maps", "show_features"]
+
+
+@dataclass
+class FeatureMap:
+    """One stage's output for one image: ``maps`` is (C, H, W), float."""
+
+    name: str
+    kind: str  # the module's class name (Sequential, DenseBlock, Residual, ...)
+    maps: torch.Tensor
+    stem: bool = False  # the model's stem (its first stage, before the blocks)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "type": self.kind, "shape": list(self.maps.shape)}
+
+
+def _stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    from .explain import _stages
+
+    named = dict(model.named_modules())
+    return [(n, named[n]) for n in _stages(model)]
+
+
+@torch.no_grad()
+def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
+    """The outputs of the model's stages for the normalised batch ``x`` of one image (1, C, H, W); stages
+    whose output is no feature map (a flatten, a classifier) are left out."""
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"expected one image (1, C, H, W), got {tuple(x.shape)}")
+    got: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, module in _stage_modules(model):
+        # a copy: a later in-place op (ReLU(inplace=True)) must not change what was seen here
+        hooks.append(module.register_forward_hook(lambda _m, _i, out, n=name: got.setdefault(n, out.clone())))
+    try:
+        with evaluating(model):
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    stages = _stage_modules(model)
+    kinds = {n: type(m).__name__ for n, m in stages}
+    first = (
+        stages[0][0] if stages and hasattr(model, "feature_stages") else None
+    )  # the families start with it
+    return [FeatureMap(n, kinds[n], t[0].float().cpu(), n == first) for n, t in got.items() if t.dim() == 4]
+
+
+def show_features(
+    source,
+    image: str | Path | torch.Tensor,
+    *,
+    out: str | Path | None = None,
+    channels: int = 8,
+    invert: str = "auto",
+    title: str | None = None,
+) -> tuple[torch.Tensor, list[FeatureMap]]:
+    """The feature maps of ``image`` (a file or a uint8 (C, H, W) tensor) after each stage of ``source``
+    (a resdense model, a Predictor or any source ``load_predictor`` takes), fed as ``predict`` feeds it.
+
+    Draws them as one figure (the input, then a row per stage: its ``channels`` most active channels),
+    written to ``out`` (a file) when given and shown inline in a notebook. Returns the image as the network
+    saw it (uint8 (C, H, W)) and the maps."""
+    from ..plots import feature_maps_figure, save_figure
+    from ..preprocess import normalize
+    from ..utils.notebook import show_figure
+    from .explain import _as_predictor
+    from .predict import read_for
+
+    predictor = _as_predictor(source)
+    if predictor.model is None:
+        raise UserError(
+            f"{predictor.path}: feature maps need the PyTorch model, not a {predictor.backend} export"
+        )
+    if isinstance(image, torch.Tensor):
+        img, label = (image if image.dim() == 4 else image[None]), "image"
+    else:
+        img, label = read_for(predictor.spec, image, invert)[0], Path(image).name
+    fitted = predictor._fit(img)
+    pre = predictor.spec.preprocess
+    maps = feature_maps(predictor.model, normalize(fitted, pre.mean, pre.std))
+    fig = feature_maps_figure(fitted[0].cpu(), maps, channels=channels,
+                              title=title or f"{predictor.spec.model} on {label}: what each stage sees")  # fmt: skip
+    if out is not None:
+        save_figure(fig, out)
+    show_figure(fig)
+    return fitted[0].cpu(), maps
