@@ -380,3 +380,26 @@ def test_the_explanation_hook(predictor, images):
         assert seen == [(True, (1, 1, 28, 28), top)]
         assert "explanation" not in c.post("/predict", content=files["grey.png"],
                                            headers={"Content-Type": "image/png"}).json()["predictions"][0]  # fmt: skip
+
+
+def test_the_served_explanation_is_the_grad_cam_overlay(predictor, images):
+    """``resdense serve`` hands the hook Grad-CAM (serve.explain.overlay_png): a PNG of the image the network
+    saw (28x28 here, drawn 4x larger) with the map of the top class over it."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from resdense.serve.explain import can_explain, overlay_png
+
+    assert can_explain(predictor)
+    _, files = images
+    with live_server(create_app(predictor, explain=overlay_png)) as (url, _), httpx.Client(base_url=url) as c:
+        r = c.post("/predict", params={"explain": "true"}, content=files["grey.png"],
+                   headers={"Content-Type": "image/png"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        data = r.json()["predictions"][0]["explanation"].partition(",")[2]
+        png = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert png.size == (112, 112) and png.mode == "RGB"
+        # a heat map, not the grey image: colour differs between channels somewhere
+        assert len({px[:3] for px in png.getdata() if len(set(px[:3])) > 1}) > 10

@@ -63,9 +63,12 @@ def run(args) -> int:
         raise UserError(f"--port must be 0-65535, got {args.port}")
     if args.weights is not None and args.model is not None:
         raise UserError(f"give either a run/model file ({args.model}) or --weights, not both")
+    from ..serve.explain import can_explain, overlay_png
+
     predictor = load_model_for(args, str(resolve_device(args.device)))
     app = create_app(predictor, source=args.model or args.weights, max_upload_mb=args.max_upload_mb,
-                     max_batch=args.max_batch, batching=not args.no_batching)  # fmt: skip
+                     max_batch=args.max_batch, batching=not args.no_batching,
+                     explain=overlay_png if can_explain(predictor) else None)  # fmt: skip
     import socket
 
     import uvicorn

@@ -253,6 +253,21 @@ def explain(
     return result
 
 
+def overlay_png(predictor, image: torch.Tensor, class_index: int) -> bytes:
+    """The HTTP service's explanation hook (``serve.http.create_app(explain=...)``): the Grad-CAM map of
+    ``class_index`` over a uint8 (1, C, H, W) image as decoded, as PNG bytes of the image the network saw."""
+    from ..plots import heat_png
+
+    fitted = predictor._fit(image)
+    _, _, _, cams = explain_fitted(predictor, fitted, target=[int(class_index)])
+    return heat_png(fitted[0].cpu(), cams["gradcam"][0])
+
+
+def can_explain(predictor) -> bool:
+    """Whether ``predictor`` runs a PyTorch model (exported ONNX/TorchScript files have no layers to hook)."""
+    return getattr(predictor, "model", None) is not None and isinstance(predictor.model, nn.Module)
+
+
 def mistake_maps(predictor, images: torch.Tensor, fitted: bool, pred: torch.Tensor):
     """(the images as the network saw them, their Grad-CAM maps of the predicted class), or (the images,
     None) for a model that is not a PyTorch one."""
