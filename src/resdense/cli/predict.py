@@ -39,7 +39,8 @@ def add_weights_args(p) -> None:
         "--weights",
         metavar="SRC",
         help="fashion-mnist (fashion-mnist:fast, fashion-mnist:best: shipped with resdense), a run folder, "
-        "a .safetensors/.pth state dict, or a torchvision name (IMAGENET1K_V1, DEFAULT) with --arch",
+        "a .safetensors/.pth state dict, a torchvision name (IMAGENET1K_V1, DEFAULT) with --arch, or "
+        "hf-hub:ORG/NAME (timm's ResNets/DenseNets or a resdense model file on the Hugging Face Hub)",
     )
     p.add_argument("--arch", metavar="MODEL", help="the architecture for --weights that do not name one")
 
