@@ -18,7 +18,7 @@ def _optional_modules():
     import importlib
 
     mods = []
-    for name in ("train", "evaluate", "predict", "compare", "export", "convert", "study"):
+    for name in ("train", "evaluate", "predict", "compare", "export", "convert", "study", "embed"):
         try:
             mods.append(importlib.import_module(f"{__name__}.{name}"))
         except ModuleNotFoundError as e:
