@@ -15,11 +15,15 @@ def add_parser(sub) -> None:
         "reads, or --layer STAGE's, averaged over positions): F.npy (N x D, float32) and F.txt (row i's file "
         "on line i), or F.parquet where pyarrow is installed. Folders are read recursively, a batch at a time.",
     )
-    p.add_argument("model", metavar="RUN_OR_WEIGHTS", nargs="?", help="run folder or .safetensors (or --weights)")
+    p.add_argument(
+        "model", metavar="RUN_OR_WEIGHTS", nargs="?", help="run folder or .safetensors (or --weights)"
+    )
     p.add_argument("inputs", nargs="+", metavar="DIR_OR_IMAGE")
     add_weights_args(p)
     p.add_argument("--out", required=True, metavar="F", help="F.npy + F.txt, or F.parquet")
-    p.add_argument("--layer", metavar="STAGE", help="a stage's features (e.g. layer3; the list: a wrong name)")
+    p.add_argument(
+        "--layer", metavar="STAGE", help="a stage's features (e.g. layer3; the list: a wrong name)"
+    )
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cpu")
@@ -45,7 +49,7 @@ def run(args) -> int:
         raise UserError(f"--out {existing[0]}: exists; use --force to overwrite it")
     predictor = load_model_for(args, str(resolve_device(args.device)))
     result = embed(predictor, inputs, layer=args.layer, batch_size=args.batch_size)
-    for path, msg in result.errors:
+    for _path, msg in result.errors:
         print(f"resdense embed: error: {msg}", file=sys.stderr)
     if not result.paths:
         raise UserError("no image could be read; nothing written")

@@ -53,7 +53,9 @@ def _resolve(model: nn.Module, layers: Sequence[int | str] | None) -> list[str]:
     for layer in layers:
         if isinstance(layer, int):
             if not -len(stages) <= layer < len(stages):
-                raise UserError(f"stage index {layer}: the model has {len(stages)} stages ({', '.join(stages)})")
+                raise UserError(
+                    f"stage index {layer}: the model has {len(stages)} stages ({', '.join(stages)})"
+                )
             names.append(stages[layer])
         elif layer in modules and layer:
             names.append(layer)
@@ -110,7 +112,9 @@ def embed_fitted(model: nn.Module, x: torch.Tensor, layer: str | None = None) ->
     return feats.float().flatten(1).cpu()
 
 
-def embed_images(predictor, images: torch.Tensor, layer: str | None = None, batch_size: int = 256) -> torch.Tensor:
+def embed_images(
+    predictor, images: torch.Tensor, layer: str | None = None, batch_size: int = 256
+) -> torch.Tensor:
     """Features (N, D) of uint8 images (N, C, H, W), each fed as the model's spec says (its preprocess)."""
     model = _torch_model(predictor)
     pre = predictor.spec.preprocess
@@ -179,7 +183,10 @@ def write_embeddings(result: Embeddings, out: str | os.PathLike, *, force: bool 
         except ImportError:
             raise UserError(f"--out {files[0]}: parquet needs pyarrow (pip install pyarrow), or write .npy"
                             ) from None  # fmt: skip
-        cols = {"path": result.paths, **{f"f{j}": result.features[:, j] for j in range(result.features.shape[1])}}
+        cols = {
+            "path": result.paths,
+            **{f"f{j}": result.features[:, j] for j in range(result.features.shape[1])},
+        }
         with atomic_path(files[0]) as tmp:
             pq.write_table(pa.table(cols), tmp)
         return files
