@@ -113,6 +113,8 @@ def plot_confusion(matrix, classes: Sequence[str], path: str | Path) -> None:
 def mistakes_figure(images, true, pred, classes: Sequence[str], cols: int = 8):
     """A grid of misclassified images titled 'true -> predicted', like d2l's show_images."""
     n = len(images)
+    if n == 0:
+        return no_mistakes_figure()
     rows = max(1, -(-n // cols))
     fig = new_figure((1.4 * cols, 1.6 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
@@ -125,6 +127,15 @@ def mistakes_figure(images, true, pred, classes: Sequence[str], cols: int = 8):
             else:
                 ax.imshow(img.permute(1, 2, 0).cpu().numpy())
             ax.set_title(f"{classes[true[k]]}\n-> {classes[pred[k]]}", fontsize=7)
+    return fig
+
+
+def no_mistakes_figure(text: str = "no mistakes: every test image was classified correctly"):
+    """What mistakes.png shows when there are none (a blank grid would look like a failure)."""
+    fig = new_figure((5, 1.2))
+    ax = fig.add_subplot()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11)
     return fig
 
 

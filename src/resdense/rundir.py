@@ -10,7 +10,7 @@
     summary.json       the result (its presence marks a finished run)
     bad_images.txt     image files left out by --skip-bad-images
     tensorboard/       TensorBoard's event files (--tensorboard)
-    confusion.png, mistakes.png   written by ``resdense evaluate``
+    confusion.png, mistakes.png, mistakes.csv   written by ``resdense evaluate``
 
 Every file is written atomically (a temporary file beside it, then renamed): a run folder never holds a
 half-written file, whatever kills the process. Randomness needs no saved state: every random choice of an
@@ -46,10 +46,11 @@ class RunDir:
     TENSORBOARD = "tensorboard"
     CONFUSION = "confusion.png"
     MISTAKES = "mistakes.png"
+    MISTAKES_CSV = "mistakes.csv"  # every misclassified test image (its file, when it has one), worst first
     # what a training run writes; prepare(force=True) removes these (and evaluate's figures of the old model)
     # before another run takes the folder
     TRAINING_FILES = (CONFIG, CHECKPOINT, METRICS, CURVES, WEIGHTS, SUMMARY, BAD_IMAGES)
-    EVALUATION_FILES = (CONFUSION, MISTAKES)
+    EVALUATION_FILES = (CONFUSION, MISTAKES, MISTAKES_CSV)
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)

@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..errors import UserError
     from ..serve.evaluate import evaluate, load_test_set, write_figures
+    from ..serve.mistakes import find_mistakes, most_confused, test_files, write_mistakes_csv
     from ..utils.device import resolve_device
 
     if args.weights is not None and args.model is not None:
@@ -47,19 +48,29 @@ def run(args) -> int:
         where, dataset=args.dataset, data_dir=args.data_dir, preprocess=predictor.spec.preprocess
     )
     result = evaluate(name, device=device, test_set=test_set, predictor=predictor)
+    files = test_files(where, test_set, dataset=args.dataset, data_dir=args.data_dir)
+    mistakes = find_mistakes(result, test_set.labels, files)
     if args.out or args.model:
         src = Path(args.model or ".")
         out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
         figures = write_figures(result, test_set, out)
+        figures.append(write_mistakes_csv(mistakes, out))
     else:
         figures = []  # shipped or cached weights: nowhere of the user's to write to unless --out says
+    confused = most_confused(result)
     if args.json:
-        print(json.dumps({"model": str(name), **result.to_json(), "figures": [str(f) for f in figures]}))
+        print(json.dumps({"model": str(name), **result.to_json(), "figures": [str(f) for f in figures],
+                          "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in confused],
+                          "mistakes": [m.to_json() for m in mistakes]}))  # fmt: skip
         return 0
     print(f"{name}: test accuracy {result.accuracy:.4f} on {result.n:,} images")
     w = max(len(c) for c in result.classes)
     for c, a in result.per_class.items():
         print(f"  {c:<{w}}  {a:.4f}  {'#' * round(a * 30)}")
+    if confused:
+        print("most confused: " + ", ".join(f"{t} -> {p} {n:,}" for t, p, n in confused[:5]))
+    for m in mistakes[:5]:
+        print(f"  {m.file or f'test image {m.index}'}: {m.true} taken for {m.predicted} ({m.p_predicted:.2f})")
     if figures:
         print("figures: " + ", ".join(str(f) for f in figures))
     return 0

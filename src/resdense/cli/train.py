@@ -11,6 +11,7 @@ from ..data.augment import AUGMENTATIONS
 from ..data.stream import IN_MEMORY
 from ..errors import UserError
 from ..rundir import RunDir
+from ..train.balance import BALANCE
 from ..train.config import OPTIMIZERS, SCHEDULES, setting_names
 from ..train.optim import FREEZE_HELP
 from ..train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
@@ -105,6 +106,9 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-every", type=int, metavar="N",
                    help="score the test set after every N-th epoch and the last (0: the last only); epochs "
                    "on downscaled images (--progressive-from) are not scored")  # fmt: skip
+    p.add_argument("--balance", choices=BALANCE,
+                   help="unbalanced classes: weight the loss by class (loss) or draw the training images "
+                   "class-balanced (sampler, in memory only); default none")  # fmt: skip
     p.add_argument("--eval-batch-size", type=int, metavar="N", help="images per batch when scoring")
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")

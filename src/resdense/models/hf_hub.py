@@ -20,14 +20,17 @@ import os
 import re
 from pathlib import Path
 
+from ..rundir import RunDir
 from ._contract import PretrainedCfg
 from .hub import PretrainedError, imagenet_classes
 
 __all__ = ["HF_PREFIX", "hf_cache_dir", "hf_source", "load_from_hub"]
 
 HF_PREFIX = "hf-hub:"
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-CONFIG_FILE = "config.json"
+# a Hub repository's file names (timm's, transformers'); the first and the config are spelled as a run
+# folder's files are, so they are taken from RunDir, the one place that spells those
+WEIGHT_FILES = (RunDir.WEIGHTS, "pytorch_model.bin")
+CONFIG_FILE = RunDir.CONFIG
 # the Hub's rule for repository ids: ORG/NAME, letters, digits, '-', '_', '.'
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 

@@ -23,6 +23,7 @@ class EvalResult:
     predictions: torch.Tensor
     classes: list[str]
     n: int
+    logits: torch.Tensor | None = None  # (n, classes), float32 on the CPU: the mistakes' probabilities
 
     def to_json(self) -> dict:
         return {
@@ -141,7 +142,7 @@ def evaluate(
     else:
         logits = predictor.predict_logits(test_set.images.to(device))
     acc, per_class, confusion = score(logits, test_set.labels, spec.classes)
-    return EvalResult(acc, per_class, confusion, logits.argmax(1).cpu(), spec.classes, len(test_set))
+    return EvalResult(acc, per_class, confusion, logits.argmax(1).cpu(), spec.classes, len(test_set), logits.cpu())
 
 
 def write_figures(

@@ -63,6 +63,9 @@ class TrainConfig:
     freeze: str = "none"
     head_lr_mult: float = 1.0
     crop: int | None = None
+    # lopsided classes (train/balance.py): "loss" weights each class's examples by N / (K * n_class),
+    # "sampler" draws the training examples class-balanced; "none" leaves the data as it is
+    balance: str = "none"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -128,5 +131,9 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--progressive-until must be in (0, 1], got {cfg.progressive_until}")
     if cfg.in_memory not in IN_MEMORY:
         raise UserError(f"--in-memory: expected one of {', '.join(IN_MEMORY)}, got {cfg.in_memory!r}")
+    from .balance import BALANCE
+
+    if cfg.balance not in BALANCE:
+        raise UserError(f"--balance: unknown {cfg.balance!r}; choose from {', '.join(BALANCE)}")
     if cfg.in_memory == "no" and cfg.dataset != "folder":
         raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
