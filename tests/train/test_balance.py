@@ -37,7 +37,9 @@ def test_balanced_sampling_evens_the_classes_and_replays() -> None:
     # under two processes each takes its rows of the same global batches
     r0 = [y for _, y in s.train_batches(100, seed=0, epoch=3, rank=0, world_size=2)]
     r1 = [y for _, y in s.train_batches(100, seed=0, epoch=3, rank=1, world_size=2)]
-    assert torch.equal(torch.stack([torch.stack([a, b], 1).flatten() for a, b in zip(r0, r1)]).flatten(), drawn)
+    assert torch.equal(
+        torch.stack([torch.stack([a, b], 1).flatten() for a, b in zip(r0, r1)]).flatten(), drawn
+    )
     assert s.labels is labels and len(s.subset(10)) == 10
     assert balanced(s.split, "loss") is s.split
     with pytest.raises(UserError, match="--balance sampler"):

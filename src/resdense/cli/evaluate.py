@@ -70,7 +70,9 @@ def run(args) -> int:
     if confused:
         print("most confused: " + ", ".join(f"{t} -> {p} {n:,}" for t, p, n in confused[:5]))
     for m in mistakes[:5]:
-        print(f"  {m.file or f'test image {m.index}'}: {m.true} taken for {m.predicted} ({m.p_predicted:.2f})")
+        print(
+            f"  {m.file or f'test image {m.index}'}: {m.true} taken for {m.predicted} ({m.p_predicted:.2f})"
+        )
     if figures:
         print("figures: " + ", ".join(str(f) for f in figures))
     return 0

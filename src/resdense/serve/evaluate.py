@@ -142,7 +142,9 @@ def evaluate(
     else:
         logits = predictor.predict_logits(test_set.images.to(device))
     acc, per_class, confusion = score(logits, test_set.labels, spec.classes)
-    return EvalResult(acc, per_class, confusion, logits.argmax(1).cpu(), spec.classes, len(test_set), logits.cpu())
+    return EvalResult(
+        acc, per_class, confusion, logits.argmax(1).cpu(), spec.classes, len(test_set), logits.cpu()
+    )
 
 
 def write_figures(

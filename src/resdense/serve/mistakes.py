@@ -29,7 +29,9 @@ class Mistake:
         return asdict(self)
 
 
-def test_files(where, test_set, *, dataset: str | None = None, data_dir: str | None = None) -> list[str] | None:
+def test_files(
+    where, test_set, *, dataset: str | None = None, data_dir: str | None = None
+) -> list[str] | None:
     """The test split's files in the order the split holds them, when it comes from an image folder."""
     if isinstance(test_set, PhotoFiles):
         return [str(p) for p in test_set.paths]
