@@ -7,7 +7,7 @@ training images of each class (never the test set: this chooses a setting). The 
 recipe's optimizer and augmentation, the same seed and number of epochs) three times: ``--balance none``,
 ``loss`` and ``sampler``; each scored by ``resdense.serve.evaluate`` (its per-class accuracy).
 
-    python benchmarks/balance.py [--major 1000] [--minor 50] [--val 200] [--epochs 8] [--seeds 0]
+    python benchmarks/balance.py [--major 1000] [--minor 50] [--val 200] [--epochs 8] [--seeds 0] [--widths 16,32,64]
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ def main() -> int:
     ap.add_argument("--val", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--widths", default="16,32,64", help="the ResNet-20's stage widths")
     ap.add_argument("--out", type=Path, default=Path("runs/balance"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -64,7 +65,8 @@ def main() -> int:
         for balance in ("none", "loss", "sampler"):
             out = args.out / f"{balance}-seed{seed}"
             cfg = get_recipe("fast").with_overrides(epochs=args.epochs, seed=seed, balance=balance, out=str(out),
-                                                    device="cpu", progressive_from=0, eval_every=0)  # fmt: skip
+                                                    device="cpu", progressive_from=0, eval_every=0,
+                                                    model_options={"widths": [int(w) for w in args.widths.split(",")]})  # fmt: skip
             t = time.perf_counter()
             train(cfg, dataset=ds, progress=False, force=True)
             secs = time.perf_counter() - t

@@ -30,6 +30,7 @@ from . import distributed as dist_utils
 from .balance import balanced, capped_batch_size, class_counts, class_weights, counts_line, is_unbalanced
 from .callbacks import Callback, default_callbacks
 from .config import TrainConfig
+from .finetune import set_stage
 from .optim import make_optimizer
 from .schedule import evaluates_at, lr_at, size_at
 from .setup import build_model, prepare_data
@@ -95,6 +96,11 @@ class Trainer:
         self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
         world = self.dist.world_size
+        if cfg.freeze_epochs and self.dist.enabled:  # DDP fixes the trained parameters when it wraps
+            raise UserError("--freeze-epochs: not available under torchrun yet; use --freeze backbone")
+        if cfg.freeze_epochs and self.is_main:
+            self.say(f"--freeze-epochs {cfg.freeze_epochs}: the classifier alone trains first, then the whole net "
+                     f"at {cfg.unfreeze_lr_mult:g}x the learning rate")  # fmt: skip
         if cfg.batch_size % world:
             raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
         capped = capped_batch_size(cfg.batch_size, len(self.train_set), world)
@@ -134,6 +140,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict:
         cfg, dev = self.cfg, self.device
         model = self.step_model
+        stage_mult = set_stage(unwrap(self.model), cfg, epoch)  # --freeze-epochs: frozen body, then all
         model.train()
         # Every random choice of the epoch derives from (seed, epoch): a resumed run replays it exactly.
         torch.manual_seed(cfg.seed * 7919 + epoch)
@@ -151,7 +158,7 @@ class Trainer:
             step = epoch * self.steps_per_epoch + i
             lr = lr_at(cfg, step, self.total_steps, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_mult", 1.0)
+                group["lr"] = lr * group.get("lr_mult", 1.0) * stage_mult
             # a no-op for in-memory batches; streamed ones arrive as uint8 on the host
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             x = self.augment(xb, gen)  # preprocessed and augmented as the data side says
