@@ -84,3 +84,19 @@ def test_embed_folder_npy_and_file_list(tmp_path: Path, capsys) -> None:
                  "--layer", "layer9"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "layer1, layer2, layer3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_parquet_where_pyarrow_is_installed_else_one_line(tmp_path: Path) -> None:
+    from resdense.serve.features import Embeddings, write_embeddings
+
+    res = Embeddings(np.arange(6, dtype=np.float32).reshape(2, 3), ["a.png", "b.png"], "pooled")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # an optional dependency, not one of resdense's
+        with pytest.raises(UserError, match="parquet needs pyarrow"):
+            write_embeddings(res, tmp_path / "f.parquet")
+        assert not (tmp_path / "f.parquet").exists()
+        return
+    write_embeddings(res, tmp_path / "f.parquet")
+    table = pq.read_table(tmp_path / "f.parquet").to_pydict()
+    assert table["path"] == ["a.png", "b.png"] and table["f2"] == [2.0, 5.0]
