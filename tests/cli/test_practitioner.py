@@ -40,7 +40,7 @@ def test_readme_finetune_command_on_a_small_folder(photos: Path, tmp_path: Path,
     assert code == 0, err
     assert "input size 28x28: the weights' own (fashion-mnist:" in stdout
     assert "--batch-size 128 capped to 16: the training set has 16 images" in stdout
-    assert "training images per class: bag 4, boot 12 (unbalanced, 3.0x; --balance loss or sampler" in stdout
+    assert "training images per class: bag 4, boot 12 (unbalanced, 3.0x; --balance sampler evens" in stdout
     assert json.loads((out / "config.json").read_text())["batch_size"] == 16  # what the run really did
 
     code, stdout, err = cli(capsys, "evaluate", out, "--json")

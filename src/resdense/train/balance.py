@@ -2,7 +2,8 @@
 them out, either in the loss (each class's examples weighted by ``N / (K * n_class)``, so every class
 weighs the same in total) or in the sampling (each epoch draws its examples with probability
 ``1 / n_class``, with replacement, so batches hold the classes in equal shares on average).
-``benchmarks/balance.py`` measures which does better (RESULTS.md, section 12).
+``benchmarks/balance.py`` measures which does better (RESULTS.md, section 12: the sampler, on a 20:1
+Fashion-MNIST subset); the loss also works for streamed folders, the sampler only in memory.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def counts_line(classes: list[str], counts: list[int], balance: str) -> str:
     ratio = max(counts) / min(counts)
     if ratio < UNBALANCED:
         return f"training images per class: {shown}"
-    how = f"balanced by --balance {balance}" if balance != "none" else "--balance loss or sampler evens them"
+    # the sampler measured better than the weighted loss (RESULTS.md, section 12); the loss also streams
+    how = (f"balanced by --balance {balance}" if balance != "none"
+           else "--balance sampler evens them (or loss, for streamed folders)")  # fmt: skip
     return f"training images per class: {shown} (unbalanced, {ratio:.1f}x; {how})"
 
 
