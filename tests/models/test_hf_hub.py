@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import huggingface_hub  # the hub extra; the dev extra installs it (CI has it): no skip
 import pytest
 import torch
 from PIL import Image
@@ -17,7 +18,6 @@ from resdense.cli import main
 from resdense.models import hf_hub
 from resdense.models.pretrained import PretrainedError, load_pretrained
 
-pytest.importorskip("huggingface_hub")  # the hub extra; the dev extra installs it (CI has it)
 REV = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -53,7 +53,8 @@ def timm_config(arch: str, n: int, labels: list[str] | None = None) -> bytes:
 
 @pytest.mark.parametrize("arch", ["resnet18", "densenet121"])
 def test_timm_repo_loads_with_its_config(arch: str, hub_cache: Path, tmp_path: Path) -> None:
-    timm = pytest.importorskip("timm")
+    import timm  # the dev extra installs it
+
     torch.manual_seed(0)
     ref = timm.create_model(arch, pretrained=False, num_classes=3).eval()
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "w.safetensors"))
@@ -127,7 +128,6 @@ def test_names_that_are_not_repos(hub_cache: Path, monkeypatch: pytest.MonkeyPat
         with pytest.raises(PretrainedError, match="not a Hugging Face Hub repository"):
             load_pretrained(bad)
     # online, a repository the Hub does not have (its own exception, raised here without a network)
-    import huggingface_hub
     from huggingface_hub.errors import RepositoryNotFoundError
 
     def not_found(*a, **k):
