@@ -10,7 +10,7 @@
     summary.json       the result (its presence marks a finished run)
     bad_images.txt     image files left out by --skip-bad-images
     tensorboard/       TensorBoard's event files (--tensorboard)
-    confusion.png, mistakes.png   written by ``resdense evaluate``
+    confusion.png, mistakes.png, mistakes.csv   written by ``resdense evaluate``
     explain.png, features.png     written by ``resdense explain`` and ``resdense inspect --image``
     .lock              the PID of the process training in the folder (an flock, released when it ends or dies)
 
@@ -69,10 +69,11 @@ class RunDir:
     MISTAKES = "mistakes.png"
     EXPLAIN = "explain.png"  # resdense explain: class-activation maps over the images
     FEATURES = "features.png"  # resdense inspect --image: the feature maps after each stage
+    MISTAKES_CSV = "mistakes.csv"  # every misclassified test image (its file, when it has one), worst first
     # what a training run writes; prepare(force=True) removes these (and evaluate's figures of the old model)
     # before another run takes the folder
     TRAINING_FILES = (CONFIG, CHECKPOINT, METRICS, CURVES, WEIGHTS, SUMMARY, BAD_IMAGES)
-    EVALUATION_FILES = (CONFUSION, MISTAKES, EXPLAIN, FEATURES)
+    EVALUATION_FILES = (CONFUSION, MISTAKES, MISTAKES_CSV, EXPLAIN, FEATURES)
     LOCK = ".lock"
     # what a run that never reached its first checkpoint leaves; a fresh start takes such a folder over
     UNFINISHED_FILES = (CONFIG, BAD_IMAGES, TENSORBOARD, LOCK)

@@ -190,7 +190,9 @@ def test_compare_two_runs(capsys, finished_run, densenet_run, tmp_path):
         s, row = summary(run), rows[run.name]
         assert model in row
         assert f"{s['params'] / 1e6:.2f} M" in row and f"{s['test_accuracy']:.4f}" in row
-        assert f"{s['images_per_s']:,.0f}" in row and f"{s['seconds'] / 60:.1f} min" in row
+        wall = f"{s['seconds']:.1f} s" if s["seconds"] < 60 else f"{s['seconds'] / 60:.1f} min"
+        assert f"{s['images_per_s']:,.0f}" in row and wall in row
+    assert "settings that differ:" in out and "  model: " in out  # resnet20 against d2l_densenet
     assert plot.read_bytes().startswith(PNG_MAGIC)
 
     code, out, _ = cli(capsys, "compare", run1, densenet_run, "--json", "--plot", tmp_path / "p2.png")

@@ -35,7 +35,8 @@ def png_dir(tmp_path_factory) -> Path:
 
 def folder_args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["train", *TINY, *QUIET, "--dataset", "folder", "--data-dir", data, "--out", out, "--epochs", "2",
-            "--batch-size", "32", "--lr", "0.05", "--schedule", "constant", "--no-tta-flip", *extra]  # fmt: skip
+            "--batch-size", "32", "--lr", "0.05", "--schedule", "constant", "--no-tta-flip", "--resize", "28",
+            *extra]  # fmt: skip
 
 
 def test_convert_writes_the_idx_set_as_pngs(png_dir: Path, idx_dir: Path, capsys, tmp_path: Path) -> None:
@@ -66,7 +67,7 @@ def test_both_paths_give_the_same_run(png_dir: Path, tmp_path: Path, capsys) -> 
     from safetensors.torch import load_file
 
     a, b = (load_file(str(runs[m] / "model.safetensors")) for m in ("yes", "no"))
-    assert all(torch.equal(a[k], b[k]) for k in a)  # the same training, bit for bit
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same training, bit for bit (images at --resize)
     strip = lambda p: [line.split(",")[:5] for line in (p / "metrics.csv").read_text().splitlines()]  # noqa: E731
     assert strip(runs["yes"]) == strip(runs["no"])
 

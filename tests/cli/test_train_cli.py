@@ -178,7 +178,9 @@ def test_resume_of_a_folder_without_checkpoint_is_refused(capsys, tmp_path):
         (["--label-smoothing", "1.5"], ["--label-smoothing"]),
         (["--model", "resnt20"], ["resnt20", "resnet20"]),  # close matches listed
         (["--model-options", '{"no_such_option": 1}'], ["no_such_option"]),
-        (["--batch-size", "1000"], ["--batch-size", "1000"]),  # more than the 256 training images
+        # a batch larger than the training set is capped to it, and said (tests/cli/test_practitioner.py)
+        (["--freeze-epochs", "1"], ["--freeze-epochs", "between 0 and --epochs - 1"]),  # a 1-epoch run
+        (["--unfreeze-lr-mult", "0"], ["--unfreeze-lr-mult", "positive"]),
         (["--eval-batch-size", "0"], ["--eval-batch-size", "0"]),
         (["--crop-padding", "-3"], ["--crop-padding", "-3"]),
         (["--test-subset", "-1"], ["--test-subset", "-1"]),

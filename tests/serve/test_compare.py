@@ -91,6 +91,7 @@ def test_table_rows():
         "seconds": 90.0,
         "epochs": 3,
         "device": "cpu",
+        "settings": {},  # no config.json here: no setting differs
     }
     assert b["run"] == "run-b" and b["macs"] == 0 and b["device"] == ""
     assert table_rows([]) == []
@@ -175,3 +176,16 @@ def test_compare_an_unfinished_run(runs, tmp_path):
     assert not (tmp_path / "p.png").exists()
     with pytest.raises(UserError, match="not a run folder"):
         compare([tmp_path / "nowhere"])
+
+
+def test_differing_settings_and_seconds_under_a_minute():
+    from resdense.serve.compare import differing_settings, format_seconds, format_settings
+
+    runs = [{"config": {"model": "resnet20", "lr": 0.1, "epochs": 3, "out": "a"}},
+            {"config": {"model": "resnet20", "lr": 0.05, "epochs": 3, "out": "b", "balance": "loss"}}]  # fmt: skip
+    diff = differing_settings(runs)
+    assert diff == {"balance": [None, "loss"], "lr": [0.1, 0.05]}  # "out" is where, not a setting
+    text = format_settings(diff, ["a", "b"])
+    assert "lr: a 0.1 | b 0.05" in text and "balance: a None | b loss" in text
+    assert format_settings({}, ["a", "b"]) == "settings: the same in every run"
+    assert format_seconds(42.04) == "42.0 s" and format_seconds(90) == "1.5 min"

@@ -9,7 +9,7 @@ from PIL import Image
 
 import resdense
 from resdense.errors import UserError
-from resdense.serve.features import feature_maps, show_features
+from resdense.serve.features import feature_maps, forward_intermediates, show_features, stage_names
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -102,3 +102,28 @@ def test_the_front_door_has_both_calls():
     assert resdense.show_features is show_features and resdense.explain is explain
     with pytest.raises(AttributeError):
         resdense.no_such_thing  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    "name, stages, channels",
+    [("resnet20", ["relu", "layer1", "layer2", "layer3"], [16, 16, 32, 64]),
+     ("densenet_bc_40", ["features.conv0", "features.denseblock1", "features.transition1",
+                         "features.denseblock2", "features.transition2", "features.denseblock3"],
+      [24, 96, 48, 120, 60, 132]),
+     ("d2l_resnet18", ["0", "1", "2", "3", "4"], [64, 64, 128, 256, 512])],
+)  # fmt: skip
+def test_forward_intermediates_by_family(name: str, stages: list[str], channels: list[int]) -> None:
+    torch.manual_seed(0)
+    net = resdense.create_model(name, in_chans=1, num_classes=10).eval()
+    assert stage_names(net) == stages
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        final, inter = forward_intermediates(net, x)
+        assert torch.equal(final, net.forward_features(x))
+        assert [t.shape[1] for t in inter] == channels
+        (last,) = forward_intermediates(net, x, [-1], intermediates_only=True)
+        assert torch.equal(last, inter[-1])
+        (by_name,) = forward_intermediates(net, x, [stages[0]], intermediates_only=True)
+        assert torch.equal(by_name, inter[0])
+    with pytest.raises(UserError, match=f"no such stage; choose from {', '.join(stages)}"):
+        forward_intermediates(net, x, ["nope"])

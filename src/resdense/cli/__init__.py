@@ -18,7 +18,18 @@ def _optional_modules():
     import importlib
 
     mods = []
-    for name in ("train", "evaluate", "predict", "compare", "export", "convert", "study", "explain", "serve"):
+    for name in (
+        "train",
+        "evaluate",
+        "predict",
+        "compare",
+        "export",
+        "convert",
+        "study",
+        "explain",
+        "embed",
+        "serve",
+    ):
         try:
             mods.append(importlib.import_module(f"{__name__}.{name}"))
         except ModuleNotFoundError as e:

@@ -15,12 +15,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..serve.compare import compare, format_table
+    from ..serve.compare import compare, format_settings, format_table
 
     rows = compare(args.runs, plot=args.plot)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print(format_table(rows, markdown=args.markdown))
+        if len(rows) > 1:
+            diff = {k: [r["settings"][k] for r in rows] for k in rows[0]["settings"]}
+            print(format_settings(diff, [r["run"] for r in rows]))
         print(f"plot: {args.plot}")
     return 0

@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..errors import StorageError, UserError
     from ..serve.evaluate import evaluate, load_test_set, write_figures
+    from ..serve.mistakes import find_mistakes, most_confused, test_files, write_mistakes_csv
     from ..utils.device import resolve_device
 
     if args.weights is not None and args.model is not None:
@@ -52,26 +53,38 @@ def run(args) -> int:
         classes=predictor.spec.classes,  # a folder's classes matched to the model's by name (issue 19)
     )
     result = evaluate(name, device=device, test_set=test_set, predictor=predictor)
+    files = test_files(where, test_set, dataset=args.dataset, data_dir=args.data_dir)
+    mistakes = find_mistakes(result, test_set.labels, files)
     if args.out or args.model:
         src = Path(args.model or ".")
         out = Path(args.out) if args.out else (src if src.is_dir() else src.parent)
         try:
             figures = write_figures(result, test_set, out)
+            figures.append(write_mistakes_csv(mistakes, out))
         except (StorageError, OSError):
             # a read-only or full folder: the result computed is printed, not lost
             print(f"{name}: test accuracy {result.accuracy:.4f} on {result.n:,} images (no figures written)")
             raise
     else:
         figures = []  # shipped or cached weights: nowhere of the user's to write to unless --out says
+    confused = most_confused(result)
     if args.json:
         print(json.dumps({"model": str(name), **result.to_json(), "tta": predictor.views,
-                          "figures": [str(f) for f in figures]}))  # fmt: skip
+                          "figures": [str(f) for f in figures],
+                          "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in confused],
+                          "mistakes": [m.to_json() for m in mistakes]}))  # fmt: skip
         return 0
     views = "" if predictor.views == "none" else f" (test-time views: {predictor.views})"
     print(f"{name}: test accuracy {result.accuracy:.4f} on {result.n:,} images{views}")
     w = max(len(c) for c in result.classes)
     for c, a in result.per_class.items():
         print(f"  {c:<{w}}  {a:.4f}  {'#' * round(a * 30)}")
+    if confused:
+        print("most confused: " + ", ".join(f"{t} -> {p} {n:,}" for t, p, n in confused[:5]))
+    for m in mistakes[:5]:
+        print(
+            f"  {m.file or f'test image {m.index}'}: {m.true} taken for {m.predicted} ({m.p_predicted:.2f})"
+        )
     if figures:
         print("figures: " + ", ".join(str(f) for f in figures))
     return 0

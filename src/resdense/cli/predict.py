@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
         nargs="?",
         help="run folder, .safetensors, .onnx or TorchScript file (omit it with --weights)",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (read recursively)")
     add_weights_args(p)
     p.add_argument("--top", type=int, default=3, help="how many classes to show (default 3)")
     p.add_argument(
@@ -31,6 +31,10 @@ def add_parser(sub) -> None:
     add_tta_arg(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--out", metavar="F", help="also write the predictions to F (.csv or .json)")
+    p.add_argument(
+        "--batch-size", type=int, default=256, help="images decoded and run at a time (default 256)"
+    )
     p.set_defaults(func=run)
 
 
@@ -49,7 +53,8 @@ def add_weights_args(p) -> None:
         "--weights",
         metavar="SRC",
         help="fashion-mnist (fashion-mnist:fast, fashion-mnist:best: shipped with resdense), a run folder, "
-        "a .safetensors/.pth state dict, or a torchvision name (IMAGENET1K_V1, DEFAULT) with --arch",
+        "a .safetensors/.pth state dict, a torchvision name (IMAGENET1K_V1, DEFAULT) with --arch, or "
+        "hf-hub:ORG/NAME (timm's ResNets/DenseNets or a resdense model file on the Hugging Face Hub)",
     )
     p.add_argument("--arch", metavar="MODEL", help="the architecture for --weights that do not name one")
 
@@ -76,7 +81,7 @@ def run(args) -> int:
     import sys
 
     from ..errors import UserError
-    from ..serve.predict import predict_files
+    from ..serve.batch_predict import check_output, predict_many, write_predictions
     from ..utils.device import resolve_device
 
     if args.top < 1:
@@ -85,8 +90,16 @@ def run(args) -> int:
     if args.weights is not None and args.model is not None:
         images.insert(0, args.model)  # with --weights every path is an image
         args.model = None
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.out:
+        check_output(args.out)  # before any work
     predictor = load_model_for(args, str(resolve_device(args.device)))
-    results = predict_files(predictor, images, top_k=args.top, invert=args.invert)
+    results = list(
+        predict_many(predictor, images, top_k=args.top, invert=args.invert, batch_size=args.batch_size)
+    )
+    if args.out:
+        print(f"{len(results):,} predictions -> {write_predictions(results, args.out)}", file=sys.stderr)
     for r in results:
         if r.inverted:
             print(f"{r.path}: light background, inverted to match the training images (--invert no to "

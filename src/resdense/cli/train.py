@@ -11,6 +11,7 @@ from ..data.augment import AUGMENTATIONS
 from ..data.stream import IN_MEMORY
 from ..errors import UserError
 from ..rundir import RunDir
+from ..train.balance import BALANCE
 from ..train.config import OPTIMIZERS, SCHEDULES, setting_names
 from ..train.optim import FREEZE_HELP
 from ..train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
@@ -57,7 +58,8 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--resize", type=_size, help="square input side in pixels, or 'none' for the data's own")
+    p.add_argument("--resize", type=_size, help="square input side in pixels, or 'none' for the data's own "
+                   "(image folders: default the weights' or the model's own input size, said at the start)")  # fmt: skip
     p.add_argument("--augment", choices=AUGMENTATIONS)
     p.add_argument("--crop-padding", type=int, metavar="PX", help="random crops: zero padding (default 2)")
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
@@ -83,10 +85,16 @@ def add_parser(sub) -> None:
         "--weights",
         metavar="SRC",
         help="start from these weights: IMAGENET1K_V1, DEFAULT (torchvision's, for --model), fashion-mnist, "
-        "a .pth/.safetensors state dict or a run folder; new classes or channels are adapted, and said",
+        "a .pth/.safetensors state dict, a run folder or hf-hub:ORG/NAME; new classes or channels are "
+        "adapted, and said",
     )
     p.add_argument("--freeze", metavar="WHAT", help=f"train only part of the model: {FREEZE_HELP}")
     p.add_argument("--head-lr-mult", type=float, metavar="X", help="the classifier's lr is X times --lr")
+    p.add_argument("--freeze-epochs", type=int, metavar="N",
+                   help="staged fine-tune (fastai's fine_tune): the first N epochs train the classifier alone, "
+                   "then the whole net at --unfreeze-lr-mult times the lr (default 0: off)")  # fmt: skip
+    p.add_argument("--unfreeze-lr-mult", type=float, metavar="X",
+                   help="--freeze-epochs: the lr multiplier once the whole net trains (default 0.5)")  # fmt: skip
     p.add_argument(
         "--crop", type=int, metavar="PX", help="evaluate on the centre PX x PX of the resized image"
     )
@@ -106,6 +114,9 @@ def add_parser(sub) -> None:
     p.add_argument("--eval-every", type=int, metavar="N",
                    help="score the test set after every N-th epoch and the last (0: the last only); epochs "
                    "on downscaled images (--progressive-from) are not scored")  # fmt: skip
+    p.add_argument("--balance", choices=BALANCE,
+                   help="unbalanced classes: weight the loss by class (loss) or draw the training images "
+                   "class-balanced (sampler, in memory only); default none")  # fmt: skip
     p.add_argument("--eval-batch-size", type=int, metavar="N", help="images per batch when scoring")
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
@@ -131,7 +142,7 @@ def _weights_model(src: str) -> str | None:
 
     from ..models.pretrained import load_pretrained, shipped_source
 
-    if shipped_source(src) is not None or Path(src).exists():
+    if shipped_source(src) is not None or Path(src).exists() or src.strip().lower().startswith("hf-hub:"):
         return load_pretrained(src).model
     return None
 

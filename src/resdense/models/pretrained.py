@@ -9,7 +9,8 @@
 * a state-dict file: ``.pth``/``.pt``/``.bin`` (read with ``torch.load(weights_only=True)``: tensors only,
   never code) or ``.safetensors``, with torchvision's or timm's key names (our ResNet and DenseNet families
   share their layout; DenseNet's pre-2018 torchvision keys ``norm.1`` are renamed ``norm1``);
-* a resdense run folder, its model file or a TorchScript export (``resdense export``).
+* a resdense run folder, its model file or a TorchScript export (``resdense export``);
+* ``hf-hub:ORG/NAME``: timm's weights or a resdense model file on the Hugging Face Hub (:mod:`.hf_hub`).
 
 Whatever the source, what it says about its weights becomes one typed
 :class:`~resdense.models._contract.PretrainedCfg`, which the loaded model carries as ``pretrained_cfg`` (and
@@ -152,6 +153,10 @@ _TV_NAME = re.compile(r"^(?:\w+_weights\.)?(imagenet1k_v[12]|default)$", re.IGNO
 def load_pretrained(src: str | os.PathLike, model: str | None = None, *, progress: bool = True) -> Pretrained:
     """Read the weights ``src`` names (see the module docstring); ``model`` is needed for torchvision names."""
     text = os.fspath(src)
+    if text.strip().lower().startswith("hf-hub:"):
+        from .hf_hub import load_from_hub  # the Hub's own module: huggingface_hub is an optional extra
+
+        return load_from_hub(text, model, progress=progress)
     tag = shipped_source(text)
     if tag is not None:
         tag = shipped_tag(tag)

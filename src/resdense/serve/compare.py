@@ -14,9 +14,42 @@ def read_run(path: str | Path) -> dict:
     return RunDir(path).read()
 
 
+# settings that differ between any two runs without being a choice: where they ran, what they were called
+_NOT_SETTINGS = {"out", "torch", "data_source", "device", "preprocess"}
+
+
+def differing_settings(runs: list[dict]) -> dict[str, list]:
+    """The settings (config.json's keys) whose values are not the same in every run: name -> the runs'
+    values, in order (None where a run lacks the setting, as an older run may)."""
+    configs = [r.get("config", {}) for r in runs]
+    keys = sorted({k for c in configs for k in c} - _NOT_SETTINGS)
+    out = {}
+    for k in keys:
+        values = [c.get(k) for c in configs]
+        if any(v != values[0] for v in values[1:]):
+            out[k] = values
+    return out
+
+
+def format_seconds(seconds: float) -> str:
+    """Under a minute in seconds, else in minutes (a 40-second run is not "0.7 min")."""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+def format_settings(diff: dict[str, list], names: list[str]) -> str:
+    """One line per differing setting: ``lr: a 0.1 | b 0.05``; or a line saying there are none."""
+    if not diff:
+        return "settings: the same in every run"
+    lines = ["settings that differ:"]
+    for k, values in diff.items():
+        lines.append(f"  {k}: " + " | ".join(f"{n} {v}" for n, v in zip(names, values)))
+    return "\n".join(lines)
+
+
 def table_rows(runs: list[dict]) -> list[dict]:
     rows = []
-    for r in runs:
+    diff = differing_settings(runs) if len(runs) > 1 else {}
+    for i, r in enumerate(runs):
         s = r["summary"]
         rows.append({
             "run": Path(r["path"]).name,
@@ -29,6 +62,7 @@ def table_rows(runs: list[dict]) -> list[dict]:
             "seconds": s["seconds"],
             "epochs": s["epochs"],
             "device": s.get("device", ""),
+            "settings": {k: v[i] for k, v in diff.items()},  # those that differ from another run's
         })  # fmt: skip
     return rows
 
@@ -43,7 +77,7 @@ def format_table(rows: list[dict], markdown: bool = False) -> str:
             f"{r['test_accuracy']:.4f}",
             f"{r['best_test_accuracy']:.4f}",
             f"{r['images_per_s']:,.0f}",
-            f"{r['seconds'] / 60:.1f} min",
+            format_seconds(r["seconds"]),
         )
         for r in rows
     ]

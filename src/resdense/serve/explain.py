@@ -14,7 +14,6 @@ activation and its gradient intact.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch.nn import functional as F
 
 from ..errors import UserError
 from ..preprocess import normalize
+from .features import evaluating, stage_names
 
 __all__ = ["METHODS", "Explanation", "class_activation_maps", "explain", "explain_fitted", "layer_candidates",
            "mistake_maps", "resolve_layer"]  # fmt: skip
@@ -65,7 +65,7 @@ class Explanation:
 
 def layer_candidates(model: nn.Module) -> list[str]:
     """The layers worth naming: the model's stages and their direct children (its blocks)."""
-    stages = _stages(model)
+    stages = stage_names(model)
     named = dict(model.named_modules())
     out = []
     for s in stages:
@@ -74,17 +74,11 @@ def layer_candidates(model: nn.Module) -> list[str]:
     return out
 
 
-def _stages(model: nn.Module) -> list[str]:
-    if hasattr(model, "feature_stages"):
-        return list(model.feature_stages())
-    return [n for n, _ in model.named_children()]  # any other module: its top-level children
-
-
 def resolve_layer(model: nn.Module, layer: str | None, what: str = "--layer") -> tuple[str, nn.Module]:
     """``layer`` (default: the model's own ``cam_layer()``) and its module; a one-line error listing the
     candidates when the model has no such layer."""
     if layer is None:
-        layer = model.cam_layer() if hasattr(model, "cam_layer") else _stages(model)[-1]
+        layer = model.cam_layer() if hasattr(model, "cam_layer") else stage_names(model)[-1]
     module = dict(model.named_modules()).get(layer)
     if module is None or layer == "":
         cfg = getattr(model, "pretrained_cfg", None)
@@ -93,17 +87,6 @@ def resolve_layer(model: nn.Module, layer: str | None, what: str = "--layer") ->
             f"{what} {layer}: {name} has no such layer; try one of {', '.join(layer_candidates(model))}"
         )
     return layer, module
-
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module):
-    """``model`` in eval mode (batch norm's running statistics, no dropout), given back in the mode it was."""
-    was = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was)
 
 
 def class_activation_maps(

@@ -1,9 +1,13 @@
-"""What each block sees: the feature maps after every stage of a model (``model.feature_stages()``: the
-stem, then the ResNet's stages or the DenseNet's dense blocks and transitions, the book's ``b1``..``b5``),
-for one image, as one figure (``resdense inspect MODEL|RUN --image FILE``)."""
+"""What each block sees: the outputs of a model's stages (``stage_names``: each family's
+``feature_stages()``), as timm's ``forward_intermediates`` returns them (the final feature map and the list
+of intermediates) and as one figure for one image (``resdense inspect MODEL|RUN --image FILE``).
+Pooled embeddings of whole folders are ``serve.embed``'s.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +15,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from .explain import evaluating
 
-__all__ = ["FeatureMap", "feature_maps", "show_features"]
+__all__ = ["FeatureMap", "feature_maps", "forward_intermediates", "show_features", "stage_names"]
 
 
 @dataclass
@@ -30,10 +33,77 @@ class FeatureMap:
 
 
 def _stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    from .explain import _stages
-
     named = dict(model.named_modules())
-    return [(n, named[n]) for n in _stages(model)]
+    return [(n, named[n]) for n in stage_names(model)]
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """``model`` in eval mode (batch norm's running statistics, no dropout), given back in the mode it was."""
+    was = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was)
+
+
+def stage_names(model: nn.Module) -> list[str]:
+    """The model's stages, input side first, as module names (what ``--layer`` and ``indices`` choose from):
+    the family's own ``feature_stages()`` (the stem, then a ResNet's stages, a DenseNet's dense blocks and
+    transitions, the book's ``b1``..``b5``; the stem first, as timm's feature_info lists it), or for any
+    other module its top-level children less the classifier."""
+    if hasattr(model, "feature_stages"):
+        return list(model.feature_stages())
+    head = model.get_classifier() if hasattr(model, "get_classifier") else None
+    return [n for n, m in model.named_children() if m is not head]
+
+
+def _resolve(model: nn.Module, layers: Sequence[int | str] | None) -> list[str]:
+    stages = stage_names(model)
+    if layers is None:
+        return stages
+    modules = dict(model.named_modules())
+    names = []
+    for layer in layers:
+        if isinstance(layer, int):
+            if not -len(stages) <= layer < len(stages):
+                raise UserError(
+                    f"stage index {layer}: the model has {len(stages)} stages ({', '.join(stages)})"
+                )
+            names.append(stages[layer])
+        elif layer in modules and layer:
+            names.append(layer)
+        else:
+            raise UserError(f"--layer {layer}: no such stage; choose from {', '.join(stages)} (or any module "
+                            "name of the model)")  # fmt: skip
+    return names
+
+
+def forward_intermediates(
+    model: nn.Module,
+    x: torch.Tensor,
+    indices: Sequence[int | str] | None = None,
+    *,
+    intermediates_only: bool = False,
+):
+    """``(final, intermediates)``: ``forward_features(x)`` and the outputs of the stages ``indices`` names
+    (positions in :func:`stage_names` or module names; None: every stage), in that order. With
+    ``intermediates_only`` the list alone (timm's ``forward_intermediates`` contract)."""
+    names = _resolve(model, indices)
+    modules = dict(model.named_modules())
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o)) for n in names]
+    try:
+        final = model.forward_features(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    missing = [n for n in names if n not in seen]
+    if missing:
+        raise UserError(f"--layer {missing[0]}: not run by the model's forward_features")
+    out = [seen[n] for n in names]
+    return out if intermediates_only else (final, out)
 
 
 @torch.no_grad()

@@ -65,6 +65,13 @@ class TrainConfig:
     freeze: str = "none"
     head_lr_mult: float = 1.0
     crop: int | None = None
+    # lopsided classes (train/balance.py): "loss" weights each class's examples by N / (K * n_class),
+    # "sampler" draws the training examples class-balanced; "none" leaves the data as it is
+    balance: str = "none"
+    # a staged fine-tune (train/finetune.py, fastai's fine_tune): the first freeze_epochs epochs train the
+    # classifier alone, then the whole net trains at unfreeze_lr_mult times the learning rate; 0: off
+    freeze_epochs: int = 0
+    unfreeze_lr_mult: float = 0.5
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +140,17 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--progressive-until must be in (0, 1], got {cfg.progressive_until}")
     if cfg.in_memory not in IN_MEMORY:
         raise UserError(f"--in-memory: expected one of {', '.join(IN_MEMORY)}, got {cfg.in_memory!r}")
+    from .balance import BALANCE
+
+    if cfg.balance not in BALANCE:
+        raise UserError(f"--balance: unknown {cfg.balance!r}; choose from {', '.join(BALANCE)}")
+    if cfg.freeze_epochs and not 0 < cfg.freeze_epochs < cfg.epochs:
+        raise UserError(f"--freeze-epochs must be between 0 and --epochs - 1 ({cfg.epochs - 1}), got "
+                        f"{cfg.freeze_epochs}")  # fmt: skip
+    if cfg.freeze_epochs and cfg.freeze != "none":
+        raise UserError(f"--freeze-epochs freezes the body itself for its epochs; drop --freeze {cfg.freeze}")
+    if not cfg.unfreeze_lr_mult > 0:
+        raise UserError(f"--unfreeze-lr-mult must be positive, got {cfg.unfreeze_lr_mult}")
     if cfg.in_memory == "no" and cfg.dataset != "folder":
         raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
     check_ranges(cfg)

@@ -20,6 +20,7 @@ from . import distributed as dist_utils
 from .callbacks import Callback, default_callbacks
 from .config import TrainConfig, check_types, validate
 from .setup import load_run_dataset
+from .sizing import folder_input_size
 from .trainer import Trainer, TrainResult
 
 
@@ -129,6 +130,12 @@ def _train(cfg, *, dataset, resume, force, progress, callbacks, initial_state) -
             except PretrainedError:
                 raise PretrainedError(f"--weights {cfg.weights}: weights for {pretrained.model}, not --model "
                                       f"{cfg.model}") from None  # fmt: skip
+        if dataset is None and ckpt is None and cfg.dataset == "folder" and cfg.resize is None:
+            side, why = folder_input_size(cfg.model, cfg.model_options, pretrained)
+            if side:
+                cfg = cfg.with_overrides(resize=side)
+                if dist.rank == 0:
+                    print(f"input size {side}x{side}: {why} (--resize N for another)", flush=True)
         if dataset is None:
             cfg, dataset = load_run_dataset(cfg, dist, run, progress)
         trainer = Trainer(cfg, dataset, out, progress=progress, pretrained=pretrained)
@@ -141,7 +148,7 @@ def _train(cfg, *, dataset, resume, force, progress, callbacks, initial_state) -
             if dist.rank == 0:
                 print(f"resuming {out} after epoch {trainer.start_epoch}", flush=True)
         elif dist.rank == 0:
-            run.write_config({**cfg.to_dict(), "preprocess": trainer.spec.preprocess.to_dict(),
+            run.write_config({**trainer.cfg.to_dict(), "preprocess": trainer.spec.preprocess.to_dict(),
                                              "classes": list(dataset.classes), "data_source": dataset.source,
                                              "torch": torch.__version__, "world_size": dist.world_size})  # fmt: skip
         # CPU training reuses freed activation memory (see freed_memory_kept); glibc's defaults come back after

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,8 +27,10 @@ from ..serve.predictor import predict_logits
 from ..utils.device import resolve_device
 from ..utils.progress import ProgressBar
 from . import distributed as dist_utils
+from .balance import balanced, capped_batch_size, class_counts, class_weights, counts_line, is_unbalanced
 from .callbacks import Callback, default_callbacks
 from .config import TrainConfig
+from .finetune import set_stage
 from .optim import make_optimizer
 from .schedule import evaluates_at, lr_at, size_at
 from .setup import build_model, prepare_data
@@ -85,15 +87,28 @@ class Trainer:
         self.optimizer = make_optimizer(cfg, model)
         self.ddp_model = self.dist.wrap(model)
         self.step_model = torch.compile(self.ddp_model) if cfg.compile else self.ddp_model
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        # lopsided classes: said (image folders, or whenever unbalanced), and evened out by --balance
+        counts = class_counts(self.train_set.labels, len(self.classes))
+        if self.is_main and (cfg.dataset == "folder" or cfg.balance != "none" or is_unbalanced(counts)):
+            self.say(counts_line(self.classes, counts, cfg.balance))
+        self.train_set = balanced(self.train_set, cfg.balance)
+        weight = class_weights(counts).to(self.device) if cfg.balance == "loss" else None
+        self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
         world = self.dist.world_size
+        if cfg.freeze_epochs and self.dist.enabled:  # DDP fixes the trained parameters when it wraps
+            raise UserError("--freeze-epochs: not available under torchrun yet; use --freeze backbone")
+        if cfg.freeze_epochs and self.is_main:
+            self.say(f"--freeze-epochs {cfg.freeze_epochs}: the classifier alone trains first, then the whole net "
+                     f"at {cfg.unfreeze_lr_mult:g}x the learning rate")  # fmt: skip
         if cfg.batch_size % world:
             raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
-        if len(self.train_set) < cfg.batch_size:
-            raise UserError(
-                f"--batch-size {cfg.batch_size} is larger than the {len(self.train_set)} training images"
-            )
+        capped = capped_batch_size(cfg.batch_size, len(self.train_set), world)
+        if capped != cfg.batch_size:  # a small folder: one batch of all its images per step, said
+            if self.is_main:
+                self.say(f"--batch-size {cfg.batch_size} capped to {capped}: the training set has "
+                         f"{len(self.train_set)} images")  # fmt: skip
+            self.cfg = cfg = replace(cfg, batch_size=capped)
         self.steps_per_epoch = steps_per_epoch(len(self.train_set), cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.history: list[dict] = []
@@ -131,6 +146,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict:
         cfg, dev = self.cfg, self.device
         model = self.step_model
+        stage_mult = set_stage(unwrap(self.model), cfg, epoch)  # --freeze-epochs: frozen body, then all
         model.train()
         # Every random choice of the epoch derives from (seed, epoch): a resumed run replays it exactly.
         torch.manual_seed(cfg.seed * 7919 + epoch)
@@ -148,7 +164,7 @@ class Trainer:
             step = epoch * self.steps_per_epoch + i
             lr = lr_at(cfg, step, self.total_steps, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_mult", 1.0)
+                group["lr"] = lr * group.get("lr_mult", 1.0) * stage_mult
             # a no-op for in-memory batches; streamed ones arrive as uint8 on the host
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
             x = self.augment(xb, gen)  # preprocessed and augmented as the data side says

@@ -1,0 +1,84 @@
+"""Which test images a model gets wrong, by name: every mistake with its file (or its index in the test set),
+the true and predicted classes and their probabilities, worst first (fastai's ``plot_top_losses``), and the
+class pairs most often confused (fastai's ``most_confused``); written as the run folder's mistakes.csv."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..rundir import RunDir
+from ..utils.io import write_text
+from .evaluate import EvalResult, PhotoFiles, run_config
+
+__all__ = ["Mistake", "find_mistakes", "most_confused", "test_files", "write_mistakes_csv"]
+
+
+@dataclass
+class Mistake:
+    index: int  # position in the test split
+    file: str  # the image file, or "" for a data set without files (Fashion-MNIST)
+    true: str
+    predicted: str
+    p_predicted: float
+    p_true: float  # low: a confident mistake (a large loss), listed first
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def test_files(
+    where, test_set, *, dataset: str | None = None, data_dir: str | None = None
+) -> list[str] | None:
+    """The test split's files in the order the split holds them, when it comes from an image folder."""
+    if isinstance(test_set, PhotoFiles):
+        return [str(p) for p in test_set.paths]
+    cfg = run_config(where) if where else {}
+    name, folder = dataset or cfg.get("dataset"), data_dir or cfg.get("data_dir")
+    if name != "folder" or not folder:
+        return None
+    from ..data.folder import index_folder, scan_images
+
+    index = index_folder(folder)
+    if cfg.get("skip_bad_images"):  # left out by the run, and so by the test set
+        index = index.without(b.path for b in scan_images([p for p, _ in index.test]).bad)
+    files = [str(p) for p, _ in index.test]
+    return files if len(files) == len(test_set) else None
+
+
+def find_mistakes(result: EvalResult, labels, files: list[str] | None = None) -> list[Mistake]:
+    """Every misclassified test image, the most confident mistakes (lowest probability of the true class)
+    first."""
+    labels = labels.cpu()
+    wrong = (result.predictions != labels).nonzero().flatten().tolist()
+    probs = result.logits.softmax(1) if result.logits is not None else None
+    out = []
+    for i in wrong:
+        t, p = int(labels[i]), int(result.predictions[i])
+        pp = float(probs[i, p]) if probs is not None else float("nan")
+        pt = float(probs[i, t]) if probs is not None else float("nan")
+        out.append(Mistake(i, files[i] if files else "", result.classes[t], result.classes[p], pp, pt))
+    return sorted(out, key=lambda m: (m.p_true, m.index))
+
+
+def most_confused(result: EvalResult, top: int = 10) -> list[tuple[str, str, int]]:
+    """``(true, predicted, count)`` of the off-diagonal cells of the confusion matrix, largest first."""
+    m = result.confusion
+    k = len(result.classes)
+    pairs = [(result.classes[i], result.classes[j], int(m[i, j])) for i in range(k) for j in range(k)
+             if i != j and int(m[i, j])]  # fmt: skip
+    return sorted(pairs, key=lambda x: -x[2])[:top]
+
+
+def write_mistakes_csv(mistakes: list[Mistake], out_dir: str | Path) -> Path:
+    """``out_dir``/mistakes.csv, one row per mistake (columns as :class:`Mistake`), written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["index", "file", "true", "predicted", "p_predicted", "p_true"])
+    for m in mistakes:
+        w.writerow([m.index, m.file, m.true, m.predicted, f"{m.p_predicted:.4f}", f"{m.p_true:.4f}"])
+    path = Path(out_dir) / RunDir.MISTAKES_CSV
+    write_text(path, buf.getvalue())
+    return path
