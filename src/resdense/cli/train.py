@@ -14,6 +14,7 @@ from ..rundir import RunDir
 from ..train.config import OPTIMIZERS, SCHEDULES, setting_names
 from ..train.optim import FREEZE_HELP
 from ..train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from ..utils.amp import AMP_MODES
 
 
 def _size(text: str) -> int:
@@ -75,7 +76,10 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on GPU")
+    p.add_argument("--amp", choices=AMP_MODES,
+                   help="bf16 autocast: auto (default: where it measures faster, on CUDA and on CPUs with a "
+                   "native bf16 unit such as AMX; fp32 elsewhere), yes, no")  # fmt: skip
+    p.add_argument("--no-amp", dest="amp", action="store_const", const="no", help=argparse.SUPPRESS)
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only")
     p.add_argument(

@@ -45,7 +45,9 @@ class TrainConfig:
     val_split: int = 0  # hold out this many training images (fixed draw) and report accuracy on them
     channels_last: bool = True
     compile: bool = False
-    amp: bool = True  # bf16 autocast where it pays (CUDA); never on CPU, where bf16 is far slower
+    # bf16 autocast: "auto" where it measures faster (CUDA; a CPU with a native bf16 unit such as AMX, see
+    # utils/amp.py), "yes", "no". A run records what auto decided ("yes"/"no"), so a resume repeats it.
+    amp: str = "auto"
     sync_bn: bool = False
     eval_batch_size: int = 1024
     # score the test (and validation) set after every eval_every-th epoch and the last; 0: the last only.
@@ -128,5 +130,14 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--progressive-until must be in (0, 1], got {cfg.progressive_until}")
     if cfg.in_memory not in IN_MEMORY:
         raise UserError(f"--in-memory: expected one of {', '.join(IN_MEMORY)}, got {cfg.in_memory!r}")
+    _validate_records_tricks(cfg)
     if cfg.in_memory == "no" and cfg.dataset != "folder":
         raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
+
+
+def _validate_records_tricks(cfg: TrainConfig) -> None:
+    """Issue 20's settings: bf16 autocast and the speed records' training tricks (kept apart to ease merges)."""
+    from ..utils.amp import AMP_MODES, amp_mode
+
+    if amp_mode(cfg.amp) not in AMP_MODES:
+        raise UserError(f"--amp: expected one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")

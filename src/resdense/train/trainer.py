@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..modelfile import unwrap
 from ..rundir import RunDir
 from ..serve.predictor import predict_logits
+from ..utils.amp import AmpDecision, amp_mode, decide_amp
 from ..utils.device import resolve_device
 from ..utils.progress import ProgressBar
 from . import distributed as dist_utils
@@ -56,14 +57,18 @@ class Trainer:
         progress: bool = True,
         pretrained=None,
     ):
-        self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.run = RunDir(out_dir)
         self.dist = dist_utils.current()
         self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
         self.is_main = self.dist.rank == 0
         self.progress = progress and self.is_main
-        self.autocast = cfg.amp and self.device.type == "cuda"
+        # bf16 autocast or fp32, decided once (utils/amp.py) and recorded in the config as yes/no, so a
+        # resumed run and the checkpoint's settings repeat the decision rather than probe again
+        self.amp = self.decide_amp(cfg.amp)
+        self.autocast = self.amp.enabled
+        cfg = replace(cfg, amp="yes" if self.amp.enabled else "no")
+        self.cfg = cfg
         self.dataset = dataset
 
         data = prepare_data(cfg, dataset, self.device)
@@ -99,6 +104,15 @@ class Trainer:
         self.history: list[dict] = []
         self.start_epoch = 0
         self.elapsed = 0.0  # training seconds before this process (resumed runs)
+
+    def decide_amp(self, mode) -> AmpDecision:
+        """Under torchrun rank 0 decides ``auto`` (one probe, not one per process) and the others follow."""
+        if not self.dist.enabled or amp_mode(mode, self.device) != "auto":
+            return decide_amp(mode, self.device)
+        mine = decide_amp(mode, self.device) if self.is_main else None
+        flag = torch.tensor(float(mine.enabled) if mine else 0.0, device=self.device)
+        on = self.dist.all_reduce_sum(flag).item() > 0
+        return mine or AmpDecision(on, "auto: rank 0's decision")
 
     # -- state ------------------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict:
@@ -256,6 +270,8 @@ class Trainer:
             "params": self.params,
             "macs": self.macs,
             "device": self.device_label(),
+            "amp": self.amp.dtype,
+            "amp_reason": self.amp.reason,
             "world_size": self.dist.world_size,
         }
 
