@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the seed reference lives in tests/
 from tests.models.d2l_seed import book_densenet, book_resnet  # noqa: E402
 
-from _common import dump, extract_fashion_mnist, machine  # noqa: E402
+from _common import dump, extract_fashion_mnist, get_recipe, machine  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
 from resdense.models import create_model  # noqa: E402
-from resdense.train import Trainer, get_recipe  # noqa: E402
+from resdense.train import Trainer  # noqa: E402
 from resdense.train.setup import xavier_init  # noqa: E402
 from resdense.utils.device import resolve_device  # noqa: E402
 from resdense.utils.system import keep_freed_memory  # noqa: E402

@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dump, machine  # noqa: E402
+from _common import dump, get_recipe, machine  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
-from resdense.train import Trainer, get_recipe, train  # noqa: E402
+from resdense.train import Trainer, train  # noqa: E402
 from throughput import seed_speed  # noqa: E402
 
 REFERENCE_SPEED = 107.0  # images/s of the seed's d2l-resnet side on the reference machine (issue 12)

@@ -110,6 +110,38 @@ def add_parser(sub) -> None:
                    help="score the test set after every N-th epoch and the last (0: the last only); epochs "
                    "on downscaled images (--progressive-from) are not scored")  # fmt: skip
     p.add_argument("--eval-batch-size", type=int, metavar="N", help="images per batch when scoring")
+    # the speed records' tricks (resdense/train/tricks.py), all off by default
+    p.add_argument(
+        "--whiten-init",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="first conv: whitening filters of the training images' patches (airbench, Page)",
+    )
+    p.add_argument(
+        "--dirac-init",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every other conv starts as the identity (airbench)",
+    )
+    p.add_argument(
+        "--bn-bias-lr-mult", type=float, metavar="X", help="batch-norm biases train at X times --lr"
+    )
+    p.add_argument(
+        "--bn-momentum", type=float, help="every batch norm's momentum (PyTorch's sense: 0.1 default)"
+    )
+    p.add_argument(
+        "--lookahead", type=int, metavar="N", help="Lookahead: sync slow weights every N steps (0: off)"
+    )
+    p.add_argument(
+        "--lookahead-alpha", type=float, help="Lookahead: how far the slow weights move (default 0.5)"
+    )
+    p.add_argument(
+        "--alt-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip policies: mirror each image every other epoch, not at random (airbench)",
+    )
+    p.add_argument("--logit-scale", type=float, help="the loss sees the logits times this (airbench: 1/9)")
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")

@@ -47,7 +47,7 @@ class RunFiles(Callback):
         save_figure(curves_figure(trainer.history, _title(trainer)), run.curves)
 
     def on_train_end(self, trainer, summary: dict) -> None:
-        write_safetensors(trainer.run.weights, trainer.eval_model(), trainer.spec)
+        write_safetensors(trainer.run.weights, trainer.served_model(), trainer.spec)
         trainer.run.write_summary(summary)
 
 

@@ -65,6 +65,15 @@ class TrainConfig:
     freeze: str = "none"
     head_lr_mult: float = 1.0
     crop: int | None = None
+    # the speed records' tricks (airbench, Page's ResNet-9; train/tricks.py says what each does): all off
+    whiten_init: bool = False  # first conv: whitening filters of the training patches (+ their negatives)
+    dirac_init: bool = False  # every other conv starts as the identity on its first in-channels filters
+    bn_bias_lr_mult: float = 1.0  # batch-norm biases train at this times the learning rate
+    bn_momentum: float | None = None  # every batch norm's momentum (PyTorch's sense); None: the model's
+    lookahead: int = 0  # every N steps the slow weights move lookahead_alpha towards the fast ones; 0: off
+    lookahead_alpha: float = 0.5
+    alt_flip: bool = False  # the flip policies mirror each image every other epoch instead of at random
+    logit_scale: float = 1.0  # the loss sees logits times this; folded into the saved classifier
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,3 +150,18 @@ def _validate_records_tricks(cfg: TrainConfig) -> None:
 
     if amp_mode(cfg.amp) not in AMP_MODES:
         raise UserError(f"--amp: expected one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
+    if (cfg.whiten_init or cfg.dirac_init) and cfg.weights is not None:
+        which = "--whiten-init" if cfg.whiten_init else "--dirac-init"
+        raise UserError(f"{which} initialises a fresh model; drop it or --weights {cfg.weights}")
+    if not cfg.bn_bias_lr_mult > 0:
+        raise UserError(f"--bn-bias-lr-mult must be positive, got {cfg.bn_bias_lr_mult}")
+    if cfg.bn_momentum is not None and not 0 < cfg.bn_momentum <= 1:
+        raise UserError(f"--bn-momentum must be in (0, 1], got {cfg.bn_momentum}")
+    if cfg.lookahead < 0:
+        raise UserError(f"--lookahead must be >= 0 steps (0: off), got {cfg.lookahead}")
+    if not 0 < cfg.lookahead_alpha <= 1:
+        raise UserError(f"--lookahead-alpha must be in (0, 1], got {cfg.lookahead_alpha}")
+    if cfg.alt_flip and "flip" not in cfg.augment:
+        raise UserError(f"--alt-flip changes how images are flipped; --augment {cfg.augment} flips none")
+    if not cfg.logit_scale > 0:
+        raise UserError(f"--logit-scale must be positive, got {cfg.logit_scale}")

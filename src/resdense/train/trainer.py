@@ -33,6 +33,7 @@ from .config import TrainConfig
 from .optim import make_optimizer
 from .schedule import evaluates_at, lr_at, size_at
 from .setup import build_model, prepare_data
+from .tricks import Lookahead, scaled_model
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Trainer:
         self.model = model
         self.ema_model = copy.deepcopy(model).eval() if cfg.ema > 0 else None
         self.optimizer = make_optimizer(cfg, model)
+        self.lookahead = Lookahead(model, cfg.lookahead, cfg.lookahead_alpha) if cfg.lookahead else None
         self.ddp_model = self.dist.wrap(model)
         self.step_model = torch.compile(self.ddp_model) if cfg.compile else self.ddp_model
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -121,6 +123,7 @@ class Trainer:
             "model": unwrap(self.model).state_dict(),
             "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
             "optimizer": self.optimizer.state_dict(),
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "history": self.history,
             "elapsed": self.elapsed,
             "config": self.cfg.to_dict(),
@@ -131,6 +134,8 @@ class Trainer:
         if self.ema_model is not None and ckpt.get("ema") is not None:
             self.ema_model.load_state_dict(ckpt["ema"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.lookahead is not None and ckpt.get("lookahead") is not None:
+            self.lookahead.load_state_dict(ckpt["lookahead"])
         self.history = list(ckpt["history"])
         self.start_epoch = int(ckpt["epoch"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
@@ -159,16 +164,18 @@ class Trainer:
                 group["lr"] = lr * group.get("lr_mult", 1.0)
             # a no-op for in-memory batches; streamed ones arrive as uint8 on the host
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-            x = self.augment(xb, gen)  # preprocessed and augmented as the data side says
+            x = self.augment(xb, gen, epoch)  # preprocessed and augmented as the data side says
             if side != full:  # after augmentation, so crops and erasing keep their meaning in pixels
                 x = nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
             x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = model(x)
-                loss = self.criterion(logits.float(), yb)
+                loss = self.loss(logits, yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.lookahead is not None:
+                self.lookahead.step(step)
             if self.ema_model is not None:
                 self.update_ema(step)
             loss_sum += loss.detach() * yb.shape[0]
@@ -179,6 +186,8 @@ class Trainer:
                 bar.update(i + 1, f"loss {loss_sum.item() / seen:.3f} acc {correct.item() / seen:.3f} "
                                   f"{seen * self.dist.world_size / secs:,.0f} img/s")  # fmt: skip
         bar.close()
+        if self.lookahead is not None and epoch + 1 == cfg.epochs:
+            self.lookahead.finish()  # the run ends on the slow weights
         totals = self.dist.all_reduce_sum(torch.stack([loss_sum, correct.to(loss_sum.dtype)]))
         seen_all = seen * self.dist.world_size
         loss_avg = totals[0].item() / seen_all
@@ -191,6 +200,11 @@ class Trainer:
         return {"train_loss": loss_avg, "train_acc": totals[1].item() / seen_all, "seconds": secs,
                 "images_per_s": seen_all / secs, "lr": lr}  # fmt: skip
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss, in fp32, of the logits times ``logit_scale`` (train/tricks.py)."""
+        scale = self.cfg.logit_scale
+        return self.criterion(logits.float() * scale if scale != 1.0 else logits.float(), labels)
+
     @torch.no_grad()
     def update_ema(self, step: int) -> None:
         # warm the average up: early weights are far from the final ones (decay grows to cfg.ema)
@@ -202,6 +216,10 @@ class Trainer:
 
     def eval_model(self) -> nn.Module:
         return self.ema_model if self.ema_model is not None else unwrap(self.model)
+
+    def served_model(self) -> nn.Module:
+        """What the run saves: the evaluated model, with ``logit_scale`` folded into its classifier."""
+        return scaled_model(self.eval_model(), self.cfg.logit_scale)
 
     def evaluate(self, final: bool = True, data: ImageSet | None = None) -> float:
         """Test accuracy (or on ``data``: the validation split); under torchrun each process scores a share
