@@ -1,7 +1,8 @@
 """Training images/s: resdense against the seed's own code (d2l's pipeline) and against timm's pipeline.
 
-Three sides train the same network at the same batch size, resolution and learning rate, in fp32 on the
-CPU (on a GPU resdense uses bf16 autocast, the baselines fp32):
+Three sides train the same network at the same batch size, resolution and learning rate; the baselines in
+fp32, resdense as its recipe says (``--amp auto``: bf16 autocast on a GPU and on a CPU with a fast bf16 path
+such as AMX, except the d2l recipes, which stay fp32):
 
 - ``seed``: the book's code as printed in the seed (``tests/models/d2l_seed.py``), fed the book's way:
   torchvision's FashionMNIST with ``Resize`` + ``ToTensor`` per image, a ``DataLoader`` with d2l's 4
