@@ -51,3 +51,27 @@ def timed(fn, *args, **kwargs):
 def dump(path: Path | None, obj) -> None:
     if path:
         path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+# ``benchmarks/gpu.sh smoke`` sets this: every recipe a benchmark asks for comes at toy size (a tiny subset,
+# one epoch, small batches and images), so each step of the GPU check runs in seconds on a CPU
+SMOKE_ENV = "RESDENSE_BENCH_SMOKE"
+
+
+def smoke() -> bool:
+    return os.environ.get(SMOKE_ENV) == "1"
+
+
+def get_recipe(name: str):
+    """The named recipe, or under ``SMOKE_ENV`` its toy version."""
+    from resdense.train import get_recipe as recipe
+
+    cfg = recipe(name)
+    if not smoke():
+        return cfg
+    toy = {"epochs": 1, "batch_size": 8, "train_subset": 64, "eval_batch_size": 256, "compile": False}
+    if cfg.resize:
+        toy["resize"] = min(cfg.resize, 32)
+    if cfg.model == "resnet20":
+        toy["model_options"] = {"widths": (4, 8, 16)}
+    return cfg.with_overrides(**toy)

@@ -9,6 +9,11 @@
 #   bash benchmarks/gpu.sh
 # With a .venv (scripts/setup.sh) it uses that; otherwise python3, with resdense installed from this tree
 # (pip --no-deps, offline) and anything missing installed from data/wheels when carried.
+#
+#   bash benchmarks/gpu.sh smoke      # every step below at toy size on the CPU, in seconds (the test suite
+#                                     # runs it: tests/benchmarks/test_gpu_smoke.py), so a GPU's minutes go
+#                                     # to measuring. Not covered: prepare, nvidia-smi, torch.compile, timm,
+#                                     # and step 2's seed-speed measurement (step 1 runs the same code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${RESDENSE_DATA:-data/fashion-mnist}
@@ -27,6 +32,11 @@ if [ "${1:-}" = prepare ]; then
     exit 0
 fi
 
+SMOKE=0
+if [ "${1:-}" = smoke ]; then
+    SMOKE=1
+    export RESDENSE_BENCH_SMOKE=1  # benchmarks/_common.get_recipe: toy recipes
+fi
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 if [ -x .venv/bin/python ]; then
@@ -50,18 +60,49 @@ EOF
 fi
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
 [ -f "$DATA/train-images-idx3-ubyte.gz" ] || { echo "gpu.sh: no Fashion-MNIST in $DATA; carry it (bash benchmarks/gpu.sh prepare)" >&2; exit 2; }
-export RESDENSE_DATA=$PWD/$DATA
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-$PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__)"
-TIMM=--no-timm
-$PY -c "import timm" 2>/dev/null && TIMM=
+case $DATA in /*) export RESDENSE_DATA=$DATA ;; *) export RESDENSE_DATA=$PWD/$DATA ;; esac
+if [ $SMOKE = 1 ]; then
+    DEV=cpu TIMM=--no-timm COMPILE= STEPS="--steps 1 --repeats 1 --recipes d2l-resnet" SEEDS=0 SEED_SPEED="--seed-speed 107"
+    MEM="--batch 2 --size 64"
+    echo "gpu.sh smoke: every step at toy size on the CPU"
+else
+    DEV=cuda COMPILE=--compile STEPS="--steps 20 --repeats 2" SEEDS=0,1,2 SEED_SPEED= MEM=
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__)"
+    TIMM=--no-timm
+    $PY -c "import timm" 2>/dev/null && TIMM=
+fi
 
-echo "== 1. training throughput: resdense (bf16 autocast, channels-last, data on the GPU) vs the seed + d2l pipeline${TIMM:+ (timm not installed: no timm baseline)}"
-$PY benchmarks/throughput.py --device cuda --steps 20 --repeats 2 --compile $TIMM --json "$OUT/throughput_gpu.json"
+# one step: its title, then its command; in smoke mode the steps run side by side (their numbers mean
+# nothing there, and the suite's time is short), each printed whole when it ends
+PIDS=()
+step() {
+    local title=$1; shift
+    if [ $SMOKE = 1 ]; then
+        local log="$OUT/step-${#PIDS[@]}.log"
+        { echo "$title"; "$@"; } >"$log" 2>&1 &
+        PIDS+=($!)
+    else
+        echo "$title"
+        "$@"
+    fi
+}
 
-echo "== 2. time to 94% on the GPU (recipe gpu, 3 seeds; target: under 10 s of training)"
-$PY benchmarks/time_to_accuracy.py --recipes gpu --seeds 0,1,2 --no-baseline --device cuda \
-    --data-dir "$RESDENSE_DATA" --json "$OUT/time_to_accuracy_gpu.json"
+step "== 1. training throughput: resdense (bf16 autocast, channels-last, data on the GPU) vs the seed + d2l pipeline${TIMM:+ (timm not installed: no timm baseline)}" \
+    $PY benchmarks/throughput.py --device $DEV $STEPS $COMPILE $TIMM --json "$OUT/throughput_gpu.json"
 
-echo "== 3. DenseNet-121 memory, plain vs memory_efficient (batch 64, 1x224x224)"
-$PY benchmarks/memory.py --device cuda --json "$OUT/memory_gpu.json"
+step "== 2. time to 94% on the GPU (recipe gpu, 3 seeds; target: under 10 s of training)" \
+    $PY benchmarks/time_to_accuracy.py --recipes gpu --seeds $SEEDS --no-baseline --device $DEV \
+    $SEED_SPEED --data-dir "$RESDENSE_DATA" --json "$OUT/time_to_accuracy_gpu.json"
+
+step "== 3. DenseNet-121 memory, plain vs memory_efficient (batch 64, 1x224x224)" \
+    $PY benchmarks/memory.py --device $DEV $MEM --json "$OUT/memory_gpu.json"
+
+if [ $SMOKE = 1 ]; then
+    failed=0
+    for i in "${!PIDS[@]}"; do
+        wait "${PIDS[$i]}" || { failed=1; echo "gpu.sh smoke: step $((i + 1)) failed" >&2; }
+        cat "$OUT/step-$i.log"
+    done
+    exit $failed
+fi

@@ -1,7 +1,8 @@
 """Training images/s: resdense against the seed's own code (d2l's pipeline) and against timm's pipeline.
 
-Three sides train the same network at the same batch size, resolution and learning rate, in fp32 on the
-CPU (on a GPU resdense uses bf16 autocast, the baselines fp32):
+Three sides train the same network at the same batch size, resolution and learning rate; the baselines in
+fp32, resdense as its recipe says (``--amp auto``: bf16 autocast on a GPU and on a CPU with a fast bf16 path
+such as AMX, except the d2l recipes, which stay fp32):
 
 - ``seed``: the book's code as printed in the seed (``tests/models/d2l_seed.py``), fed the book's way:
   torchvision's FashionMNIST with ``Resize`` + ``ToTensor`` per image, a ``DataLoader`` with d2l's 4
@@ -40,10 +41,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the seed reference lives in tests/
 from tests.models.d2l_seed import book_densenet, book_resnet  # noqa: E402
 
-from _common import dump, extract_fashion_mnist, machine  # noqa: E402
+from _common import dump, extract_fashion_mnist, get_recipe, machine  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
 from resdense.models import create_model  # noqa: E402
-from resdense.train import Trainer, get_recipe  # noqa: E402
+from resdense.train import Trainer  # noqa: E402
 from resdense.train.setup import xavier_init  # noqa: E402
 from resdense.utils.device import resolve_device  # noqa: E402
 from resdense.utils.system import keep_freed_memory  # noqa: E402

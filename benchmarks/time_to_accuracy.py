@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import dump, machine  # noqa: E402
+from _common import dump, get_recipe, machine  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
-from resdense.train import Trainer, get_recipe, train  # noqa: E402
+from resdense.train import Trainer, train  # noqa: E402
 from throughput import seed_speed  # noqa: E402
 
 REFERENCE_SPEED = 107.0  # images/s of the seed's d2l-resnet side on the reference machine (issue 12)
@@ -174,6 +174,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", help="the Fashion-MNIST folder (default: searched as resdense train does)")
     ap.add_argument("--seed-steps", type=int, default=4, help="steps of the seed-speed measurement")
+    ap.add_argument("--seed-speed", type=float, metavar="IMG_S",
+                    help="take this seed speed instead of measuring it (gpu.sh smoke: measured elsewhere)")  # fmt: skip
     ap.add_argument("--keep", type=Path, help="keep the run folders here (default: thrown away)")
     ap.add_argument("--plot", type=Path, help="write the accuracy-vs-time plot here")
     ap.add_argument("--json", type=Path, help="also write the figures here")
@@ -187,7 +189,7 @@ def main() -> None:
     recipes = args.recipes.split(",")
     print(f"machine: {machine()}", flush=True)
     dev = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
-    speeds = [seed_speed(args.seed_steps, dev)]
+    speeds = [args.seed_speed or seed_speed(args.seed_steps, dev)]
     print(f"seed speed (d2l-resnet, seed code + d2l pipeline) before: {speeds[0]:.1f} img/s", flush=True)
     runs = []
     for recipe in recipes:
@@ -206,7 +208,7 @@ def main() -> None:
         print(f"d2l-resnet (book recipe) within the same budget ({budget:.0f} s raw): "
               f"{baseline['images_seen']:,} images seen, test acc {baseline['final_acc']:.4f}, "
               f"{baseline['wall_s']:.1f} s wall with its final evaluation", flush=True)  # fmt: skip
-    speeds.append(seed_speed(args.seed_steps, dev))
+    speeds.append(args.seed_speed or seed_speed(args.seed_steps, dev))
     scale = scaled(1.0, statistics.mean(speeds))
     print(f"seed speed after: {speeds[1]:.1f} img/s; scale to the reference (107 img/s): {scale:.3f}\n")
     print("recipe  target  budget   met   seeds meeting both  median acc  median raw s  median scaled s  "

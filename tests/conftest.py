@@ -45,3 +45,8 @@ def real_fashion_mnist(real_fashion_mnist_dir):
     from resdense.data.fashion_mnist import load_fashion_mnist
 
     return load_fashion_mnist(real_fashion_mnist_dir, download=False, progress=False)
+
+
+# ``--amp auto`` decides bf16 or fp32 from this CPU (resdense.utils.amp): the suite pins fp32 so it trains
+# alike on every machine (subprocesses inherit it); the amp tests ask for bf16 with --amp yes, or unset it.
+os.environ.setdefault("RESDENSE_AMP", "fp32")

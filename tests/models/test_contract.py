@@ -11,7 +11,7 @@ from resdense.models.resnet import BasicBlock, Bottleneck, PreActBlock
 
 ALL_MODELS = list_models()
 HEAVY = {"resnet152", "resnext101_32x8d", "wide_resnet101_2", "densenet161", "densenet201"}
-CIFAR = {"resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet18", "densenet_bc_100",
+CIFAR = {"resnet9", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet18", "densenet_bc_100",
          "densenet_bc_40", "densenet_bc_64", *list_models("plain[0-9]*")}  # fmt: skip
 NUM_CLASSES = 7
 
@@ -24,7 +24,7 @@ def spatial_size(name: str) -> int:
 
 
 def test_registry_lists_every_family():
-    assert len(ALL_MODELS) == len(set(ALL_MODELS)) == 30
+    assert len(ALL_MODELS) == len(set(ALL_MODELS)) == 31
     assert set(list_models(family="d2l")) == {"d2l_resnet18", "d2l_densenet"}
     assert set(list_models(family="densenet")) == {
         "densenet121", "densenet161", "densenet169", "densenet201", "densenet_bc_40", "densenet_bc_64",
@@ -201,3 +201,27 @@ def test_unknown_option_names_the_model():
         create_model("d2l_resnet18", zero_init_residual=True)
     with pytest.raises(TypeError, match="resnet18"):
         create_model("resnet18", no_such_option=1)
+
+
+def test_resnet9_is_pages_short_wide_residual_net():
+    from resdense.models.resnet9 import Residual, ResNet9
+    from resdense.models.summary import count_macs
+
+    model = create_model("resnet9", num_classes=10, in_chans=1)
+    assert isinstance(model, ResNet9) and get_model_info("resnet9").source.startswith("Page 2018")
+    assert sum(isinstance(m, Residual) for m in model.modules()) == 2  # after the first and third stage
+    assert sum(isinstance(m, nn.Conv2d) for m in model.modules()) == 8  # prep, 3 stages, 2 residual pairs
+    # 28x28 in: 28 -> 14 -> 7 -> 3, Page's widths
+    assert model.forward_features(torch.randn(1, 1, 28, 28)).shape == (1, 512, 3, 3)
+    small = create_model("resnet9", num_classes=10, in_chans=1, widths=(32, 64, 128, 256), act="gelu")
+    resnet20 = create_model("resnet20", num_classes=10, in_chans=1)
+    ratio = count_macs(small, (1, 28, 28)) / count_macs(resnet20, (1, 28, 28))
+    assert 2.1 < ratio < 2.3  # as its docstring says
+    # a residual block adds its input: zero its body's last batch norm and it is the identity
+    block = model.layer1[2]
+    nn.init.zeros_(block.body[1][1].weight)
+    nn.init.zeros_(block.body[1][1].bias)
+    x = torch.randn(2, 128, 5, 5)
+    torch.testing.assert_close(block.eval()(x), x)
+    with pytest.raises(ValueError, match="widths"):
+        create_model("resnet9", widths=(8, 16))

@@ -23,13 +23,13 @@ COMPARED = ("train_loss", "train_acc", "test_acc")
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 
 
-def args(data_dir: Path, out: Path) -> list[str]:
+def args(data_dir: Path, out: Path, amp: str = "no") -> list[str]:
     # The fast recipe's own training (Nesterov momentum, weight decay, one-cycle schedule, label smoothing,
     # flip-crop augmentation, test-time flips) plus a weight EMA: every piece of state a resume must restore.
     return [
         "train", "--recipe", "fast", *TINY, "--dataset", "idx", "--data-dir", str(data_dir),
         "--out", str(out), "--epochs", str(EPOCHS), "--batch-size", "32", "--ema", "0.9", "--seed", "3",
-        "--device", "cpu", "--no-progress",
+        "--device", "cpu", "--no-progress", "--amp", amp,
     ]  # fmt: skip
 
 
@@ -93,15 +93,17 @@ def kill_mid_run(cmd: list[str], run: Path, after_epochs: int = 1, timeout: floa
     return done
 
 
-def test_resume_after_sigkill_equals_the_uninterrupted_run(resume_data, tmp_path):
+# fp32, and bf16 autocast (forced: on this machine or not, a resume must replay it bit for bit)
+@pytest.mark.parametrize("amp", ["no", "yes"])
+def test_resume_after_sigkill_equals_the_uninterrupted_run(resume_data, tmp_path, amp):
     # the uninterrupted run, in the background meanwhile
     full = tmp_path / "full"
-    reference = start(args(resume_data, full))
+    reference = start(args(resume_data, full, amp))
 
     # the same run, killed mid-run and resumed
     broken = tmp_path / "broken"
     try:
-        done = kill_mid_run(args(resume_data, broken), broken)
+        done = kill_mid_run(args(resume_data, broken, amp), broken)
     finally:
         _, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err
@@ -114,6 +116,8 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(resume_data, tmp_path
     assert res.returncode == 0, res.stderr
     assert f"resuming {broken} after epoch {ckpt['epoch']}" in res.stdout
     assert res.stdout.strip().splitlines()[-1].startswith("done: test accuracy")
+    assert ckpt["config"]["amp"] == amp  # the decision is the run's own: a resume repeats it
+    assert ("(bf16: --amp yes)" in res.stdout) == (amp == "yes")
     # only the missing epochs were trained again
     replayed = [line.split(":")[0] for line in res.stdout.splitlines() if line.startswith("epoch ")]
     assert replayed == [f"epoch {e}/{EPOCHS}" for e in range(ckpt["epoch"] + 1, EPOCHS + 1)]

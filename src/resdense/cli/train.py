@@ -15,6 +15,7 @@ from ..train.balance import BALANCE
 from ..train.config import OPTIMIZERS, SCHEDULES, setting_names
 from ..train.optim import FREEZE_HELP
 from ..train.recipes import DEFAULT_RECIPE, RECIPES, get_recipe
+from ..utils.amp import AMP_MODES
 
 
 def _size(text: str) -> int:
@@ -77,7 +78,10 @@ def add_parser(sub) -> None:
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast on GPU")
+    p.add_argument("--amp", choices=AMP_MODES,
+                   help="bf16 autocast: auto (default: where it measures faster, on CUDA and on CPUs with a "
+                   "native bf16 unit such as AMX; fp32 elsewhere), yes, no")  # fmt: skip
+    p.add_argument("--no-amp", dest="amp", action="store_const", const="no", help=argparse.SUPPRESS)
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only")
     p.add_argument("--test-subset", type=int, metavar="N", help="score on the first N test images only")
@@ -118,6 +122,38 @@ def add_parser(sub) -> None:
                    help="unbalanced classes: weight the loss by class (loss) or draw the training images "
                    "class-balanced (sampler, in memory only); default none")  # fmt: skip
     p.add_argument("--eval-batch-size", type=int, metavar="N", help="images per batch when scoring")
+    # the speed records' tricks (resdense/train/tricks.py), all off by default
+    p.add_argument(
+        "--whiten-init",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="first conv: whitening filters of the training images' patches (airbench, Page)",
+    )
+    p.add_argument(
+        "--dirac-init",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every other conv starts as the identity (airbench)",
+    )
+    p.add_argument(
+        "--bn-bias-lr-mult", type=float, metavar="X", help="batch-norm biases train at X times --lr"
+    )
+    p.add_argument(
+        "--bn-momentum", type=float, help="every batch norm's momentum (PyTorch's sense: 0.1 default)"
+    )
+    p.add_argument(
+        "--lookahead", type=int, metavar="N", help="Lookahead: sync slow weights every N steps (0: off)"
+    )
+    p.add_argument(
+        "--lookahead-alpha", type=float, help="Lookahead: how far the slow weights move (default 0.5)"
+    )
+    p.add_argument(
+        "--alt-flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip policies: mirror each image every other epoch, not at random (airbench)",
+    )
+    p.add_argument("--logit-scale", type=float, help="the loss sees the logits times this (airbench: 1/9)")
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")

@@ -155,23 +155,45 @@ PHOTO_AUGMENT = "rrc-flip"
 AUGMENTATIONS = ("none", "flip", "crop", "flip-crop", "flip-erase", "flip-crop-erase", PHOTO_AUGMENT)
 
 
+def flip_where(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror the images whose entry of the boolean ``flip`` is set."""
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def alternate_flips(images: torch.Tensor, epoch: int) -> torch.Tensor:
+    """airbench's alternating flip: which images to mirror in ``epoch``, each image every other epoch.
+
+    The phase is a bit of a hash of the image's own pixels (its uint8 sum), so it is fixed per image without
+    any index travelling with the batch (in memory, streamed and under torchrun alike), and about half the
+    images start mirrored; in the next epoch exactly the others are."""
+    total = images.reshape(images.shape[0], -1).sum(1, dtype=torch.int64)
+    phase = ((total * 0x9E3779B1) >> 15) & 1  # Fibonacci hashing: neighbouring sums, unrelated bits
+    return (phase + epoch) % 2 == 1
+
+
 def augment(
     x: torch.Tensor,
     kind: str,
     generator: torch.Generator | None = None,
     crop_padding: int = 2,
     out_size: int | None = None,
+    flip: torch.Tensor | None = None,
 ):
     """Apply a named augmentation policy to a normalised float batch. ``rrc-flip``: random-resized crops
-    to ``out_size`` (the images' own side when None) and flips."""
+    to ``out_size`` (the images' own side when None) and flips. ``flip``: which images the policy's flip
+    mirrors (a boolean per image), instead of a random half."""
     if kind not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {kind!r}; choose from {', '.join(AUGMENTATIONS)}")
+
+    def flipped(x):
+        return random_flip(x, generator) if flip is None else flip_where(x, flip)
+
     if kind == PHOTO_AUGMENT:
-        return random_flip(random_resized_crop(x, out_size or x.shape[-1], generator), generator)
-    if "crop" in kind:
+        return flipped(random_resized_crop(x, out_size or x.shape[-1], generator))
+    if "crop" in kind:  # a random translation by up to crop_padding pixels (airbench's "translate")
         x = random_crop(x, crop_padding, generator)
     if "flip" in kind:
-        x = random_flip(x, generator)
+        x = flipped(x)
     if "erase" in kind:
         x = random_erasing(x, generator=generator)
     return x
@@ -189,10 +211,15 @@ class BatchAugment:
     policy: str  # one of AUGMENTATIONS: augment() says so when it is not
     preprocess: Preprocess
     crop_padding: int = 2
+    alt_flip: bool = False  # flips: each image every other epoch (alternate_flips), not a random half
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                 epoch: int = 0) -> torch.Tensor:  # fmt: skip
+        flip = alternate_flips(images, epoch) if self.alt_flip and "flip" in self.policy else None
         if self.policy == PHOTO_AUGMENT:
             whole = replace(self.preprocess, crop=None)(images)
-            return augment(whole, PHOTO_AUGMENT, generator, out_size=self.preprocess.input_size)
+            return augment(whole, PHOTO_AUGMENT, generator, out_size=self.preprocess.input_size, flip=flip)
         x = self.preprocess(images)
-        return x if self.policy == "none" else augment(x, self.policy, generator, self.crop_padding)
+        return (
+            x if self.policy == "none" else augment(x, self.policy, generator, self.crop_padding, flip=flip)
+        )

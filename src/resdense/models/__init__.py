@@ -1,11 +1,14 @@
 """The model library: every network is built by a registered function (:mod:`resdense.models.registry`),
-registered beside its builder in its family's file (d2l.py, resnet.py, densenet.py) with its weight table."""
+registered beside its builder in its family's file (d2l.py, resnet.py, resnet9.py, densenet.py) with its weight table."""
 
 # importing a family registers its builders, in this order (`resdense list` shows them so)
 from . import d2l  # noqa: F401
 
 # isort: split
 from . import resnet  # noqa: F401
+
+# isort: split
+from . import resnet9  # noqa: F401
 
 # isort: split
 from . import densenet  # noqa: F401

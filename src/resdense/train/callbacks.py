@@ -56,7 +56,7 @@ class RunFiles(Callback):
         save_figure(curves_figure(trainer.history, _title(trainer)), run.curves)
 
     def on_train_end(self, trainer, summary: dict) -> None:
-        write_safetensors(trainer.run.weights, trainer.eval_model(), trainer.spec)
+        write_safetensors(trainer.run.weights, trainer.served_model(), trainer.spec)
         trainer.run.write_summary(summary)
 
 
@@ -66,7 +66,8 @@ class Console(Callback):
     def on_train_start(self, t) -> None:
         t.say(f"training {t.cfg.model} ({t.params:,} params, {t.macs / 1e6:,.1f} M MACs/image) on "
               f"{t.dataset.name} ({len(t.train_set):,} train / {len(t.test_set):,} test) "
-              f"on {t.device_label()} for {t.cfg.epochs} epochs; run folder {t.out_dir}")  # fmt: skip
+              f"on {t.device_label()} ({t.amp.dtype}: {t.amp.reason}) for {t.cfg.epochs} epochs; "
+              f"run folder {t.out_dir}")  # fmt: skip
 
     def on_epoch_end(self, t, row: dict) -> None:
         t.say(f"epoch {row['epoch']}/{t.cfg.epochs}: loss {row['train_loss']:.4f}, "

@@ -47,7 +47,9 @@ class TrainConfig:
     val_split: int = 0  # hold out this many training images (fixed draw) and report accuracy on them
     channels_last: bool = True
     compile: bool = False
-    amp: bool = True  # bf16 autocast where it pays (CUDA); never on CPU, where bf16 is far slower
+    # bf16 autocast: "auto" where it measures faster (CUDA; a CPU with a native bf16 unit such as AMX, see
+    # utils/amp.py), "yes", "no". A run records what auto decided ("yes"/"no"), so a resume repeats it.
+    amp: str | bool = "auto"  # bool: a run saved before "auto" (utils.amp.amp_mode keeps its meaning)
     sync_bn: bool = False
     eval_batch_size: int = 1024
     # score the test (and validation) set after every eval_every-th epoch and the last; 0: the last only.
@@ -72,6 +74,15 @@ class TrainConfig:
     # classifier alone, then the whole net trains at unfreeze_lr_mult times the learning rate; 0: off
     freeze_epochs: int = 0
     unfreeze_lr_mult: float = 0.5
+    # the speed records' tricks (airbench, Page's ResNet-9; train/tricks.py says what each does): all off
+    whiten_init: bool = False  # first conv: whitening filters of the training patches (+ their negatives)
+    dirac_init: bool = False  # every other conv starts as the identity on its first in-channels filters
+    bn_bias_lr_mult: float = 1.0  # batch-norm biases train at this times the learning rate
+    bn_momentum: float | None = None  # every batch norm's momentum (PyTorch's sense); None: the model's
+    lookahead: int = 0  # every N steps the slow weights move lookahead_alpha towards the fast ones; 0: off
+    lookahead_alpha: float = 0.5
+    alt_flip: bool = False  # the flip policies mirror each image every other epoch instead of at random
+    logit_scale: float = 1.0  # the loss sees logits times this; folded into the saved classifier
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,6 +162,7 @@ def validate(cfg: TrainConfig) -> None:
         raise UserError(f"--freeze-epochs freezes the body itself for its epochs; drop --freeze {cfg.freeze}")
     if not cfg.unfreeze_lr_mult > 0:
         raise UserError(f"--unfreeze-lr-mult must be positive, got {cfg.unfreeze_lr_mult}")
+    _validate_records_tricks(cfg)
     if cfg.in_memory == "no" and cfg.dataset != "folder":
         raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
     check_ranges(cfg)
@@ -212,3 +224,26 @@ def check_ranges(cfg: TrainConfig) -> None:
         raise UserError(f"--model: {e}") from None
     except ModelOptionError as e:
         raise UserError(f"--model-options for {cfg.model}: {e}") from None
+
+
+def _validate_records_tricks(cfg: TrainConfig) -> None:
+    """Issue 20's settings: bf16 autocast and the speed records' training tricks (kept apart to ease merges)."""
+    from ..utils.amp import AMP_MODES, amp_mode
+
+    if amp_mode(cfg.amp) not in AMP_MODES:
+        raise UserError(f"--amp: expected one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
+    if (cfg.whiten_init or cfg.dirac_init) and cfg.weights is not None:
+        which = "--whiten-init" if cfg.whiten_init else "--dirac-init"
+        raise UserError(f"{which} initialises a fresh model; drop it or --weights {cfg.weights}")
+    if not cfg.bn_bias_lr_mult > 0:
+        raise UserError(f"--bn-bias-lr-mult must be positive, got {cfg.bn_bias_lr_mult}")
+    if cfg.bn_momentum is not None and not 0 < cfg.bn_momentum <= 1:
+        raise UserError(f"--bn-momentum must be in (0, 1], got {cfg.bn_momentum}")
+    if cfg.lookahead < 0:
+        raise UserError(f"--lookahead must be >= 0 steps (0: off), got {cfg.lookahead}")
+    if not 0 < cfg.lookahead_alpha <= 1:
+        raise UserError(f"--lookahead-alpha must be in (0, 1], got {cfg.lookahead_alpha}")
+    if cfg.alt_flip and "flip" not in cfg.augment:
+        raise UserError(f"--alt-flip changes how images are flipped; --augment {cfg.augment} flips none")
+    if not cfg.logit_scale > 0:
+        raise UserError(f"--logit-scale must be positive, got {cfg.logit_scale}")

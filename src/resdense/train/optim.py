@@ -89,25 +89,33 @@ def freeze(model: nn.Module, spec: str) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def param_groups(model: nn.Module, weight_decay: float, head_lr_mult: float = 1.0) -> list[dict]:
+def param_groups(
+    model: nn.Module, weight_decay: float, head_lr_mult: float = 1.0, bn_bias_lr_mult: float = 1.0
+) -> list[dict]:
     """Trainable parameters in groups: weight decay on weights only (batch-norm scales and biases set scale
-    and offset, not complexity); the classifier's groups carry ``lr_mult`` for the loop to apply."""
+    and offset, not complexity); the classifier's groups, and the batch norms' biases (airbench trains them
+    at 64x), carry ``lr_mult`` for the loop to apply."""
     get = getattr(model, "get_classifier", None)
     head = set(map(id, get().parameters())) if get is not None and head_lr_mult != 1.0 else set()
-    buckets: dict[tuple[bool, bool], list] = {}
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bn_bias = {id(m.bias) for m in norms if m.bias is not None} if bn_bias_lr_mult != 1.0 else set()
+    buckets: dict[tuple[bool, bool, bool], list] = {}
     for p in model.parameters():
         if p.requires_grad:
-            buckets.setdefault((id(p) in head, p.ndim > 1), []).append(p)
+            buckets.setdefault((id(p) in head, p.ndim > 1, id(p) in bn_bias), []).append(p)
     groups = []
-    for (is_head, decays), params in sorted(buckets.items(), key=lambda kv: (kv[0][0], not kv[0][1])):
-        groups.append({"params": params, "weight_decay": weight_decay if decays else 0.0,
-                       "lr_mult": head_lr_mult if is_head else 1.0})  # fmt: skip
+    for (is_head, decays, is_bn_bias), params in sorted(
+        buckets.items(), key=lambda kv: (kv[0][0], not kv[0][1], kv[0][2])
+    ):
+        mult = (head_lr_mult if is_head else 1.0) * (bn_bias_lr_mult if is_bn_bias else 1.0)
+        groups.append({"params": params, "weight_decay": weight_decay if decays else 0.0, "lr_mult": mult})
     return groups
 
 
 def make_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """The optimiser ``cfg`` names (a TrainConfig: optimizer, lr, momentum, weight_decay, head_lr_mult)."""
-    groups = param_groups(model, cfg.weight_decay, getattr(cfg, "head_lr_mult", 1.0))
+    groups = param_groups(model, cfg.weight_decay, getattr(cfg, "head_lr_mult", 1.0),
+                          getattr(cfg, "bn_bias_lr_mult", 1.0))  # fmt: skip
     if not groups:
         raise UserError("--freeze: nothing is left to train")
     for g in groups:

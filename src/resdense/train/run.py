@@ -148,6 +148,7 @@ def _train(cfg, *, dataset, resume, force, progress, callbacks, initial_state) -
             if dist.rank == 0:
                 print(f"resuming {out} after epoch {trainer.start_epoch}", flush=True)
         elif dist.rank == 0:
+            # trainer.cfg: the settings as run (``amp`` as auto decided it; the reason is in the summary)
             run.write_config({**trainer.cfg.to_dict(), "preprocess": trainer.spec.preprocess.to_dict(),
                                              "classes": list(dataset.classes), "data_source": dataset.source,
                                              "torch": torch.__version__, "world_size": dist.world_size})  # fmt: skip

@@ -24,6 +24,7 @@ from ..rundir import RunDir
 from ..utils.device import resolve_device
 from .config import TrainConfig
 from .optim import freeze
+from .tricks import WHITEN_IMAGES, apply_init
 
 
 @dataclass
@@ -76,7 +77,7 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
     # photos are evaluated as photos (shorter side to size / CROP_PCT, the centre crop): models saved from
     # such a run are fed the same way by predict and evaluate
     served = Preprocess.centre(size, mean, std, c) if photo else pre
-    return RunData(train_set, test_set, val, pre, BatchAugment(policy, pre, cfg.crop_padding), served,
+    return RunData(train_set, test_set, val, pre, BatchAugment(policy, pre, cfg.crop_padding, cfg.alt_flip), served,
                    list(dataset.classes), c)  # fmt: skip
 
 
@@ -132,6 +133,9 @@ def build_model(cfg: TrainConfig, data: RunData, *, pretrained=None, progress: b
     options = dict(cfg.model_options)
     if cfg.init == "xavier" and cfg.weights is None:
         xavier_init(model)
+    if cfg.whiten_init or cfg.dirac_init or cfg.bn_momentum is not None:
+        sample = data.preprocess(data.train.sample(WHITEN_IMAGES)) if cfg.whiten_init else None
+        apply_init(cfg, model, sample)
     if cfg.weights is not None:
         options = _adopt_pretrained(model, data, options, say)
     trainable = freeze(model, cfg.freeze)

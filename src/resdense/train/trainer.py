@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..modelfile import unwrap
 from ..rundir import RunDir
 from ..serve.predictor import predict_logits
+from ..utils.amp import AmpDecision, amp_mode, decide_amp
 from ..utils.device import resolve_device
 from ..utils.progress import ProgressBar
 from . import distributed as dist_utils
@@ -34,6 +35,7 @@ from .finetune import set_stage
 from .optim import make_optimizer
 from .schedule import evaluates_at, lr_at, size_at
 from .setup import build_model, prepare_data
+from .tricks import Lookahead, scaled_model
 
 
 @dataclass
@@ -58,14 +60,18 @@ class Trainer:
         progress: bool = True,
         pretrained=None,
     ):
-        self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.run = RunDir(out_dir)
         self.dist = dist_utils.current()
         self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
         self.is_main = self.dist.rank == 0
         self.progress = progress and self.is_main
-        self.autocast = cfg.amp and self.device.type == "cuda"
+        # bf16 autocast or fp32, decided once (utils/amp.py) and recorded in the config as yes/no, so a
+        # resumed run and the checkpoint's settings repeat the decision rather than probe again
+        self.amp = self.decide_amp(cfg.amp)
+        self.autocast = self.amp.enabled
+        cfg = replace(cfg, amp="yes" if self.amp.enabled else "no")
+        self.cfg = cfg
         self.dataset = dataset
 
         data = prepare_data(cfg, dataset, self.device)
@@ -85,6 +91,7 @@ class Trainer:
         self.model = model
         self.ema_model = copy.deepcopy(model).eval() if cfg.ema > 0 else None
         self.optimizer = make_optimizer(cfg, model)
+        self.lookahead = Lookahead(model, cfg.lookahead, cfg.lookahead_alpha) if cfg.lookahead else None
         self.ddp_model = self.dist.wrap(model)
         self.step_model = torch.compile(self.ddp_model) if cfg.compile else self.ddp_model
         # lopsided classes: said (image folders, or whenever unbalanced), and evened out by --balance
@@ -115,6 +122,15 @@ class Trainer:
         self.start_epoch = 0
         self.elapsed = 0.0  # training seconds before this process (resumed runs)
 
+    def decide_amp(self, mode) -> AmpDecision:
+        """Under torchrun rank 0 decides ``auto`` (one probe, not one per process) and the others follow."""
+        if not self.dist.enabled or amp_mode(mode, self.device) != "auto":
+            return decide_amp(mode, self.device)
+        mine = decide_amp(mode, self.device) if self.is_main else None
+        flag = torch.tensor(float(mine.enabled) if mine else 0.0, device=self.device)
+        on = self.dist.all_reduce_sum(flag).item() > 0
+        return mine or AmpDecision(on, "auto: rank 0's decision")
+
     # -- state ------------------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict:
         return {
@@ -122,6 +138,7 @@ class Trainer:
             "model": unwrap(self.model).state_dict(),
             "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
             "optimizer": self.optimizer.state_dict(),
+            "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
             "history": self.history,
             "elapsed": self.elapsed,
             "config": self.cfg.to_dict(),
@@ -133,6 +150,8 @@ class Trainer:
             if self.ema_model is not None and ckpt.get("ema") is not None:
                 self.ema_model.load_state_dict(ckpt["ema"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.lookahead is not None and ckpt.get("lookahead") is not None:
+                self.lookahead.load_state_dict(ckpt["lookahead"])
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
             text = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise UserError(
@@ -167,16 +186,18 @@ class Trainer:
                 group["lr"] = lr * group.get("lr_mult", 1.0) * stage_mult
             # a no-op for in-memory batches; streamed ones arrive as uint8 on the host
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-            x = self.augment(xb, gen)  # preprocessed and augmented as the data side says
+            x = self.augment(xb, gen, epoch)  # preprocessed and augmented as the data side says
             if side != full:  # after augmentation, so crops and erasing keep their meaning in pixels
                 x = nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
             x = x.contiguous(memory_format=self.memory_format)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
                 logits = model(x)
-                loss = self.criterion(logits.float(), yb)
+                loss = self.loss(logits, yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.lookahead is not None:
+                self.lookahead.step(step)
             if self.ema_model is not None:
                 self.update_ema(step)
             loss_sum += loss.detach() * yb.shape[0]
@@ -187,6 +208,8 @@ class Trainer:
                 bar.update(i + 1, f"loss {loss_sum.item() / seen:.3f} acc {correct.item() / seen:.3f} "
                                   f"{seen * self.dist.world_size / secs:,.0f} img/s")  # fmt: skip
         bar.close()
+        if self.lookahead is not None and epoch + 1 == cfg.epochs:
+            self.lookahead.finish()  # the run ends on the slow weights
         totals = self.dist.all_reduce_sum(torch.stack([loss_sum, correct.to(loss_sum.dtype)]))
         seen_all = seen * self.dist.world_size
         loss_avg = totals[0].item() / seen_all
@@ -199,6 +222,11 @@ class Trainer:
         return {"train_loss": loss_avg, "train_acc": totals[1].item() / seen_all, "seconds": secs,
                 "images_per_s": seen_all / secs, "lr": lr}  # fmt: skip
 
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The training loss, in fp32, of the logits times ``logit_scale`` (train/tricks.py)."""
+        scale = self.cfg.logit_scale
+        return self.criterion(logits.float() * scale if scale != 1.0 else logits.float(), labels)
+
     @torch.no_grad()
     def update_ema(self, step: int) -> None:
         # warm the average up: early weights are far from the final ones (decay grows to cfg.ema)
@@ -210,6 +238,10 @@ class Trainer:
 
     def eval_model(self) -> nn.Module:
         return self.ema_model if self.ema_model is not None else unwrap(self.model)
+
+    def served_model(self) -> nn.Module:
+        """What the run saves: the evaluated model, with ``logit_scale`` folded into its classifier."""
+        return scaled_model(self.eval_model(), self.cfg.logit_scale)
 
     def evaluate(self, final: bool = True, data: ImageSet | None = None) -> float:
         """Test accuracy (or on ``data``: the validation split); under torchrun each process scores a share
@@ -287,6 +319,8 @@ class Trainer:
             "params": self.params,
             "macs": self.macs,
             "device": self.device_label(),
+            "amp": self.amp.dtype,
+            "amp_reason": self.amp.reason,
             "world_size": self.dist.world_size,
         }
 
