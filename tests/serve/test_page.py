@@ -79,3 +79,33 @@ def test_the_page_answers_an_uploaded_image(browser, real_fashion_mnist, tmp_pat
         assert sources and all(s.startswith(url) or s.startswith("blob:") for s in sources), sources
         shot = Path(os.environ.get("RESDENSE_SCREENSHOT") or tmp_path / "page.png")
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+
+def test_the_page_shows_where_the_model_looked_and_the_docs_are_local(browser, real_fashion_mnist, tmp_path):
+    """Served as ``resdense serve`` serves it (Grad-CAM on): the page shows the map beside the answer; and
+    ``/docs`` lists the routes from openapi.json with nothing loaded from elsewhere (FastAPI's Swagger UI
+    would load its scripts from a CDN)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from resdense.serve.explain import overlay_png
+
+    test = real_fashion_mnist.test
+    image = tmp_path / "bag.png"
+    image.write_bytes(png_bytes(test.images[int((test.labels == 8).nonzero()[0]), 0].numpy()))
+    predictor = load_predictor("fashion-mnist", weights=True)
+    with live_server(create_app(predictor, source="fashion-mnist", explain=overlay_png)) as (url, _):
+        wait = WebDriverWait(browser, 60)
+        browser.get(url + "/")
+        wait.until(lambda d: d.find_element(By.ID, "card-list").text)
+        browser.find_element(By.ID, "file").send_keys(str(image))
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "answered")
+        assert browser.find_element(By.ID, "explanation-panel").is_displayed()
+        wait.until(lambda d: d.find_element(By.ID, "explanation").get_attribute("naturalWidth") == "112")
+
+        browser.get(url + "/docs")
+        wait.until(lambda d: "POST /predict" in d.find_element(By.ID, "routes").text)
+        routes = browser.find_element(By.ID, "routes").text
+        assert "GET /health" in routes and "GET /model" in routes
+        sources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert all(s.startswith(url) for s in sources), sources

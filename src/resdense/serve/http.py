@@ -173,6 +173,9 @@ def create_app(
         summary=f"{spec.model}: top classes for images",
         version=__import__("resdense").__version__,
         lifespan=lifespan,
+        # FastAPI's Swagger UI and ReDoc load their scripts from a CDN; /docs is our own page (page/docs.html)
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.predictor, app.state.batcher = predictor, batcher
 
@@ -251,6 +254,10 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():
         return asset("index.html", "text/html; charset=utf-8")
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs():
+        return asset("docs.html", "text/html; charset=utf-8")
 
     @app.get("/page.js", include_in_schema=False)
     async def script():
