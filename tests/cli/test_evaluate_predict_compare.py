@@ -247,3 +247,30 @@ def test_predict_tta_changes_what_is_averaged(capsys, densenet_run, tmp_path):
         assert code == 0, err
         probs[views] = {t["class"]: t["probability"] for t in json.loads(out)[0]["top"]}
     assert probs["auto"] == probs["flip"] != probs["none"]
+
+
+def test_evaluate_test_subset_scores_the_first_n_with_a_bar(capsys, finished_run, tmp_path, monkeypatch):
+    """``--test-subset`` on ``evaluate``, as ``train``, ``study`` and the notebook have it; scoring has a bar."""
+    from resdense.serve import evaluate as evaluate_module
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, total, desc="", enabled=True, **_):
+            self.total, self.desc, self.enabled, self.done = total, desc, enabled, []
+            bars.append(self)
+
+        def update(self, done, postfix=""):
+            self.done.append(done)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(evaluate_module, "ProgressBar", Recorder)
+    run, _ = finished_run
+    code, out, err = cli(capsys, "evaluate", run, "--test-subset", "20", "--out", tmp_path)
+    assert code == 0, err
+    assert " on 20 images" in out.splitlines()[0]
+    assert [(b.desc, b.total, b.enabled, b.done[-1]) for b in bars] == [("scoring", 20, True, 20)]
+    code, _, err = cli(capsys, "evaluate", run, "--test-subset", "-2")
+    assert_one_line_error(code, err, "--test-subset", command="evaluate")

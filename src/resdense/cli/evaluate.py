@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     add_tta_arg(p)
     p.add_argument("--device", default="cpu")
     p.add_argument(
+        "--test-subset", type=int, default=0, metavar="N", help="score the first N test images only"
+    )
+    p.add_argument(
         "--out",
         help=f"folder for {RunDir.CONFUSION} and {RunDir.MISTAKES} (default: beside the model; none for --weights)",
     )
@@ -39,6 +42,8 @@ def run(args) -> int:
 
     if args.weights is not None and args.model is not None:
         raise UserError(f"give either a run/model file ({args.model}) or --weights, not both")
+    if args.test_subset < 0:
+        raise UserError(f"--test-subset must be >= 0, got {args.test_subset}")
     device = str(resolve_device(args.device))
     # the model first: a wrong path is reported before any data is read (or downloaded)
     predictor = load_model_for(args, device)
@@ -52,8 +57,11 @@ def run(args) -> int:
         preprocess=predictor.spec.preprocess,
         classes=predictor.spec.classes,  # a folder's classes matched to the model's by name (issue 19)
     )
-    result = evaluate(name, device=device, test_set=test_set, predictor=predictor)
     files = test_files(where, test_set, dataset=args.dataset, data_dir=args.data_dir)
+    if args.test_subset:
+        test_set = test_set.subset(args.test_subset)
+        files = files[: len(test_set)] if files else files
+    result = evaluate(name, device=device, test_set=test_set, predictor=predictor, progress=not args.json)
     mistakes = find_mistakes(result, test_set.labels, files)
     if args.out or args.model:
         src = Path(args.model or ".")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ from ..data.photo import PhotoTransform
 from ..errors import UserError
 from ..preprocess import Preprocess
 from ..rundir import RunDir
+from ..utils.progress import ProgressBar
 
 
 @dataclass
@@ -52,6 +53,10 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> tup
     return int((pred == labels).sum()) / max(1, len(labels)), per_class, confusion
 
 
+# images scored per step of evaluate's progress bar (the predictor batches within it)
+SCORE_CHUNK = 2048
+
+
 @dataclass
 class PhotoFiles:
     """A folder's test split as files, each fed as a photo run's evaluation fed it (its ``Preprocess``:
@@ -65,6 +70,12 @@ class PhotoFiles:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def subset(self, n: int) -> PhotoFiles:
+        """The first ``n`` files (``n`` <= 0 keeps all), as ``ImageSet.subset``."""
+        if not n or n >= len(self):
+            return self
+        return replace(self, paths=self.paths[:n], labels=self.labels[:n])
+
     def _fitted(self, paths) -> torch.Tensor:
         """The files decoded exactly as the streamed evaluation decodes them (the same transform), so the
         score equals the run's own."""
@@ -75,10 +86,14 @@ class PhotoFiles:
         arrays = [torch.from_numpy(np.require(t(p), requirements="CW")).permute(2, 0, 1) for p in paths]
         return torch.stack(arrays) if arrays else torch.empty(0, pre.in_chans, side, side, dtype=torch.uint8)
 
-    def logits(self, predictor) -> torch.Tensor:
+    def logits(self, predictor, bar=None) -> torch.Tensor:
         bs = self.batch_size
-        chunks = [self.paths[s : s + bs] for s in range(0, len(self), bs)]
-        return torch.cat([predictor.predict_fitted(self._fitted(c)) for c in chunks])
+        out = []
+        for s in range(0, len(self), bs):
+            out.append(predictor.predict_fitted(self._fitted(self.paths[s : s + bs])))
+            if bar is not None:
+                bar.update(min(s + bs, len(self)))
+        return torch.cat(out)
 
     def images_at(self, idx: torch.Tensor) -> torch.Tensor:
         """The files at ``idx`` as the network saw them (uint8, fitted, not normalised)."""
@@ -134,6 +149,7 @@ def evaluate(
     device: str = "cpu",
     test_set: ImageSet | PhotoFiles | None = None,
     predictor=None,
+    progress: bool = False,
 ) -> EvalResult:
     """Accuracy of a run folder, weights file or exported model on its data set's test split.
 
@@ -151,10 +167,17 @@ def evaluate(
     n_classes = int(test_set.labels.max()) + 1
     if n_classes > len(spec.classes):
         raise UserError(f"{path}: the model knows {len(spec.classes)} classes, the test set has {n_classes}")
+    # scoring 10,000 images (twice with the flip) takes a while on a CPU: a bar on a terminal
+    bar = ProgressBar(len(test_set), "scoring", enabled=progress)
     if isinstance(test_set, PhotoFiles):
-        logits = test_set.logits(predictor)
+        logits = test_set.logits(predictor, bar)
     else:
-        logits = predictor.predict_logits(test_set.images.to(device))
+        chunks = []
+        for s in range(0, len(test_set), SCORE_CHUNK):
+            chunks.append(predictor.predict_logits(test_set.images[s : s + SCORE_CHUNK].to(device)))
+            bar.update(min(s + SCORE_CHUNK, len(test_set)))
+        logits = torch.cat(chunks) if chunks else torch.empty(0, len(spec.classes))
+    bar.close()
     acc, per_class, confusion = score(logits, test_set.labels, spec.classes)
     return EvalResult(acc, per_class, confusion, logits.argmax(1).cpu(), spec.classes, len(test_set),
                       logits.cpu(), predictor)  # fmt: skip
