@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .predict import add_weights_args, load_model_for
+from .predict import add_weights_args, load_model_for, paths_with_weights
 
 
 def add_parser(sub) -> None:
@@ -40,10 +40,7 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    inputs = list(args.inputs)
-    if args.weights is not None and args.model is not None:
-        inputs.insert(0, args.model)  # with --weights every path is an input
-        args.model = None
+    inputs = paths_with_weights(args, args.inputs)
     existing = [f for f in output_files(args.out) if f.exists()]
     if existing and not args.force:  # before any work
         raise UserError(f"--out {existing[0]}: exists; use --force to overwrite it")

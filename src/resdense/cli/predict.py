@@ -77,6 +77,15 @@ def load_model_for(args, device: str):
     return predictor
 
 
+def paths_with_weights(args, paths) -> list:
+    """The input paths: with ``--weights`` the positional model argument is one more of them."""
+    paths = list(paths)
+    if args.weights is not None and args.model is not None:
+        paths.insert(0, args.model)
+        args.model = None
+    return paths
+
+
 def run(args) -> int:
     import sys
 
@@ -86,10 +95,7 @@ def run(args) -> int:
 
     if args.top < 1:
         raise UserError(f"--top must be at least 1, got {args.top}")
-    images = list(args.images)
-    if args.weights is not None and args.model is not None:
-        images.insert(0, args.model)  # with --weights every path is an image
-        args.model = None
+    images = paths_with_weights(args, args.images)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.out:

@@ -46,14 +46,20 @@ def _class_dirs(folder: Path) -> list[str]:
     return names
 
 
-def _image_files(class_dir: Path) -> list[Path]:
-    files = sorted(
+def list_images(folder: Path) -> list[Path]:
+    """A folder's image files, recursively, sorted, hidden ones (and those in hidden folders) left out: one
+    rule for a class folder and for a folder given to ``predict`` or ``embed``."""
+    return sorted(
         p
-        for p in class_dir.rglob("*")
+        for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_EXTENSIONS
         and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
+
+
+def _image_files(class_dir: Path) -> list[Path]:
+    files = list_images(class_dir)
     if not files:
         raise DataError(f"{class_dir}: class folder has no images ({', '.join(IMAGE_EXTENSIONS)})")
     return files

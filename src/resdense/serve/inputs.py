@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.folder import IMAGE_EXTENSIONS
+from ..data.folder import IMAGE_EXTENSIONS, list_images
 from ..data.photo import read_image
 from ..errors import UserError
 
@@ -23,13 +23,7 @@ def image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(
-                f
-                for f in p.rglob("*")
-                if f.suffix.lower() in IMAGE_EXTENSIONS
-                and f.is_file()
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
+            files = list_images(p)
             if not files:
                 raise UserError(f"{p}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")
             out += files
