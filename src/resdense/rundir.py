@@ -12,7 +12,7 @@
     tensorboard/       TensorBoard's event files (--tensorboard)
     confusion.png, mistakes.png, mistakes.csv   written by ``resdense evaluate``
     explain.png, features.png     written by ``resdense explain`` and ``resdense inspect --image``
-    .lock              the PID of the process training in the folder (an flock, released when it ends or dies)
+    .lock              the PID of the process training in the folder (a POSIX lock, released when it ends or dies)
 
 Every file is written atomically (a temporary file beside it, then renamed): a run folder never holds a
 half-written file, whatever kills the process; the temporary files a killed run left are removed when the
@@ -206,8 +206,12 @@ class RunDir:
     # -- one process at a time ---------------------------------------------------------------------------
 
     def lock(self, option: str = "--out") -> None:
-        """Hold the folder's lock (an flock on ``.lock``, which names our PID) until :meth:`unlock` or exit;
-        a one-line UserError naming the other process's PID when one holds it."""
+        """Hold the folder's lock (a POSIX record lock on ``.lock``, which names our PID) until :meth:`unlock`
+        or exit; a one-line UserError naming the other process's PID when one holds it.
+
+        A POSIX lock, not an flock: an flock is shared with forked children (the stream's decoding workers),
+        which outlive a killed trainer for a moment and kept the folder locked against its own resume; a
+        POSIX lock belongs to the process alone and goes with it."""
         key = self.path.resolve()
         if fcntl is None or key in _HELD:
             return
@@ -219,7 +223,7 @@ class RunDir:
                 raise storage_error(self.path, e, "its lock file") from None
             raise
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             other = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
@@ -239,7 +243,7 @@ class RunDir:
         fd = _HELD.pop(self.path.resolve(), None)
         if fd is not None:
             with contextlib.suppress(OSError):
-                os.close(fd)  # closing releases the flock; the file stays (removing it would race a locker)
+                os.close(fd)  # closing releases the lock; the file stays (removing it would race a locker)
 
     # -- the files -----------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ is one line naming the folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -22,11 +23,11 @@ from .conftest import storage
 
 
 def _holder(folder):
-    """Another process holding ``folder``'s lock as resdense takes it (an flock on ``.lock`` holding its PID);
+    """Another process holding ``folder``'s lock as resdense takes it (a POSIX lock on ``.lock`` holding its PID);
     a bare interpreter, so that the test does not wait for torch to import."""
     code = (f"import fcntl, os, sys; os.makedirs({str(folder)!r}, exist_ok=True); "
             f"fd = os.open(os.path.join({str(folder)!r}, {RunDir.LOCK!r}), os.O_RDWR | os.O_CREAT); "
-            "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); os.write(fd, f'{os.getpid()}\\n'.encode()); "
+            "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); os.write(fd, f'{os.getpid()}\\n'.encode()); "
             "print('locked', flush=True); sys.stdin.read()")  # fmt: skip
     p = subprocess.Popen([sys.executable, "-S", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          text=True)  # fmt: skip
@@ -39,7 +40,7 @@ def test_resdense_takes_the_lock_that_others_see(tmp_path):
     run.prepare()
     try:
         probe = subprocess.run([sys.executable, "-S", "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
-                                "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(run.path / RunDir.LOCK)],
+                                "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(run.path / RunDir.LOCK)],
                                capture_output=True, text=True)  # fmt: skip
         assert probe.returncode != 0 and "BlockingIOError" in probe.stderr
         assert (run.path / RunDir.LOCK).read_text().strip() == str(os.getpid())
@@ -149,3 +150,27 @@ def test_case6_export_on_a_full_disk(finished_run, tmp_path, monkeypatch, capsys
         )
         assert_one_line_error(code, err, str(folder), command="export")
         assert not list(folder.glob(".m.pt.*"))  # no temporary file left (it was a 757 KB one, and SIGABRT)
+
+
+def test_a_killed_trainers_forked_workers_do_not_keep_its_folder_locked(tmp_path):
+    """CI found it: a streamed run's decoding workers (forked) outlived the SIGKILLed trainer for a moment,
+    and with an flock (shared with forked children) they kept the folder locked against its own --resume."""
+    import signal
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    code = ("import os, sys, time; from resdense.rundir import RunDir; RunDir(sys.argv[1]).lock(); "
+            "child = os.fork()\nif child == 0:\n    time.sleep(60); os._exit(0)\n"
+            "print(child, flush=True); time.sleep(60)")  # fmt: skip
+    p = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    child = int(p.stdout.readline())
+    try:
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        os.kill(child, 0)  # the forked worker is still alive ...
+        run = RunDir(folder)
+        run.lock()  # ... and the folder is free all the same
+        run.unlock()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
