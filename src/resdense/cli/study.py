@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
         "study",
         help="run a study of the chapter's claims (degradation, identity, gradients, efficiency)",
         description="Train the runs a study needs (finished runs are reused), then write report.md, figures "
-        "and the table (CSV, JSON) into the study folder. --quick: a smoke version in minutes, too small to "
+        "and the table (CSV, JSON) into the study folder. --quick: a smoke version (seconds to minutes), too small to "
         "decide a claim (its report says inconclusive).",
     )
     from ..studies import STUDIES
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a smoke version (minutes), as the tests run it; too small to decide the claim",
+        help="a smoke version (seconds to minutes), as the tests run it; too small to decide the claim",
     )
     p.add_argument("--out", help="study folder (default runs/studies/NAME, or NAME-quick with --quick)")
     p.add_argument("--data-dir", help="where Fashion-MNIST is (default: searched, then downloaded)")
