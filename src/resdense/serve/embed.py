@@ -17,19 +17,10 @@ from torch import nn
 from ..errors import UserError
 from ..preprocess import normalize
 from ..utils.io import atomic_path, write_text
-from .features import _resolve, forward_intermediates
+from .features import _resolve, forward_intermediates, torch_model
 from .inputs import image_paths, read_batches
 
 __all__ = ["Embeddings", "embed", "embed_images", "write_embeddings"]
-
-
-def _torch_model(predictor) -> nn.Module:
-    model = getattr(predictor, "model", None)
-    if model is None or not hasattr(model, "forward_features"):
-        where = getattr(predictor, "path", None) or getattr(predictor, "backend", "")
-        raise UserError(f"{where}: features need the PyTorch model (a run folder, .safetensors or --weights), "
-                        "not an exported ONNX/TorchScript file")  # fmt: skip
-    return model
 
 
 @torch.no_grad()
@@ -48,7 +39,7 @@ def embed_images(
     predictor, images: torch.Tensor, layer: str | None = None, batch_size: int = 256
 ) -> torch.Tensor:
     """Features (N, D) of uint8 images (N, C, H, W), each fed as the model's spec says (its preprocess)."""
-    model = _torch_model(predictor)
+    model = torch_model(predictor, "features", needs="forward_features")
     pre = predictor.spec.preprocess
     if layer is not None:
         _resolve(model, [layer])
@@ -71,7 +62,7 @@ def embed(predictor, inputs: Sequence[str | os.PathLike], *, layer: str | None =
           batch_size: int = 256) -> Embeddings:  # fmt: skip
     """Features of image files and folders (see :func:`~resdense.serve.inputs.image_paths`), read and run
     a batch at a time; unreadable files are left out and listed in ``errors``."""
-    model = _torch_model(predictor)
+    model = torch_model(predictor, "features", needs="forward_features")
     if layer is not None:
         layer = _resolve(model, [layer])[0]
     paths = image_paths(inputs)

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 from ..errors import UserError
 from ..preprocess import normalize
-from .features import evaluating, stage_names
+from .features import evaluating, stage_names, torch_model
 
 __all__ = ["METHODS", "Explanation", "class_activation_maps", "explain", "explain_fitted", "layer_candidates",
            "mistake_maps", "resolve_layer"]  # fmt: skip
@@ -143,13 +143,6 @@ def class_activation_maps(
     return logits.detach().float(), cams
 
 
-def _torch_model(predictor) -> nn.Module:
-    if predictor.model is None:
-        raise UserError(f"{predictor.path or predictor.spec.model}: explanations need the PyTorch model (a run "
-                        f"folder, .safetensors or --weights), not a {predictor.backend} export")  # fmt: skip
-    return predictor.model
-
-
 def _class_index(predictor, name: str | None) -> int | None:
     if name is None:
         return None
@@ -165,7 +158,7 @@ def explain_fitted(
 ) -> tuple[str, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Maps for uint8 images already at the input size: (layer, probabilities (with the predictor's
     test-time views, as ``predict`` reports them), the targets, {method: (N, H, W)})."""
-    model = _torch_model(predictor)
+    model = torch_model(predictor, "explanations")
     layer, module = resolve_layer(model, layer)
     pre = predictor.spec.preprocess
     x = normalize(fitted.to(predictor.device), pre.mean, pre.std)
@@ -248,7 +241,7 @@ def overlay_png(predictor, image: torch.Tensor, class_index: int) -> bytes:
 
 def can_explain(predictor) -> bool:
     """Whether ``predictor`` runs a PyTorch model (exported ONNX/TorchScript files have no layers to hook)."""
-    return getattr(predictor, "model", None) is not None and isinstance(predictor.model, nn.Module)
+    return isinstance(getattr(predictor, "model", None), nn.Module)
 
 
 def mistake_maps(predictor, images: torch.Tensor, fitted: bool, pred: torch.Tensor):

@@ -48,6 +48,18 @@ def evaluating(model: nn.Module):
         model.train(was)
 
 
+def torch_model(predictor, what: str, needs: str | None = None) -> nn.Module:
+    """The predictor's PyTorch model, or one line saying that ``what`` needs one (an ONNX/TorchScript export
+    has no layers to hook): the one check for features, feature maps and explanations. ``needs``: a method
+    the model must have as well (embeddings call ``forward_features``)."""
+    model = getattr(predictor, "model", None)
+    if not isinstance(model, nn.Module) or (needs is not None and not hasattr(model, needs)):
+        where = getattr(predictor, "path", None) or predictor.spec.model
+        raise UserError(f"{where}: {what} need the PyTorch model (a run folder, .safetensors or --weights), "
+                        f"not a {getattr(predictor, 'backend', 'exported')} export")  # fmt: skip
+    return model
+
+
 def stage_names(model: nn.Module) -> list[str]:
     """The model's stages, input side first, as module names (what ``--layer`` and ``indices`` choose from):
     the family's own ``feature_stages()`` (the stem, then a ResNet's stages, a DenseNet's dense blocks and
@@ -153,10 +165,7 @@ def show_features(
     from .predict import read_for
 
     predictor = _as_predictor(source)
-    if predictor.model is None:
-        raise UserError(
-            f"{predictor.path}: feature maps need the PyTorch model, not a {predictor.backend} export"
-        )
+    torch_model(predictor, "feature maps")
     if isinstance(image, torch.Tensor):
         img, label = (image if image.dim() == 4 else image[None]), "image"
     else:
