@@ -10,6 +10,9 @@
 # With a .venv (scripts/setup.sh) it uses that; otherwise python3, with resdense installed from this tree
 # (pip --no-deps, offline) and anything missing installed from data/wheels when carried.
 #
+#   bash benchmarks/gpu.sh paper      # step 4 only: the degradation study at He et al.'s size, for as long as
+#                                     # PAPER_SECONDS allows (default 480); it continues where it stopped when
+#                                     # its folder ($OUT/degradation-paper) is carried back in
 #   bash benchmarks/gpu.sh smoke      # every step below at toy size on the CPU, in seconds (the test suite
 #                                     # runs it: tests/benchmarks/test_gpu_smoke.py), so a GPU's minutes go
 #                                     # to measuring. Not covered: prepare, nvidia-smi, torch.compile, timm,
@@ -33,6 +36,8 @@ if [ "${1:-}" = prepare ]; then
 fi
 
 SMOKE=0
+ONLY_PAPER=0
+[ "${1:-}" = paper ] && ONLY_PAPER=1
 if [ "${1:-}" = smoke ]; then
     SMOKE=1
     export RESDENSE_BENCH_SMOKE=1  # benchmarks/_common.get_recipe: toy recipes
@@ -64,9 +69,11 @@ case $DATA in /*) export RESDENSE_DATA=$DATA ;; *) export RESDENSE_DATA=$PWD/$DA
 if [ $SMOKE = 1 ]; then
     DEV=cpu TIMM=--no-timm COMPILE= STEPS="--steps 1 --repeats 1 --recipes d2l-resnet" SEEDS=0 SEED_SPEED="--seed-speed 107"
     MEM="--batch 2 --size 64"
+    # the paper's size cut to toy scale: every depth it has (up to 110), one seed, a few hundred images
+    PAPER="--epochs 2 --train-subset 256 --test-subset 128 --seeds 0 --widths 4,8,16 --depths 20,110"
     echo "gpu.sh smoke: every step at toy size on the CPU"
 else
-    DEV=cuda COMPILE=--compile STEPS="--steps 20 --repeats 2" SEEDS=0,1,2 SEED_SPEED= MEM=
+    DEV=cuda COMPILE=--compile STEPS="--steps 20 --repeats 2" SEEDS=0,1,2 SEED_SPEED= MEM= PAPER=
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print('torch', torch.__version__)"
     TIMM=--no-timm
@@ -88,6 +95,16 @@ step() {
     fi
 }
 
+paper_step() {
+    step "== 4. the degradation study at He et al.'s size (64k iterations, depths 20-110, 3 seeds; stopped after ${PAPER_SECONDS:-480} s, continued by the next run)" \
+        timeout "${PAPER_SECONDS:-480}" $PY -m resdense study degradation --paper --device $DEV $PAPER \
+        --data-dir "$RESDENSE_DATA" --out "$OUT/degradation-paper"
+}
+if [ $ONLY_PAPER = 1 ]; then
+    paper_step || echo "gpu.sh: the paper-size study stopped (time limit); its finished runs are in $OUT/degradation-paper"
+    exit 0
+fi
+
 step "== 1. training throughput: resdense (bf16 autocast, channels-last, data on the GPU) vs the seed + d2l pipeline${TIMM:+ (timm not installed: no timm baseline)}" \
     $PY benchmarks/throughput.py --device $DEV $STEPS $COMPILE $TIMM --json "$OUT/throughput_gpu.json"
 
@@ -97,6 +114,13 @@ step "== 2. time to 94% on the GPU (recipe gpu, 3 seeds; target: under 10 s of t
 
 step "== 3. DenseNet-121 memory, plain vs memory_efficient (batch 64, 1x224x224)" \
     $PY benchmarks/memory.py --device $DEV $MEM --json "$OUT/memory_gpu.json"
+
+if [ $SMOKE = 1 ]; then
+    paper_step
+else  # the rest of the lent minutes: as many of the paper-size runs as fit (bash benchmarks/gpu.sh paper goes on)
+    PAPER_SECONDS=${PAPER_SECONDS:-240} paper_step ||
+        echo "gpu.sh: the paper-size study stopped (time limit); its finished runs are in $OUT/degradation-paper"
+fi
 
 if [ $SMOKE = 1 ]; then
     failed=0

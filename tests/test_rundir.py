@@ -61,6 +61,7 @@ def test_training_files_are_the_run_files():
         RunDir.CONFIG,
         RunDir.CHECKPOINT,
         RunDir.METRICS,
+        RunDir.STEPS,
         RunDir.CURVES,
         RunDir.WEIGHTS,
         RunDir.SUMMARY,

@@ -52,6 +52,9 @@ log = logging.getLogger("resdense")
 _HELD: dict[Path, int] = {}  # run folders this process holds the lock of -> the lock file's descriptor
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds", "images_per_s")
+# steps.csv: the training loss and accuracy over windows of steps (a history row's "curve"), against the
+# optimizer step that ends each window: He et al.'s Fig. 6 plots training error against iterations
+STEP_COLUMNS = ("step", "epoch", "train_loss", "train_acc", "lr")
 
 
 class RunDir:
@@ -60,6 +63,7 @@ class RunDir:
     CONFIG = "config.json"
     CHECKPOINT = "checkpoint.pt"
     METRICS = "metrics.csv"
+    STEPS = "steps.csv"  # training loss/accuracy within epochs, against the step (windows of steps)
     CURVES = "curves.png"
     WEIGHTS = "model.safetensors"
     SUMMARY = "summary.json"
@@ -72,7 +76,7 @@ class RunDir:
     MISTAKES_CSV = "mistakes.csv"  # every misclassified test image (its file, when it has one), worst first
     # what a training run writes; prepare(force=True) removes these (and evaluate's figures of the old model)
     # before another run takes the folder
-    TRAINING_FILES = (CONFIG, CHECKPOINT, METRICS, CURVES, WEIGHTS, SUMMARY, BAD_IMAGES)
+    TRAINING_FILES = (CONFIG, CHECKPOINT, METRICS, STEPS, CURVES, WEIGHTS, SUMMARY, BAD_IMAGES)
     EVALUATION_FILES = (CONFUSION, MISTAKES, MISTAKES_CSV, EXPLAIN, FEATURES)
     LOCK = ".lock"
     # what a run that never reached its first checkpoint leaves; a fresh start takes such a folder over
@@ -93,6 +97,7 @@ class RunDir:
     config = property(lambda self: self.path / self.CONFIG)
     checkpoint = property(lambda self: self.path / self.CHECKPOINT)
     metrics = property(lambda self: self.path / self.METRICS)
+    steps = property(lambda self: self.path / self.STEPS)
     curves = property(lambda self: self.path / self.CURVES)
     weights = property(lambda self: self.path / self.WEIGHTS)
     summary = property(lambda self: self.path / self.SUMMARY)
@@ -280,6 +285,22 @@ class RunDir:
     def read_metrics(self) -> list[dict]:
         return read_metrics(self.metrics)
 
+    def write_steps(self, rows: list[dict]) -> None:
+        """steps.csv from the history rows' ``curve`` (``[step, loss, acc, lr]`` per window of steps)."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(STEP_COLUMNS)
+        for r in rows:
+            for step, loss, acc, lr in r.get("curve", ()):
+                w.writerow([int(step), r["epoch"], f"{loss:.6g}", f"{acc:.6g}", f"{lr:.6g}"])
+        write_text(self.steps, buf.getvalue())
+
+    def read_steps(self) -> list[dict]:
+        """The rows of steps.csv (``[]`` for a run made before it existed)."""
+        if not self.steps.exists():
+            return []
+        return read_metrics(self.steps, key="step")
+
     def save_checkpoint(self, state: dict) -> None:
         import torch
 
@@ -311,21 +332,22 @@ def _open_lock(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
 
 
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The rows of a metrics.csv; an empty cell is an epoch that was not scored (--eval-every): the key is
-    left out, as in training."""
+def read_metrics(path: str | os.PathLike, key: str = "epoch") -> list[dict]:
+    """The rows of a metrics.csv (or steps.csv, ``key="step"``); an empty cell is an epoch that was not
+    scored (--eval-every): the key is left out, as in training."""
+    ints = ("epoch", "step")
     try:
         with open(path, newline="") as f:
             rows = [
-                {k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
+                {k: (int(v) if k in ints else float(v)) for k, v in row.items() if v != ""}
                 for row in csv.DictReader(f)
             ]
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not a readable metrics file ({str(e).splitlines()[0][:120]})") from None
-    if any(None in r or "epoch" not in r for r in rows):
-        raise UserError(f"{path}: not a readable metrics file (a row without its epoch, or extra cells)")
+    if any(None in r or key not in r for r in rows):
+        raise UserError(f"{path}: not a readable metrics file (a row without its {key}, or extra cells)")
     return rows
 
 

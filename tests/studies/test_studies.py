@@ -39,14 +39,16 @@ def test_degradation_quick(real_fashion_mnist_dir, real_fashion_mnist, tmp_path,
     out = tmp_path / "deg"
     r = degradation(out, quick=True, data_dir=real_fashion_mnist_dir)
     runs = check_folder(r, figures=1, rows=4)
-    assert set(runs) == {"plain20", "plain32", "resnet20", "resnet32"}
+    assert set(runs) == {"plain20-seed0", "plain32-seed0", "resnet20-seed0", "resnet32-seed0"}
     for row in r.table:
-        hist = json.loads((runs[row["model"]] / "summary.json").read_text())
+        hist = json.loads((runs[row["model"] + "-seed0"] / "summary.json").read_text())
         assert row["params"] == hist["params"]
         assert 0 <= row["train_error"] <= 1 and 0 <= row["test_error"] <= 1
     # the runs are ordinary run folders
-    assert len(compare([runs["plain20"], runs["resnet20"]], plot=tmp_path / "c.png")) == 2
-    scored = evaluate(runs["resnet32"], test_set=real_fashion_mnist.test.subset(500))
+    assert len(compare([runs["plain20-seed0"], runs["resnet20-seed0"]], plot=tmp_path / "c.png")) == 2
+    scored = evaluate(runs["resnet32-seed0"], test_set=real_fashion_mnist.test.subset(500))
+    # the curve against iterations: steps.csv of every run, plotted from it
+    assert all((p / "steps.csv").exists() for p in runs.values())
     assert scored.n == 500 and 0 <= scored.accuracy <= 1
 
     # started again: every finished run is reused (no training), the same table comes out
@@ -85,11 +87,11 @@ def test_gradients_quick_from_the_command_line(real_fashion_mnist_dir, tmp_path,
     assert len(table) == 20 and table[0]["layer"] == "conv1" and table[-1]["layer"] == "fc"
     assert all(v > 0 for row in table for k, v in row.items() if k.startswith(("plain_", "resnet_")))
     summary = json.loads((out / "summary.json").read_text())
-    assert [(s["net"], s["when"]) for s in summary] == [
-        ("plain20", "init"),
-        ("plain20", "epoch 1"),
-        ("resnet20", "init"),
-        ("resnet20", "epoch 1"),
+    assert [(s["net"], s["seed"], s["when"]) for s in summary] == [
+        ("plain20", 0, "init"),
+        ("plain20", 0, "epoch 1"),
+        ("resnet20", 0, "init"),
+        ("resnet20", 0, "epoch 1"),
     ]
     assert (out / "gradients.png").read_bytes().startswith(PNG)
     assert "claim inconclusive" in printed and "claim held" not in printed and "NOT held" not in printed
@@ -117,6 +119,10 @@ def test_efficiency_quick(real_fashion_mnist_dir, tmp_path):
         (["efficiency", "--models", "resnet20,resnet32"], "DenseNet"),
         (["gradients", "--epochs", "0"], "--epochs"),
         (["identity", "--widths", "16,32"], "--widths"),
+        (["identity", "--seeds", "0,1"], "--seeds: the identity study trains one seed"),
+        (["degradation", "--seeds", "0,0"], "--seeds"),
+        (["degradation", "--seed", "1", "--seeds", "0,1"], "--seed and --seeds"),
+        (["identity", "--paper"], "--paper"),
     ],
 )
 def test_bad_study_options_are_one_line_errors(capsys, tmp_path, argv, fragment):
@@ -142,3 +148,58 @@ def test_a_net_near_chance_makes_degradation_inconclusive():
     trained = rows((0.10, 0.20, 0.09, 0.08))
     assert deg.undecided(trained, quick=False) == ""
     assert "too small to decide" in deg.undecided(trained, quick=True)
+
+
+def deg_rows(errors: dict) -> list[dict]:
+    """Degradation table rows from {(kind, depth): [per-seed training errors]}, as the study writes them."""
+    return [{"kind": k, "depth": d, "train_error": sum(e) / len(e), "train_errors": " ".join(map(str, e))}
+            for (k, d), e in errors.items()]  # fmt: skip
+
+
+def test_degradation_is_judged_on_the_seeds_means_against_their_spread():
+    import importlib
+
+    deg = importlib.import_module("resdense.studies.degradation")
+    clear = {("plain", 20): [0.10, 0.11, 0.09], ("plain", 56): [0.20, 0.22, 0.21],
+             ("residual", 20): [0.08, 0.09, 0.085], ("residual", 56): [0.07, 0.075, 0.08]}  # fmt: skip
+    held, verdict = deg.judge(deg_rows(clear))
+    assert held, verdict
+    # a plain rise smaller than its noise is not a rise
+    noisy = {**clear, ("plain", 56): [0.05, 0.20, 0.12]}
+    held, verdict = deg.judge(deg_rows(noisy))
+    assert not held and "does not clearly rise" in verdict
+    # a residual net that ends clearly worse with depth fails part 2; within its noise it passes
+    worse = {**clear, ("residual", 56): [0.12, 0.121, 0.122]}
+    held, verdict = deg.judge(deg_rows(worse))
+    assert not held and "(worse)" in verdict
+    within = {**clear, ("residual", 56): [0.07, 0.10, 0.105]}
+    held, verdict = deg.judge(deg_rows(within))
+    assert held and "within the noise" in verdict
+    # one seed: the numbers may say held, but there is no spread to weigh them against
+    one = {k: v[:1] for k, v in clear.items()}
+    assert "one seed" in deg.undecided(deg_rows(one), quick=False, seeds=(0,))
+    assert deg.undecided(deg_rows(clear), quick=False, seeds=(0, 1, 2)) == ""
+
+
+def test_gradients_are_judged_per_seed_against_the_literatures_bounds():
+    import importlib
+
+    grad = importlib.import_module("resdense.studies.gradients")
+
+    def rows(plain_init, plain_trained, res_init, res_trained):
+        out = []
+        for net, when, ratios in (("plain56", "init", plain_init), ("plain56", "epoch 2", plain_trained),
+                                  ("resnet56", "init", res_init), ("resnet56", "epoch 2", res_trained)):  # fmt: skip
+            out += [
+                {"net": net, "seed": i, "when": when, "early_late_ratio": r} for i, r in enumerate(ratios)
+            ]
+        return out
+
+    held, verdict = grad.judge(rows([150, 120, 200], [0.3, 0.5, 0.4], [0.6, 0.7, 0.5], [0.6, 0.5, 0.7]))
+    assert held, verdict
+    # the plain net's trained gradients vanish (below 1/10): the paper's "healthy norms" fails
+    held, verdict = grad.judge(rows([150, 120, 200], [0.01, 0.02, 0.015], [0.6, 0.7, 0.5], [0.6, 0.5, 0.7]))
+    assert not held and "vanish (not clearly above 1/10x)" in verdict
+    # an explosion in only one seed of three is not one the seeds agree on
+    held, verdict = grad.judge(rows([300, 2, 3], [0.3, 0.5, 0.4], [0.6, 0.7, 0.5], [0.6, 0.5, 0.7]))
+    assert not held and "do not clearly explode" in verdict

@@ -173,3 +173,36 @@ def test_scoring_has_a_progress_bar(idx_dir, tmp_path, monkeypatch):
     assert (
         len(scoring) == 1 and scoring[0].total == 3 and scoring[0].done == [1, 2, 3]
     )  # 40 images, 16 a batch
+
+
+def test_steps_csv_draws_training_error_against_iterations(idx_dir, tmp_path):
+    """steps.csv splits each epoch into windows of steps whose images add up to the epoch's own figures."""
+    dataset = load_dataset("idx", idx_dir)
+    out = tmp_path / "steps"
+    # 128 images at batch 8: 16 steps an epoch, windows of max(1, 16 // CURVE_POINTS) = 1 step
+    result = train(tiny_config(out, idx_dir, epochs=2, batch_size=8), dataset=dataset, progress=False)
+    from resdense.rundir import RunDir
+
+    steps = RunDir(out).read_steps()
+    assert [s["step"] for s in steps] == list(range(1, 33))
+    assert [s["epoch"] for s in steps] == [1] * 16 + [2] * 16
+    for epoch, row in enumerate(result.history, 1):
+        window = [s for s in steps if s["epoch"] == epoch]
+        # every window holds 8 images: the windows' mean is the epoch's (to the CSV's 6 digits)
+        assert sum(s["train_acc"] for s in window) / 16 == pytest.approx(row["train_acc"], abs=1e-5)
+        assert sum(s["train_loss"] for s in window) / 16 == pytest.approx(row["train_loss"], rel=1e-4)
+    # the windows are the steps' own: not all alike, and each a multiple of 1/8
+    assert len({s["train_acc"] for s in steps}) > 1
+    assert all(abs(s["train_acc"] * 8 - round(s["train_acc"] * 8)) < 1e-4 for s in steps)
+
+
+def test_steps_csv_windows_when_an_epoch_has_many_steps(idx_dir, tmp_path):
+    dataset = load_dataset("idx", idx_dir)
+    out = tmp_path / "many"
+    train(tiny_config(out, idx_dir, batch_size=2), dataset=dataset, progress=False)  # 64 steps
+    from resdense.rundir import RunDir
+    from resdense.train.trainer import CURVE_POINTS
+
+    steps = [s["step"] for s in RunDir(out).read_steps()]
+    window = 64 // CURVE_POINTS
+    assert steps == [*range(window, 64, window), 64] or steps == list(range(window, 65, window))

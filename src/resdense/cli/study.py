@@ -35,6 +35,12 @@ def add_parser(sub) -> None:
         action="store_true",
         help="a smoke version (seconds to minutes), as the tests run it; too small to decide the claim",
     )
+    p.add_argument(
+        "--paper",
+        action="store_true",
+        help="degradation: He et al.'s CIFAR-10 schedule on all of Fashion-MNIST (64k iterations, depths up to "
+        "110, 3 seeds): a GPU's size (benchmarks/gpu.sh runs it)",
+    )
     p.add_argument("--out", help="study folder (default runs/studies/NAME, or NAME-quick with --quick)")
     p.add_argument("--data-dir", help="where Fashion-MNIST is (default: searched, then downloaded)")
     p.add_argument("--device", help="cpu (default), cuda, ...")
@@ -43,7 +49,10 @@ def add_parser(sub) -> None:
     p.add_argument("--test-subset", type=int, help="test on the first N images (0: all)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seeds", type=_ints, help="seeds, e.g. 0,1,2: degradation and gradients train every net "
+                   "once per seed and weigh the differences against the seeds' spread (default 0,1,2; "
+                   "identity and efficiency: one seed, default 0)")  # fmt: skip
+    p.add_argument("--seed", type=int, help="one seed (the same as --seeds N)")
     p.add_argument("--depths", type=_ints, help="degradation: depths, e.g. 20,32,44,56")
     p.add_argument("--depth", type=int, help="identity: the shallow depth; gradients: the depth")
     p.add_argument("--deep-depth", type=int, help="identity: the depth after deepening")
@@ -54,7 +63,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-OPTIONS = ("data_dir", "device", "epochs", "train_subset", "test_subset", "batch_size", "lr", "seed",
+OPTIONS = ("data_dir", "device", "epochs", "train_subset", "test_subset", "batch_size", "lr", "seeds",
            "depths", "depth", "deep_depth", "more_epochs", "widths", "models")  # fmt: skip
 
 
@@ -62,9 +71,19 @@ def run(args) -> int:
     from .. import studies
 
     overrides = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
-    out = args.out or f"runs/studies/{args.name}{'-quick' if args.quick else ''}"
+    if args.seed is not None:
+        if args.seeds is not None:
+            raise UserError("--seed and --seeds: give one of them")
+        overrides["seeds"] = (args.seed,)
+    size = {}
+    if args.paper:
+        if args.name != "degradation" or args.quick:
+            raise UserError("--paper: only the degradation study has a paper size, and not with --quick")
+        size = {"size": "paper"}
+    suffix = "-quick" if args.quick else "-paper" if args.paper else ""
+    out = args.out or f"runs/studies/{args.name}{suffix}"
     try:
-        result = studies.STUDIES[args.name](out, quick=args.quick, **overrides)
+        result = studies.STUDIES[args.name](out, quick=args.quick, **size, **overrides)
     except UserError as e:
         raise UserError(str(e)) from None
     if result.inconclusive:

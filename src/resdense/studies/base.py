@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -30,7 +31,12 @@ class StudySettings:
     test_subset: int = 0  # the first N test images (0: all 10,000)
     batch_size: int = 128
     lr: float = 0.1
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # every net trains once per seed; verdicts weigh the means by the spread
+    schedule: str = "onecycle"
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
+    augment: str = "none"
+    crop_padding: int = 2
     data_dir: str | None = None
     device: str = "cpu"
 
@@ -41,14 +47,21 @@ class StudySettings:
                 raise UserError(f"--{key.replace('_', '-')} does not apply to this study (it has no {key})")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
-    def recipe(self, model: str, **overrides) -> TrainConfig:
-        """One recipe for every run of a study: SGD with momentum at a normal learning rate, no augmentation
-        and no label smoothing, so that the training error is the plain error on the training images."""
+    @property
+    def seed(self) -> int:
+        """The one seed of a study that trains each net once (identity, efficiency)."""
+        return self.seeds[0]
+
+    def recipe(self, model: str, seed: int | None = None, **overrides) -> TrainConfig:
+        """One recipe for every run of a study: SGD with momentum, no label smoothing and (unless a size asks
+        for the paper's) no augmentation, so that the training error is the plain error on the training
+        images. Scored every epoch, on the test subset, without test-time flips."""
         cfg = TrainConfig(
             recipe="study", model=model, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer="sgd", momentum=0.9, weight_decay=5e-4, schedule="onecycle", augment="none",
-            label_smoothing=0.0, tta_flip=False, seed=self.seed, device=self.device,
-            train_subset=self.train_subset, data_dir=self.data_dir,
+            optimizer="sgd", momentum=0.9, weight_decay=self.weight_decay, schedule=self.schedule,
+            warmup_epochs=self.warmup_epochs, augment=self.augment, crop_padding=self.crop_padding,
+            label_smoothing=0.0, tta_flip=False, seed=self.seed if seed is None else seed,
+            device=self.device, train_subset=self.train_subset, data_dir=self.data_dir,
         )  # fmt: skip
         return cfg.with_overrides(**overrides)
 
@@ -94,6 +107,48 @@ def why_inconclusive(quick: bool, *reasons: str) -> str:
     return "; ".join(found) + "." if found else ""
 
 
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and the sample standard deviation (0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, sd
+
+
+def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """mean(a) - mean(b) and its standard error (Welch's: each side's variance over its count)."""
+    (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+    return ma - mb, math.sqrt(sa**2 / len(a) + sb**2 / len(b))
+
+
+# How many standard errors a difference of means must exceed to count as a difference (about 95% for a
+# normal spread; with 3 seeds a deliberately modest bar, stated in every report that uses it).
+MARGIN = 2.0
+
+
+def clearly_above(a: Sequence[float], b: Sequence[float]) -> bool:
+    """mean(a) exceeds mean(b) by more than MARGIN standard errors of the difference."""
+    d, se = difference(a, b)
+    return d > MARGIN * se and d > 0
+
+
+def one_seed(seeds: Sequence[int]) -> str:
+    """Why a single seed cannot decide a claim weighed against the seeds' spread ("" for two or more)."""
+    return (
+        ""
+        if len(seeds) > 1
+        else "one seed gives no spread to weigh the differences against (use --seeds 0,1,2)"
+    )
+
+
+def single_seed(settings: StudySettings, study: str) -> None:
+    """The studies that train each net once say so, rather than quietly use the first of several seeds."""
+    if len(settings.seeds) != 1:
+        raise UserError(
+            f"--seeds: the {study} study trains one seed, got {','.join(map(str, settings.seeds))}"
+        )
+
+
 def check_positive(settings: StudySettings) -> None:
     for name in ("epochs", "batch_size"):
         if getattr(settings, name) < 1:
@@ -103,6 +158,10 @@ def check_positive(settings: StudySettings) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(settings, name)}")
     if not settings.lr > 0:
         raise UserError(f"--lr must be positive, got {settings.lr}")
+    if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds) or min(settings.seeds) < 0:
+        raise UserError(
+            f"--seeds: give distinct non-negative seeds, got {','.join(map(str, settings.seeds))}"
+        )
     widths = getattr(settings, "widths", None)
     if widths is not None and (len(widths) != 3 or min(widths) < 1):
         raise UserError(
@@ -130,7 +189,11 @@ def run(cfg: TrainConfig, out: Path, dataset: Dataset, initial_state: dict | Non
         cfg = cfg.with_overrides(out=str(out))
         train(cfg, dataset=dataset, force=True, progress=False, initial_state=initial_state)
     # read back from the run folder either way, so a reused run gives the very same numbers
-    return {"summary": run_dir.read_summary(), "history": run_dir.read_metrics()}
+    return {
+        "summary": run_dir.read_summary(),
+        "history": run_dir.read_metrics(),
+        "steps": run_dir.read_steps(),
+    }
 
 
 _RECIPE_KEYS = (
@@ -143,6 +206,11 @@ _RECIPE_KEYS = (
     "train_subset",
     "seed",
     "resize",
+    "schedule",
+    "weight_decay",
+    "warmup_epochs",
+    "augment",
+    "crop_padding",
 )
 
 

@@ -19,6 +19,7 @@ from .base import (
     load_data,
     markdown_table,
     run,
+    single_seed,
     why_inconclusive,
     write_report,
     write_table,
@@ -62,6 +63,7 @@ def efficiency(
         **overrides
     )
     check_positive(settings)
+    single_seed(settings, "efficiency")
     for m in settings.models:
         try:
             get_model_info(m)

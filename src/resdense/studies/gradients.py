@@ -19,11 +19,14 @@ from ..plots import new_axes, save_figure
 from ..rundir import RunDir
 from ..serve.load import load_trained
 from .base import (
+    MARGIN,
     StudyResult,
     StudySettings,
     check_positive,
     load_data,
     markdown_table,
+    mean_sd,
+    one_seed,
     run,
     why_inconclusive,
     write_report,
@@ -31,12 +34,22 @@ from .base import (
 )
 
 CLAIM = (
-    "The gradient signal does not pass through the depth of a plain network unchanged: the per-layer "
-    "gradient norms of its first third of layers and of its last third differ by more than a factor of 10 "
-    "(vanishing or exploding), while in the residual network of the same depth they stay within a factor of "
-    "10 - at initialisation and after the first epoch."
+    "With batch norm, a deep plain network's gradients do not vanish: at initialisation they *explode* "
+    "towards the input (Yang et al. 2019, a mean-field theory of batch norm), its first third of layers "
+    "getting gradients more than 10x larger than its last third, and in training they keep healthy norms, "
+    "the first third's no more than 10x below the last third's (He et al. 2015, section 4.1: \"neither "
+    'forward nor backward signals vanish"). The residual network of the same depth keeps every third '
+    "within a factor of 10 of the others, at initialisation and in training (its shortcuts carry the "
+    "gradient of each block's output straight to its input)."
 )
 SPREAD_LIMIT = 10.0
+# The criterion, fixed before the runs: on log10 of the early/late ratio, the seeds' mean must lie on the
+# claimed side of each bound by more than MARGIN standard errors (the spread over the seeds).
+CRITERION = (
+    "held when, over the seeds (mean of log10 early/late, by more than {m:g} standard errors): plain at "
+    "initialisation above 10x (explodes); plain after training above 1/10x (does not vanish); residual at "
+    "both times between 1/10x and 10x"
+)
 
 
 # The shallowest depth at which the paper's plain nets are clearly worse than its residual ones (Fig. 6:
@@ -52,9 +65,12 @@ class GradientSettings(StudySettings):
 
     @classmethod
     def full(cls) -> GradientSettings:
+        """The paper's widths, three seeds (three initialisations), measured at initialisation and after two
+        epochs of the degradation study's recipe (its step decay, on 10,000 images)."""
         return cls(
-            epochs=1, train_subset=2000, test_subset=1000, batch_size=32, probe_images=256, widths=(8, 16, 32)
-        )
+            epochs=2, train_subset=10000, test_subset=2000, batch_size=128, probe_images=512,
+            schedule="step", weight_decay=1e-4, seeds=(0, 1, 2),
+        )  # fmt: skip
 
     @classmethod
     def quick(cls) -> GradientSettings:
@@ -98,7 +114,7 @@ def _probe(data: Dataset, n: int, preprocess) -> tuple[torch.Tensor, torch.Tenso
 
 
 def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False, **overrides) -> StudyResult:
-    """Per-layer gradient norms of plain and residual nets, at initialisation and after the first epoch."""
+    """Per-layer gradient norms of plain and residual nets, at initialisation and after training, per seed."""
     settings = (GradientSettings.quick() if quick else GradientSettings.full()).with_overrides(**overrides)
     check_positive(settings)
     if settings.depth not in (20, 32, 44, 56, 110):
@@ -108,41 +124,48 @@ def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False
     out = Path(out)
     data = load_data(settings)
     options = {"widths": tuple(settings.widths)} if settings.widths else {}
+    trained_when = f"epoch {settings.epochs}"
+    whens = ("init", trained_when)
 
-    per_layer: dict[tuple[str, str], list[tuple[str, float]]] = {}
+    # (kind, when) -> one list of (layer, norm) per seed
+    per_layer: dict[tuple[str, str], list[list[tuple[str, float]]]] = {}
     summary_rows = []
     for kind in ("plain", "resnet"):
         name = f"{kind}{settings.depth}"
-        cfg = settings.recipe(name, model_options=options)
-        run(cfg, out / "runs" / name, data)
-        trained, spec = load_trained(out / "runs" / name)
-        # the very network the run started from: the run seeds torch with its seed, then builds the model
-        torch.manual_seed(cfg.seed)
-        initial = create_model(name, **spec.options)
-        x, y = _probe(data, settings.probe_images, spec.preprocess)
-        for when, model in (("init", initial), (f"epoch {settings.epochs}", trained)):
-            norms = layer_gradient_norms(model, x, y)
-            per_layer[(kind, when)] = norms
-            values = [v for _, v in norms]
-            summary_rows.append({
-                "net": name, "when": when, "layers": len(values), "first_layer": values[0],
-                "last_conv": values[-2], "early_late_ratio": early_late_ratio(values),
-                "max_min_ratio": max(values) / max(min(values), 1e-30),
-            })  # fmt: skip
+        for seed in settings.seeds:
+            cfg = settings.recipe(name, seed=seed, model_options=options)
+            folder = out / "runs" / f"{name}-seed{seed}"
+            run(cfg, folder, data)
+            trained, spec = load_trained(folder)
+            # the very network the run started from: the run seeds torch with its seed, then builds the model
+            torch.manual_seed(cfg.seed)
+            initial = create_model(name, **spec.options)
+            x, y = _probe(data, settings.probe_images, spec.preprocess)
+            for when, model in (("init", initial), (trained_when, trained)):
+                norms = layer_gradient_norms(model, x, y)
+                per_layer.setdefault((kind, when), []).append(norms)
+                values = [v for _, v in norms]
+                summary_rows.append({
+                    "net": name, "seed": seed, "when": when, "layers": len(values), "first_layer": values[0],
+                    "last_conv": values[-2], "early_late_ratio": early_late_ratio(values),
+                    "max_min_ratio": max(values) / max(min(values), 1e-30),
+                })  # fmt: skip
 
     rows = []
-    whens = ("init", f"epoch {settings.epochs}")
-    names = [n for n, _ in per_layer[("plain", "init")]]
+    names = [n for n, _ in per_layer[("plain", "init")][0]]
     for i, layer in enumerate(names):
         row = {"index": i, "layer": layer}
         for kind in ("plain", "resnet"):
             for when in whens:
-                row[f"{kind}_{when.replace(' ', '')}"] = per_layer[(kind, when)][i][1]
+                row[f"{kind}_{when.replace(' ', '')}"] = gmean(
+                    [norms[i][1] for norms in per_layer[(kind, when)]]
+                )
         rows.append(row)
 
-    held, verdict = judge(summary_rows)
+    held, verdict = judge(summary_rows, trained_when)
     inconclusive = why_inconclusive(
         quick,
+        one_seed(settings.seeds) if not quick else "",
         settings.depth < DECISIVE_DEPTH
         and f"at depth {settings.depth} a plain net with batch norm still passes its gradient along (the "
         f"paper's plain nets part from the residual ones between 20 and 56 layers): use --depth "
@@ -154,39 +177,67 @@ def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False
     write_report(
         out, title="Gradient norms through depth: plain versus residual", claim=CLAIM, held=held,
         verdict=verdict, settings=settings, inconclusive=inconclusive,
-        table=markdown_table(summary_rows) + "\n\nPer-layer norms: `table.csv` / `table.json`.",
+        table=markdown_table(summary_rows) + "\n\nPer-layer norms (geometric mean over the seeds): "
+        "`table.csv` / `table.json`.",
         figures=[figure],
-        notes=f"Norms of the gradient of the mean cross-entropy on the first {settings.probe_images} training "
+        notes=f"The criterion, fixed before the runs: {CRITERION.format(m=MARGIN)}.\n\n"
+              f"Norms of the gradient of the mean cross-entropy on the first {settings.probe_images} training "
               "images with respect to each conv / linear weight (the model in training mode), input side "
               "first. `early_late_ratio`: geometric mean of the first third of the layers' norms over the "
-              f"last third's. The trained weights are each run's `{RunDir.WEIGHTS}`.",
+              f"last third's. The trained weights are each run's `{RunDir.WEIGHTS}`; the initial ones are "
+              "rebuilt from the run's seed.",
     )  # fmt: skip
     return StudyResult("gradients", out, rows, held, verdict, [figure], inconclusive)
 
 
-def judge(summary_rows: list[dict]) -> tuple[bool, str]:
-    def off(r):
-        ratio = r["early_late_ratio"]
-        return ratio > SPREAD_LIMIT or ratio < 1 / SPREAD_LIMIT
+def gmean(values) -> float:
+    return math.exp(sum(math.log(max(v, 1e-30)) for v in values) / len(values))
 
-    plain = [r for r in summary_rows if r["net"].startswith("plain")]
-    res = [r for r in summary_rows if r["net"].startswith("resnet")]
-    held = all(off(r) for r in plain) and not any(off(r) for r in res)
 
-    def say(r) -> str:
-        ratio = r["early_late_ratio"]
-        trend = "larger" if ratio > 1 else "smaller"
-        return f"{r['net']} at {r['when']}: early layers' gradients {ratio:.3g}x the late ones' ({trend})"
+def log_ratios(summary_rows: list[dict], kind: str, when: str) -> list[float]:
+    return [math.log10(max(r["early_late_ratio"], 1e-30)) for r in summary_rows
+            if r["net"].startswith(kind) and r["when"] == when]  # fmt: skip
 
-    return held, "; ".join(say(r) for r in summary_rows) + "."
+
+def judge(summary_rows: list[dict], trained_when: str | None = None) -> tuple[bool, str]:
+    """The claim as the seeds decide it (see CRITERION): each bound on the mean log10 ratio, by MARGIN
+    standard errors of that mean."""
+    trained_when = trained_when or next(r["when"] for r in summary_rows if r["when"] != "init")
+    bound = math.log10(SPREAD_LIMIT)
+
+    def stats(kind, when):
+        values = log_ratios(summary_rows, kind, when)
+        m, sd = mean_sd(values)
+        return m, MARGIN * sd / math.sqrt(len(values))
+
+    checks = []  # (holds, sentence)
+    for kind, when, test, yes, no in (
+        ("plain", "init", lambda m, e: m - e > bound, "explode (above 10x)", "do not clearly explode"),
+        ("plain", trained_when, lambda m, e: m - e > -bound, "do not vanish (above 1/10x)",
+         "vanish (not clearly above 1/10x)"),
+        ("resnet", "init", lambda m, e: -bound < m - e and m + e < bound, "stay within 10x", "leave 10x"),
+        ("resnet", trained_when, lambda m, e: -bound < m - e and m + e < bound, "stay within 10x", "leave 10x"),
+    ):  # fmt: skip
+        m, e = stats(kind, when)
+        ok = test(m, e)
+        span = f"{10**m:.3g}x" + (f" [{10 ** (m - e):.3g}-{10 ** (m + e):.3g}]" if e else "")
+        checks.append(
+            (ok, f"{kind} at {when}: early layers' gradients {span} the late ones' ({yes if ok else no})")
+        )
+    held = all(ok for ok, _ in checks)
+    return held, "; ".join(text for _, text in checks) + "."
 
 
 def plot(per_layer: dict, settings: GradientSettings, whens, path: Path) -> Path:
-    fig, axes = new_axes(9, 3.6, ncols=2, sharey=True)
+    fig, axes = new_axes(10, 3.8, ncols=2, sharey=True)
     for ax, when in zip(axes, whens):
         for kind, color in (("plain", "#d62728"), ("resnet", "#1f77b4")):
-            norms = [v for _, v in per_layer[(kind, when)]]
-            ax.plot(range(len(norms)), norms, ".-", color=color, label=f"{kind}{settings.depth}")
+            seeds = per_layer[(kind, when)]
+            for norms in seeds:  # each seed thin, their geometric mean bold
+                ax.plot(range(len(norms)), [v for _, v in norms], "-", color=color, lw=0.6, alpha=0.45)
+            mean = [gmean([s[i][1] for s in seeds]) for i in range(len(seeds[0]))]
+            ax.plot(range(len(mean)), mean, ".-", color=color, lw=1.6,
+                    label=f"{kind}{settings.depth} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")  # fmt: skip
         ax.set_yscale("log")
         ax.set_title(f"at {'initialisation' if when == 'init' else 'the end of ' + when}")
         ax.set_xlabel("layer (input -> output)")

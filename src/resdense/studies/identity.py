@@ -29,6 +29,7 @@ from .base import (
     load_data,
     markdown_table,
     run,
+    single_seed,
     why_inconclusive,
     write_report,
     write_table,
@@ -95,6 +96,7 @@ def identity(out: str | Path = "runs/studies/identity", *, quick: bool = False, 
     """Train shallow plain and residual nets, deepen each, check the residual one is unchanged, train on."""
     settings = (IdentitySettings.quick() if quick else IdentitySettings.full()).with_overrides(**overrides)
     check_positive(settings)
+    single_seed(settings, "identity")
     if settings.more_epochs < 1:
         raise UserError(f"--more-epochs must be at least 1, got {settings.more_epochs}")
     registered = (20, 32, 44, 56, 110)

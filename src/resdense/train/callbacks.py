@@ -53,6 +53,7 @@ class RunFiles(Callback):
     def _derived(self, trainer) -> None:
         run = trainer.run
         run.write_metrics(trainer.history)
+        run.write_steps(trainer.history)
         save_figure(curves_figure(trainer.history, _title(trainer)), run.curves)
 
     def on_train_end(self, trainer, summary: dict) -> None:

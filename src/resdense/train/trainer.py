@@ -37,6 +37,10 @@ from .schedule import evaluates_at, lr_at, size_at
 from .setup import build_model, prepare_data
 from .tricks import Lookahead, scaled_model
 
+# Points per epoch on the within-epoch training curve (steps.csv): enough to draw training error against
+# iterations (He et al. Fig. 6), at one tiny on-device snapshot per window and one transfer per epoch.
+CURVE_POINTS = 20
+
 
 @dataclass
 class TrainResult:
@@ -179,6 +183,8 @@ class Trainer:
                                                rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
         full = self.preprocess.input_size
         side = size_at(cfg, epoch, full)
+        window = max(1, self.steps_per_epoch // CURVE_POINTS)
+        marks: list[tuple[int, float, torch.Tensor, int]] = []  # (step done, lr, running sums, images seen)
         for i, (xb, yb) in enumerate(batches):
             step = epoch * self.steps_per_epoch + i
             lr = lr_at(cfg, step, self.total_steps, self.steps_per_epoch)
@@ -203,6 +209,8 @@ class Trainer:
             loss_sum += loss.detach() * yb.shape[0]
             correct += (logits.argmax(1) == yb).sum()
             seen += yb.shape[0]
+            if (i + 1) % window == 0:  # a snapshot on the device: no host sync in the loop
+                marks.append((step + 1, lr, torch.stack([loss_sum, correct.to(loss_sum.dtype)]), seen))
             if bar.due():
                 secs = time.perf_counter() - t0
                 bar.update(i + 1, f"loss {loss_sum.item() / seen:.3f} acc {correct.item() / seen:.3f} "
@@ -220,7 +228,24 @@ class Trainer:
                                 "(try a lower --lr)")  # fmt: skip
         secs = time.perf_counter() - t0
         return {"train_loss": loss_avg, "train_acc": totals[1].item() / seen_all, "seconds": secs,
-                "images_per_s": seen_all / secs, "lr": lr}  # fmt: skip
+                "images_per_s": seen_all / secs, "lr": lr, "curve": self.curve(marks, totals, seen, step, lr)}  # fmt: skip
+
+    def curve(self, marks: list, totals: torch.Tensor, seen: int, last_step: int, lr: float) -> list[list]:
+        """``[step, loss, acc, lr]`` for each window of the epoch (the last one may be shorter): the running
+        sums differenced between snapshots, summed over the processes; the epoch's totals close the last."""
+        if marks and marks[-1][0] == last_step + 1:
+            marks = marks[:-1]
+        sums = (
+            self.dist.all_reduce_sum(torch.stack([m[2] for m in marks])).cpu() if marks else torch.zeros(0, 2)
+        )
+        sums = torch.cat([sums.to(totals.dtype), totals.reshape(1, 2).cpu()])
+        points = [(m[0], m[1], m[3]) for m in marks] + [(last_step + 1, lr, seen)]
+        rows, before, n_before = [], torch.zeros(2, dtype=sums.dtype), 0
+        for (step, step_lr, n), now in zip(points, sums):
+            delta = (now - before) / max(1, (n - n_before) * self.dist.world_size)
+            rows.append([step, delta[0].item(), delta[1].item(), step_lr])
+            before, n_before = now, n
+        return rows
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss, in fp32, of the logits times ``logit_scale`` (train/tricks.py)."""
@@ -287,7 +312,8 @@ class Trainer:
             t0 = time.perf_counter()
             row = self.train_epoch(epoch)
             row = {"epoch": epoch + 1, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
-                   "lr": row["lr"], "seconds": row["seconds"], "images_per_s": row["images_per_s"]}  # fmt: skip
+                   "lr": row["lr"], "seconds": row["seconds"], "images_per_s": row["images_per_s"],
+                   "curve": row["curve"]}  # fmt: skip
             if evaluates_at(cfg, epoch, self.preprocess.input_size):
                 final = epoch + 1 == cfg.epochs
                 row["test_acc"] = test_acc = self.evaluate(final)
