@@ -41,6 +41,9 @@ class StudySettings:
     device: str = "cpu"
 
     def with_overrides(self, **overrides) -> StudySettings:
+        if overrides.get("seed") is not None:  # one seed, as studies took it before they took several
+            overrides = {**overrides, "seeds": (overrides["seed"],)}
+        overrides.pop("seed", None)
         known = {f.name for f in fields(self)}
         for key in overrides:
             if key not in known:
