@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole GPU check in one go (well under 10 minutes on one H100/H200): every figure of the performance
-# issues that needs a GPU, printed, and the raw numbers left in $OUT (or benchmarks/out/) as JSON.
+# The whole GPU check in one go (steps 1-3 well under 10 minutes on one H100/H200, then step 4 for
+# PAPER_SECONDS, default 240): every figure of the performance issues that needs a GPU, printed, and the raw
+# numbers left in $OUT (or benchmarks/out/) as JSON; step 4's run folders in $OUT/degradation-paper.
 #
 # The lent GPU machine has no .venv and no internet; its own python3 has torch, torchvision, tensorboard,
 # tqdm and onnxruntime. So, on the CPU machine first:
