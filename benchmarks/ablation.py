@@ -37,6 +37,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "crop-erase": ("flips + random crops + random erasing", ["--augment", "flip-crop-erase"]),
     "lr0.2": ("peak lr 0.2", ["--lr", "0.2"]),
     "wide": ("resnet20 at 24/48/96 channels", ["--model-options", '{"widths": [24, 48, 96]}']),
+    "wide32": ("resnet20 at 32/64/128 channels", ["--model-options", '{"widths": [32, 64, 128]}']),
     "resnet32": ("resnet32 (deeper)", ["--model", "resnet32"]),
     "notta": ("no test-time flip", ["--no-tta-flip"]),
     "e6": ("6 epochs instead of 7", ["--epochs", "6"]),
