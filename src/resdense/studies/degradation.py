@@ -230,6 +230,22 @@ def lr_drops(steps: list[dict]) -> list[int]:
     return [b["step"] for a, b in zip(steps, steps[1:]) if 0 < b["lr"] <= a["lr"] / 10 + 1e-12]
 
 
+def epoch_test_errors(seed_runs: list[dict]) -> tuple[list[int], list[float], list[float], list[float]]:
+    """Test error (%) after each scored epoch, placed at its last step (at its epoch for runs without
+    steps.csv): the seeds' mean, lowest and highest."""
+    first = seed_runs[0]
+    per_epoch = first["steps"][-1]["step"] // len(first["history"]) if first["steps"] else 1
+    epochs = [h["epoch"] for h in first["history"] if "test_acc" in h]
+    errors = [[100 * (1 - next(h["test_acc"] for h in r["history"] if h["epoch"] == e)) for r in seed_runs]
+              for e in epochs]  # fmt: skip
+    return (
+        [e * per_epoch for e in epochs],
+        [sum(v) / len(v) for v in errors],
+        [min(v) for v in errors],
+        [max(v) for v in errors],
+    )
+
+
 def plot(runs: dict, depths: tuple[int, ...], path: Path) -> Path:
     """He et al.'s Fig. 6 from these runs: error (%) against iterations, plain left, residual right."""
     fig, axes = new_axes(10, 4.0, ncols=2, sharey=True)
@@ -243,16 +259,8 @@ def plot(runs: dict, depths: tuple[int, ...], path: Path) -> Path:
                 ax.fill_between(
                     steps, [100 * v for v in low], [100 * v for v in high], color=c, alpha=0.15, lw=0
                 )
-            # test error at the end of each epoch: the seeds' mean, bars from lowest to highest
-            per_epoch = len(seed_runs[0]["steps"]) and seed_runs[0]["steps"][-1]["step"] // len(
-                seed_runs[0]["history"]
-            )
-            epochs = [h["epoch"] for h in seed_runs[0]["history"] if "test_acc" in h]
-            x = [e * per_epoch if per_epoch else e for e in epochs]
-            errs = [[100 * (1 - next(h["test_acc"] for h in r["history"] if h["epoch"] == e)) for r in seed_runs]
-                    for e in epochs]  # fmt: skip
-            m = [sum(v) / len(v) for v in errs]
-            ax.errorbar(x, m, yerr=[[a - min(v) for a, v in zip(m, errs)], [max(v) - a for a, v in zip(m, errs)]],
+            x, mean, low, high = epoch_test_errors(seed_runs)
+            ax.errorbar(x, mean, yerr=[[m - lo for m, lo in zip(mean, low)], [hi - m for m, hi in zip(mean, high)]],
                         color=c, lw=2.2, capsize=2, label=label)  # fmt: skip
         for step in lr_drops(runs[(kind, depths[0])][0]["steps"]):
             ax.axvline(step, color="0.5", lw=0.8, ls=":")
