@@ -63,7 +63,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-OPTIONS = ("data_dir", "device", "epochs", "train_subset", "test_subset", "batch_size", "lr", "seeds",
+OPTIONS = ("data_dir", "device", "epochs", "train_subset", "test_subset", "batch_size", "lr", "seeds", "seed",
            "depths", "depth", "deep_depth", "more_epochs", "widths", "models")  # fmt: skip
 
 
@@ -71,10 +71,6 @@ def run(args) -> int:
     from .. import studies
 
     overrides = {k: getattr(args, k) for k in OPTIONS if getattr(args, k) is not None}
-    if args.seed is not None:
-        if args.seeds is not None:
-            raise UserError("--seed and --seeds: give one of them")
-        overrides["seeds"] = (args.seed,)
     size = {}
     if args.paper:
         if args.name != "degradation" or args.quick:

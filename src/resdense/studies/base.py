@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -41,9 +42,11 @@ class StudySettings:
     device: str = "cpu"
 
     def with_overrides(self, **overrides) -> StudySettings:
-        if overrides.get("seed") is not None:  # one seed, as studies took it before they took several
-            overrides = {**overrides, "seeds": (overrides["seed"],)}
-        overrides.pop("seed", None)
+        seed = overrides.pop("seed", None)
+        if seed is not None:  # one seed, as studies took it before they took several (and --seed N)
+            if overrides.get("seeds") is not None:
+                raise UserError("--seed and --seeds: give one of them")
+            overrides["seeds"] = (seed,)
         known = {f.name for f in fields(self)}
         for key in overrides:
             if key not in known:
@@ -112,10 +115,7 @@ def why_inconclusive(quick: bool, *reasons: str) -> str:
 
 def mean_sd(values: Sequence[float]) -> tuple[float, float]:
     """The mean and the sample standard deviation (0 for a single value)."""
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return mean, sd
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:

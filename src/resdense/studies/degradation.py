@@ -193,14 +193,14 @@ def judge(rows: list[dict]) -> tuple[bool, str]:
     return held, verdict
 
 
-def undecided(rows: list[dict], quick: bool, seeds=(0, 1)) -> str:
-    """Why these rows cannot decide the claim ("" when they can): --quick, one seed, or shallow nets near
-    chance."""
+def undecided(rows: list[dict], quick: bool, seeds: tuple[int, ...] | None = None) -> str:
+    """Why these rows cannot decide the claim ("" when they can): --quick, one seed (when ``seeds`` is
+    given), or shallow nets near chance."""
     lo = min(r["depth"] for r in rows)
     shallow = [r for r in rows if r["depth"] == lo and near_chance(r["train_error"])]
     return why_inconclusive(
         quick,
-        one_seed(seeds) if not quick else "",
+        one_seed(seeds) if seeds is not None and not quick else "",
         shallow and f"the depth-{lo} nets end at " + ", ".join(f"{r['train_error']:.0%}" for r in shallow)
         + " training error, near chance (90%): a net that has not learned cannot show what depth costs",
     )  # fmt: skip
@@ -262,9 +262,10 @@ def plot(runs: dict, depths: tuple[int, ...], path: Path) -> Path:
             x, mean, low, high = epoch_test_errors(seed_runs)
             ax.errorbar(x, mean, yerr=[[m - lo for m, lo in zip(mean, low)], [hi - m for m, hi in zip(mean, high)]],
                         color=c, lw=2.2, capsize=2, label=label)  # fmt: skip
-        for step in lr_drops(runs[(kind, depths[0])][0]["steps"]):
+        drops = lr_drops(runs[(kind, depths[0])][0]["steps"])
+        for step in drops:
             ax.axvline(step, color="0.5", lw=0.8, ls=":")
-        ax.set_title(title + " (dotted: lr / 10)" if lr_drops(runs[(kind, depths[0])][0]["steps"]) else title)
+        ax.set_title(title + " (dotted: lr / 10)" if drops else title)
         ax.set_xlabel("iterations" if any(r["steps"] for v in runs.values() for r in v) else "epoch")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8, title="dashed: train, bold: test", title_fontsize=7)

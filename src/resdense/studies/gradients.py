@@ -102,10 +102,6 @@ def layer_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 def early_late_ratio(norms: list[float]) -> float:
     """Geometric mean of the first third of the layers' gradient norms over that of the last third."""
     k = max(1, len(norms) // 3)
-
-    def gmean(v):
-        return math.exp(sum(math.log(max(n, 1e-30)) for n in v) / len(v))
-
     return gmean(norms[:k]) / gmean(norms[-k:])
 
 
@@ -191,6 +187,7 @@ def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False
 
 
 def gmean(values) -> float:
+    """The geometric mean (norms can underflow to 0: floored at 1e-30)."""
     return math.exp(sum(math.log(max(v, 1e-30)) for v in values) / len(values))
 
 
