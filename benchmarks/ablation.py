@@ -38,6 +38,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "lr0.2": ("peak lr 0.2", ["--lr", "0.2"]),
     "wide": ("resnet20 at 24/48/96 channels", ["--model-options", '{"widths": [24, 48, 96]}']),
     "wide32": ("resnet20 at 32/64/128 channels", ["--model-options", '{"widths": [32, 64, 128]}']),
+    "w20": ("resnet20 at 20/40/80 channels", ["--model-options", '{"widths": [20, 40, 80]}']),
+    "wide-e5": (
+        "resnet20 at 24/48/96 channels, 5 epochs (about fast's time on a bf16 CPU)",
+        ["--model-options", '{"widths": [24, 48, 96]}', "--epochs", "5"],
+    ),
     "resnet32": ("resnet32 (deeper)", ["--model", "resnet32"]),
     "notta": ("no test-time flip", ["--no-tta-flip"]),
     "e6": ("6 epochs instead of 7", ["--epochs", "6"]),
@@ -46,6 +51,19 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "9 epochs, progressive resizing from 12 px (about e8's cost)",
         ["--epochs", "9", "--progressive-from", "12"],
     ),
+    # the speed records' tricks (issue 20; train/tricks.py says what each does), one at a time over `fast`
+    "whiten": ("patch-whitening init of the first convolution", ["--whiten-init"]),
+    "dirac": ("identity (dirac) init of every other convolution", ["--dirac-init"]),
+    "bnbias64": ("batch-norm biases at 64x the learning rate", ["--bn-bias-lr-mult", "64"]),
+    "bnbias8": ("batch-norm biases at 8x the learning rate", ["--bn-bias-lr-mult", "8"]),
+    # airbench: lookahead helps only with a fast batch-norm momentum, and vice versa, so they go together
+    "lookahead": (
+        "lookahead every 5 steps (alpha 0.5) + batch-norm momentum 0.4",
+        ["--lookahead", "5", "--bn-momentum", "0.4"],
+    ),
+    "altflip": ("each image mirrored every other epoch, not at random", ["--alt-flip"]),
+    "logit": ("the loss sees the logits / 9 (hlb-cifar10, airbench)", ["--logit-scale", str(1 / 9)]),
+    "ls0.2": ("label smoothing 0.2 (airbench)", ["--label-smoothing", "0.2"]),
     "noprog": (
         "no progressive resizing, 6 epochs (the default before 2026-11-28)",
         ["--progressive-from", "0", "--epochs", "6"],
