@@ -8,12 +8,15 @@ exists to avoid. One variant at a time, each in its own process, in the order gi
 with other jobs set ``OMP_NUM_THREADS=1``: two threads that wait for each other lose most of their time there.
 
     python benchmarks/ablation.py [--variants base,ema,...] [--seed 0] [--budget '--epochs 3'] [--json F]
+    python benchmarks/ablation.py --report F [--plot P.png]     (each variant over its seeds, against base)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 
 VAL_SPLIT = 10_000
+TRAIN_IMAGES = 60_000  # Fashion-MNIST's training set, before the validation split
 
 # name: (what changes, resdense train options that make the change)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -71,6 +75,29 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+def training_macs(config: dict, train_images: int, side: int = 28) -> float:
+    """Multiply-accumulates of a run's training: each epoch's forward MACs at its side (progressive
+    resizing shrinks the first epochs') times the images, times 3 for the backward pass (the usual rule:
+    the gradients of the activations and of the weights each cost about one forward)."""
+    from dataclasses import fields
+
+    from resdense.models import create_model
+    from resdense.models.summary import count_macs
+    from resdense.train.config import TrainConfig
+    from resdense.train.schedule import size_at
+
+    cfg = TrainConfig(**{f.name: config[f.name] for f in fields(TrainConfig) if f.name in config})
+    model = create_model(cfg.model, num_classes=10, in_chans=1, **cfg.model_options)
+    per_side: dict[int, int] = {}
+    total = 0
+    for epoch in range(cfg.epochs):
+        s = size_at(cfg, epoch, side)
+        if s not in per_side:
+            per_side[s] = count_macs(model, (1, s, s))
+        total += per_side[s]
+    return 3.0 * total * train_images
+
+
 def run_variant(
     name: str, seed: int, data_dir: str | None, budget: list[str], val_split: int, keep: Path | None = None
 ) -> dict:
@@ -87,9 +114,74 @@ def run_variant(
         if proc.returncode:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
         s = json.loads((out / "summary.json").read_text())
+        config = json.loads((out / "config.json").read_text())
+        macs = training_macs(config, config["train_subset"] or TRAIN_IMAGES - val_split)
     return {"variant": name, "change": VARIANTS[name][0], "seed": seed, "val_acc": s["val_accuracy"],
             "test_acc": s["test_accuracy"], "images_per_s": s["images_per_s"], "wall_s": wall,
+            "train_tmacs": macs / 1e12,
             "command": "resdense " + " ".join(cmd)}  # fmt: skip
+
+
+def report(rows: list[dict]) -> list[dict]:
+    """Per variant over its seeds: mean validation accuracy, its standard error, the gain over ``base`` and
+    that gain's standard error (independent runs: the two errors add in quadrature), mean wall seconds and
+    training MACs. One seed has no spread of its own: its error is borrowed from ``base``'s seeds."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["variant"], []).append(r)
+
+    def stats(rs: list[dict]) -> tuple[float, float | None]:
+        accs = [r["val_acc"] for r in rs]
+        sd = statistics.stdev(accs) if len(accs) > 1 else None
+        return statistics.fmean(accs), None if sd is None else sd / math.sqrt(len(accs))
+
+    base_mean, base_se = stats(by["base"]) if "base" in by else (None, None)
+    base_sd = None if base_se is None else base_se * math.sqrt(len(by["base"]))
+    out = []
+    for name, rs in by.items():
+        mean, se = stats(rs)
+        if se is None and base_sd is not None:
+            se = base_sd / math.sqrt(len(rs))  # borrowed: the noise of one run of the recipe
+        gain = gain_se = None
+        if base_mean is not None and name != "base":
+            gain = mean - base_mean
+            gain_se = None if se is None or base_se is None else math.hypot(se, base_se)
+        out.append({"variant": name, "seeds": len(rs), "val_acc": mean, "se": se, "gain": gain,
+                    "gain_se": gain_se, "wall_s": statistics.fmean(r["wall_s"] for r in rs),
+                    "train_tmacs": rs[0].get("train_tmacs"), "change": rs[0]["change"]})  # fmt: skip
+    return out
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    """Validation accuracy against training MACs, one point per variant (its seeds' mean, 2-SE bars)."""
+    from resdense.plots import new_axes, save_figure
+
+    fig, (ax,) = new_axes(7, 4.5)
+    for r in summary:
+        if r["train_tmacs"] is None:
+            continue
+        ax.errorbar(r["train_tmacs"], 100 * r["val_acc"], yerr=None if r["se"] is None else 200 * r["se"],
+                    fmt="o", ms=4, capsize=2)  # fmt: skip
+        ax.annotate(r["variant"], (r["train_tmacs"], 100 * r["val_acc"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("training MACs (10^12, forward x 3)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Fashion-MNIST, 10,000 held-out training images: accuracy per training FLOP", fontsize=9)
+    ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def print_report(summary: list[dict]) -> None:
+    def pts(x: float | None) -> str:
+        return "   -  " if x is None else f"{100 * x:+6.2f}"
+
+    print("variant     seeds  val acc    SE   gain vs base   SE   train TMACs  wall s  change")
+    for r in summary:
+        se = "  -  " if r["se"] is None else f"{100 * r['se']:5.2f}"
+        gse = "  -  " if r["gain_se"] is None else f"{100 * r['gain_se']:5.2f}"
+        macs = "   -" if r["train_tmacs"] is None else f"{r['train_tmacs']:6.1f}"
+        print(f"{r['variant']:<11} {r['seeds']:5d}  {100 * r['val_acc']:6.2f}  {se}  {pts(r['gain'])}       "
+              f"{gse}  {macs}      {r['wall_s']:6.0f}  {r['change']}")  # fmt: skip
 
 
 def main() -> None:
@@ -105,7 +197,20 @@ def main() -> None:
                     "proxy of the full recipe (default: the full recipe)")  # fmt: skip
     ap.add_argument("--keep", type=Path, help="keep the run folders here (default: thrown away)")
     ap.add_argument("--json", type=Path, help="append one JSON line per variant here, as each finishes")
+    ap.add_argument(
+        "--report",
+        type=Path,
+        metavar="JSONL",
+        help="train nothing: summarise the rows of an earlier --json file over their seeds",
+    )
+    ap.add_argument("--plot", type=Path, help="with --report: accuracy against training MACs, drawn here")
     args = ap.parse_args()
+    if args.report:
+        summary = report([json.loads(line) for line in args.report.read_text().splitlines() if line.strip()])
+        print_report(summary)
+        if args.plot:
+            plot(summary, args.plot)
+        return
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
