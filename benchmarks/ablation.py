@@ -51,6 +51,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "notta": ("no test-time flip", ["--no-tta-flip"]),
     "e6": ("6 epochs instead of 7", ["--epochs", "6"]),
     "e8": ("8 epochs instead of 7", ["--epochs", "8"]),
+    "e10": ("10 epochs instead of 7 (about w20's training MACs)", ["--epochs", "10"]),
     "e9p12": (
         "9 epochs, progressive resizing from 12 px (about e8's cost)",
         ["--epochs", "9", "--progressive-from", "12"],
