@@ -25,7 +25,7 @@ RECIPES: dict[str, TrainConfig] = {
     ),
     # Ours: the default, minutes on 2 vCPUs (RESULTS.md, sections 9 and 16). The CIFAR ResNet-20 at
     # Fashion-MNIST's own 28x28, batch 128, one-cycle Nesterov SGD, label smoothing, mirror images in
-    # training and at test; progressive resizing from 16 px makes the first six epochs cheaper. Chosen on a
+    # training and at test; progressive resizing from 16 px makes the first seven epochs cheaper. Chosen on a
     # validation split (benchmarks/ablation.py): random crops cost accuracy at this short schedule, and at
     # the same training FLOPs more epochs of this net beat a wider (20/40/80, 24/48/96 for 5 epochs) or a
     # deeper one (ResNet-32), while none of the speed records' tricks (train/tricks.py) helped here
