@@ -25,9 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
+from resdense.data.fashion_mnist import COUNTS  # noqa: E402
+from resdense.studies.base import mean_sd  # noqa: E402
 
 VAL_SPLIT = 10_000
-TRAIN_IMAGES = 60_000  # Fashion-MNIST's training set, before the validation split
 
 # name: (what changes, resdense train options that make the change)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -82,14 +83,12 @@ def training_macs(config: dict, train_images: int, side: int = 28) -> float:
     """Multiply-accumulates of a run's training: each epoch's forward MACs at its side (progressive
     resizing shrinks the first epochs') times the images, times 3 for the backward pass (the usual rule:
     the gradients of the activations and of the weights each cost about one forward)."""
-    from dataclasses import fields
-
     from resdense.models import create_model
     from resdense.models.summary import count_macs
-    from resdense.train.config import TrainConfig
+    from resdense.train.config import TrainConfig, setting_names
     from resdense.train.schedule import size_at
 
-    cfg = TrainConfig(**{f.name: config[f.name] for f in fields(TrainConfig) if f.name in config})
+    cfg = TrainConfig(**{k: config[k] for k in setting_names() if k in config})  # config.json holds more
     model = create_model(cfg.model, num_classes=10, in_chans=1, **cfg.model_options)
     per_side: dict[int, int] = {}
     total = 0
@@ -118,7 +117,7 @@ def run_variant(
             raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
         s = json.loads((out / "summary.json").read_text())
         config = json.loads((out / "config.json").read_text())
-        macs = training_macs(config, config["train_subset"] or TRAIN_IMAGES - val_split)
+        macs = training_macs(config, config["train_subset"] or COUNTS["train"] - val_split)
     return {"variant": name, "change": VARIANTS[name][0], "seed": seed, "val_acc": s["val_accuracy"],
             "test_acc": s["test_accuracy"], "images_per_s": s["images_per_s"], "wall_s": wall,
             "train_tmacs": macs / 1e12,
@@ -134,9 +133,8 @@ def report(rows: list[dict]) -> list[dict]:
         by.setdefault(r["variant"], []).append(r)
 
     def stats(rs: list[dict]) -> tuple[float, float | None]:
-        accs = [r["val_acc"] for r in rs]
-        sd = statistics.stdev(accs) if len(accs) > 1 else None
-        return statistics.fmean(accs), None if sd is None else sd / math.sqrt(len(accs))
+        mean, sd = mean_sd([r["val_acc"] for r in rs])
+        return mean, sd / math.sqrt(len(rs)) if len(rs) > 1 else None
 
     base_mean, base_se = stats(by["base"]) if "base" in by else (None, None)
     base_sd = None if base_se is None else base_se * math.sqrt(len(by["base"]))
@@ -209,7 +207,17 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, help="with --report: accuracy against training MACs, drawn here")
     args = ap.parse_args()
     if args.report:
-        summary = report([json.loads(line) for line in args.report.read_text().splitlines() if line.strip()])
+        try:
+            rows = [json.loads(line) for line in args.report.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError) as e:
+            ap.error(f"--report {args.report}: not a readable --json file ({e})")
+        if not rows or not all(
+            isinstance(r, dict) and {"variant", "val_acc", "wall_s"} <= r.keys() for r in rows
+        ):
+            ap.error(
+                f"--report {args.report}: expected the JSON lines of ablation.py --json, one row per run"
+            )
+        summary = report(rows)
         print_report(summary)
         if args.plot:
             plot(summary, args.plot)
