@@ -16,6 +16,7 @@ from pathlib import Path
 
 from resdense.data import load_dataset
 from resdense.data.split import holdout
+from resdense.errors import UserError
 from resdense.serve.load import load_trained
 from resdense.serve.predictor import TTA_VIEWS, predict_logits
 
@@ -26,9 +27,14 @@ def main() -> None:
     ap.add_argument("--val-split", type=int, default=10_000)
     ap.add_argument("--json", type=Path, help="append one JSON line per run here")
     args = ap.parse_args()
+    models = []
+    for run in args.runs:  # every run read before the data: a wrong folder fails at once, in one line
+        try:
+            models.append((run, load_trained(run)))
+        except (UserError, OSError) as e:
+            ap.error(f"{run}: not a resdense run folder or model file ({e})")
     _, val = holdout(load_dataset("fashion-mnist", None, progress=False).train, args.val_split)
-    for run in args.runs:
-        model, spec = load_trained(run)
+    for run, (model, spec) in models:
         model.eval()
         acc = {}
         for views in TTA_VIEWS:
