@@ -88,7 +88,7 @@ def test_given_split(tmp_path: Path, test_name: str) -> None:
     _make(root / test_name, {"y": 2, "x": 1}, ext=".jpg")
     ds = load_dataset("folder", root, image_size=8)
     assert ds.classes == ["x", "y", "z"]
-    assert ds.train.labels.tolist() == [0, 0, 0, 1, 1, 2, 2] and ds.test.labels.tolist() == [0, 1, 1]
+    assert ds.train.labels.tolist() == [0, 1, 2, 0, 1, 2, 0] and ds.test.labels.tolist() == [0, 1, 1]  # in turn
     assert ds.test.images.shape == (3, 1, 8, 8)
     assert ds.extra["split"] == f"folders (train, {test_name})"
 
@@ -100,7 +100,7 @@ def test_ignores_other_files_and_hidden_folders(tmp_path: Path) -> None:
     _save(root / "b" / ".hidden" / "0.png", (4, 4))
     _save(root / "b" / "nested" / "0.gif", (4, 4))
     ds = load_image_folder(root, test_fraction=0.0)
-    assert ds.classes == ["a", "b"] and ds.train.labels.tolist() == [0, 0, 1, 1, 1]
+    assert ds.classes == ["a", "b"] and ds.train.labels.tolist() == [0, 1, 0, 1, 1]
 
 
 def test_errors(tmp_path: Path) -> None:
@@ -137,3 +137,20 @@ def test_errors(tmp_path: Path) -> None:
         load_image_folder(tmp_path / "broken", test_fraction=1.0)
     with pytest.raises(UserError):
         load_image_folder(tmp_path / "broken", image_size=0)
+
+
+def test_the_first_n_images_of_a_folder_come_from_every_class(tmp_path: Path) -> None:
+    """Class folders are read in turn, not one after another: --train-subset N (the first N) of a folder
+    samples every class; each class keeps its file-name order, and the split is what the seed made."""
+    from resdense.data.folder import index_folder
+
+    root = _make(tmp_path / "r", {"ant": 6, "bee": 4, "cow": 5})
+    index = index_folder(root, test_fraction=0.0)
+    assert [y for _, y in index.train] == [0, 1, 2] * 4 + [0, 2, 0]
+    for c, name in enumerate(["ant", "bee", "cow"]):
+        assert [p.name for p, y in index.train if y == c] == sorted(p.name for p in (root / name).iterdir())
+    ds = load_image_folder(root, test_fraction=0.0)
+    assert ds.train.subset(3).labels.tolist() == [0, 1, 2]
+    given = _make(tmp_path / "g" / "train", {"ant": 3, "bee": 3}).parent
+    _make(given / "test", {"ant": 2, "bee": 2})
+    assert load_image_folder(given).test.subset(2).labels.tolist() == [0, 1]

@@ -83,7 +83,8 @@ def add_parser(sub) -> None:
                    "native bf16 unit such as AMX; fp32 elsewhere), yes, no")  # fmt: skip
     p.add_argument("--no-amp", dest="amp", action="store_const", const="no", help=argparse.SUPPRESS)
     p.add_argument("--sync-bn", action="store_true", default=None, help="SyncBatchNorm under torchrun")
-    p.add_argument("--train-subset", type=int, metavar="N", help="train on the first N images only")
+    p.add_argument("--train-subset", type=int, metavar="N",
+                   help="train on the first N images only (a folder's classes are taken in turn)")  # fmt: skip
     p.add_argument("--test-subset", type=int, metavar="N", help="score on the first N test images only")
     p.add_argument(
         "--weights",

@@ -174,7 +174,19 @@ def index_folder(root: str | os.PathLike, *, test_fraction: float = 0.2, seed: i
         split = {"split": "random", "test_fraction": test_fraction, "seed": seed}
     if len(classes) < 2:
         raise DataError(f"{root}: only one class folder ({classes[0]}); need at least 2 classes")
-    return FolderIndex(root, classes, train_items, test_items, split)
+    return FolderIndex(root, classes, _interleave(train_items), _interleave(test_items), split)
+
+
+def _interleave(items: list[tuple[Path, int]]) -> list[tuple[Path, int]]:
+    """The classes' files taken in turn (one of each class, then the next of each), each class in file-name
+    order. Training shuffles every epoch, so the order costs nothing there; it is what makes "the first N"
+    (--train-subset, --test-subset) a sample of every class rather than the first class folder alone."""
+    by_class: dict[int, list[tuple[Path, int]]] = {}
+    for item in items:
+        by_class.setdefault(item[1], []).append(item)
+    queues = [by_class[c] for c in sorted(by_class)]
+    longest = max((len(q) for q in queues), default=0)
+    return [q[j] for j in range(longest) for q in queues if j < len(q)]
 
 
 def load_image_folder(
