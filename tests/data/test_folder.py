@@ -85,10 +85,10 @@ def test_split_is_deterministic_by_seed(tmp_path: Path) -> None:
 def test_given_split(tmp_path: Path, test_name: str) -> None:
     root = tmp_path / "r"
     _make(root / "train", {"x": 3, "y": 2, "z": 2})
-    _make(root / test_name, {"y": 2, "x": 1}, ext=".jpg")
+    _make(root / test_name, {"y": 2, "x": 1}, ext=".jpg")  # each split reads its classes in turn
     ds = load_dataset("folder", root, image_size=8)
     assert ds.classes == ["x", "y", "z"]
-    assert ds.train.labels.tolist() == [0, 1, 2, 0, 1, 2, 0] and ds.test.labels.tolist() == [0, 1, 1]  # in turn
+    assert ds.train.labels.tolist() == [0, 1, 2, 0, 1, 2, 0] and ds.test.labels.tolist() == [0, 1, 1]
     assert ds.test.images.shape == (3, 1, 8, 8)
     assert ds.extra["split"] == f"folders (train, {test_name})"
 
