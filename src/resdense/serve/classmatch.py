@@ -1,6 +1,7 @@
 """A folder's classes matched to a model's by name, not by position: a folder whose sub-folders sort in
 another order, or hold only some of the model's classes, is scored right; one with classes the model does
-not know is refused in one line."""
+not know is refused in one line. A folder made by ``resdense convert`` matches under the folder names it
+gave the classes (Fashion-MNIST's "T-shirt/top" is the folder ``T-shirt-top``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 
 import torch
 
+from ..data.convert import class_folder_name
 from ..errors import UserError
 
 log = logging.getLogger("resdense")
@@ -24,6 +26,8 @@ def match_by_name(folder_classes, model_classes, labels: torch.Tensor, source) -
     if folder_classes == model_classes:
         return labels
     index = {c: i for i, c in enumerate(model_classes)}
+    for i, c in enumerate(model_classes):  # a class as `resdense convert` names its folder ("T-shirt/top")
+        index.setdefault(class_folder_name(c), i)
     unknown = [c for c in folder_classes if c not in index]
     if unknown:
         raise UserError(f"{source}: the folder's classes {_names(unknown)} are not the model's "
