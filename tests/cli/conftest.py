@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from resdense.cli import main
-from tests.train.conftest import isolation, shared_finished_run, shared_idx_dir
 
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    with isolation(tmp_path, monkeypatch):
-        yield
-
-
-@pytest.fixture(scope="session")
-def idx_dir(tmp_path_factory) -> Path:
-    return shared_idx_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory) -> tuple[Path, str]:
-    return shared_finished_run(tmp_path_factory)
+# the training tests' own fixtures, one definition: isolation (autouse), the tiny IDX set, the finished run
+from tests.train.conftest import finished_run, idx_dir, isolated  # noqa: F401
 
 
 def cli(capsys, *argv) -> tuple[int, str, str]:

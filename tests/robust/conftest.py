@@ -11,27 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.conftest import isolation, shared_finished_run, shared_idx_dir
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    with isolation(tmp_path, monkeypatch):
-        yield
-
-
-@pytest.fixture(scope="session")
-def idx_dir(tmp_path_factory) -> Path:
-    return shared_idx_dir(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def finished_run(tmp_path_factory) -> tuple[Path, str]:
-    return shared_finished_run(tmp_path_factory)
+# the training tests' own fixtures, one definition: isolation (autouse), the tiny IDX set, the finished run
+from tests.train.conftest import finished_run, idx_dir, isolated  # noqa: F401
 
 
 @pytest.fixture
-def run_copy(finished_run, tmp_path) -> Path:
+def run_copy(finished_run, tmp_path) -> Path:  # noqa: F811  (the fixture imported above)
     """A copy of the shared finished run (3 epochs) that a test may change."""
     dst = tmp_path / "run"
     shutil.copytree(finished_run[0], dst, ignore=shutil.ignore_patterns(".lock"))
