@@ -14,7 +14,8 @@ read, not rerun, and an unfinished one is resumed: the script can be stopped and
 at runs made by hand under the same names (``OUT/fp32-s0``, ``OUT/bf16-s1``, ...).
 
     python benchmarks/book_numbers.py [--recipe d2l-densenet] [--seeds 0,1] [--amp no,yes] [--jobs 1]
-                                      [--out runs/book/RECIPE] [--json F] [--extra "--train-subset 512"]
+                                      [--runs no:0,yes:0,yes:1] [--out runs/book/RECIPE] [--json F]
+                                      [--extra "--train-subset 512"]
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def main() -> None:
     ap.add_argument("--recipe", default="d2l-densenet", choices=sorted(BOOK_RESULTS))
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--amp", default="no,yes", help="which precisions: no (fp32), yes (bf16), or both")
+    ap.add_argument("--runs", help="instead of --seeds x --amp: these AMP:SEED runs, e.g. no:0,yes:0,yes:1")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each with its share of the cores")
     ap.add_argument("--out", type=Path, help="where the run folders go (default runs/book/RECIPE)")
     ap.add_argument(
@@ -126,12 +128,21 @@ def main() -> None:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
         raise SystemExit(f"--seeds {args.seeds!r}: expected whole numbers separated by commas") from None
-    out = args.out or Path("runs/book") / args.recipe
-    out.mkdir(parents=True, exist_ok=True)
     jobs = max(1, args.jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    print(f"machine: {machine()}; bf16 flags: {', '.join(cpu_flags()) or 'none'}", flush=True)
     plan = [(a, s) for s in seeds for a in amps]
+    if args.runs:  # an explicit list instead of every seed in every precision
+        try:
+            plan = [(a, int(s)) for a, s in (item.split(":") for item in args.runs.split(","))]
+        except ValueError:
+            raise SystemExit(
+                f"--runs {args.runs!r}: expected AMP:SEED pairs, e.g. no:0,yes:0,yes:1"
+            ) from None
+        if any(a not in PRECISION for a, _ in plan):
+            raise SystemExit(f"--runs {args.runs!r}: each AMP is no (fp32) or yes (bf16)")
+    out = args.out or Path("runs/book") / args.recipe
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}; bf16 flags: {', '.join(cpu_flags()) or 'none'}", flush=True)
     with ThreadPoolExecutor(jobs) as pool:
         folders = list(
             pool.map(lambda p: ensure_run(args.recipe, *p, out, shlex.split(args.extra), threads), plan)
