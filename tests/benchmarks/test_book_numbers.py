@@ -68,3 +68,12 @@ def test_a_toy_run_of_both_precisions_is_tabled_and_read_again_not_rerun(tmp_pat
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and (out / "bf16-s0" / "summary.json").stat().st_mtime_ns == stamp
     assert json.loads(js.read_text())["runs"] == result["runs"]
+
+
+def test_a_bad_runs_list_is_one_line_naming_it_and_makes_nothing(tmp_path):
+    out = tmp_path / "book"
+    cmd = [sys.executable, str(BENCH / "book_numbers.py"), "--runs", "no:0,maybe:1", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "--runs" in r.stderr
+    assert not out.exists()
