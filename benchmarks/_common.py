@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -16,17 +15,9 @@ ROOT = Path(__file__).resolve().parent
 def machine() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} vCPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    )
+    from resdense.utils.amp import cpu_model  # the one reader of /proc/cpuinfo's model name
+
+    return f"{cpu_model()}, {os.cpu_count()} vCPUs, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def extract_fashion_mnist(dest: Path) -> Path:

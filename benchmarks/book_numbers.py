@@ -1,8 +1,8 @@
 """The book's 10-epoch numbers, reproduced: a d2l recipe in fp32 and under bf16 autocast, several seeds each,
 run as a user runs it (``resdense train --recipe R --amp no|yes --seed S``).
 
-Why: the d2l recipes stay fp32 (``amp="no"``) until bf16 is shown to keep the book's numbers (issue 20): the
-last epoch's training loss and training accuracy within the seed-to-seed spread of the runs. The table gives
+Why: a d2l recipe may follow ``--amp auto`` only once bf16 is shown to keep the book's numbers (issue 20):
+the last epoch's training loss and training accuracy within the seed-to-seed spread of the runs. The table gives
 each run's final training loss, training accuracy and test accuracy beside the book's
 (``resdense.train.recipes.BOOK_RESULTS``), the mean of each precision, bf16 - fp32, the spread, and the
 verdict by that rule: for both training figures, |mean(bf16) - mean(fp32)| <= the spread, where the spread is
@@ -29,20 +29,27 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import dump, machine  # noqa: E402
 from resdense.rundir import RunDir  # noqa: E402
 from resdense.train.recipes import BOOK_RESULTS  # noqa: E402
-from resdense.utils.amp import cpu_flags  # noqa: E402
+from resdense.utils.amp import AMP_MODES, cpu_flags, decide_amp  # noqa: E402
 
-PRECISION = {"no": "fp32", "yes": "bf16"}  # --amp value -> what the run computes in
+FORCED = tuple(m for m in AMP_MODES if m != "auto")  # the --amp values that fix the precision: no, yes
 COMPARED = ("train_loss", "train_acc")  # the figures bf16 must keep; test accuracy is shown, not judged
 # (with a constant lr of 0.1 and no momentum, the book's last-epoch test accuracy swings by points between
 # re-runs of the same code; its training figures hardly move)
 
 
+def precision(amp: str) -> str:
+    """'fp32' or 'bf16' for a forced ``--amp`` value: the decision training itself makes (utils/amp.py)."""
+    return decide_amp(amp, torch.device("cpu")).dtype
+
+
 def run_folder(out: Path, amp: str, seed: int) -> Path:
-    return out / f"{PRECISION[amp]}-s{seed}"
+    return out / f"{precision(amp)}-s{seed}"
 
 
 def train_command(recipe: str, amp: str, seed: int, folder: Path, extra: list[str]) -> list[str]:
@@ -78,17 +85,12 @@ def read_run(folder: Path) -> dict:
             "test_acc": run["summary"]["test_accuracy"], "seconds": run["summary"]["seconds"]}  # fmt: skip
 
 
-def precision_of(run: dict) -> str:
-    """'fp32' or 'bf16': what the run computed in, as its summary says (``AmpDecision.dtype``)."""
-    return run["amp"]
-
-
 def verdict(runs: list[dict]) -> dict:
     """Means per precision, bf16 - fp32 and the seed spread for each figure; ``keeps`` is True/False by the
     rule in the module's docstring, None where it cannot be told (a precision missing, or no two seeds)."""
     groups: dict[str, list[dict]] = {"fp32": [], "bf16": []}
     for r in runs:
-        groups[precision_of(r)].append(r)
+        groups[r["amp"]].append(r)  # the summary's amp: what the run computed in (AmpDecision.dtype)
     out: dict = {"n": {p: len(g) for p, g in groups.items()}, "figures": {}}
     keeps: bool | None = True
     for key in (*COMPARED, "test_acc"):
@@ -122,7 +124,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     amps = args.amp.split(",")
-    if not amps or any(a not in PRECISION for a in amps):
+    if any(a not in FORCED for a in amps):
         raise SystemExit(f"--amp {args.amp!r}: expected no, yes or no,yes")
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
@@ -138,15 +140,17 @@ def main() -> None:
             raise SystemExit(
                 f"--runs {args.runs!r}: expected AMP:SEED pairs, e.g. no:0,yes:0,yes:1"
             ) from None
-        if any(a not in PRECISION for a, _ in plan):
+        if any(a not in FORCED for a, _ in plan):
             raise SystemExit(f"--runs {args.runs!r}: each AMP is no (fp32) or yes (bf16)")
+    try:
+        extra = shlex.split(args.extra)
+    except ValueError as e:
+        raise SystemExit(f"--extra {args.extra!r}: {e}") from None
     out = args.out or Path("runs/book") / args.recipe
     out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}; bf16 flags: {', '.join(cpu_flags()) or 'none'}", flush=True)
     with ThreadPoolExecutor(jobs) as pool:
-        folders = list(
-            pool.map(lambda p: ensure_run(args.recipe, *p, out, shlex.split(args.extra), threads), plan)
-        )
+        folders = list(pool.map(lambda p: ensure_run(args.recipe, *p, out, extra, threads), plan))
     runs = [read_run(f) for f in folders]
     book = BOOK_RESULTS[args.recipe]
     print(f"\n{args.recipe}, the last epoch of each run (book: loss {book['train_loss']:.3f}, "
@@ -154,7 +158,7 @@ def main() -> None:
     print("| run | epochs | train loss | train acc | test acc |\n|---|---|---|---|---|")
     print(f"| the book | 10 | {book['train_loss']:.3f} | {book['train_acc']:.3f} | {book['test_acc']:.3f} |")
     for r in runs:
-        print(f"| {precision_of(r)} seed {r['seed']} | {r['epochs']} | {r['train_loss']:.4f} | "
+        print(f"| {r['amp']} seed {r['seed']} | {r['epochs']} | {r['train_loss']:.4f} | "
               f"{r['train_acc']:.4f} | {r['test_acc']:.4f} |")  # fmt: skip
     v = verdict(runs)
     for key, fig in v["figures"].items():
