@@ -21,7 +21,7 @@ RECIPES: dict[str, TrainConfig] = {
     ),
     # d2l 8.7: the chapter's DenseNet, lr 0.1, otherwise as above, but bf16 autocast where the CPU has a
     # fast bf16 path (amp="auto", utils/amp.py): under bf16 it keeps the book's 10-epoch training loss and
-    # accuracy (0.140, 0.948) as closely as fp32 does, the difference well inside the seed-to-seed spread
+    # accuracy (BOOK_RESULTS below) as closely as fp32 does, the difference well inside the seed-to-seed spread
     # (benchmarks/book_numbers.py; RESULTS section 18), at about twice the speed on such a CPU.
     "d2l-densenet": TrainConfig(
         recipe="d2l-densenet", model="d2l_densenet", epochs=10, batch_size=256, lr=0.1, optimizer="sgd",
