@@ -2,7 +2,7 @@
 
 Three sides train the same network at the same batch size, resolution and learning rate; the baselines in
 fp32, resdense as its recipe says (``--amp auto``: bf16 autocast on a GPU and on a CPU with a fast bf16 path
-such as AMX; d2l-resnet stays fp32, d2l-densenet follows ``auto`` since bf16 was shown to keep its numbers):
+such as AMX; the d2l recipes too, since bf16 was shown to keep the book's numbers for both):
 
 - ``seed``: the book's code as printed in the seed (``tests/models/d2l_seed.py``), fed the book's way:
   torchvision's FashionMNIST with ``Resize`` + ``ToTensor`` per image, a ``DataLoader`` with d2l's 4

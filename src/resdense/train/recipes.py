@@ -10,19 +10,18 @@ from __future__ import annotations
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig  # noqa: F401  (the recipes' vocabulary)
 
 RECIPES: dict[str, TrainConfig] = {
-    # d2l 8.6: ResNet-18, lr 0.05, 10 epochs, batch 256, resize 96; plain SGD, no normalisation. fp32 always
-    # (amp="no"): the book's numbers are fp32 ones, and bf16 is not yet shown to keep this one's within the
-    # seed spread (benchmarks/book_numbers.py --recipe d2l-resnet: seed 0 agrees in both precisions, the
-    # second seed unfinished; RESULTS section 19).
+    # d2l 8.6: ResNet-18, lr 0.05, 10 epochs, batch 256, resize 96; plain SGD, no normalisation; bf16
+    # autocast where the CPU has a fast bf16 path (amp="auto", utils/amp.py): under bf16 it keeps the book's
+    # 10-epoch training loss and accuracy (BOOK_RESULTS below), the difference from fp32 within the
+    # seed-to-seed spread (benchmarks/book_numbers.py; RESULTS sections 19 and 20), at about twice the speed
+    # on such a CPU. --amp no gives the book's fp32 arithmetic.
     "d2l-resnet": TrainConfig(
         recipe="d2l-resnet", model="d2l_resnet18", epochs=10, batch_size=256, lr=0.05, optimizer="sgd",
         momentum=0.0, weight_decay=0.0, schedule="constant", resize=96, normalize=False, augment="none",
-        init="xavier", channels_last=True, amp="no",
+        init="xavier", channels_last=True, amp="auto",
     ),
-    # d2l 8.7: the chapter's DenseNet, lr 0.1, otherwise as above, but bf16 autocast where the CPU has a
-    # fast bf16 path (amp="auto", utils/amp.py): under bf16 it keeps the book's 10-epoch training loss and
-    # accuracy (BOOK_RESULTS below) as closely as fp32 does, the difference well inside the seed-to-seed spread
-    # (benchmarks/book_numbers.py; RESULTS section 18), at about twice the speed on such a CPU.
+    # d2l 8.7: the chapter's DenseNet, lr 0.1, otherwise as above, bf16 included: it keeps this one's book
+    # numbers too (RESULTS section 18).
     "d2l-densenet": TrainConfig(
         recipe="d2l-densenet", model="d2l_densenet", epochs=10, batch_size=256, lr=0.1, optimizer="sgd",
         momentum=0.0, weight_decay=0.0, schedule="constant", resize=96, normalize=False, augment="none",
