@@ -21,7 +21,8 @@ RECIPES: dict[str, TrainConfig] = {
         init="xavier", channels_last=True, amp="auto",
     ),
     # d2l 8.7: the chapter's DenseNet, lr 0.1, otherwise as above, bf16 included: it keeps this one's book
-    # numbers too (RESULTS section 18).
+    # training numbers too (RESULTS section 18), though its test accuracy ends 3-4 points under fp32's, from
+    # the batch-norm running statistics accumulated under bf16 (section 21).
     "d2l-densenet": TrainConfig(
         recipe="d2l-densenet", model="d2l_densenet", epochs=10, batch_size=256, lr=0.1, optimizer="sgd",
         momentum=0.0, weight_decay=0.0, schedule="constant", resize=96, normalize=False, augment="none",
