@@ -17,28 +17,21 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch.optim.swa_utils import update_bn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
-from resdense.preprocess import normalize  # noqa: E402
 from resdense.serve.evaluate import evaluate  # noqa: E402
 from resdense.serve.load import load_predictor  # noqa: E402
 
 
-@torch.no_grad()
 def reestimate(predictor, images: torch.Tensor, batch: int = 256) -> None:
-    """Every batch-norm layer's running statistics anew, in fp32, from ``images`` (uint8, N x C x H x W)."""
-    model, pre = predictor.model, predictor.spec.preprocess
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over all the batches, not an exponential one
-    model.train()
-    for s in range(0, len(images), batch):
-        model(normalize(predictor._fit(images[s : s + batch]), pre.mean, pre.std))
-    model.eval()
+    """Every batch-norm layer's running statistics anew, in fp32, from ``images`` (uint8, N x C x H x W), each
+    batch fed as the model's own preprocessing says. torch's ``update_bn`` does the bookkeeping (reset, a
+    cumulative average instead of the momentum one, train mode for the pass, everything restored after)."""
+    batches = (predictor.spec.preprocess(images[s : s + batch]) for s in range(0, len(images), batch))
+    update_bn(batches, predictor.model, predictor.device)
 
 
 def main() -> None:
