@@ -1,12 +1,21 @@
-"""Is a run's test accuracy held back by its batch-norm running statistics rather than by its weights?
+"""Is a run's accuracy held back by its batch-norm running statistics rather than by its weights?
 
-Scores each run folder's saved model on its test split as saved, then again after every batch-norm layer's
-running mean and variance are re-estimated in fp32 from the first ``--images`` training images (train mode,
-cumulative average, no gradient, nothing else changed). Why: the d2l DenseNet trained under bf16 autocast
-ended 3-4 points under fp32 on the test set with the same training loss (RESULTS sections 18 and 21); the
-running statistics are the one part of the model that a test pass uses and a training pass does not.
+Scores each run folder's saved model as saved, then again after every batch-norm layer's running mean and
+variance are re-estimated in fp32 from ``--images`` training images, exactly as ``resdense train
+--bn-recalibrate N`` does after a run's last step (train/tricks.py: the same images, the same batches, the
+same averaging). The option changes nothing before that step, so its effect on a finished run is this one,
+paired: the same weights with and without it, no seed-to-seed noise in the difference.
 
-    python benchmarks/bn_stats.py RUN [RUN ...] [--images 20000]
+A run with a validation split (``--val-split N``) is scored on it as well, and re-estimated from the rest of
+the training set, as its training would have: choose on that figure, not the test set's. A run with a
+weight EMA (``--ema``) is scored twice, its saved EMA weights and the live ones of its checkpoint (the EMA
+copies the live model's running statistics, which belong to other weights: the case re-estimation is for).
+
+Why: the d2l DenseNet trained under bf16 autocast ended 3-4 points under fp32 on the test set with the same
+training loss (RESULTS sections 18 and 21); the running statistics are the one part of the model that a test
+pass uses and a training pass does not.
+
+    python benchmarks/bn_stats.py RUN [RUN ...] [--images 20000] [--json F]
 """
 
 from __future__ import annotations
@@ -16,39 +25,60 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torch.optim.swa_utils import update_bn
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine  # noqa: E402
+from _common import dump, machine  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
+from resdense.data.split import holdout  # noqa: E402
+from resdense.rundir import RunDir, load_checkpoint  # noqa: E402
 from resdense.serve.evaluate import evaluate  # noqa: E402
 from resdense.serve.load import load_predictor  # noqa: E402
+from resdense.train.tricks import recalibrate_bn, spread_batches  # noqa: E402
 
 
-def reestimate(predictor, images: torch.Tensor, batch: int = 256) -> None:
-    """Every batch-norm layer's running statistics anew, in fp32, from ``images`` (uint8, N x C x H x W), each
-    batch fed as the model's own preprocessing says. torch's ``update_bn`` does the bookkeeping (reset, a
-    cumulative average instead of the momentum one, train mode for the pass, everything restored after)."""
-    batches = (predictor.spec.preprocess(images[s : s + batch]) for s in range(0, len(images), batch))
-    update_bn(batches, predictor.model, predictor.device)
+def reestimate(predictor, train, n: int, batch_size: int) -> None:
+    """``--bn-recalibrate n`` on a loaded run: ``train`` is its training split, ``batch_size`` its batch."""
+    chunks = spread_batches(len(train), n, batch_size)
+    recalibrate_bn(predictor.model, (predictor.spec.preprocess(x) for x, _ in train.batches_at(chunks)))
+
+
+def scores(run: str, predictor, val) -> dict:
+    out = {"test": evaluate(run, predictor=predictor).accuracy}
+    if val is not None:
+        out["val"] = evaluate(run, test_set=val, predictor=predictor).accuracy
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--images", type=int, default=20000, help="training images to re-estimate from")
+    ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     print(machine())
     data = load_dataset("fashion-mnist", progress=False)
+    rows = []
     for run in args.runs:
-        t = time.perf_counter()
-        predictor = load_predictor(run)
-        before = evaluate(run, predictor=predictor).accuracy
-        reestimate(predictor, data.train.images[: args.images])
-        after = evaluate(run, predictor=predictor).accuracy
-        print(f"{run}: test acc as saved {before:.4f}, batch-norm statistics re-estimated in fp32 from "
-              f"{args.images} training images {after:.4f} ({time.perf_counter() - t:.0f} s)", flush=True)  # fmt: skip
+        config = RunDir(run).read_config()
+        train, val = (
+            holdout(data.train, config["val_split"]) if config.get("val_split") else (data.train, None)
+        )
+        weights = {"saved": None}
+        if config.get("ema"):
+            weights = {"ema (saved)": None, "live": load_checkpoint(RunDir(run).checkpoint)["model"]}
+        for which, state in weights.items():
+            t = time.perf_counter()
+            predictor = load_predictor(run, progress=False)
+            if state is not None:
+                predictor.model.load_state_dict(state)
+            before = scores(run, predictor, val)
+            reestimate(predictor, train, args.images, config["batch_size"])
+            after = scores(run, predictor, val)
+            rows.append({"run": run, "weights": which, "images": args.images, "as_saved": before,
+                         "recalibrated": after})  # fmt: skip
+            line = ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in before)
+            print(f"{run} [{which}]: {line} (batch-norm statistics re-estimated in fp32 from {args.images} "
+                  f"training images; {time.perf_counter() - t:.0f} s)", flush=True)  # fmt: skip
+    dump(args.json, {"machine": machine(), "rows": rows})
 
 
 if __name__ == "__main__":

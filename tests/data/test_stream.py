@@ -289,6 +289,17 @@ def test_ranks_take_disjoint_shares_of_every_global_batch(tmp_path: Path, world:
     assert first != second and sorted(first) == sorted(second)
 
 
+def test_batches_at_given_indices_are_the_evaluation_images_in_memory_and_streamed(tmp_path: Path) -> None:
+    root = photo_folder(tmp_path / "r")
+    memory = load_folder(root, in_memory="yes", image_size=8)[0].train
+    picks = torch.tensor([0, 7, 17])
+    for split in (stream_of(root), memory):
+        whole = torch.cat([x for x, _ in split.eval_batches(5)])
+        (x, y), (x2, _) = split.batches_at([picks, slice(2, 4)])
+        assert torch.equal(x, whole[picks]) and torch.equal(y, split.labels[picks])
+        assert torch.equal(x2, whole[2:4])
+
+
 def test_worker_processes_give_the_same_batches(tmp_path: Path) -> None:
     root = photo_folder(tmp_path / "r")
     data, _ = load_folder(root, in_memory="no")

@@ -11,16 +11,19 @@ from torch import nn
 from torch.nn import functional as F
 
 from resdense.data.augment import BatchAugment, alternate_flips, flip_where, random_crop
+from resdense.data.fashion_mnist import TRAIN_IMAGES
+from resdense.data.idx import read_idx_images
 from resdense.models import create_model
 from resdense.preprocess import Preprocess
 from resdense.rundir import load_checkpoint
 from resdense.serve.load import load_trained
 from resdense.train import TrainConfig
-from resdense.train.optim import make_optimizer, param_groups
+from resdense.train.optim import FrozenBatchNorm2d, make_optimizer, param_groups
 from resdense.train.tricks import (
     Lookahead,
     dirac_convs,
     first_conv,
+    recalibrate_bn,
     scaled_model,
     set_bn_momentum,
     whiten_conv,
@@ -138,6 +141,45 @@ def test_translate_is_the_crop_policy_a_shift_by_up_to_the_padding():
         assert len(shifts) == 1
 
 
+def test_bn_recalibration_replaces_the_momentum_average_with_the_plain_one_and_spares_frozen_norms():
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(8, 3, 5, 5, generator=g) * (1 + i) + i for i in range(4)]  # drifting data
+    norm, frozen = nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+    frozen.__class__ = FrozenBatchNorm2d
+    frozen.running_mean.fill_(7.0)
+    model = nn.Sequential(norm, frozen).eval()
+    for x in batches:  # the momentum average of train mode: weighted towards the last batches
+        norm.train()(x)
+    assert not torch.allclose(norm.running_mean, torch.stack([x.mean((0, 2, 3)) for x in batches]).mean(0))
+    assert recalibrate_bn(model, batches) == 1
+    torch.testing.assert_close(norm.running_mean, torch.stack([x.mean((0, 2, 3)) for x in batches]).mean(0))
+    var = torch.stack([x.transpose(0, 1).reshape(3, -1).var(1) for x in batches]).mean(0)  # unbiased, as BN's
+    torch.testing.assert_close(norm.running_var, var)
+    assert norm.momentum == 0.1 and not model.training and not norm.training  # put back as they were
+    assert torch.equal(frozen.running_mean, torch.full((3,), 7.0))
+
+
+def test_a_run_with_bn_recalibration_saves_statistics_of_evenly_spread_training_images(idx_dir, tmp_path):
+    runs = {}
+    for n in (0, 96):
+        out = tmp_path / f"run{n}"
+        code, _ = main_quiet(train_args(idx_dir, out, "--bn-recalibrate", str(n), epochs=1))
+        assert code == 0
+        runs[n] = load_trained(out)
+    model, spec = runs[96]
+    # the stem's batch norm sees the stem convolution's outputs (no other statistics come before it); 96
+    # images in three batches of 32 (the run's batch size): the batches' average is the images' average
+    images = read_idx_images(idx_dir / f"{TRAIN_IMAGES}.gz")
+    picks = torch.linspace(0, len(images) - 1, 96).round().long()
+    with torch.no_grad():
+        seen = first_conv(model)(spec.preprocess(images[picks]))
+    stem_norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    torch.testing.assert_close(stem_norm.running_mean, seen.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+    plain = next(m for m in runs[0][0].modules() if isinstance(m, nn.BatchNorm2d))
+    assert not torch.allclose(plain.running_mean, seen.mean((0, 2, 3)), atol=1e-3)  # the momentum average
+    assert json.loads((tmp_path / "run96" / "config.json").read_text())["bn_recalibrate"] == 96
+
+
 def test_logit_scale_scales_the_loss_input_and_is_folded_into_the_saved_classifier():
     model = tiny().eval()
     x = torch.randn(3, 1, 28, 28)
@@ -179,6 +221,7 @@ def test_a_run_with_every_trick_records_its_choices_and_saves_the_scaled_model(
         (["--alt-flip"], "--augment none flips none"),
         (["--logit-scale", "0"], "--logit-scale must be positive"),
         (["--bn-bias-lr-mult", "-2"], "--bn-bias-lr-mult must be positive"),
+        (["--bn-recalibrate", "-5"], "--bn-recalibrate must be >= 0"),
     ],
 )
 def test_bad_trick_settings_are_one_line_errors(idx_dir, tmp_path, capsys, option, fragment):

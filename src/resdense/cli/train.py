@@ -155,6 +155,9 @@ def add_parser(sub) -> None:
         help="flip policies: mirror each image every other epoch, not at random (airbench)",
     )
     p.add_argument("--logit-scale", type=float, help="the loss sees the logits times this (airbench: 1/9)")
+    p.add_argument("--bn-recalibrate", type=int, metavar="N",
+                   help="after the last step, re-estimate the batch norms' running statistics from N "
+                   "training images (precise BN; 0: off)")  # fmt: skip
     p.add_argument("--out", help="run folder (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
     p.add_argument("--force", action="store_true", help="overwrite the run in --out")

@@ -1,8 +1,8 @@
 """What the training loop reads: a data set of two splits, each behind one batch protocol.
 
 A split is anything with ``len()``, ``labels``, ``channels``, ``subset(n)``, ``sample()``,
-``train_batches(batch_size, seed=, epoch=, rank=, world_size=)`` and ``eval_batches(batch_size, rank,
-world_size)``, both yielding (uint8 images, int64 labels). :class:`ImageSet` (the whole split in memory as
+``train_batches(batch_size, seed=, epoch=, rank=, world_size=)``, ``eval_batches(batch_size, rank,
+world_size)`` and ``batches_at(chunks)`` (the examples at given indices, as evaluation sees them), all yielding (uint8 images, int64 labels). :class:`ImageSet` (the whole split in memory as
 tensors, on the training device) and :class:`resdense.data.stream.FolderStream` (files decoded batch by batch)
 are the two; both take their order from :mod:`resdense.data.sampling`, so the global batches are the same for
 any number of processes and any epoch can be replayed after a resume.
@@ -57,7 +57,13 @@ class ImageSet:
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1):
         """Contiguous, unshuffled chunks; under torchrun each process takes every ``world_size``-th chunk."""
-        for chunk in eval_chunks(len(self), batch_size, rank, world_size):
+        yield from self.batches_at(eval_chunks(len(self), batch_size, rank, world_size))
+
+    def batches_at(self, chunks) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The examples at each chunk of indices (a slice or an index tensor), unaugmented."""
+        for chunk in chunks:
+            if isinstance(chunk, torch.Tensor):
+                chunk = chunk.to(self.labels.device)
             yield self.images[chunk], self.labels[chunk]
 
 

@@ -177,7 +177,11 @@ class FolderStream:
         yield from self._load(shards, steps, lambda i: base + i)
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1):
-        chunks = [torch.arange(c.start, c.stop) for c in eval_chunks(len(self), batch_size, rank, world_size)]
+        yield from self.batches_at(eval_chunks(len(self), batch_size, rank, world_size))
+
+    def batches_at(self, chunks) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The examples at each chunk of indices (a slice or an index tensor), decoded as for evaluation."""
+        chunks = [torch.arange(c.start, c.stop) if isinstance(c, slice) else c for c in chunks]
         yield from self._load(chunks, len(chunks), lambda i: None)
 
     def sample(self, n: int = STATS_SAMPLE) -> torch.Tensor:

@@ -83,6 +83,9 @@ class TrainConfig:
     lookahead_alpha: float = 0.5
     alt_flip: bool = False  # the flip policies mirror each image every other epoch instead of at random
     logit_scale: float = 1.0  # the loss sees logits times this; folded into the saved classifier
+    # after the last step, every batch norm's running statistics re-estimated from the first N training
+    # images as evaluation feeds them (Wu & Johnson's "precise BN"); 0: off, the momentum average is kept
+    bn_recalibrate: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -247,3 +250,5 @@ def _validate_records_tricks(cfg: TrainConfig) -> None:
         raise UserError(f"--alt-flip changes how images are flipped; --augment {cfg.augment} flips none")
     if not cfg.logit_scale > 0:
         raise UserError(f"--logit-scale must be positive, got {cfg.logit_scale}")
+    if cfg.bn_recalibrate < 0:
+        raise UserError(f"--bn-recalibrate must be >= 0 images (0: off), got {cfg.bn_recalibrate}")

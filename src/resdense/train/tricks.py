@@ -14,12 +14,18 @@ ResNet" (DAWNBench), re-written for this library's models from their description
   slow weights.
 - ``logit_scale``: the loss sees the logits times this (airbench: 1/9); the saved model has the factor folded
   into its classifier, so predict's probabilities are the ones training used.
+- ``bn_recalibrate``: not a record's trick but one of their kind (Wu & Johnson 2021, "Rethinking 'Batch' in
+  BatchNorm": precise BN): after the last step, each batch norm's running mean and variance are re-estimated
+  as a plain average over the first N training images, evaluation's preprocessing, no augmentation, for the
+  weights the run ends on. The momentum average lags weights that still move (a constant learning rate, the
+  d2l recipes; a weight EMA), and evaluation uses nothing else from training.
 - ``bn_bias_lr_mult`` (train/optim.py) and ``alt_flip`` (data/augment.py) live with their owners.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -83,6 +89,35 @@ def apply_init(cfg, model: nn.Module, train_images: torch.Tensor | None) -> None
         dirac_convs(model)
     if cfg.bn_momentum is not None:
         set_bn_momentum(model, cfg.bn_momentum)
+
+
+def spread_batches(length: int, n: int, batch_size: int) -> list[torch.Tensor]:
+    """``min(n, length)`` indices spread evenly over ``range(length)`` (an image folder's files come sorted
+    by class), in batches of about ``batch_size`` and of equal sizes (give or take one): a batch norm's
+    cumulative average weighs each batch alike, so a short last batch would count as much as a full one."""
+    picks = torch.linspace(0, length - 1, min(n, length)).round().long().unique()
+    return list(picks.tensor_split(math.ceil(len(picks) / max(1, batch_size))))
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches) -> int:
+    """Re-estimate the running statistics of ``model``'s batch norms that train (frozen ones, see
+    train/optim.py, keep theirs) as the plain average over ``batches`` (float inputs as the model takes them);
+    returns how many. Hand-written rather than torch's ``swa_utils.update_bn``: that one resets every batch
+    norm, and a frozen one, which stays in eval mode, would keep the reset statistics."""
+    was_training = model.training
+    model.train()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches, not an exponential one
+    for x in batches:
+        model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(norms)
 
 
 class Lookahead:
