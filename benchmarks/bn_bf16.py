@@ -18,7 +18,6 @@ it in the running statistics, and guessed at batch norm computing in bf16; this 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import statistics
@@ -32,7 +31,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import dump, machine  # noqa: E402
-from bn_stats import reestimate  # noqa: E402
+from bn_stats import reestimate, runs_parser  # noqa: E402
 from resdense.data import load_dataset  # noqa: E402
 from resdense.rundir import RunDir  # noqa: E402
 from resdense.serve.load import load_predictor  # noqa: E402
@@ -91,12 +90,9 @@ def continued(predictor, base: dict, data, variant: str, steps: int, lr: float, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("runs", nargs="+")
+    ap = runs_parser(__doc__, 5000)
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--images", type=int, default=5000, help="training images for the re-estimation")
     ap.add_argument("--test-images", type=int, default=2000, help="test images scored in check 2")
-    ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     print(machine())
     data = load_dataset("fashion-mnist", progress=False)

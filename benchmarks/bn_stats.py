@@ -48,12 +48,17 @@ def scores(run: str, predictor, val) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def runs_parser(doc: str, images: int) -> argparse.ArgumentParser:
+    """The options of this script and bn_bf16.py: run folders, the images to re-estimate from, --json."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--images", type=int, default=20000, help="training images to re-estimate from")
+    ap.add_argument("--images", type=int, default=images, help="training images to re-estimate from")
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = runs_parser(__doc__, 20000).parse_args()
     print(machine())
     data = load_dataset("fashion-mnist", progress=False)
     rows = []
