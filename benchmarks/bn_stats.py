@@ -11,9 +11,9 @@ the training set, as its training would have: choose on that figure, not the tes
 weight EMA (``--ema``) is scored twice, its saved EMA weights and the live ones of its checkpoint (the EMA
 copies the live model's running statistics, which belong to other weights: the case re-estimation is for).
 
-Why: the d2l DenseNet trained under bf16 autocast ended 3-4 points under fp32 on the test set with the same
-training loss (RESULTS sections 18 and 21); the running statistics are the one part of the model that a test
-pass uses and a training pass does not.
+Why: the d2l DenseNet's last-epoch test accuracy varied by 3-4 points between runs with the same training
+loss (RESULTS sections 18, 21 and 22); the running statistics are the one part of the model that a test pass
+uses and a training pass does not.
 
     python benchmarks/bn_stats.py RUN [RUN ...] [--images 20000] [--json F]
 """
