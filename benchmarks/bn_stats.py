@@ -48,11 +48,23 @@ def scores(run: str, predictor, val) -> dict:
     return out
 
 
+def _run_folder(text: str) -> str:
+    if not (Path(text) / "config.json").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: not a run folder (no config.json in it)")
+    return text
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number >= 1")
+    return int(text)
+
+
 def runs_parser(doc: str, images: int) -> argparse.ArgumentParser:
     """The options of this script and bn_bf16.py: run folders, the images to re-estimate from, --json."""
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
-    ap.add_argument("runs", nargs="+")
-    ap.add_argument("--images", type=int, default=images, help="training images to re-estimate from")
+    ap.add_argument("runs", nargs="+", type=_run_folder)
+    ap.add_argument("--images", type=_positive, default=images, help="training images to re-estimate from")
     ap.add_argument("--json", type=Path)
     return ap
 

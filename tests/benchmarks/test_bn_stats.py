@@ -69,3 +69,18 @@ def test_batch_norm_in_fp32_under_autocast_and_only_while_asked():
         with batch_norm_in_fp32(model, True):
             assert model(x).dtype == torch.float32
         assert model(x).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("script", ["bn_stats.py", "bn_bf16.py"])
+def test_a_folder_that_is_not_a_run_and_a_bad_image_count_are_one_line_errors(tmp_path, script):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    cases = (
+        ([str(tmp_path)], "not a run folder (no config.json"),
+        ([str(run), "--images", "0"], "'0': must be"),
+    )
+    for args, says in cases:
+        done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
