@@ -12,7 +12,7 @@ statistics carries from one step to the next, so a run can be continued from its
 
 Why: RESULTS section 21 found the bf16 runs of ``d2l-densenet`` 3-4 test points under fp32's as trained, all of
 it in the running statistics, and guessed at batch norm computing in bf16; this tested the guess and found it
-wrong (section 22: both checks give bf16 what fp32 gets; a third seed put bf16 above both fp32 ones).
+wrong (section 22: both checks give bf16 what fp32 gets; a third bf16 seed ended above all three fp32 ones).
 
     python benchmarks/bn_bf16.py RUN [RUN ...] [--steps 60] [--images 5000] [--test-images 2000] [--json F]
 """

@@ -21,9 +21,10 @@ RECIPES: dict[str, TrainConfig] = {
         init="xavier", channels_last=True, amp="auto",
     ),
     # d2l 8.7: the chapter's DenseNet, lr 0.1, otherwise as above, bf16 included: it keeps this one's book
-    # training numbers too (RESULTS section 18). Its last-epoch test accuracy moves by points from seed to
-    # seed in either precision, because at a constant lr of 0.1 the batch-norm running statistics lag the
-    # weights (section 22); --bn-recalibrate N re-estimates them after the last step, off here as in the book.
+    # training numbers too (RESULTS section 18). Its last-epoch test accuracy moves by points from epoch to
+    # epoch in either precision (bf16's mean 2.4 lower over 3 seeds, unsettled), because at a constant lr of
+    # 0.1 the batch-norm running statistics lag the weights (section 22); --bn-recalibrate N re-estimates
+    # them after the last step, off here as in the book.
     "d2l-densenet": TrainConfig(
         recipe="d2l-densenet", model="d2l_densenet", epochs=10, batch_size=256, lr=0.1, optimizer="sgd",
         momentum=0.0, weight_decay=0.0, schedule="constant", resize=96, normalize=False, augment="none",
