@@ -32,13 +32,12 @@ from resdense.data.split import holdout  # noqa: E402
 from resdense.rundir import RunDir, load_checkpoint  # noqa: E402
 from resdense.serve.evaluate import evaluate  # noqa: E402
 from resdense.serve.load import load_predictor  # noqa: E402
-from resdense.train.tricks import recalibrate_bn, spread_batches  # noqa: E402
+from resdense.train.tricks import recalibrate_from  # noqa: E402
 
 
 def reestimate(predictor, train, n: int, batch_size: int) -> None:
     """``--bn-recalibrate n`` on a loaded run: ``train`` is its training split, ``batch_size`` its batch."""
-    chunks = spread_batches(len(train), n, batch_size)
-    recalibrate_bn(predictor.model, (predictor.spec.preprocess(x) for x, _ in train.batches_at(chunks)))
+    recalibrate_from(predictor.model, train, n, batch_size, predictor.spec.preprocess)
 
 
 def scores(run: str, predictor, val) -> dict:

@@ -2,8 +2,9 @@
 
 A split is anything with ``len()``, ``labels``, ``channels``, ``subset(n)``, ``sample()``,
 ``train_batches(batch_size, seed=, epoch=, rank=, world_size=)``, ``eval_batches(batch_size, rank,
-world_size)`` and ``batches_at(chunks)`` (the examples at given indices, as evaluation sees them), all yielding (uint8 images, int64 labels). :class:`ImageSet` (the whole split in memory as
-tensors, on the training device) and :class:`resdense.data.stream.FolderStream` (files decoded batch by batch)
+world_size)`` and ``batches_at(chunks)`` (the examples at given indices, as evaluation sees them), all
+yielding (uint8 images, int64 labels). :class:`ImageSet` (the whole split in memory as tensors, on the
+training device) and :class:`resdense.data.stream.FolderStream` (files decoded batch by batch)
 are the two; both take their order from :mod:`resdense.data.sampling`, so the global batches are the same for
 any number of processes and any epoch can be replayed after a resume.
 """

@@ -83,8 +83,8 @@ class TrainConfig:
     lookahead_alpha: float = 0.5
     alt_flip: bool = False  # the flip policies mirror each image every other epoch instead of at random
     logit_scale: float = 1.0  # the loss sees logits times this; folded into the saved classifier
-    # after the last step, every batch norm's running statistics re-estimated from the first N training
-    # images as evaluation feeds them (Wu & Johnson's "precise BN"); 0: off, the momentum average is kept
+    # after the last step, every batch norm's running statistics re-estimated from N training images spread
+    # over the split, as evaluation feeds them (Wu & Johnson's "precise BN"); 0: off, the momentum average is kept
     bn_recalibrate: int = 0
 
     def to_dict(self) -> dict:

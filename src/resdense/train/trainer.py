@@ -35,7 +35,7 @@ from .finetune import set_stage
 from .optim import make_optimizer
 from .schedule import evaluates_at, lr_at, size_at
 from .setup import build_model, prepare_data
-from .tricks import Lookahead, recalibrate_bn, scaled_model, spread_batches
+from .tricks import Lookahead, recalibrate_from, scaled_model
 
 # Points per epoch on the within-epoch training curve (steps.csv): enough to draw training error against
 # iterations (He et al. Fig. 6), at one tiny on-device snapshot per window and one transfer per epoch.
@@ -253,15 +253,13 @@ class Trainer:
         """--bn-recalibrate N (train/tricks.py): the evaluated model's batch-norm statistics from N training
         images spread over the split, in batches of a training step's size, fp32. Every process reads the
         same images, so all end with the same statistics without communicating."""
-        chunks = spread_batches(len(self.train_set), self.cfg.bn_recalibrate,
-                                self.cfg.batch_size // self.dist.world_size)  # fmt: skip
-        batches = (
-            self.preprocess(xb.to(self.device, non_blocking=True)).contiguous(
-                memory_format=self.memory_format
-            )
-            for xb, _ in self.train_set.batches_at(chunks)
-        )
-        recalibrate_bn(self.eval_model(), batches)
+
+        def prepare(xb: torch.Tensor) -> torch.Tensor:
+            xb = self.preprocess(xb.to(self.device, non_blocking=True))
+            return xb.contiguous(memory_format=self.memory_format)
+
+        recalibrate_from(self.eval_model(), self.train_set, self.cfg.bn_recalibrate,
+                         self.cfg.batch_size // self.dist.world_size, prepare)  # fmt: skip
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss, in fp32, of the logits times ``logit_scale`` (train/tricks.py)."""

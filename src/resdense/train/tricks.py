@@ -16,8 +16,8 @@ ResNet" (DAWNBench), re-written for this library's models from their description
   into its classifier, so predict's probabilities are the ones training used.
 - ``bn_recalibrate``: not a record's trick but one of their kind (Wu & Johnson 2021, "Rethinking 'Batch' in
   BatchNorm": precise BN): after the last step, each batch norm's running mean and variance are re-estimated
-  as a plain average over the first N training images, evaluation's preprocessing, no augmentation, for the
-  weights the run ends on. The momentum average lags weights that still move (a constant learning rate, the
+  as a plain average over N training images spread evenly over the split, evaluation's preprocessing, no
+  augmentation, for the weights the run ends on. The momentum average lags weights that still move (a constant learning rate, the
   d2l recipes; a weight EMA), and evaluation uses nothing else from training.
 - ``bn_bias_lr_mult`` (train/optim.py) and ``alt_flip`` (data/augment.py) live with their owners.
 """
@@ -118,6 +118,14 @@ def recalibrate_bn(model: nn.Module, batches) -> int:
         m.momentum = momentum
     model.train(was_training)
     return len(norms)
+
+
+def recalibrate_from(model: nn.Module, split, n: int, batch_size: int, prepare) -> int:
+    """``--bn-recalibrate n`` whole: ``n`` images of ``split`` spread evenly (:func:`spread_batches`), read as
+    evaluation reads them, each batch turned into the model's input by ``prepare``; one owner for the
+    training loop and for ``benchmarks/bn_stats.py``, which applies it to finished runs."""
+    chunks = spread_batches(len(split), n, batch_size)
+    return recalibrate_bn(model, (prepare(x) for x, _ in split.batches_at(chunks)))
 
 
 class Lookahead:
