@@ -6,8 +6,7 @@ the ``cli``. ``create_model`` and ``list_models`` are the front door to the mode
 """
 
 from .models import ModelConfig, create_model, list_models
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["ModelConfig", "__version__", "create_model", "explain", "list_models", "show_features"]
 

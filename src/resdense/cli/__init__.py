@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="resdense",
         description="ResNet and DenseNet models: inspect, train, evaluate, predict, compare, export.",
     )
-    from .. import __version__
+    from ..version import __version__
 
     parser.add_argument("--version", action="version", version=f"resdense {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
