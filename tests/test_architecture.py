@@ -78,8 +78,9 @@ def test_no_module_grows_into_a_grab_bag() -> None:
 
 
 def module_graph() -> dict[str, set[str]]:
-    """Each resdense module -> the resdense modules it imports (lazy, function-level imports too), as
-    modules: ``from .x import name`` counts as an import of ``x`` (or of ``x.name`` when that is a module)."""
+    """Each resdense module -> the resdense modules it imports (lazy, function-level imports too): ``from .x
+    import name`` is an import of ``x``, ``from . import x`` of ``x``, a package's import of its
+    ``__init__``."""
     names = {name.removesuffix(".__init__") for name, _ in modules()}
     graph: dict[str, set[str]] = {}
     for name, path in modules():
@@ -149,11 +150,15 @@ def cycle_through(graph: dict[str, set[str]], component: set[str]) -> list[str]:
     return paths[start]
 
 
-# A package's __init__ importing its own submodules (to re-export them) and a submodule importing a sibling
-# through the package (``from . import x``) are not cycles of the code's layers: the package is its
-# submodules' namespace. An edge from a package to its own descendants is left out.
-def is_own_package(a: str, b: str) -> bool:
-    return b.startswith(a + ".")
+# TEMPORARY: the cycle and the private names the models package still has on this branch; the "models"
+# helper's branch of issue 34 removes them and the lead empties this set at the merge, after which both tests
+# hold for all of src/ with no exception.
+PENDING_OTHER_HELPERS = {
+    "resdense.models.filecheck -> resdense.models.registry -> resdense.models.pretrained -> resdense.models.filecheck",
+    "resdense.models.hf_hub imports _from_file from resdense.models.pretrained",
+    "resdense.models.pretrained imports _REGISTRY from resdense.models.registry",
+    "resdense.models.hf_hub imports _REGISTRY from resdense.models.registry",
+}
 
 
 def test_the_cycle_finder_finds_a_lazy_cycle() -> None:
@@ -163,17 +168,8 @@ def test_the_cycle_finder_finds_a_lazy_cycle() -> None:
 
 
 def test_no_import_cycle() -> None:
-    graph = {m: {t for t in ts if not is_own_package(m, t)} for m, ts in module_graph().items()}
-    found = cycles(graph)
+    found = [c for c in cycles(module_graph()) if " -> ".join(c) not in PENDING_OTHER_HELPERS]
     assert not found, "import cycles (lazy imports counted):\n" + "\n".join(" -> ".join(c) for c in found)
-
-
-# Private names other helpers' modules still import, removed by their branches of issue 34; the lead empties
-# this at the merge (the test then holds for all of src/).
-PENDING_OTHER_HELPERS = {
-    "resdense.models.pretrained imports _REGISTRY from resdense.models.registry",
-    "resdense.models.hf_hub imports _REGISTRY from resdense.models.registry",
-}
 
 
 def private_imports() -> list[str]:

@@ -23,7 +23,7 @@ from ..models.registry import UnknownModelError
 from ..rundir import RunDir
 from .predictor import DEFAULT_BATCH_SIZE, Predictor
 
-__all__ = ["load_model", "load_predictor", "load_trained"]
+__all__ = ["as_predictor", "load_model", "load_predictor", "load_trained"]
 
 _EXPECTED = "expected a run folder or a .safetensors, .onnx or TorchScript .pt/.ts file"
 
@@ -88,6 +88,23 @@ def load_predictor(
         return Predictor.for_model(model, spec, device, path=p if p.exists() else None, batch_size=batch_size)
     spec, session = _load_onnx(p, known=kind == "onnx")
     return Predictor(spec, "onnxruntime", session, device="cpu", path=p, batch_size=batch_size)
+
+
+def as_predictor(source, arch: str | None = None, device: str | torch.device = "cpu") -> Predictor:
+    """What the Python API's look-inside functions (``explain``, ``show_features``) take, as a
+    :class:`Predictor`: a Predictor as it is, a resdense model (``create_model``: its ``pretrained_cfg`` says
+    how to feed it), or any source :func:`load_predictor` takes, read as weights (``arch`` for those that do
+    not name one)."""
+    if isinstance(source, Predictor):
+        return source
+    if isinstance(source, nn.Module):
+        cfg = getattr(source, "pretrained_cfg", None)
+        if cfg is None:
+            raise UserError(
+                f"{type(source).__name__}: give a resdense model or a Predictor (it says how to feed it)"
+            )
+        return Predictor.for_model(source, cfg.spec(cfg.model or type(source).__name__), device)
+    return load_predictor(source, device=device, arch=arch, weights=True)
 
 
 def _load_onnx(p: Path, known: bool = True) -> tuple[ModelSpec, object]:
