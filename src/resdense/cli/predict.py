@@ -90,7 +90,7 @@ def run(args) -> int:
     import sys
 
     from ..errors import UserError
-    from ..serve.batch_predict import check_output, predict_many, write_predictions
+    from ..serve.predict import check_output, predict_many, write_predictions
     from ..utils.device import resolve_device
 
     if args.top < 1:

@@ -18,7 +18,7 @@ from ..errors import UserError
 from ..preprocess import normalize
 from ..utils.io import atomic_path, write_text
 from .features import forward_intermediates, resolve_stages, torch_model
-from .inputs import image_paths, read_batches
+from .predict import image_paths, read_batches
 
 __all__ = ["Embeddings", "embed", "embed_images", "write_embeddings"]
 
@@ -60,7 +60,7 @@ class Embeddings:
 
 def embed(predictor, inputs: Sequence[str | os.PathLike], *, layer: str | None = None,
           batch_size: int = 256) -> Embeddings:  # fmt: skip
-    """Features of image files and folders (see :func:`~resdense.serve.inputs.image_paths`), read and run
+    """Features of image files and folders (see :func:`~resdense.serve.predict.image_paths`), read and run
     a batch at a time; unreadable files are left out and listed in ``errors``."""
     model = torch_model(predictor, "features", needs="forward_features")
     if layer is not None:
