@@ -21,9 +21,9 @@ from ..models import create_model
 from ..models.pretrained import load_pretrained, shipped_source
 from ..models.registry import UnknownModelError
 from ..rundir import RunDir
-from .predictor import DEFAULT_BATCH_SIZE, Predictor
+from .predictor import DEFAULT_BATCH_SIZE, Predictor, tta_views
 
-__all__ = ["as_predictor", "load_model", "load_predictor", "load_trained"]
+__all__ = ["as_predictor", "load_model", "load_predictor", "load_source", "load_trained"]
 
 _EXPECTED = "expected a run folder or a .safetensors, .onnx or TorchScript .pt/.ts file"
 
@@ -88,6 +88,30 @@ def load_predictor(
         return Predictor.for_model(model, spec, device, path=p if p.exists() else None, batch_size=batch_size)
     spec, session = _load_onnx(p, known=kind == "onnx")
     return Predictor(spec, "onnxruntime", session, device="cpu", path=p, batch_size=batch_size)
+
+
+def load_source(
+    model: str | Path | None = None,
+    *,
+    weights: str | Path | None = None,
+    arch: str | None = None,
+    device: str | torch.device = "cpu",
+    tta: str | None = "auto",
+) -> Predictor:
+    """The Predictor that a command's model (a run folder or model file) or its ``weights`` (``--weights``:
+    shipped, torchvision's with ``arch``, a state dict, ``hf-hub:``) name, predicting with the test-time
+    views ``tta`` ("auto": the model file's own). What every serving command loads through."""
+    if weights is None:
+        if model is None:
+            raise UserError("give a run folder or model file, or --weights SRC")
+        if arch is not None:
+            raise UserError("--arch goes with --weights")
+        predictor = load_predictor(model, device=device)
+    else:
+        predictor = load_predictor(weights, device=device, arch=arch, weights=True)
+    if tta not in (None, "auto"):
+        predictor.tta = tta_views(tta)  # the views every prediction averages over
+    return predictor
 
 
 def as_predictor(source, arch: str | None = None, device: str | torch.device = "cpu") -> Predictor:
