@@ -48,6 +48,7 @@ def run(args) -> int:
         test_subset=args.test_subset,
         out=args.out,
         progress=not args.json,
+        say=print,  # a folder that cannot take the figures: the score on stdout, then the one-line error
     )
     if args.json:
         print(json.dumps(report.to_json()))

@@ -9,6 +9,7 @@ training's own scoring, the int8 check and the notebook.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -324,13 +325,16 @@ def evaluate_source(
     test_subset: int = 0,
     out: str | Path | None = None,
     progress: bool = False,
+    say: Callable[[str], None] | None = None,
 ) -> EvalReport:
     """``resdense evaluate``: score ``model`` (a run folder, .safetensors, .onnx or TorchScript file) or
     ``weights`` (with ``arch`` where they do not name it) on the test split of its run's data set (or
     ``dataset``/``data_dir``; Fashion-MNIST for weights from no run), with the test-time views ``tta``
     ("auto": the model file's own, so a run's figure is its summary's), on the first ``test_subset`` images
     when > 0. The confusion matrix, the worst mistakes and mistakes.csv go to ``out`` (default: beside the
-    model; for ``weights`` only when ``out`` is given). ``progress``: a bar while scoring."""
+    model; for ``weights`` only when ``out`` is given). ``progress``: a bar while scoring. ``say``: where the
+    score goes when those files cannot be written (a full or read-only folder), before the error is raised,
+    so that it is not lost (the command prints it; default: the ``resdense`` logger's warning)."""
     from .load import load_source
 
     if weights is not None and model is not None:
@@ -372,7 +376,7 @@ def evaluate_source(
         report.figures.append(write_mistakes_csv(report.mistakes, folder))
     except (StorageError, OSError):
         # a read-only or full folder: the score computed is said, not lost, before the error
-        logging.getLogger("resdense").warning(
+        (say or logging.getLogger("resdense").warning)(
             f"{name}: test accuracy {result.accuracy:.4f} on {result.n:,} images (no figures written)"
         )
         raise
