@@ -176,7 +176,9 @@ class Predictor:
         if images.dtype != torch.uint8:
             raise ValueError(f"expected uint8 images, got {images.dtype}")
         bs = batch_size or self.batch_size
-        outs = [self.predict_fitted(self.fit_images(images[s : s + bs])) for s in range(0, images.shape[0], bs)]
+        outs = [
+            self.predict_fitted(self.fit_images(images[s : s + bs])) for s in range(0, images.shape[0], bs)
+        ]
         if not outs:
             return torch.empty(0, len(self.spec.classes) or 0)
         return torch.cat(outs)
