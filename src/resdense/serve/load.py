@@ -1,5 +1,8 @@
 """The one door from any source to a model that answers: :func:`load_predictor` (and :func:`load_model` for
-the PyTorch module itself).
+the PyTorch module itself). Every caller comes through here: the commands through :func:`load_source` (their
+model argument or ``--weights``, and ``--tta``), the Python API's ``explain``/``show_features`` through
+:func:`as_predictor` (a Predictor, a resdense model or a source), evaluation, export and the HTTP service
+through :func:`load_predictor`.
 
 A source is a run folder, a ``.safetensors`` model file (rebuilt in PyTorch), an ``.onnx`` file (run by
 onnxruntime on the CPU), a TorchScript archive (``.pt``/``.ts``, from ``resdense export``), a shipped name

@@ -1,6 +1,12 @@
 """A loaded model with its spec: uint8 images in, logits out, whatever runs it (PyTorch, onnxruntime,
 TorchScript); and the one forward pass with test-time augmentation, which training's evaluation, the studies
 and every predictor share.
+
+A :class:`Predictor`'s steps are public, and serving's other modules call only them:
+:meth:`~Predictor.fit_images` (resize and crop to the input size: the image the network sees),
+:meth:`~Predictor.predict_fitted` (normalise, run with the test-time views), :meth:`~Predictor.forward` (the
+network alone on one view), and :meth:`~Predictor.predict_logits` / :meth:`~Predictor.predict_images` /
+:meth:`~Predictor.predict`, which compose them.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 A write the folder cannot take (a full disk, a read-only file system, no permission) becomes one
 :class:`~resdense.errors.StorageError` naming the folder; the temporary file is removed and the old file kept.
+And a file's size as people read it (:func:`human_size`).
 """
 
 from __future__ import annotations
