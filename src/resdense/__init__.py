@@ -1,7 +1,7 @@
 """resdense: residual and densely connected convolutional networks, from the d2l chapter to real software.
 
-The package in layers, bottom to top (docs/architecture.md): the ground (``preprocess``, ``modelfile``,
-``rundir``, ``plots``, ``utils``), then ``models`` and ``data``, then ``serve``, ``train``, ``studies`` and
+The package in layers, bottom to top (docs/architecture.md): the ground (``version``, ``preprocess``,
+``modelfile``, ``rundir``, ``plots``, ``utils``), then ``models`` and ``data``, then ``serve``, ``train``, ``studies`` and
 the ``cli``. ``create_model`` and ``list_models`` are the front door to the models.
 """
 

@@ -27,9 +27,23 @@ from ..data.photo import read_image
 from ..errors import UserError
 from ..utils.io import write_text
 
-__all__ = ["FORMATS", "Prediction", "check_output", "fill_top", "has_light_background", "image_paths",
-           "inverted_for", "is_fashion_mnist_model", "predict_files", "predict_many", "predict_sources",
-           "read_batches", "read_for", "read_sources", "write_predictions"]  # fmt: skip
+__all__ = [
+    "FORMATS",
+    "Prediction",
+    "check_output",
+    "fill_top",
+    "has_light_background",
+    "image_paths",
+    "inverted_for",
+    "is_fashion_mnist_model",
+    "predict_files",
+    "predict_many",
+    "predict_sources",
+    "read_batches",
+    "read_for",
+    "read_sources",
+    "write_predictions",
+]
 
 FORMATS = (".csv", ".json")  # what --out writes
 
@@ -124,7 +138,7 @@ def fill_top(results: list[Prediction], logits: torch.Tensor, classes: list[str]
         r.top = [(classes[j], float(pv)) for pv, j in zip(v, i)]
 
 
-# Files and folders, a batch at a time
+# -- files and folders, a batch at a time (predict DIR, embed) ------------------------------------------
 
 
 def image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -161,8 +175,14 @@ def read_batches(
         yield good, images, bad
 
 
-def predict_many(predictor, inputs: Sequence[str | os.PathLike], *, top_k: int = 3, invert: str = "no",
-                 batch_size: int = 256) -> Iterator[Prediction]:  # fmt: skip
+def predict_many(
+    predictor,
+    inputs: Sequence[str | os.PathLike],
+    *,
+    top_k: int = 3,
+    invert: str = "no",
+    batch_size: int = 256,
+) -> Iterator[Prediction]:
     """One :class:`Prediction` per image of ``inputs`` (files and folders), in order,
     ``batch_size`` files decoded and run at a time."""
     paths = [str(p) for p in image_paths(inputs)]
