@@ -9,7 +9,7 @@ from pathlib import Path
 import resdense
 
 SRC = Path(resdense.__file__).parent
-GROUND = {"errors", "preprocess", "modelfile", "rundir", "plots", "utils"}
+GROUND = {"errors", "preprocess", "modelfile", "rundir", "plots", "utils", "version"}
 RANK = {"ground": 0, "models": 1, "data": 1, "serve": 2, "train": 3, "studies": 4, "cli": 5}
 
 
@@ -75,3 +75,127 @@ def test_only_training_studies_and_the_cli_import_training() -> None:
 def test_no_module_grows_into_a_grab_bag() -> None:
     sizes = {name: len(path.read_text().splitlines()) for name, path in modules()}
     assert max(sizes.values()) <= 450, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Each resdense module -> the resdense modules it imports (lazy, function-level imports too): ``from .x
+    import name`` is an import of ``x``, ``from . import x`` of ``x``, a package's import of its
+    ``__init__``."""
+    names = {name.removesuffix(".__init__") for name, _ in modules()}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules():
+        me = name.removesuffix(".__init__")
+        edges = set()
+        for target in imports(path):
+            # "resdense.serve.load.load_predictor" -> the longest prefix that is a module
+            parts = target.split(".")
+            while parts and ".".join(parts) not in names:
+                parts.pop()
+            if parts:
+                edges.add(".".join(parts))
+        edges.discard(me)
+        graph[me] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each as one cycle through it."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:  # recursion is fine: the package has a few hundred modules
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(cycle_through(graph, set(component)))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def cycle_through(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """One cycle inside a strongly connected component, as the modules in import order, the first repeated."""
+    start = min(component)
+    # breadth-first from start back to start, inside the component: the shortest cycle through it
+    paths = {w: [start, w] for w in sorted(graph[start] & component)}
+    frontier = list(paths)
+    while start not in paths:
+        nxt = []
+        for v in frontier:
+            for w in sorted(graph[v] & component):
+                if w not in paths:
+                    paths[w] = [*paths[v], w]
+                    nxt.append(w)
+        frontier = nxt
+    return paths[start]
+
+
+# TEMPORARY: the cycle and the private names the models package still has on this branch; the "models"
+# helper's branch of issue 34 removes them and the lead empties this set at the merge, after which both tests
+# hold for all of src/ with no exception.
+PENDING_OTHER_HELPERS = {
+    "resdense.models.filecheck -> resdense.models.registry -> resdense.models.pretrained -> resdense.models.filecheck",
+    "resdense.models.hf_hub imports _from_file from resdense.models.pretrained",
+    "resdense.models.pretrained imports _REGISTRY from resdense.models.registry",
+    "resdense.models.hf_hub imports _REGISTRY from resdense.models.registry",
+}
+
+
+def test_the_cycle_finder_finds_a_lazy_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle() -> None:
+    found = [c for c in cycles(module_graph()) if " -> ".join(c) not in PENDING_OTHER_HELPERS]
+    assert not found, "import cycles (lazy imports counted):\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def private_imports() -> list[str]:
+    """Every ``from resdense.x import _name`` across modules (dunder names such as ``__version__`` are
+    public)."""
+    found = []
+    for name, path in modules():
+        me = name.removesuffix(".__init__")
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        package = list(rel.parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            if not (source == "resdense" or source.startswith("resdense.")) or source == me:
+                continue
+            for a in node.names:
+                if a.name.startswith("_") and not (a.name.startswith("__") and a.name.endswith("__")):
+                    found.append(f"{me} imports {a.name} from {source}")
+    return sorted(set(found))
+
+
+def test_no_private_name_imported_across_modules() -> None:
+    found = [f for f in private_imports() if f not in PENDING_OTHER_HELPERS]
+    assert not found, "private names imported from another module:\n" + "\n".join(found)

@@ -66,10 +66,6 @@ def curves_figure(rows: Sequence[dict], title: str = "", epochs: int | None = No
     return fig
 
 
-def plot_curves(rows: Sequence[dict], path: str | Path, title: str = "") -> None:
-    save_figure(curves_figure(rows, title), path)
-
-
 def compare_figure(runs: Sequence[tuple[str, Sequence[dict]]]):
     """Test accuracy against epochs for several runs, one line each.
 
@@ -96,10 +92,6 @@ def compare_figure(runs: Sequence[tuple[str, Sequence[dict]]]):
     return fig
 
 
-def plot_compare(runs: Sequence[tuple[str, Sequence[dict]]], path: str | Path) -> None:
-    save_figure(compare_figure(runs), path)
-
-
 def confusion_figure(matrix, classes: Sequence[str]):
     n = len(classes)
     fig = new_figure((1.0 + 0.55 * n, 0.8 + 0.5 * n))
@@ -119,10 +111,6 @@ def confusion_figure(matrix, classes: Sequence[str]):
     if total:
         ax.set_title(f"accuracy {float(matrix.diagonal().sum()) / total:.4f} on {total:,} images", fontsize=9)
     return fig
-
-
-def plot_confusion(matrix, classes: Sequence[str], path: str | Path) -> None:
-    save_figure(confusion_figure(matrix, classes), path)
 
 
 def _show_image(ax, img) -> None:
@@ -218,10 +206,6 @@ def mistakes_figure(
     if cams is not None:
         ax.set_title("each image, then where the model looked for the wrong class (Grad-CAM)", fontsize=8)
     return fig
-
-
-def plot_mistakes(images, true, pred, classes: Sequence[str], path: str | Path, cols: int = 8) -> None:
-    save_figure(mistakes_figure(images, true, pred, classes, cols), path)
 
 
 METHOD_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}

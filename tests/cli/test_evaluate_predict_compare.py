@@ -12,6 +12,7 @@ from PIL import Image
 from resdense.data import fashion_mnist
 from resdense.data.fashion_mnist import TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS
 from resdense.data.idx import read_idx_bytes, write_idx_images, write_idx_labels
+from resdense.errors import UserError
 from tests.cli.conftest import cli
 from tests.train.conftest import (
     assert_one_line_error,
@@ -88,6 +89,33 @@ def test_evaluate_writes_figures_beside_the_run_and_prints_a_table(capsys, finis
     assert code == 0, err
     assert out.startswith(f"{run}: test accuracy {summary(run)['test_accuracy']:.4f} on 64 images")
     assert (run / "confusion.png").exists() and (run / "mistakes.png").exists()
+
+
+def test_evaluate_is_the_python_apis_evaluate_source(capsys, finished_run, tmp_path):
+    """The command only parses its options: its JSON and its text are evaluate_source's report, and the
+    Python call writes the same files."""
+    from resdense.serve import EvalReport, evaluate_source
+
+    run, _ = finished_run
+    code, out, err = cli(capsys, "evaluate", run, "--json", "--out", tmp_path / "cli")
+    assert code == 0, err
+    report = evaluate_source(run, out=tmp_path / "api")
+    assert isinstance(report, EvalReport)
+    assert report.result.accuracy == summary(run)["test_accuracy"]
+    from_cli = json.loads(out)
+    from_api = report.to_json()
+    assert [Path(f).name for f in from_cli.pop("figures")] == [Path(f).name for f in from_api.pop("figures")]
+    assert from_api == from_cli
+    assert sorted(p.name for p in (tmp_path / "api").iterdir()) == [
+        "confusion.png",
+        "mistakes.csv",
+        "mistakes.png",
+    ]
+    code, out, err = cli(capsys, "evaluate", run, "--out", tmp_path / "api")
+    assert code == 0, err
+    assert out.splitlines() == report.lines()
+    with pytest.raises(UserError, match="--test-subset"):
+        evaluate_source(run, test_subset=-1)
 
 
 def test_evaluate_not_a_run_is_one_line(capsys, tmp_path):

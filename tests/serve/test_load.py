@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from resdense.errors import UserError
-from resdense.serve import Predictor, load_predictor
+from resdense.serve import Predictor, as_predictor, load_predictor, load_source
 from resdense.serve.export import META_KEY, export_onnx, export_torchscript
 
 from . import CLASSES, make_trained, uint8_images
@@ -97,3 +97,44 @@ def test_bad_image_tensors(files):
     with pytest.raises(UserError):
         p.predict_logits(torch.zeros(1, 4, 28, 28, dtype=torch.uint8))
     assert isinstance(p, Predictor) and "resnet20" in repr(p)
+
+
+def test_as_predictor_takes_a_predictor_a_model_or_a_source(files):
+    """explain and show_features take any of three; the loader turns each into a Predictor."""
+    p = load_predictor(files["folder"])
+    assert as_predictor(p) is p
+    from_model = as_predictor(files["model"])  # fed as its own pretrained_cfg says
+    assert from_model.model is files["model"] and from_model.backend == "torch"
+    images = uint8_images(3, size=28)
+    with torch.no_grad():
+        expected = files["model"](from_model.spec.preprocess(images))
+    assert torch.allclose(from_model.predict_logits(images), expected, atol=1e-5)
+    from_file = as_predictor(files["safetensors"])  # a source: loaded as weights
+    assert from_file.spec.classes == files["spec"].classes
+    with pytest.raises(UserError, match="Linear: give a resdense model or a Predictor"):
+        as_predictor(torch.nn.Linear(2, 2))
+
+
+def test_load_source_is_the_commands_model_or_weights(files):
+    p = load_source(files["folder"], tta="none")
+    assert p.backend == "torch" and p.views == "none"
+    assert load_source(None, weights=files["safetensors"]).views == load_predictor(files["folder"]).views
+    with pytest.raises(UserError, match="give a run folder or model file, or --weights"):
+        load_source(None)
+    with pytest.raises(UserError, match="--arch goes with --weights"):
+        load_source(files["folder"], arch="resnet18")
+
+
+def test_the_predictors_steps_are_public_and_compose_to_predict_logits(files):
+    """fit_images (resize, crop), then predict_fitted (normalise, run with the views): predict_logits; forward
+    is the network alone on a normalised batch, whatever the backend."""
+    images = uint8_images(4, size=28)
+    spec = files["spec"]
+    for kind in ("folder", "onnx", "torchscript"):
+        p = load_predictor(files[kind])
+        fitted = p.fit_images(images)
+        assert fitted.dtype == torch.uint8 and fitted.shape[-1] == spec.preprocess.input_size
+        assert torch.allclose(p.predict_fitted(fitted), p.predict_logits(images), atol=1e-5)
+        with torch.no_grad():
+            expected = files["model"](spec.preprocess(images))
+        assert torch.allclose(p.forward(spec.preprocess(images)).float(), expected, atol=1e-4)

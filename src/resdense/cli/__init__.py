@@ -7,35 +7,10 @@ import logging
 import sys
 
 from ..errors import UserError
-from . import models as _models
+from . import compare, convert, embed, evaluate, explain, export, models, predict, serve, study, train
 
-# Each module exposes add_parser(subparsers); the parser's ``func`` runs the command.
-COMMAND_MODULES = [_models]
-
-
-def _optional_modules():
-    # imported lazily by name so that a missing optional module does not break the others
-    import importlib
-
-    mods = []
-    for name in (
-        "train",
-        "evaluate",
-        "predict",
-        "compare",
-        "export",
-        "convert",
-        "study",
-        "explain",
-        "embed",
-        "serve",
-    ):
-        try:
-            mods.append(importlib.import_module(f"{__name__}.{name}"))
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{name}":
-                raise
-    return mods
+# Each module exposes add_parser(subparsers); the parser's ``func`` runs the command. The order is --help's.
+COMMAND_MODULES = [models, train, evaluate, predict, compare, export, convert, study, explain, embed, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,11 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="resdense",
         description="ResNet and DenseNet models: inspect, train, evaluate, predict, compare, export.",
     )
-    from .. import __version__
+    from ..version import __version__
 
     parser.add_argument("--version", action="version", version=f"resdense {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for mod in COMMAND_MODULES + _optional_modules():
+    for mod in COMMAND_MODULES:
         mod.add_parser(sub)
     return parser
 

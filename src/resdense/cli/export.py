@@ -11,6 +11,7 @@ import torch
 from ..errors import UserError
 from ..rundir import RunDir
 from ..serve.export import EXPORTERS, FORMATS
+from ..utils.io import human_size
 from .predict import add_weights_args
 
 CHECK_BATCH = 4
@@ -85,15 +86,6 @@ def check_writable(out: Path) -> None:
         raise UserError(f"{out}: cannot write here ({parent} is not writable)")
 
 
-def _human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"  # pragma: no cover
-
-
 def run_export(args) -> int:
     from ..serve import Predictor, load_model, load_predictor
     from ..serve.export import export_onnx, export_torchscript
@@ -150,7 +142,7 @@ def run_export(args) -> int:
     scale = reference.abs().max().item()
 
     print(
-        f"wrote {out} ({_human_size(out.stat().st_size)}, {args.format}{', BN fused' if args.fuse_bn else ''})"
+        f"wrote {out} ({human_size(out.stat().st_size)}, {args.format}{', BN fused' if args.fuse_bn else ''})"
     )
     print(
         f"self-check: max |exported - pytorch| = {diff:.2e} on {CHECK_BATCH} random images (logits up to {scale:.2g})"

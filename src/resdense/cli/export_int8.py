@@ -13,7 +13,7 @@ def run_int8(args, model, spec, out: Path) -> int:
     from ..serve.evaluate import load_test_set
     from ..serve.export import export_onnx
     from ..serve.quantize import calibration_images, int8_report, quantize_onnx
-    from .export import _human_size
+    from ..utils.io import human_size
 
     # the run's own data: a run folder (or its weights file), else Fashion-MNIST for shipped weights
     where = args.run if args.run is not None else (args.weights if Path(args.weights).exists() else None)
@@ -26,9 +26,9 @@ def run_int8(args, model, spec, out: Path) -> int:
         except OSError as e:
             raise UserError(f"{out}: cannot write ({e.strerror or e})") from None
         print(
-            f"wrote {out} ({_human_size(out.stat().st_size)}, onnx int8: QDQ, uint8 activations, per-channel "
+            f"wrote {out} ({human_size(out.stat().st_size)}, onnx int8: QDQ, uint8 activations, per-channel "
             f"int8 weights; calibrated on {len(calibration):,} training images; fp32 "
-            f"{_human_size(fp32.stat().st_size)})"
+            f"{human_size(fp32.stat().st_size)})"
         )
         test_set = load_test_set(where, preprocess=spec.preprocess)
         report = int8_report(load_predictor(fp32), load_predictor(out), test_set)

@@ -61,20 +61,10 @@ def add_weights_args(p) -> None:
 
 def load_model_for(args, device: str):
     """The Predictor the command's positional model or ``--weights`` names (serving's one door)."""
-    from ..errors import UserError
-    from ..serve import load_predictor
+    from ..serve.load import load_source
 
-    if args.weights is None:
-        if args.model is None:
-            raise UserError("give a run folder or model file, or --weights SRC")
-        if args.arch is not None:
-            raise UserError("--arch goes with --weights")
-        predictor = load_predictor(args.model, device=device)
-    else:
-        predictor = load_predictor(args.weights, device=device, arch=args.arch, weights=True)
-    if getattr(args, "tta", "auto") != "auto":
-        predictor.tta = args.tta  # --tta: the views every prediction averages over
-    return predictor
+    tta = getattr(args, "tta", "auto")  # the commands without --tta use the model file's own views
+    return load_source(args.model, weights=args.weights, arch=args.arch, device=device, tta=tta)
 
 
 def paths_with_weights(args, paths) -> list:
@@ -90,7 +80,7 @@ def run(args) -> int:
     import sys
 
     from ..errors import UserError
-    from ..serve.batch_predict import check_output, predict_many, write_predictions
+    from ..serve.predict import check_output, predict_many, write_predictions
     from ..utils.device import resolve_device
 
     if args.top < 1:

@@ -1,10 +1,27 @@
-"""Serving: trained models put to work. One door (:func:`load_predictor`) turns any source into a
-:class:`Predictor`; evaluation, prediction, comparison, export and batch-norm fusion sit beside it.
+"""Serving: trained models put to work. One door (:mod:`.load`: :func:`load_predictor` for any source,
+:func:`load_source` for a command's model or ``--weights``, :func:`as_predictor` for what the Python API's
+look-inside functions take) turns a source into a :class:`Predictor`, whose public methods (``fit_images``,
+``forward``, ``predict_fitted``, ``predict_logits``, ``predict_images``, ``predict``) every other module
+calls. Beside it: prediction of files and folders (:mod:`.predict`), evaluation (:mod:`.evaluate`:
+:func:`evaluate_source` is ``resdense evaluate`` whole), explanations, feature maps and embeddings,
+comparison, export, int8 and batch-norm fusion, and the HTTP service.
 
 Serving needs nothing from training (training uses serving's forward pass for its own evaluation).
 """
 
-from .load import load_model, load_predictor, load_trained
+from .evaluate import EvalReport, evaluate_source
+from .load import as_predictor, load_model, load_predictor, load_source, load_trained
 from .predictor import Predictor, predict_logits, tta_forward
 
-__all__ = ["Predictor", "load_model", "load_predictor", "load_trained", "predict_logits", "tta_forward"]
+__all__ = [
+    "EvalReport",
+    "Predictor",
+    "as_predictor",
+    "evaluate_source",
+    "load_model",
+    "load_predictor",
+    "load_source",
+    "load_trained",
+    "predict_logits",
+    "tta_forward",
+]

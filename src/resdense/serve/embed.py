@@ -17,8 +17,8 @@ from torch import nn
 from ..errors import UserError
 from ..preprocess import normalize
 from ..utils.io import atomic_path, write_text
-from .features import _resolve, forward_intermediates, torch_model
-from .inputs import image_paths, read_batches
+from .features import forward_intermediates, resolve_stages, torch_model
+from .predict import image_paths, read_batches
 
 __all__ = ["Embeddings", "embed", "embed_images", "write_embeddings"]
 
@@ -42,7 +42,7 @@ def embed_images(
     model = torch_model(predictor, "features", needs="forward_features")
     pre = predictor.spec.preprocess
     if layer is not None:
-        _resolve(model, [layer])
+        resolve_stages(model, [layer])
     outs = []
     for s in range(0, images.shape[0], batch_size):
         fitted = pre.fit_images(images[s : s + batch_size].to(predictor.device))
@@ -60,11 +60,11 @@ class Embeddings:
 
 def embed(predictor, inputs: Sequence[str | os.PathLike], *, layer: str | None = None,
           batch_size: int = 256) -> Embeddings:  # fmt: skip
-    """Features of image files and folders (see :func:`~resdense.serve.inputs.image_paths`), read and run
+    """Features of image files and folders (see :func:`~resdense.serve.predict.image_paths`), read and run
     a batch at a time; unreadable files are left out and listed in ``errors``."""
     model = torch_model(predictor, "features", needs="forward_features")
     if layer is not None:
-        layer = _resolve(model, [layer])[0]
+        layer = resolve_stages(model, [layer])[0]
     paths = image_paths(inputs)
     pre = predictor.spec.preprocess
     rows, kept, errors = [], [], []

@@ -1,7 +1,15 @@
-"""Score a trained model on a test set: accuracy, per-class accuracy, confusion matrix, its mistakes."""
+"""Score a trained model on a test set: accuracy, per-class accuracy, confusion matrix, its mistakes.
+
+:func:`evaluate_source` is ``resdense evaluate`` whole (the command only parses its options): load the model,
+read its test set, score it, write the confusion matrix, the worst mistakes and ``mistakes.csv``, and return
+an :class:`EvalReport`. The pieces (:func:`load_test_set`, :func:`evaluate`, :func:`write_figures`) serve
+training's own scoring, the int8 check and the notebook.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -10,10 +18,25 @@ import torch
 
 from ..data.dataset import ImageSet
 from ..data.photo import PhotoTransform
-from ..errors import UserError
+from ..errors import StorageError, UserError
 from ..preprocess import Preprocess
 from ..rundir import RunDir
+from ..utils.device import resolve_device
 from ..utils.progress import ProgressBar
+from .mistakes import Mistake, find_mistakes, most_confused, write_mistakes_csv
+
+__all__ = [
+    "EvalReport",
+    "EvalResult",
+    "PhotoFiles",
+    "evaluate",
+    "evaluate_source",
+    "load_test_set",
+    "score",
+    "test_files",
+    "worst_mistakes",
+    "write_figures",
+]
 
 
 @dataclass
@@ -222,3 +245,139 @@ def worst_mistakes(result: EvalResult, labels: torch.Tensor, k: int) -> torch.Te
         loss = -result.logits[wrong].float().log_softmax(1).gather(1, labels[wrong, None])[:, 0]
         wrong = wrong[loss.argsort(descending=True, stable=True)]
     return wrong[:k]
+
+
+def test_files(
+    where, test_set, *, dataset: str | None = None, data_dir: str | None = None
+) -> list[str] | None:
+    """The test split's files in the order the split holds them, when it comes from an image folder."""
+    if isinstance(test_set, PhotoFiles):
+        return [str(p) for p in test_set.paths]
+    cfg = run_config(where) if where else {}
+    name, folder = dataset or cfg.get("dataset"), data_dir or cfg.get("data_dir")
+    if name != "folder" or not folder:
+        return None
+    from ..data.folder import index_folder, scan_images
+
+    index = index_folder(folder)
+    if cfg.get("skip_bad_images"):  # left out by the run, and so by the test set
+        index = index.without(b.path for b in scan_images([p for p, _ in index.test]).bad)
+    files = [str(p) for p, _ in index.test]
+    return files if len(files) == len(test_set) else None
+
+
+@dataclass
+class EvalReport:
+    """What ``resdense evaluate`` reports: the score (:class:`EvalResult`), the test-time views it was scored
+    with, every mistake (worst first), the class pairs most confused and the files written."""
+
+    model: str  # the source as given (run folder, model file or weights)
+    result: EvalResult
+    views: str
+    mistakes: list[Mistake]
+    most_confused: list[tuple[str, str, int]]  # (true, predicted, count), largest first
+    figures: list[Path]  # the confusion matrix, the mistakes figure and mistakes.csv; [] when none written
+
+    def headline(self) -> str:
+        views = "" if self.views == "none" else f" (test-time views: {self.views})"
+        return f"{self.model}: test accuracy {self.result.accuracy:.4f} on {self.result.n:,} images{views}"
+
+    def lines(self) -> list[str]:
+        """The report as ``resdense evaluate`` prints it: the accuracy, a bar per class, the pairs most
+        confused, the five worst mistakes, the files written."""
+        r = self.result
+        w = max(len(c) for c in r.classes)
+        out = [self.headline()]
+        out += [f"  {c:<{w}}  {a:.4f}  {'#' * round(a * 30)}" for c, a in r.per_class.items()]
+        if self.most_confused:
+            out.append(
+                "most confused: " + ", ".join(f"{t} -> {p} {n:,}" for t, p, n in self.most_confused[:5])
+            )
+        out += [
+            f"  {m.file or f'test image {m.index}'}: {m.true} taken for {m.predicted} ({m.p_predicted:.2f})"
+            for m in self.mistakes[:5]
+        ]
+        if self.figures:
+            out.append("figures: " + ", ".join(str(f) for f in self.figures))
+        return out
+
+    def to_json(self) -> dict:
+        """``resdense evaluate --json``'s object."""
+        return {
+            "model": self.model,
+            **self.result.to_json(),
+            "tta": self.views,
+            "figures": [str(f) for f in self.figures],
+            "most_confused": [{"true": t, "predicted": p, "count": n} for t, p, n in self.most_confused],
+            "mistakes": [m.to_json() for m in self.mistakes],
+        }
+
+
+def evaluate_source(
+    model: str | Path | None = None,
+    *,
+    weights: str | Path | None = None,
+    arch: str | None = None,
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    tta: str = "auto",
+    device: str = "cpu",
+    test_subset: int = 0,
+    out: str | Path | None = None,
+    progress: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> EvalReport:
+    """``resdense evaluate``: score ``model`` (a run folder, .safetensors, .onnx or TorchScript file) or
+    ``weights`` (with ``arch`` where they do not name it) on the test split of its run's data set (or
+    ``dataset``/``data_dir``; Fashion-MNIST for weights from no run), with the test-time views ``tta``
+    ("auto": the model file's own, so a run's figure is its summary's), on the first ``test_subset`` images
+    when > 0. The confusion matrix, the worst mistakes and mistakes.csv go to ``out`` (default: beside the
+    model; for ``weights`` only when ``out`` is given). ``progress``: a bar while scoring. ``say``: where the
+    score goes when those files cannot be written (a full or read-only folder), before the error is raised,
+    so that it is not lost (the command prints it; default: the ``resdense`` logger's warning)."""
+    from .load import load_source
+
+    if weights is not None and model is not None:
+        raise UserError(f"give either a run/model file ({model}) or --weights, not both")
+    if test_subset < 0:
+        raise UserError(f"--test-subset must be >= 0, got {test_subset}")
+    device = str(resolve_device(device))
+    # the model first: a wrong path is reported before any data is read (or downloaded)
+    predictor = load_source(model, weights=weights, arch=arch, device=device, tta=tta)
+    name = model if model is not None else weights
+    # weights: the data set is the weights' own run's when they come from one, else Fashion-MNIST
+    where = model if model is not None else (weights if Path(weights).exists() else None)
+    test_set = load_test_set(
+        where,
+        dataset=dataset,
+        data_dir=data_dir,
+        preprocess=predictor.spec.preprocess,
+        classes=predictor.spec.classes,  # a folder's classes matched to the model's by name (issue 19)
+    )
+    files = test_files(where, test_set, dataset=dataset, data_dir=data_dir)
+    if test_subset:
+        test_set = test_set.subset(test_subset)
+        files = files[: len(test_set)] if files else files
+    result = evaluate(name, device=device, test_set=test_set, predictor=predictor, progress=progress)
+    report = EvalReport(
+        str(name),
+        result,
+        predictor.views,
+        find_mistakes(result, test_set.labels, files),
+        most_confused(result),
+        [],
+    )
+    if out is None and model is None:
+        return report  # shipped or cached weights: nowhere of the user's to write to unless out says
+    src = Path(model or ".")
+    folder = Path(out) if out else (src if src.is_dir() else src.parent)
+    try:
+        report.figures = write_figures(result, test_set, folder)
+        report.figures.append(write_mistakes_csv(report.mistakes, folder))
+    except (StorageError, OSError):
+        # a read-only or full folder: the score computed is said, not lost, before the error
+        (say or logging.getLogger("resdense").warning)(
+            f"{name}: test accuracy {result.accuracy:.4f} on {result.n:,} images (no figures written)"
+        )
+        raise
+    return report

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from ..errors import UserError
 from ..preprocess import normalize
 from .features import evaluating, stage_names, torch_model
+from .load import as_predictor
 
 __all__ = ["METHODS", "Explanation", "class_activation_maps", "explain", "explain_fitted", "layer_candidates",
            "mistake_maps", "resolve_layer"]  # fmt: skip
@@ -199,7 +200,7 @@ def explain(
     from ..utils.notebook import show_figure
     from .predict import read_for
 
-    predictor = _as_predictor(source, arch=arch, device=device)
+    predictor = as_predictor(source, arch=arch, device=device)
     for m in methods:
         if m not in METHODS:
             raise UserError(f"method {m!r}: expected one of {', '.join(METHODS)}")
@@ -212,7 +213,7 @@ def explain(
             items.append((None, im if im.dim() == 4 else im[None], False))
         else:
             items.append((str(im), *read_for(predictor.spec, im, invert)))
-    fitted = torch.cat([predictor._fit(im) for _, im, _ in items]) if items else None
+    fitted = torch.cat([predictor.fit_images(im) for _, im, _ in items]) if items else None
     if fitted is None:
         return []
     layer, probs, t, cams = explain_fitted(predictor, fitted, target=target, layer=layer)
@@ -234,7 +235,7 @@ def overlay_png(predictor, image: torch.Tensor, class_index: int) -> bytes:
     ``class_index`` over a uint8 (1, C, H, W) image as decoded, as PNG bytes of the image the network saw."""
     from ..plots import heat_png
 
-    fitted = predictor._fit(image)
+    fitted = predictor.fit_images(image)
     _, _, _, cams = explain_fitted(predictor, fitted, target=[int(class_index)])
     return heat_png(fitted[0].cpu(), cams["gradcam"][0])
 
@@ -249,22 +250,6 @@ def mistake_maps(predictor, images: torch.Tensor, fitted: bool, pred: torch.Tens
     None) for a model that is not a PyTorch one."""
     if predictor is None or getattr(predictor, "model", None) is None or len(images) == 0:
         return images, None
-    x = images if fitted else predictor._fit(images)
+    x = images if fitted else predictor.fit_images(images)
     _, _, _, cams = explain_fitted(predictor, x, target=pred.tolist())
     return x.cpu(), cams["gradcam"]
-
-
-def _as_predictor(source, *, arch: str | None = None, device: str = "cpu"):
-    from .load import load_predictor
-    from .predictor import Predictor
-
-    if isinstance(source, Predictor):
-        return source
-    if isinstance(source, nn.Module):
-        cfg = getattr(source, "pretrained_cfg", None)
-        if cfg is None:
-            raise UserError(
-                f"{type(source).__name__}: give a resdense model or a Predictor (it says how to feed it)"
-            )
-        return Predictor.for_model(source, cfg.spec(cfg.model or type(source).__name__), device)
-    return load_predictor(source, device=device, arch=arch, weights=True)

@@ -16,7 +16,14 @@ from torch import nn
 
 from ..errors import UserError
 
-__all__ = ["FeatureMap", "feature_maps", "forward_intermediates", "show_features", "stage_names"]
+__all__ = [
+    "FeatureMap",
+    "feature_maps",
+    "forward_intermediates",
+    "resolve_stages",
+    "show_features",
+    "stage_names",
+]
 
 
 @dataclass
@@ -71,7 +78,9 @@ def stage_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_children() if m is not head]
 
 
-def _resolve(model: nn.Module, layers: Sequence[int | str] | None) -> list[str]:
+def resolve_stages(model: nn.Module, layers: Sequence[int | str] | None) -> list[str]:
+    """The module names ``layers`` names (positions in :func:`stage_names` or module names; None: every
+    stage); a one-line :class:`UserError` listing the stages for one the model does not have."""
     stages = stage_names(model)
     if layers is None:
         return stages
@@ -102,7 +111,7 @@ def forward_intermediates(
     """``(final, intermediates)``: ``forward_features(x)`` and the outputs of the stages ``indices`` names
     (positions in :func:`stage_names` or module names; None: every stage), in that order. With
     ``intermediates_only`` the list alone (timm's ``forward_intermediates`` contract)."""
-    names = _resolve(model, indices)
+    names = resolve_stages(model, indices)
     modules = dict(model.named_modules())
     seen: dict[str, torch.Tensor] = {}
     hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o)) for n in names]
@@ -161,16 +170,16 @@ def show_features(
     from ..plots import feature_maps_figure, save_figure
     from ..preprocess import normalize
     from ..utils.notebook import show_figure
-    from .explain import _as_predictor
+    from .load import as_predictor
     from .predict import read_for
 
-    predictor = _as_predictor(source)
+    predictor = as_predictor(source)
     torch_model(predictor, "feature maps")
     if isinstance(image, torch.Tensor):
         img, label = (image if image.dim() == 4 else image[None]), "image"
     else:
         img, label = read_for(predictor.spec, image, invert)[0], Path(image).name
-    fitted = predictor._fit(img)
+    fitted = predictor.fit_images(img)
     pre = predictor.spec.preprocess
     maps = feature_maps(predictor.model, normalize(fitted, pre.mean, pre.std))
     fig = feature_maps_figure(fitted[0].cpu(), maps, channels=channels,

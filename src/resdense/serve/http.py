@@ -29,6 +29,7 @@ from importlib import resources
 
 from ..data.photo import decode_image
 from ..errors import UserError
+from ..version import __version__
 from .batcher import MicroBatcher
 from .card import model_card
 from .predict import fill_top, read_sources
@@ -171,7 +172,7 @@ def create_app(
     app = FastAPI(
         title="resdense",
         summary=f"{spec.model}: top classes for images",
-        version=__import__("resdense").__version__,
+        version=__version__,
         lifespan=lifespan,
         # FastAPI's Swagger UI and ReDoc load their scripts from a CDN; /docs is our own page (page/docs.html)
         docs_url=None,

@@ -1,5 +1,8 @@
 """The one door from any source to a model that answers: :func:`load_predictor` (and :func:`load_model` for
-the PyTorch module itself).
+the PyTorch module itself). Every caller comes through here: the commands through :func:`load_source` (their
+model argument or ``--weights``, and ``--tta``), the Python API's ``explain``/``show_features`` through
+:func:`as_predictor` (a Predictor, a resdense model or a source), evaluation, export and the HTTP service
+through :func:`load_predictor`.
 
 A source is a run folder, a ``.safetensors`` model file (rebuilt in PyTorch), an ``.onnx`` file (run by
 onnxruntime on the CPU), a TorchScript archive (``.pt``/``.ts``, from ``resdense export``), a shipped name
@@ -21,9 +24,9 @@ from ..models import create_model
 from ..models.pretrained import load_pretrained, shipped_source
 from ..models.registry import UnknownModelError
 from ..rundir import RunDir
-from .predictor import DEFAULT_BATCH_SIZE, Predictor
+from .predictor import DEFAULT_BATCH_SIZE, Predictor, tta_views
 
-__all__ = ["load_model", "load_predictor", "load_trained"]
+__all__ = ["as_predictor", "load_model", "load_predictor", "load_source", "load_trained"]
 
 _EXPECTED = "expected a run folder or a .safetensors, .onnx or TorchScript .pt/.ts file"
 
@@ -88,6 +91,47 @@ def load_predictor(
         return Predictor.for_model(model, spec, device, path=p if p.exists() else None, batch_size=batch_size)
     spec, session = _load_onnx(p, known=kind == "onnx")
     return Predictor(spec, "onnxruntime", session, device="cpu", path=p, batch_size=batch_size)
+
+
+def load_source(
+    model: str | Path | None = None,
+    *,
+    weights: str | Path | None = None,
+    arch: str | None = None,
+    device: str | torch.device = "cpu",
+    tta: str | None = "auto",
+) -> Predictor:
+    """The Predictor that a command's model (a run folder or model file) or its ``weights`` (``--weights``:
+    shipped, torchvision's with ``arch``, a state dict, ``hf-hub:``) name, predicting with the test-time
+    views ``tta`` ("auto": the model file's own). What every serving command loads through."""
+    if weights is None:
+        if model is None:
+            raise UserError("give a run folder or model file, or --weights SRC")
+        if arch is not None:
+            raise UserError("--arch goes with --weights")
+        predictor = load_predictor(model, device=device)
+    else:
+        predictor = load_predictor(weights, device=device, arch=arch, weights=True)
+    if tta not in (None, "auto"):
+        predictor.tta = tta_views(tta)  # the views every prediction averages over
+    return predictor
+
+
+def as_predictor(source, arch: str | None = None, device: str | torch.device = "cpu") -> Predictor:
+    """What the Python API's look-inside functions (``explain``, ``show_features``) take, as a
+    :class:`Predictor`: a Predictor as it is, a resdense model (``create_model``: its ``pretrained_cfg`` says
+    how to feed it), or any source :func:`load_predictor` takes, read as weights (``arch`` for those that do
+    not name one)."""
+    if isinstance(source, Predictor):
+        return source
+    if isinstance(source, nn.Module):
+        cfg = getattr(source, "pretrained_cfg", None)
+        if cfg is None:
+            raise UserError(
+                f"{type(source).__name__}: give a resdense model or a Predictor (it says how to feed it)"
+            )
+        return Predictor.for_model(source, cfg.spec(cfg.model or type(source).__name__), device)
+    return load_predictor(source, device=device, arch=arch, weights=True)
 
 
 def _load_onnx(p: Path, known: bool = True) -> tuple[ModelSpec, object]:

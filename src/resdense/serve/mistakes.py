@@ -1,6 +1,9 @@
 """Which test images a model gets wrong, by name: every mistake with its file (or its index in the test set),
 the true and predicted classes and their probabilities, worst first (fastai's ``plot_top_losses``), and the
-class pairs most often confused (fastai's ``most_confused``); written as the run folder's mistakes.csv."""
+class pairs most often confused (fastai's ``most_confused``); written as the run folder's mistakes.csv.
+
+Each reads an :class:`~resdense.serve.evaluate.EvalResult` (its predictions, logits, confusion matrix and
+classes); :mod:`.evaluate` builds on this module, not the other way round."""
 
 from __future__ import annotations
 
@@ -11,9 +14,8 @@ from pathlib import Path
 
 from ..rundir import RunDir
 from ..utils.io import write_text
-from .evaluate import EvalResult, PhotoFiles, run_config
 
-__all__ = ["Mistake", "find_mistakes", "most_confused", "test_files", "write_mistakes_csv"]
+__all__ = ["Mistake", "find_mistakes", "most_confused", "write_mistakes_csv"]
 
 
 @dataclass
@@ -29,26 +31,7 @@ class Mistake:
         return asdict(self)
 
 
-def test_files(
-    where, test_set, *, dataset: str | None = None, data_dir: str | None = None
-) -> list[str] | None:
-    """The test split's files in the order the split holds them, when it comes from an image folder."""
-    if isinstance(test_set, PhotoFiles):
-        return [str(p) for p in test_set.paths]
-    cfg = run_config(where) if where else {}
-    name, folder = dataset or cfg.get("dataset"), data_dir or cfg.get("data_dir")
-    if name != "folder" or not folder:
-        return None
-    from ..data.folder import index_folder, scan_images
-
-    index = index_folder(folder)
-    if cfg.get("skip_bad_images"):  # left out by the run, and so by the test set
-        index = index.without(b.path for b in scan_images([p for p, _ in index.test]).bad)
-    files = [str(p) for p, _ in index.test]
-    return files if len(files) == len(test_set) else None
-
-
-def find_mistakes(result: EvalResult, labels, files: list[str] | None = None) -> list[Mistake]:
+def find_mistakes(result, labels, files: list[str] | None = None) -> list[Mistake]:
     """Every misclassified test image, the most confident mistakes (lowest probability of the true class)
     first."""
     labels = labels.cpu()
@@ -63,7 +46,7 @@ def find_mistakes(result: EvalResult, labels, files: list[str] | None = None) ->
     return sorted(out, key=lambda m: (m.p_true, m.index))
 
 
-def most_confused(result: EvalResult, top: int = 10) -> list[tuple[str, str, int]]:
+def most_confused(result, top: int = 10) -> list[tuple[str, str, int]]:
     """``(true, predicted, count)`` of the off-diagonal cells of the confusion matrix, largest first."""
     m = result.confusion
     k = len(result.classes)

@@ -1,14 +1,51 @@
-"""Classify image files with a trained model, each fed as the model was evaluated in training (its
-``Preprocess``: resized by its shorter side or squashed, as the run did, then the centre crop)."""
+"""Classify image files and folders with a trained model (``resdense predict``), each image fed as the model
+was evaluated in training (its ``Preprocess``: resized by its shorter side or squashed, as the run did, then
+the centre crop).
+
+What serving takes as input (:func:`image_paths`: files, and folders expanded; :func:`read_batches`: decoded
+a batch at a time, so a folder of any size is never held whole), how each image is read and inverted
+(:func:`read_sources`, shared with the HTTP service's uploads), the top classes (:func:`fill_top`), whole
+folders a batch at a time (:func:`predict_many`) and the predictions written as CSV or JSON
+(:func:`write_predictions`).
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import torch
 
+from ..data.folder import IMAGE_EXTENSIONS, list_images
 from ..data.photo import read_image
 from ..errors import UserError
+from ..utils.io import write_text
+
+__all__ = [
+    "FORMATS",
+    "Prediction",
+    "check_output",
+    "fill_top",
+    "has_light_background",
+    "image_paths",
+    "inverted_for",
+    "is_fashion_mnist_model",
+    "predict_files",
+    "predict_many",
+    "predict_sources",
+    "read_batches",
+    "read_for",
+    "read_sources",
+    "write_predictions",
+]
+
+FORMATS = (".csv", ".json")  # what --out writes
 
 
 @dataclass
@@ -64,8 +101,6 @@ def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no
     ``invert``: ``"yes"`` inverts every image, ``"auto"`` those with a light background when the model was
     trained on Fashion-MNIST (light-on-dark), ``"no"`` none; each Prediction says whether it was.
     """
-    from functools import partial
-
     return predict_sources(predictor, [(str(p), partial(read_image, p)) for p in paths], top_k, invert)
 
 
@@ -101,3 +136,82 @@ def fill_top(results: list[Prediction], logits: torch.Tensor, classes: list[str]
     good = [r for r in results if r.error is None]
     for r, v, i in zip(good, values.tolist(), indices.tolist()):
         r.top = [(classes[j], float(pv)) for pv, j in zip(v, i)]
+
+
+# -- files and folders, a batch at a time (predict DIR, embed) ------------------------------------------
+
+
+def image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """Every input as files: a file stays (whatever its name: a bad one is reported when read); a folder
+    gives its image files, recursively, sorted, hidden ones left out. A folder without images, or a path
+    that does not exist, is a one-line :class:`UserError`."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = list_images(p)
+            if not files:
+                raise UserError(f"{p}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")
+            out += files
+        else:
+            out.append(p)  # missing or unreadable: an error entry when read, the others go on
+    return out
+
+
+def read_batches(
+    paths: Sequence[Path], in_chans: int, batch_size: int
+) -> Iterator[tuple[list[int], list[torch.Tensor], list[tuple[int, str]]]]:
+    """``paths`` a batch at a time, decoded only then (a folder of any size is never held whole): per
+    batch the indices of the files read, their images (uint8 (1, C, H, W), each its own size) and
+    ``(index, message)`` for those that could not be read."""
+    for start in range(0, len(paths), batch_size):
+        good, images, bad = [], [], []
+        for i in range(start, min(start + batch_size, len(paths))):
+            try:
+                images.append(read_image(paths[i], in_chans))
+                good.append(i)
+            except UserError as e:
+                bad.append((i, str(e)))
+        yield good, images, bad
+
+
+def predict_many(
+    predictor,
+    inputs: Sequence[str | os.PathLike],
+    *,
+    top_k: int = 3,
+    invert: str = "no",
+    batch_size: int = 256,
+) -> Iterator[Prediction]:
+    """One :class:`Prediction` per image of ``inputs`` (files and folders), in order,
+    ``batch_size`` files decoded and run at a time."""
+    paths = [str(p) for p in image_paths(inputs)]
+    for s in range(0, len(paths), batch_size):
+        yield from predict_files(predictor, paths[s : s + batch_size], top_k=top_k, invert=invert)
+
+
+def check_output(out: str | os.PathLike) -> Path:
+    p = Path(out)
+    if p.suffix.lower() not in FORMATS:
+        raise UserError(f"--out {p}: expected a .csv or .json file name")
+    return p
+
+
+def write_predictions(results: list[Prediction], out: str | os.PathLike) -> Path:
+    """``out`` (.csv: path, class, probability, the top classes, error; .json: predict --json's list),
+    written atomically."""
+    p = check_output(out)
+    if p.suffix.lower() == ".json":
+        write_text(p, json.dumps([r.to_json() for r in results], indent=2) + "\n")
+        return p
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "class", "probability", "top", "inverted", "error"])
+    for r in results:
+        best = r.top[0] if r.top else ("", float("nan"))
+        top = "; ".join(f"{c} {q:.4f}" for c, q in r.top)
+        w.writerow(
+            [r.path, best[0], "" if r.error else f"{best[1]:.4f}", top, int(r.inverted), r.error or ""]
+        )
+    write_text(p, buf.getvalue())
+    return p

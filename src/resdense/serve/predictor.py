@@ -1,6 +1,12 @@
 """A loaded model with its spec: uint8 images in, logits out, whatever runs it (PyTorch, onnxruntime,
 TorchScript); and the one forward pass with test-time augmentation, which training's evaluation, the studies
 and every predictor share.
+
+A :class:`Predictor`'s steps are public, and serving's other modules call only them:
+:meth:`~Predictor.fit_images` (resize and crop to the input size: the image the network sees),
+:meth:`~Predictor.predict_fitted` (normalise, run with the test-time views), :meth:`~Predictor.forward` (the
+network alone on one view), and :meth:`~Predictor.predict_logits` / :meth:`~Predictor.predict_images` /
+:meth:`~Predictor.predict`, which compose them.
 """
 
 from __future__ import annotations
@@ -135,14 +141,21 @@ class Predictor:
     def __repr__(self) -> str:
         return f"Predictor({self.spec.model!r}, backend={self.backend!r}, path={str(self.path)!r})"
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network on a normalised batch ``x`` (N, C, H, W) at the input size: its logits for that one
+        view, on whatever backend runs it (no test-time views, no preprocessing; :meth:`predict_fitted` adds
+        both). Timing and quantization checks call it to compare backends on the same tensors."""
         if self.backend == "onnxruntime":
             name = self.runner.get_inputs()[0].name
             out = self.runner.run(None, {name: x.detach().cpu().numpy()})[0]
             return torch.from_numpy(out)
         return self.runner(x)
 
-    def _fit(self, images: torch.Tensor) -> torch.Tensor:
+    def fit_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, C, H, W) on the predictor's device, resized and cropped to the input size as
+        ``spec.preprocess`` says (not normalised): what :meth:`predict_fitted` takes, and the image the network
+        sees, which explanations and feature maps draw. Bad input (e.g. 4 channels for a 3-channel model) is a
+        one-line :class:`UserError` naming the model."""
         try:
             return self.spec.preprocess.fit_images(images.to(self.device))
         except ValueError as e:  # e.g. 4-channel images for a 3-channel model
@@ -154,7 +167,7 @@ class Predictor:
         says, e.g. by the photo decoder): normalised and run, nothing else."""
         pre = self.spec.preprocess
         x = normalize(fitted.to(self.device), pre.mean, pre.std)
-        return tta_forward(self._run, x, self.views).cpu()
+        return tta_forward(self.forward, x, self.views).cpu()
 
     @torch.no_grad()
     def predict_logits(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
@@ -169,7 +182,9 @@ class Predictor:
         if images.dtype != torch.uint8:
             raise ValueError(f"expected uint8 images, got {images.dtype}")
         bs = batch_size or self.batch_size
-        outs = [self.predict_fitted(self._fit(images[s : s + bs])) for s in range(0, images.shape[0], bs)]
+        outs = [
+            self.predict_fitted(self.fit_images(images[s : s + bs])) for s in range(0, images.shape[0], bs)
+        ]
         if not outs:
             return torch.empty(0, len(self.spec.classes) or 0)
         return torch.cat(outs)
@@ -179,7 +194,7 @@ class Predictor:
         """Logits for images of any sizes (each uint8 (1, C, H, W) or (C, H, W)): each is fitted on its own
         (resize, centre crop) exactly as a batch would be, then they run in batches."""
         bs = batch_size or self.batch_size
-        fitted = [self._fit(im if im.dim() == 4 else im[None]) for im in images]
+        fitted = [self.fit_images(im if im.dim() == 4 else im[None]) for im in images]
         outs = [self.predict_fitted(torch.cat(fitted[s : s + bs])) for s in range(0, len(fitted), bs)]
         return torch.cat(outs) if outs else torch.empty(0, len(self.spec.classes) or 0)
 

@@ -192,6 +192,6 @@ def int8_report(fp32, int8, test_set, *, batch: int = 64, rounds: int = 7) -> In
     )
     pre = fp32.spec.preprocess
     x = normalize(pre.fit_images(images.cpu()), pre.mean, pre.std)
-    secs = _median_seconds({"fp32": fp32._run, "int8": int8._run}, x, rounds)
+    secs = _median_seconds({"fp32": fp32.forward, "int8": int8.forward}, x, rounds)
     n = len(x)
     return Int8Report(acc["fp32"], acc["int8"], len(test_set), n / secs["fp32"], n / secs["int8"], n)

@@ -2,6 +2,7 @@
 
 A write the folder cannot take (a full disk, a read-only file system, no permission) becomes one
 :class:`~resdense.errors.StorageError` naming the folder; the temporary file is removed and the old file kept.
+And a file's size as people read it (:func:`human_size`).
 """
 
 from __future__ import annotations
@@ -106,3 +107,13 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def human_size(n: int) -> str:
+    """A byte count as people read a file's size: ``"512 B"``, ``"43.2 MB"`` (powers of 1024)."""
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
