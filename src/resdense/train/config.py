@@ -43,7 +43,9 @@ class TrainConfig:
     epochs: int = setting(10, "epochs to train", ge=1)
     batch_size: int = setting(256, "global batch size (split across torchrun processes)", ge=1, unit="images")
     lr: float = setting(0.1, "peak learning rate", gt=0)
-    optimizer: str = setting("sgd", "the optimizer (nesterov: SGD with Nesterov momentum)", choices=OPTIMIZERS)
+    optimizer: str = setting(
+        "sgd", "the optimizer (nesterov: SGD with Nesterov momentum)", choices=OPTIMIZERS
+    )
     momentum: float = setting(0.9, "SGD momentum (nesterov: 0 means 0.9; adamw: unused)", ge=0, lt=1)
     weight_decay: float = setting(0.0, "weight decay (not on biases and batch norms)", ge=0)
     schedule: str = setting("constant", "learning-rate schedule", choices=SCHEDULES)
@@ -72,11 +74,17 @@ class TrainConfig:
     seed: int = setting(0, "random seed", ge=0)
     device: str = setting("auto", "auto, cpu, cuda, cuda:N")
     train_subset: int = setting(
-        0, "train on the first N images only (0: all; a folder's classes are taken in turn)", ge=0, unit="images"
+        0,
+        "train on the first N images only (0: all; a folder's classes are taken in turn)",
+        ge=0,
+        unit="images",
     )
     test_subset: int = setting(0, "score on the first N test images only (0: all)", ge=0, unit="images")
     val_split: int = setting(
-        0, "hold N training images out (fixed draw) as a validation set (val_acc per epoch)", ge=0, unit="images"
+        0,
+        "hold N training images out (fixed draw) as a validation set (val_acc per epoch)",
+        ge=0,
+        unit="images",
     )
     channels_last: bool = setting(True, "channels-last memory format")
     compile: bool = setting(False, "torch.compile")

@@ -142,7 +142,9 @@ def resolve_settings(
         base = cls()
     else:
         where = f"--config {file}: recipe" if recipe is None else "--recipe"
-        raise UserError(f"{where}: unknown {name!r}; choose from {', '.join(RECIPES)} (or give every setting)")
+        raise UserError(
+            f"{where}: unknown {name!r}; choose from {', '.join(RECIPES)} (or give every setting)"
+        )
     if type(base) is not cls:  # a subclass adding settings: the recipe's values, its own defaults
         base = cls(**{f.name: getattr(base, f.name) for f in fields(base)})
     cfg = _apply(base, given, weights_model)

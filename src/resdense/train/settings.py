@@ -218,9 +218,9 @@ def settings_from_mapping(cls, data: Mapping, where: str, ignore: typing.Iterabl
             raise UserError(f"{where}: unknown setting {key!r}{hint}")
         allowed = kinds(cls, key)
         s = declaration(next(f for f in fields(cls) if f.name == key))
-        if isinstance(value, str) and type(None) in allowed and str not in allowed:
-            if value.lower() in s.none_words:
-                value = None
+        nullable_number = type(None) in allowed and str not in allowed
+        if nullable_number and isinstance(value, str) and value.lower() in s.none_words:
+            value = None
         check_field(cls, key, value, label=f"{where}: {key}")
         out[key] = value
     return out
