@@ -222,6 +222,14 @@ def test_yaml_toml_and_json_give_the_same_settings(tmp_path):
     assert all(g == got[0] for g in got) and got[0].epochs == 3
 
 
+def test_yaml_yes_and_no_are_words_not_booleans(tmp_path):
+    pytest.importorskip("yaml")
+    path = tmp_path / "a.yaml"
+    path.write_text("in_memory: no\namp: yes\ntta_flip: false\n")
+    cfg = load_config(path)
+    assert (cfg.in_memory, cfg.amp, cfg.tta_flip) == ("no", "yes", False)
+
+
 def test_yaml_without_pyyaml_is_one_line(tmp_path, monkeypatch):
     import builtins
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -164,7 +165,20 @@ def _load_yaml(text: str):
         import yaml
     except ModuleNotFoundError:
         raise UserError("YAML needs PyYAML: pip install pyyaml (or give a .json or .toml file)") from None
-    return yaml.safe_load(text)
+
+    class Loader(yaml.SafeLoader):
+        """YAML 1.2's booleans (true/false only): under 1.1's, ``in_memory: no`` would read as False and
+        ``amp: yes`` as a bool that means fp32 on a CPU (utils.amp.amp_mode)."""
+
+    bool_tag = "tag:yaml.org,2002:bool"
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != bool_tag]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(
+        bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    return yaml.load(text, Loader=Loader)  # a SafeLoader: builds no objects
 
 
 def _load_toml(text: str):
