@@ -242,8 +242,13 @@ def test_every_setting_is_an_option_and_reaches_the_config() -> None:
     old = train.parse_args(
         ["--sync-bn", "--skip-bad-images", "--tensorboard", "--no-amp", "--resize", "none"]
     )
-    assert overrides_from(old) == {"sync_bn": True, "skip_bad_images": True, "tensorboard": True, "amp": "no",
-                                   "resize": None}  # fmt: skip
+    assert overrides_from(old) == {
+        "sync_bn": True,
+        "skip_bad_images": True,
+        "tensorboard": True,
+        "amp": "no",
+        "resize": None,
+    }
 
 
 def test_no_setting_has_a_hand_written_option() -> None:
@@ -253,10 +258,17 @@ def test_no_setting_has_a_hand_written_option() -> None:
     import resdense.cli.train as module
 
     tree = ast.parse(Path(module.__file__).read_text())
-    written = [n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call)
-               and getattr(n.func, "attr", "") == "add_argument" and n.args and isinstance(n.args[0], ast.Constant)]  # fmt: skip
-    assert sorted(written) == sorted(["--recipe", "--config", "--print-config", "--no-amp", "--resume", "--force",
-                                      "--no-progress"])  # fmt: skip
+    written = [
+        n.args[0].value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and getattr(n.func, "attr", "") == "add_argument"
+        and n.args
+        and isinstance(n.args[0], ast.Constant)
+    ]
+    assert sorted(written) == sorted(
+        ["--recipe", "--config", "--print-config", "--no-amp", "--resume", "--force", "--no-progress"]
+    )
 
 
 def test_bad_options_are_argparse_one_liners(capsys) -> None:
@@ -319,8 +331,11 @@ def test_toml_and_yaml_files_on_the_command_line(capsys, tmp_path):
         printed.append(json.loads(text))
     assert printed[0] == printed[1]
     assert (printed[0]["recipe"], printed[0]["epochs"], printed[0]["lr"], printed[0]["resize"]) == (
-        "d2l-resnet", 2, 0.01, None
-    )  # fmt: skip
+        "d2l-resnet",
+        2,
+        0.01,
+        None,
+    )
 
 
 @pytest.mark.parametrize(

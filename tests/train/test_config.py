@@ -87,8 +87,13 @@ def test_choices_are_asked_from_their_owners():
     from resdense.train.balance import BALANCE
     from resdense.utils.amp import AMP_MODES
 
-    owners = {"dataset": DATASETS, "augment": AUGMENTATIONS, "in_memory": IN_MEMORY, "balance": BALANCE,
-              "amp": AMP_MODES}  # fmt: skip
+    owners = {
+        "dataset": DATASETS,
+        "augment": AUGMENTATIONS,
+        "in_memory": IN_MEMORY,
+        "balance": BALANCE,
+        "amp": AMP_MODES,
+    }
     by_name = {f.name: declaration(f) for f in fields(TrainConfig)}
     for name, choices in owners.items():
         assert by_name[name].choices is choices, name
@@ -192,8 +197,13 @@ def test_precedence_recipe_then_file_then_options(tmp_path):
     cfg = resolve_settings(None, path, {"lr": 0.5})
     base = get_recipe("d2l-resnet")
     assert (cfg.recipe, cfg.model, cfg.init, cfg.epochs, cfg.lr, cfg.resize) == (
-        "d2l-resnet", base.model, "xavier", 3, 0.5, None
-    )  # fmt: skip
+        "d2l-resnet",
+        base.model,
+        "xavier",
+        3,
+        0.5,
+        None,
+    )
     # --recipe on the command line wins over the file's recipe key; the file still overrides the recipe
     cfg = resolve_settings("best", path)
     assert (cfg.recipe, cfg.epochs, cfg.augment) == ("best", 3, "flip-crop")

@@ -99,13 +99,22 @@ def add_parser(sub) -> None:
         "overrides it and any option overrides both. Recipes: "
         f"{', '.join(RECIPES)}; the defaults shown are the {DEFAULT_RECIPE} recipe's.",
     )
-    p.add_argument("--recipe", choices=list(RECIPES),
-                   help=f"named settings (default: the --config file's recipe, else {DEFAULT_RECIPE})")  # fmt: skip
-    p.add_argument("--config", metavar="FILE",
-                   help="settings from a JSON, TOML or YAML file (--print-config writes one; a run's own "
-                   "config.json is one, its folder not taken over)")  # fmt: skip
-    p.add_argument("--print-config", action="store_true",
-                   help="print the resolved settings (recipe, file, options) as JSON for --config, and stop")  # fmt: skip
+    p.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        help=f"named settings (default: the --config file's recipe, else {DEFAULT_RECIPE})",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings from a JSON, TOML or YAML file (--print-config writes one; a run's own "
+        "config.json is one, its folder not taken over)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved settings (recipe, file, options) as JSON for --config, and stop",
+    )
     add_setting_options(p, TrainConfig, shown=get_recipe(DEFAULT_RECIPE))
     # before "auto" existed, --no-amp was the way to ask for fp32: kept working, not advertised
     p.add_argument("--no-amp", dest="amp", action="store_const", const="no", help=argparse.SUPPRESS)

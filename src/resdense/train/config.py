@@ -52,22 +52,32 @@ class TrainConfig:
     warmup_epochs: float = setting(0.0, "linear learning-rate warm-up", ge=0, unit="epochs")
     label_smoothing: float = setting(0.0, "label smoothing of the loss's targets", ge=0, lt=1)
     resize: int | None = setting(
-        None, "square input side, or 'none' for the data's own (image folders: none picks the weights' or "
-        "the model's own input size, said at the start)", ge=8, le=MAX_SIDE, unit="pixels",
+        None,
+        "square input side, or 'none' for the data's own (image folders: none picks the weights' or "
+        "the model's own input size, said at the start)",
+        ge=8,
+        le=MAX_SIDE,
+        unit="pixels",
         none_words=("none", "native", "0"),
-    )  # fmt: skip
+    )
     normalize: bool = setting(True, "standardise with the training set's mean/std (d2l does not)")
     augment: str = setting("none", "training augmentation", choices=AUGMENTATIONS)
     crop_padding: int = setting(2, "random crops: zero padding", ge=0, unit="pixels")
     init: str = setting("default", "weight initialisation (xavier: d2l's xavier_uniform_)", choices=INITS)
     tta_flip: bool = setting(False, "test-time mirror augmentation: evaluate on the image and its mirror")
-    ema: float = setting(0.0, "decay of an exponential moving average of the weights used for evaluation "
-                         "(0: off)", ge=0, lt=1)  # fmt: skip
+    ema: float = setting(
+        0.0, "decay of an exponential moving average of the weights used for evaluation (0: off)", ge=0, lt=1
+    )
     # progressive resizing (FFCV, fast.ai)
     progressive_from: int = setting(
-        0, "progressive resizing: the first epochs train on batches downscaled to this side, growing to the "
-        "full size (0: off)", ge=8, le=MAX_SIDE, off=0, unit="pixels",
-    )  # fmt: skip
+        0,
+        "progressive resizing: the first epochs train on batches downscaled to this side, growing to the "
+        "full size (0: off)",
+        ge=8,
+        le=MAX_SIDE,
+        off=0,
+        unit="pixels",
+    )
     progressive_until: float = setting(
         0.75, "progressive resizing: the fraction of the epochs after which the full size is used", gt=0, le=1
     )
@@ -91,25 +101,34 @@ class TrainConfig:
     # a run records what auto decided ("yes"/"no"), so a resume repeats it; a bool: a run saved before "auto"
     # (utils.amp.amp_mode keeps its meaning)
     amp: str | bool = setting(
-        "auto", "bf16 autocast: auto (where it measures faster, on CUDA and on CPUs with a native bf16 unit "
-        "such as AMX; fp32 elsewhere), yes, no", choices=AMP_MODES, key=amp_mode,
-    )  # fmt: skip
+        "auto",
+        "bf16 autocast: auto (where it measures faster, on CUDA and on CPUs with a native bf16 unit "
+        "such as AMX; fp32 elsewhere), yes, no",
+        choices=AMP_MODES,
+        key=amp_mode,
+    )
     sync_bn: bool = setting(False, "SyncBatchNorm under torchrun")
     eval_batch_size: int = setting(1024, "images per batch when scoring", ge=1, unit="images")
     eval_every: int = setting(
-        1, "score the test (and validation) set after every N-th epoch and the last (0: the last only); "
-        "epochs on downscaled images (progressive resizing) are not scored", ge=0, unit="epochs",
-    )  # fmt: skip
+        1,
+        "score the test (and validation) set after every N-th epoch and the last (0: the last only); "
+        "epochs on downscaled images (progressive resizing) are not scored",
+        ge=0,
+        unit="epochs",
+    )
     in_memory: str = setting(
-        "auto", "image folders: decode the whole set into memory (yes) or stream it from the files batch by "
+        "auto",
+        "image folders: decode the whole set into memory (yes) or stream it from the files batch by "
         "batch (no); auto keeps it in memory when the decoded images take at most a quarter of the RAM (per "
         "process; and, on a GPU, half its memory) and streams otherwise, or when --augment rrc-flip needs "
-        "the files", choices=IN_MEMORY,
-    )  # fmt: skip
+        "the files",
+        choices=IN_MEMORY,
+    )
     skip_bad_images: bool = setting(
-        False, "image folders: leave out unreadable, empty, non-image and decompression-bomb files (listed in "
-        f"the run folder's {RunDir.BAD_IMAGES}) instead of stopping"
-    )  # fmt: skip
+        False,
+        "image folders: leave out unreadable, empty, non-image and decompression-bomb files (listed in "
+        f"the run folder's {RunDir.BAD_IMAGES}) instead of stopping",
+    )
     workers: int | None = setting(
         None, "streamed folders: decoding processes per training process (none: the cores, at most 8)", ge=0
     )
@@ -119,34 +138,45 @@ class TrainConfig:
     )
     # fine-tuning (train/optim.py, resdense.models.pretrained)
     weights: str | None = setting(
-        None, "start from these weights: IMAGENET1K_V1, DEFAULT (torchvision's, for --model), fashion-mnist, "
+        None,
+        "start from these weights: IMAGENET1K_V1, DEFAULT (torchvision's, for --model), fashion-mnist, "
         "a .pth/.safetensors state dict, a run folder or hf-hub:ORG/NAME; new classes or channels are "
-        "adapted, and said", metavar="SRC",
-    )  # fmt: skip
+        "adapted, and said",
+        metavar="SRC",
+    )
     freeze: str = setting("none", f"train only part of the model: {FREEZE_HELP}", metavar="WHAT")
     head_lr_mult: float = setting(1.0, "the classifier's lr is this times --lr", gt=0)
     crop: int | None = setting(
-        None, "evaluate on the centre PX x PX of the resized image (the rrc-flip augmentation trains on random "
-        "crops of it)", ge=8, le=MAX_SIDE, unit="pixels",
-    )  # fmt: skip
+        None,
+        "evaluate on the centre PX x PX of the resized image (the rrc-flip augmentation trains on random "
+        "crops of it)",
+        ge=8,
+        le=MAX_SIDE,
+        unit="pixels",
+    )
     # lopsided classes (train/balance.py)
     balance: str = setting(
-        "none", "unbalanced classes: weight the loss by class, N / (K * n_class) (loss), or draw the training "
-        "images class-balanced (sampler, in memory only)", choices=BALANCE,
-    )  # fmt: skip
+        "none",
+        "unbalanced classes: weight the loss by class, N / (K * n_class) (loss), or draw the training "
+        "images class-balanced (sampler, in memory only)",
+        choices=BALANCE,
+    )
     # a staged fine-tune (train/finetune.py, fastai's fine_tune)
     freeze_epochs: int = setting(
-        0, "staged fine-tune: the first N epochs train the classifier alone, then the whole net at "
-        "--unfreeze-lr-mult times the lr (0: off)", ge=0, unit="epochs",
-    )  # fmt: skip
+        0,
+        "staged fine-tune: the first N epochs train the classifier alone, then the whole net at "
+        "--unfreeze-lr-mult times the lr (0: off)",
+        ge=0,
+        unit="epochs",
+    )
     unfreeze_lr_mult: float = setting(
         0.5, "--freeze-epochs: the lr multiplier once the whole net trains", gt=0
     )
     # the speed records' tricks (airbench, Page's ResNet-9; train/tricks.py says what each does): all off
     whiten_init: bool = setting(
-        False, "first conv: whitening filters of the training images' patches, and their negatives (airbench, "
-        "Page)"
-    )  # fmt: skip
+        False,
+        "first conv: whitening filters of the training images' patches, and their negatives (airbench, Page)",
+    )
     dirac_init: bool = setting(
         False, "every other conv starts as the identity on its first in-channels filters (airbench)"
     )
@@ -155,9 +185,11 @@ class TrainConfig:
         None, "every batch norm's momentum, in PyTorch's sense (none: the model's own)", gt=0, le=1
     )
     lookahead: int = setting(
-        0, "Lookahead: every N steps the slow weights move --lookahead-alpha towards the fast ones (0: off)",
-        ge=0, unit="steps",
-    )  # fmt: skip
+        0,
+        "Lookahead: every N steps the slow weights move --lookahead-alpha towards the fast ones (0: off)",
+        ge=0,
+        unit="steps",
+    )
     lookahead_alpha: float = setting(0.5, "Lookahead: how far the slow weights move", gt=0, le=1)
     alt_flip: bool = setting(
         False, "flip policies: mirror each image every other epoch, not at random (airbench)"
@@ -166,9 +198,12 @@ class TrainConfig:
         1.0, "the loss sees the logits times this (airbench: 1/9); folded into the saved classifier", gt=0
     )
     bn_recalibrate: int = setting(
-        0, "after the last step, re-estimate every batch norm's running statistics from N training images "
-        "spread over the split, as evaluation feeds them (precise BN; 0: off)", ge=0, unit="images",
-    )  # fmt: skip
+        0,
+        "after the last step, re-estimate every batch norm's running statistics from N training images "
+        "spread over the split, as evaluation feeds them (precise BN; 0: off)",
+        ge=0,
+        unit="images",
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -203,8 +238,9 @@ def validate(cfg: TrainConfig, *, here: bool = True) -> None:
     if cfg.crop is not None and cfg.resize is not None and cfg.crop > cfg.resize:
         raise UserError(f"--crop must be between 8 and --resize ({cfg.resize}), got {cfg.crop}")
     if cfg.freeze_epochs and not cfg.freeze_epochs < cfg.epochs:
-        raise UserError(f"--freeze-epochs must be between 0 and --epochs - 1 ({cfg.epochs - 1}), got "
-                        f"{cfg.freeze_epochs}")  # fmt: skip
+        raise UserError(
+            f"--freeze-epochs must be between 0 and --epochs - 1 ({cfg.epochs - 1}), got {cfg.freeze_epochs}"
+        )
     if cfg.freeze_epochs and cfg.freeze != "none":
         raise UserError(f"--freeze-epochs freezes the body itself for its epochs; drop --freeze {cfg.freeze}")
     if (cfg.whiten_init or cfg.dirac_init) and cfg.weights is not None:

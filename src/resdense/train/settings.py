@@ -190,8 +190,12 @@ def _load_toml(text: str):
 
 
 # suffix -> (format name, parser); a file whose text starts with "{" is JSON whatever its name
-FORMATS = {".json": ("JSON", json.loads), ".toml": ("TOML", _load_toml), ".yaml": ("YAML", _load_yaml),
-           ".yml": ("YAML", _load_yaml)}  # fmt: skip
+FORMATS = {
+    ".json": ("JSON", json.loads),
+    ".toml": ("TOML", _load_toml),
+    ".yaml": ("YAML", _load_yaml),
+    ".yml": ("YAML", _load_yaml),
+}
 
 
 def read_mapping(path: str | Path) -> dict:
