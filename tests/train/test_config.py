@@ -136,7 +136,9 @@ def test_the_bounds_accept_what_they_say():
 class WithNewSetting(TrainConfig):
     """A setting added as a new field would be: nothing else is edited."""
 
-    stochastic_depth: float = setting(0.0, "drop whole residual branches with this probability", ge=0, lt=1)
+    stochastic_depth: float = setting(
+        0.0, "drop whole residual branches with this probability (10% at most)", ge=0, lt=1
+    )
     warmup_images: int = setting(0, "ramp the batch up over this many images", ge=0, unit="images")
 
 
@@ -145,6 +147,7 @@ def test_a_new_field_reaches_the_parser_validation_and_the_settings_file(tmp_pat
     action = next(a for a in p._actions if a.dest == "stochastic_depth")
     assert action.option_strings == ["--stochastic-depth"] and "residual branches" in action.help
     assert action.type is float and "(default: 0.0)" in action.help
+    assert "(10% at most) (default: 0.0)" in " ".join(p.format_help().split())
     warm = next(a for a in p._actions if a.dest == "warmup_images")
     assert warm.type is int and warm.metavar == "N"
     args = p.parse_args(["--stochastic-depth", "0.2", "--warmup-images", "512"])

@@ -72,7 +72,7 @@ def add_setting_options(p: argparse.ArgumentParser, cls: type = TrainConfig, sho
             continue
         s, allowed = declaration(f), kinds(cls, f.name)
         value = getattr(shown, f.name, default_of(f))
-        text = f"{s.help} (default: {_shown(value)})"
+        text = f"{s.help} (default: {_shown(value)})".replace("%", "%%")  # argparse formats help with %
         kw: dict = {"dest": f.name, "default": None, "help": text}
         if allowed == (bool,):
             p.add_argument(option(f.name), action=argparse.BooleanOptionalAction, **kw)
@@ -137,8 +137,9 @@ def settings_for(args, cls: type = TrainConfig) -> TrainConfig:
     and device None mean "the run's own" to train()."""
     overrides = overrides_from(args, cls)
     if args.resume:
-        if args.config:
-            raise UserError("--config and --resume: a resumed run keeps its own settings; give only --resume")
+        if args.config or args.print_config:
+            which = "--config" if args.config else "--print-config"
+            raise UserError(f"{which} and --resume: a resumed run keeps its own settings (its config.json)")
         overrides |= {"epochs": args.epochs or 0, "device": args.device}
     return resolve_settings(args.recipe, args.config, overrides, cls=cls)
 
