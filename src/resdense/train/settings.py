@@ -1,7 +1,8 @@
 """A setting declared once, on its dataclass field: :func:`setting` puts the type (the annotation), the default,
 the help, the choices, the bounds and the unit in one place, and the rest is derived from that declaration:
 the per-field checks (:func:`check_field`, used by ``validate`` and by the studies), the command line's
-options (``cli/train.py``) and the reading of a settings file (:func:`read_settings_file`).
+options (``cli/train.py``) and the reading of a settings file (:func:`read_mapping`, :func:`settings_from_mapping`;
+config.read_settings_file for TrainConfig).
 
 Generic over the dataclass, so that a new field (or a subclass adding one) reaches all of them with no
 other edit.
