@@ -215,22 +215,150 @@ def test_the_installed_command_prints_no_traceback(tmp_path):
 
 
 def test_every_setting_is_an_option_and_reaches_the_config() -> None:
-    """The command line derives its overrides from TrainConfig's fields: a field without an option (or an
-    option that does not reach the config) fails here, not silently in a user's run."""
+    """The command line derives its options from TrainConfig's fields: every field has its option, and a
+    value other than its default given to each one reaches the settings (a field without an option, or an
+    option that does not reach the config, fails here, not silently in a user's run)."""
     import argparse
 
     from resdense.cli import build_parser
     from resdense.cli.train import NOT_OPTIONS, overrides_from
     from resdense.train.config import setting_names
+    from tests.train.test_config import argv_for, every_other
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     train = sub.choices["train"]
     dests = {a.dest for a in train._actions}
     assert set(setting_names()) - dests == set()
     args = train.parse_args(["--crop-padding", "3", "--eval-batch-size", "64", "--lr", "0.5"])
-    got = overrides_from(args)
-    assert got["crop_padding"] == 3 and got["eval_batch_size"] == 64 and got["lr"] == 0.5
-    assert set(got) == set(setting_names()) - NOT_OPTIONS
+    assert overrides_from(args) == {
+        "crop_padding": 3,
+        "eval_batch_size": 64,
+        "lr": 0.5,
+    }  # only what was given
+    values = every_other(TrainConfig)
+    assert set(values) == set(setting_names()) - NOT_OPTIONS
+    assert overrides_from(train.parse_args(argv_for(values))) == values
+    # the spellings users typed before the options were derived still work
+    old = train.parse_args(
+        ["--sync-bn", "--skip-bad-images", "--tensorboard", "--no-amp", "--resize", "none"]
+    )
+    assert overrides_from(old) == {
+        "sync_bn": True,
+        "skip_bad_images": True,
+        "tensorboard": True,
+        "amp": "no",
+        "resize": None,
+    }
+
+
+def test_no_setting_has_a_hand_written_option() -> None:
+    """cli/train.py writes only the options that are not settings; the settings' come from the fields."""
+    import ast
+
+    import resdense.cli.train as module
+
+    tree = ast.parse(Path(module.__file__).read_text())
+    written = [
+        n.args[0].value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and getattr(n.func, "attr", "") == "add_argument"
+        and n.args
+        and isinstance(n.args[0], ast.Constant)
+    ]
+    assert sorted(written) == sorted(
+        ["--recipe", "--config", "--print-config", "--no-amp", "--resume", "--force", "--no-progress"]
+    )
+
+
+def test_bad_options_are_argparse_one_liners(capsys) -> None:
+    for argv in (["--epochs", "x"], ["--resize", "big"], ["--optimizer", "lion"], ["--model-options", "[1]"]):
+        with pytest.raises(SystemExit) as e:
+            cli(capsys, "train", *argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.strip().splitlines()[-1].startswith(
+            "resdense train: error: argument"
+        )
+
+
+# -- settings files: --print-config and --config --------------------------------------------------------------
+
+SETTLED = ["--amp", "no", "--in-memory", "yes"]  # what "auto" would leave to the run to decide
+
+
+def test_print_config_then_config_trains_with_exactly_those_settings(capsys, idx_dir, tmp_path):
+    code, printed, err = cli(capsys, *train_args(idx_dir, tmp_path / "unused", *SETTLED), "--print-config")
+    assert code == 0, err
+    assert not (tmp_path / "unused").exists()  # printed, not trained
+    settings = json.loads(printed)
+    path = tmp_path / "settings.json"
+    path.write_text(printed)
+    out = tmp_path / "run"
+    given = ["--epochs", "1", "--train-subset", "256", "--test-subset", "256", "--out", str(out)]
+    code, _, err = cli(capsys, "train", "--config", path, *given, "--no-progress")
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    expected = {**settings, "epochs": 1, "train_subset": 256, "test_subset": 256, "out": str(out)}
+    assert {k: config[k] for k in expected} == expected
+    # and the command line with the same file prints what the run recorded
+    code, again, _ = cli(capsys, "train", "--config", path, *given, "--print-config")
+    assert json.loads(again) == expected
+
+
+def test_config_of_a_finished_run_reproduces_its_settings(capsys, finished_run, tmp_path):
+    run, _ = finished_run
+    record = json.loads((run / "config.json").read_text())
+    settings = {f.name: record[f.name] for f in fields(TrainConfig)}
+    code, printed, err = cli(capsys, "train", "--config", run / "config.json", "--print-config")
+    assert code == 0, err
+    assert json.loads(printed) == {**settings, "out": None}  # the run's folder is not taken over
+    out = tmp_path / "again"
+    code, _, err = cli(capsys, "train", "--config", run / "config.json", "--out", out, "--no-progress")
+    assert code == 0, err
+    again = json.loads((out / "config.json").read_text())
+    assert {k: again[k] for k in settings} == {**settings, "out": str(out)}
+    assert again["classes"] == record["classes"] and again["preprocess"] == record["preprocess"]
+
+
+def test_toml_and_yaml_files_on_the_command_line(capsys, tmp_path):
+    pytest.importorskip("yaml")
+    (tmp_path / "s.toml").write_text('recipe = "d2l-resnet"\nepochs = 2\nresize = "none"\n')
+    (tmp_path / "s.yaml").write_text("recipe: d2l-resnet\nepochs: 2\nresize: null\n")
+    printed = []
+    for name in ("s.toml", "s.yaml"):
+        code, text, err = cli(capsys, "train", "--config", tmp_path / name, "--lr", "0.01", "--print-config")
+        assert code == 0, err
+        printed.append(json.loads(text))
+    assert printed[0] == printed[1]
+    assert (printed[0]["recipe"], printed[0]["epochs"], printed[0]["lr"], printed[0]["resize"]) == (
+        "d2l-resnet",
+        2,
+        0.01,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ('{"epochs": 3, "lr_max": 1}', ["unknown setting 'lr_max'"]),
+        ('{"epochs": 0}', ["epochs must be >= 1"]),
+        ('{"dataset": 3}', ["dataset: expected str, got 3"]),
+        ('{"epochs": ', ["not valid JSON"]),
+    ],
+)
+def test_bad_config_files_are_one_line(capsys, tmp_path, text, fragments):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    code, _, err = cli(capsys, "train", "--config", path, "--print-config")
+    assert_one_line_error(code, err, f"--config {path}", *fragments)
+
+
+def test_config_and_resume_together_are_refused(capsys, tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text("{}")
+    code, _, err = cli(capsys, "train", "--resume", tmp_path, "--config", path)
+    assert_one_line_error(code, err, "--config", "--resume")
 
 
 def test_test_subset_scores_the_first_n_test_images(capsys, idx_dir, tmp_path):

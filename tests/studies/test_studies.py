@@ -203,3 +203,21 @@ def test_gradients_are_judged_per_seed_against_the_literatures_bounds():
     # an explosion in only one seed of three is not one the seeds agree on
     held, verdict = grad.judge(rows([300, 2, 3], [0.3, 0.5, 0.4], [0.6, 0.7, 0.5], [0.6, 0.5, 0.7]))
     assert not held and "do not clearly explode" in verdict
+
+
+def test_study_settings_are_checked_by_the_training_declarations():
+    """A study's shared settings (epochs, lr, schedule, ...) obey the same declarations as training's."""
+    from resdense.studies.base import StudySettings, check_positive
+
+    check_positive(StudySettings())
+    for overrides, message in [
+        ({"lr": -1.0}, "--lr must be positive, got -1"),
+        ({"epochs": 0}, "--epochs must be >= 1, got 0"),
+        ({"schedule": "sometimes"}, "--schedule: expected one of constant"),
+        ({"warmup_epochs": float("nan")}, "--warmup-epochs must be a finite number"),
+        ({"seeds": (0, -1)}, "--seeds must be >= 0, got -1"),
+        ({"seeds": (1, 1)}, "--seeds: give distinct seeds"),
+    ]:
+        with pytest.raises(UserError) as e:
+            check_positive(StudySettings().with_overrides(**overrides))
+        assert message in str(e.value)

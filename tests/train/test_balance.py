@@ -49,5 +49,5 @@ def test_balanced_sampling_evens_the_classes_and_replays() -> None:
 def test_batch_capped_to_the_data_and_balance_validated() -> None:
     assert capped_batch_size(128, 96) == 96 and capped_batch_size(128, 97, 2) == 96
     assert capped_batch_size(64, 96) == 64
-    with pytest.raises(UserError, match="--balance: unknown 'weights'"):
+    with pytest.raises(UserError, match="--balance: expected one of none, loss, sampler, got 'weights'"):
         validate(TrainConfig(balance="weights"))

@@ -20,6 +20,7 @@ from ..data.dataset import Dataset
 from ..errors import UserError
 from ..rundir import RunDir
 from ..train import TrainConfig, train
+from ..train.settings import check_field
 from ..utils.io import write_json, write_text
 
 
@@ -153,18 +154,17 @@ def single_seed(settings: StudySettings, study: str) -> None:
 
 
 def check_positive(settings: StudySettings) -> None:
-    for name in ("epochs", "batch_size"):
-        if getattr(settings, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(settings, name)}")
-    for name in ("train_subset", "test_subset"):
-        if getattr(settings, name) < 0:
-            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(settings, name)}")
-    if not settings.lr > 0:
-        raise UserError(f"--lr must be positive, got {settings.lr}")
-    if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds) or min(settings.seeds) < 0:
-        raise UserError(
-            f"--seeds: give distinct non-negative seeds, got {','.join(map(str, settings.seeds))}"
-        )
+    """One-line errors for study settings that cannot work. The settings a study shares with training
+    (epochs, lr, batch_size, schedule, ...) are checked by their TrainConfig declarations, the rules a
+    training run's are checked by; then the study's own (seeds, widths)."""
+    shared = {f.name for f in fields(TrainConfig)}
+    for f in fields(settings):
+        if f.name in shared:
+            check_field(TrainConfig, f.name, getattr(settings, f.name))
+    for seed in settings.seeds:
+        check_field(TrainConfig, "seed", seed, label="--seeds")
+    if not settings.seeds or len(set(settings.seeds)) != len(settings.seeds):
+        raise UserError(f"--seeds: give distinct seeds, got {','.join(map(str, settings.seeds))}")
     widths = getattr(settings, "widths", None)
     if widths is not None and (len(widths) != 3 or min(widths) < 1):
         raise UserError(

@@ -1,13 +1,24 @@
 """Training: settings and recipes, the schedule, the run's data and model, the loop, the run around it.
 
-config (TrainConfig, validate) -> recipes -> schedule -> setup (data and model) -> trainer (the loop) -> run
-(train(): folder, resume, RNG, distributed, callbacks). Training sits above serving and uses its forward pass.
+settings (one setting's declaration) -> config (TrainConfig, validate, settings files) -> recipes (and
+load_config) -> schedule -> setup (data and model) -> trainer (the loop) -> run (train(): folder, resume,
+RNG, distributed, callbacks). Training sits above serving and uses its forward pass.
 """
 
 from .callbacks import Callback
 from .config import TrainConfig, validate
-from .recipes import RECIPES, get_recipe
+from .recipes import RECIPES, get_recipe, load_config
 from .run import train
 from .trainer import Trainer, TrainResult
 
-__all__ = ["RECIPES", "Callback", "TrainConfig", "TrainResult", "Trainer", "get_recipe", "train", "validate"]
+__all__ = [
+    "RECIPES",
+    "Callback",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "get_recipe",
+    "load_config",
+    "train",
+    "validate",
+]

@@ -1,96 +1,215 @@
-"""Training settings: one frozen :class:`TrainConfig`, and :func:`validate`, the one place that says which
-settings cannot work (before any data is read). The command line's options are derived from its fields.
+"""Training settings: one frozen :class:`TrainConfig` whose every field carries its whole declaration (type,
+default, help, choices, bounds, unit: :func:`~resdense.train.settings.setting`), and :func:`validate`, the one
+place that says which settings cannot work (before any data is read). From the declarations come the
+per-field checks, the ``resdense train`` options (cli/train.py) and the settings files
+(:func:`read_settings_file`; ``resdense train --config``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
+from ..data import DATASETS, dataset_key
+from ..data.augment import AUGMENTATIONS
+from ..data.stream import IN_MEMORY
 from ..errors import UserError
 from ..modelfile import MAX_SIDE
+from ..rundir import RunDir
+from ..utils.amp import AMP_MODES, amp_mode
+from .balance import BALANCE
+from .optim import FREEZE_HELP
+from .settings import check_fields, check_type, option, read_mapping, setting, settings_from_mapping
 
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "linear", "step")
+INITS = ("default", "xavier")  # "xavier": d2l's xavier_uniform_ on conv and linear weights (train/setup.py)
+
+# What a run's config.json holds besides its settings (written by train/run.py): a run's record is a valid
+# settings file, these keys are read past; any other unknown key is an error.
+RECORD_KEYS = ("preprocess", "classes", "data_source", "torch", "world_size", "plan")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    recipe: str = "fast"
-    model: str = "resnet20"
-    model_options: dict = field(default_factory=dict)
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    epochs: int = 10
-    batch_size: int = 256  # the global batch: split across processes under torchrun
-    lr: float = 0.1
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    resize: int | None = None  # square input side; None keeps the data's own size
-    normalize: bool = True  # standardise with the training set's mean/std (d2l does not)
-    augment: str = "none"
-    crop_padding: int = 2
-    init: str = "default"  # "xavier": d2l's xavier_uniform_ on conv and linear weights
-    tta_flip: bool = False  # evaluate on the image and its mirror, average the logits
-    ema: float = 0.0  # decay of an exponential moving average of the weights used for evaluation
-    # progressive resizing (FFCV, fast.ai): the first epochs train on batches downscaled to this side, the
-    # side grows linearly to the full size, reached after ``progressive_until`` of the epochs; 0: off
-    progressive_from: int = 0
-    progressive_until: float = 0.75
-    seed: int = 0
-    device: str = "auto"
-    train_subset: int = 0
-    test_subset: int = 0  # score on the first N test images only (0: all); a short run's scoring is quicker
-    val_split: int = 0  # hold out this many training images (fixed draw) and report accuracy on them
-    channels_last: bool = True
-    compile: bool = False
-    # bf16 autocast: "auto" where it measures faster (CUDA; a CPU with a native bf16 unit such as AMX, see
-    # utils/amp.py), "yes", "no". A run records what auto decided ("yes"/"no"), so a resume repeats it.
-    amp: str | bool = "auto"  # bool: a run saved before "auto" (utils.amp.amp_mode keeps its meaning)
-    sync_bn: bool = False
-    eval_batch_size: int = 1024
-    # score the test (and validation) set after every eval_every-th epoch and the last; 0: the last only.
-    # Epochs trained on downscaled images (progressive resizing) are never scored: see schedule.evaluates_at
-    eval_every: int = 1
-    in_memory: str = "auto"  # image folders: "yes", "no" (streamed from the files) or "auto" (by size)
-    skip_bad_images: bool = False  # image folders: leave out bad files (listed in the run folder)
-    workers: int | None = None  # streamed folders: decoding processes per training process (None: auto)
-    out: str | None = None
-    tensorboard: bool = False  # also log to <out>/tensorboard (needs the "tensorboard" extra)
-    # fine-tuning (train/optim.py): start from these weights (see resdense.models.pretrained), freeze part
-    # of the body, train the classifier at head_lr_mult times the learning rate; crop: evaluate on a centre
-    # crop of this side from the resized image (the "rrc-flip" augmentation trains on random crops of it)
-    weights: str | None = None
-    freeze: str = "none"
-    head_lr_mult: float = 1.0
-    crop: int | None = None
-    # lopsided classes (train/balance.py): "loss" weights each class's examples by N / (K * n_class),
-    # "sampler" draws the training examples class-balanced; "none" leaves the data as it is
-    balance: str = "none"
-    # a staged fine-tune (train/finetune.py, fastai's fine_tune): the first freeze_epochs epochs train the
-    # classifier alone, then the whole net trains at unfreeze_lr_mult times the learning rate; 0: off
-    freeze_epochs: int = 0
-    unfreeze_lr_mult: float = 0.5
+    """Every setting of a training run. Adding one is this one edit: its field, declared with ``setting``
+    (the command line's option, the checks and the settings files follow from it)."""
+
+    recipe: str = setting("fast", "the named settings these started from (train/recipes.py)")
+    model: str = setting("resnet20", "registered model name (see `resdense list`)")
+    model_options: dict = setting({}, "extra builder options as a JSON object, e.g. '{\"drop_rate\": 0.1}'")
+    dataset: str = setting("fashion-mnist", "the data set", choices=DATASETS, key=dataset_key)
+    data_dir: str | None = setting(None, "where the data is (none: searched, then downloaded)")
+    epochs: int = setting(10, "epochs to train", ge=1)
+    batch_size: int = setting(256, "global batch size (split across torchrun processes)", ge=1, unit="images")
+    lr: float = setting(0.1, "peak learning rate", gt=0)
+    optimizer: str = setting(
+        "sgd", "the optimizer (nesterov: SGD with Nesterov momentum)", choices=OPTIMIZERS
+    )
+    momentum: float = setting(0.9, "SGD momentum (nesterov: 0 means 0.9; adamw: unused)", ge=0, lt=1)
+    weight_decay: float = setting(0.0, "weight decay (not on biases and batch norms)", ge=0)
+    schedule: str = setting("constant", "learning-rate schedule", choices=SCHEDULES)
+    warmup_epochs: float = setting(0.0, "linear learning-rate warm-up", ge=0, unit="epochs")
+    label_smoothing: float = setting(0.0, "label smoothing of the loss's targets", ge=0, lt=1)
+    resize: int | None = setting(
+        None,
+        "square input side, or 'none' for the data's own (image folders: none picks the weights' or "
+        "the model's own input size, said at the start)",
+        ge=8,
+        le=MAX_SIDE,
+        unit="pixels",
+        none_words=("none", "native", "0"),
+    )
+    normalize: bool = setting(True, "standardise with the training set's mean/std (d2l does not)")
+    augment: str = setting("none", "training augmentation", choices=AUGMENTATIONS)
+    crop_padding: int = setting(2, "random crops: zero padding", ge=0, unit="pixels")
+    init: str = setting("default", "weight initialisation (xavier: d2l's xavier_uniform_)", choices=INITS)
+    tta_flip: bool = setting(False, "test-time mirror augmentation: evaluate on the image and its mirror")
+    ema: float = setting(
+        0.0, "decay of an exponential moving average of the weights used for evaluation (0: off)", ge=0, lt=1
+    )
+    # progressive resizing (FFCV, fast.ai)
+    progressive_from: int = setting(
+        0,
+        "progressive resizing: the first epochs train on batches downscaled to this side, growing to the "
+        "full size (0: off)",
+        ge=8,
+        le=MAX_SIDE,
+        off=0,
+        unit="pixels",
+    )
+    progressive_until: float = setting(
+        0.75, "progressive resizing: the fraction of the epochs after which the full size is used", gt=0, le=1
+    )
+    seed: int = setting(0, "random seed", ge=0)
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N")
+    train_subset: int = setting(
+        0,
+        "train on the first N images only (0: all; a folder's classes are taken in turn)",
+        ge=0,
+        unit="images",
+    )
+    test_subset: int = setting(0, "score on the first N test images only (0: all)", ge=0, unit="images")
+    val_split: int = setting(
+        0,
+        "hold N training images out (fixed draw) as a validation set (val_acc per epoch)",
+        ge=0,
+        unit="images",
+    )
+    channels_last: bool = setting(True, "channels-last memory format")
+    compile: bool = setting(False, "torch.compile")
+    # a run records what auto decided ("yes"/"no"), so a resume repeats it; a bool: a run saved before "auto"
+    # (utils.amp.amp_mode keeps its meaning)
+    amp: str | bool = setting(
+        "auto",
+        "bf16 autocast: auto (where it measures faster, on CUDA and on CPUs with a native bf16 unit "
+        "such as AMX; fp32 elsewhere), yes, no",
+        choices=AMP_MODES,
+        key=amp_mode,
+    )
+    sync_bn: bool = setting(False, "SyncBatchNorm under torchrun")
+    eval_batch_size: int = setting(1024, "images per batch when scoring", ge=1, unit="images")
+    eval_every: int = setting(
+        1,
+        "score the test (and validation) set after every N-th epoch and the last (0: the last only); "
+        "epochs on downscaled images (progressive resizing) are not scored",
+        ge=0,
+        unit="epochs",
+    )
+    in_memory: str = setting(
+        "auto",
+        "image folders: decode the whole set into memory (yes) or stream it from the files batch by "
+        "batch (no); auto keeps it in memory when the decoded images take at most a quarter of the RAM (per "
+        "process; and, on a GPU, half its memory) and streams otherwise, or when --augment rrc-flip needs "
+        "the files",
+        choices=IN_MEMORY,
+    )
+    skip_bad_images: bool = setting(
+        False,
+        "image folders: leave out unreadable, empty, non-image and decompression-bomb files (listed in "
+        f"the run folder's {RunDir.BAD_IMAGES}) instead of stopping",
+    )
+    workers: int | None = setting(
+        None, "streamed folders: decoding processes per training process (none: the cores, at most 8)", ge=0
+    )
+    out: str | None = setting(None, "run folder (none: runs/<model>-<time>)")
+    tensorboard: bool = setting(
+        False, "also log to OUT/tensorboard for `tensorboard --logdir runs` (extra: tensorboard)"
+    )
+    # fine-tuning (train/optim.py, resdense.models.pretrained)
+    weights: str | None = setting(
+        None,
+        "start from these weights: IMAGENET1K_V1, DEFAULT (torchvision's, for --model), fashion-mnist, "
+        "a .pth/.safetensors state dict, a run folder or hf-hub:ORG/NAME; new classes or channels are "
+        "adapted, and said",
+        metavar="SRC",
+    )
+    freeze: str = setting("none", f"train only part of the model: {FREEZE_HELP}", metavar="WHAT")
+    head_lr_mult: float = setting(1.0, "the classifier's lr is this times --lr", gt=0)
+    crop: int | None = setting(
+        None,
+        "evaluate on the centre PX x PX of the resized image (the rrc-flip augmentation trains on random "
+        "crops of it)",
+        ge=8,
+        le=MAX_SIDE,
+        unit="pixels",
+    )
+    # lopsided classes (train/balance.py)
+    balance: str = setting(
+        "none",
+        "unbalanced classes: weight the loss by class, N / (K * n_class) (loss), or draw the training "
+        "images class-balanced (sampler, in memory only)",
+        choices=BALANCE,
+    )
+    # a staged fine-tune (train/finetune.py, fastai's fine_tune)
+    freeze_epochs: int = setting(
+        0,
+        "staged fine-tune: the first N epochs train the classifier alone, then the whole net at "
+        "--unfreeze-lr-mult times the lr (0: off)",
+        ge=0,
+        unit="epochs",
+    )
+    unfreeze_lr_mult: float = setting(
+        0.5, "--freeze-epochs: the lr multiplier once the whole net trains", gt=0
+    )
     # the speed records' tricks (airbench, Page's ResNet-9; train/tricks.py says what each does): all off
-    whiten_init: bool = False  # first conv: whitening filters of the training patches (+ their negatives)
-    dirac_init: bool = False  # every other conv starts as the identity on its first in-channels filters
-    bn_bias_lr_mult: float = 1.0  # batch-norm biases train at this times the learning rate
-    bn_momentum: float | None = None  # every batch norm's momentum (PyTorch's sense); None: the model's
-    lookahead: int = 0  # every N steps the slow weights move lookahead_alpha towards the fast ones; 0: off
-    lookahead_alpha: float = 0.5
-    alt_flip: bool = False  # the flip policies mirror each image every other epoch instead of at random
-    logit_scale: float = 1.0  # the loss sees logits times this; folded into the saved classifier
-    # after the last step, every batch norm's running statistics re-estimated from N training images spread
-    # over the split, as evaluation feeds them (Wu & Johnson's "precise BN"); 0: off, the momentum average is kept
-    bn_recalibrate: int = 0
+    whiten_init: bool = setting(
+        False,
+        "first conv: whitening filters of the training images' patches, and their negatives (airbench, Page)",
+    )
+    dirac_init: bool = setting(
+        False, "every other conv starts as the identity on its first in-channels filters (airbench)"
+    )
+    bn_bias_lr_mult: float = setting(1.0, "batch-norm biases train at this times --lr", gt=0)
+    bn_momentum: float | None = setting(
+        None, "every batch norm's momentum, in PyTorch's sense (none: the model's own)", gt=0, le=1
+    )
+    lookahead: int = setting(
+        0,
+        "Lookahead: every N steps the slow weights move --lookahead-alpha towards the fast ones (0: off)",
+        ge=0,
+        unit="steps",
+    )
+    lookahead_alpha: float = setting(0.5, "Lookahead: how far the slow weights move", gt=0, le=1)
+    alt_flip: bool = setting(
+        False, "flip policies: mirror each image every other epoch, not at random (airbench)"
+    )
+    logit_scale: float = setting(
+        1.0, "the loss sees the logits times this (airbench: 1/9); folded into the saved classifier", gt=0
+    )
+    bn_recalibrate: int = setting(
+        0,
+        "after the last step, re-estimate every batch norm's running statistics from N training images "
+        "spread over the split, as evaluation feeds them (precise BN; 0: off)",
+        ge=0,
+        unit="images",
+    )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def with_overrides(self, **overrides) -> TrainConfig:
+        """These settings with the given ones changed; a None leaves a setting as it is."""
         known = {f.name for f in fields(self)}
         unknown = set(overrides) - known
         if unknown:
@@ -103,152 +222,59 @@ def setting_names() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
 
 
-def validate(cfg: TrainConfig) -> None:
-    """One-line errors for settings that cannot work, before any data is read."""
-    from ..data import DATASETS, dataset_key
-    from ..data.augment import AUGMENTATIONS
-    from ..data.stream import IN_MEMORY
+def check_types(cfg: TrainConfig) -> None:
+    """Each field of the type its annotation names, numbers finite: a value from Python, a recipe or a
+    checkpoint is checked as the command line's are."""
+    for f in fields(cfg):
+        check_type(type(cfg), f.name, getattr(cfg, f.name))
 
-    check_types(cfg)  # every field its type, every number finite (issue 19): the checks below can compare
-    if cfg.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
-    if cfg.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
-    if cfg.eval_batch_size < 1:
-        raise UserError(f"--eval-batch-size must be at least 1, got {cfg.eval_batch_size}")
-    if cfg.crop_padding < 0:
-        raise UserError(f"--crop-padding must be >= 0, got {cfg.crop_padding}")
-    if not cfg.lr > 0:
-        raise UserError(f"--lr must be positive, got {cfg.lr}")  # (and finite: check_types)
-    if cfg.optimizer not in OPTIMIZERS:
-        raise UserError(f"--optimizer: unknown {cfg.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-    if cfg.schedule not in SCHEDULES:
-        raise UserError(f"--schedule: unknown {cfg.schedule!r}; choose from {', '.join(SCHEDULES)}")
-    if cfg.augment not in AUGMENTATIONS:
-        raise UserError(f"--augment: unknown {cfg.augment!r}; choose from {', '.join(AUGMENTATIONS)}")
-    if dataset_key(cfg.dataset) not in DATASETS:
-        raise UserError(f"--dataset: unknown {cfg.dataset!r}; choose from {', '.join(DATASETS)}")
-    if not 0 <= cfg.label_smoothing < 1:
-        raise UserError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
-    if cfg.resize is not None and not 8 <= cfg.resize <= MAX_SIDE:
-        raise UserError(f"--resize must be between 8 and {MAX_SIDE} pixels, got {cfg.resize}")
-    if cfg.train_subset < 0:
-        raise UserError(f"--train-subset must be >= 0, got {cfg.train_subset}")
-    if cfg.test_subset < 0:
-        raise UserError(f"--test-subset must be >= 0, got {cfg.test_subset}")
-    if not cfg.head_lr_mult > 0:
-        raise UserError(f"--head-lr-mult must be positive, got {cfg.head_lr_mult}")
-    if cfg.crop is not None and (cfg.crop < 8 or (cfg.resize is not None and cfg.crop > cfg.resize)):
+
+def validate(cfg: TrainConfig, *, here: bool = True) -> None:
+    """One-line errors for settings that cannot work, before any data is read: every field as its
+    declaration says (type, finiteness, choices, bounds), then the rules between settings, the device
+    (``here=False`` leaves out what depends on this machine: settings printed for another) and the model's
+    options (built on the meta device: an unknown name or an option of the wrong type is one line)."""
+    check_fields(cfg)
+    if cfg.crop is not None and cfg.resize is not None and cfg.crop > cfg.resize:
         raise UserError(f"--crop must be between 8 and --resize ({cfg.resize}), got {cfg.crop}")
-    if cfg.workers is not None and cfg.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {cfg.workers}")
-    if cfg.val_split < 0:
-        raise UserError(f"--val-split must be >= 0, got {cfg.val_split}")
-    if cfg.progressive_from and cfg.progressive_from < 8:
+    if cfg.freeze_epochs and not cfg.freeze_epochs < cfg.epochs:
         raise UserError(
-            f"--progressive-from must be 0 (off) or at least 8 pixels, got {cfg.progressive_from}"
+            f"--freeze-epochs must be between 0 and --epochs - 1 ({cfg.epochs - 1}), got {cfg.freeze_epochs}"
         )
-    if cfg.eval_every < 0:
-        raise UserError(f"--eval-every must be >= 0 (0: the last epoch only), got {cfg.eval_every}")
-    if not 0 < cfg.progressive_until <= 1:
-        raise UserError(f"--progressive-until must be in (0, 1], got {cfg.progressive_until}")
-    if cfg.in_memory not in IN_MEMORY:
-        raise UserError(f"--in-memory: expected one of {', '.join(IN_MEMORY)}, got {cfg.in_memory!r}")
-    from .balance import BALANCE
-
-    if cfg.balance not in BALANCE:
-        raise UserError(f"--balance: unknown {cfg.balance!r}; choose from {', '.join(BALANCE)}")
-    if cfg.freeze_epochs and not 0 < cfg.freeze_epochs < cfg.epochs:
-        raise UserError(f"--freeze-epochs must be between 0 and --epochs - 1 ({cfg.epochs - 1}), got "
-                        f"{cfg.freeze_epochs}")  # fmt: skip
     if cfg.freeze_epochs and cfg.freeze != "none":
         raise UserError(f"--freeze-epochs freezes the body itself for its epochs; drop --freeze {cfg.freeze}")
-    if not cfg.unfreeze_lr_mult > 0:
-        raise UserError(f"--unfreeze-lr-mult must be positive, got {cfg.unfreeze_lr_mult}")
-    _validate_records_tricks(cfg)
-    if cfg.in_memory == "no" and cfg.dataset != "folder":
-        raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
-    check_ranges(cfg)
-
-
-# -- every field's type and the ranges of the numbers (issue 19) ------------------------------------------------
-
-_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "dict": (dict,)}
-
-
-def _option(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def check_types(cfg: TrainConfig) -> None:
-    """Each field of the type its annotation names (``int``, ``float``, ``bool``, ``str``, ``dict``, ``| None``),
-    numbers finite: a value from Python, a recipe or a checkpoint is checked as the command line's are."""
-    import math
-
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        kinds = [k.strip() for k in str(f.type).split("|")]
-        if value is None and "None" in kinds:
-            continue
-        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
-        if not allowed:
-            continue
-        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
-            raise UserError(f"{_option(f.name)}: expected {' or '.join(kinds)}, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"{_option(f.name)} must be a finite number, got {value}")
-
-
-def check_ranges(cfg: TrainConfig) -> None:
-    """The numbers the checks above do not bound, the device, and the model's options (built on the meta
-    device: an unknown name or an option of the wrong type is one line before any data is read)."""
-    from ..models.filecheck import ModelOptionError, build_on_meta
-    from ..models.registry import UnknownModelError
-    from ..utils.device import resolve_device
-
-    if not 0 <= cfg.momentum < 1:
-        raise UserError(f"--momentum must be in [0, 1), got {cfg.momentum}")
-    if cfg.weight_decay < 0:
-        raise UserError(f"--weight-decay must be >= 0, got {cfg.weight_decay}")
-    if cfg.warmup_epochs < 0:
-        raise UserError(f"--warmup-epochs must be >= 0, got {cfg.warmup_epochs}")
-    if not 0 <= cfg.ema < 1:
-        raise UserError(f"--ema must be in [0, 1) (0: off), got {cfg.ema}")
-    if cfg.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {cfg.seed}")
-    if cfg.progressive_from > MAX_SIDE:
-        raise UserError(f"--progressive-from must be at most {MAX_SIDE} pixels, got {cfg.progressive_from}")
-    if cfg.crop is not None and cfg.crop > MAX_SIDE:
-        raise UserError(f"--crop must be at most {MAX_SIDE} pixels, got {cfg.crop}")
-    resolve_device(cfg.device)
-    try:
-        build_on_meta(cfg.model, dict(cfg.model_options))
-    except UnknownModelError as e:
-        raise UserError(f"--model: {e}") from None
-    except ModelOptionError as e:
-        raise UserError(f"--model-options for {cfg.model}: {e}") from None
-
-
-def _validate_records_tricks(cfg: TrainConfig) -> None:
-    """Issue 20's settings: bf16 autocast and the speed records' training tricks (kept apart to ease merges)."""
-    from ..utils.amp import AMP_MODES, amp_mode
-
-    if amp_mode(cfg.amp) not in AMP_MODES:
-        raise UserError(f"--amp: expected one of {', '.join(AMP_MODES)}, got {cfg.amp!r}")
     if (cfg.whiten_init or cfg.dirac_init) and cfg.weights is not None:
         which = "--whiten-init" if cfg.whiten_init else "--dirac-init"
         raise UserError(f"{which} initialises a fresh model; drop it or --weights {cfg.weights}")
-    if not cfg.bn_bias_lr_mult > 0:
-        raise UserError(f"--bn-bias-lr-mult must be positive, got {cfg.bn_bias_lr_mult}")
-    if cfg.bn_momentum is not None and not 0 < cfg.bn_momentum <= 1:
-        raise UserError(f"--bn-momentum must be in (0, 1], got {cfg.bn_momentum}")
-    if cfg.lookahead < 0:
-        raise UserError(f"--lookahead must be >= 0 steps (0: off), got {cfg.lookahead}")
-    if not 0 < cfg.lookahead_alpha <= 1:
-        raise UserError(f"--lookahead-alpha must be in (0, 1], got {cfg.lookahead_alpha}")
     if cfg.alt_flip and "flip" not in cfg.augment:
         raise UserError(f"--alt-flip changes how images are flipped; --augment {cfg.augment} flips none")
-    if not cfg.logit_scale > 0:
-        raise UserError(f"--logit-scale must be positive, got {cfg.logit_scale}")
-    if cfg.bn_recalibrate < 0:
-        raise UserError(f"--bn-recalibrate must be >= 0 images (0: off), got {cfg.bn_recalibrate}")
+    if cfg.in_memory == "no" and dataset_key(cfg.dataset) != "folder":
+        raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
+    if here:
+        from ..utils.device import resolve_device
+
+        resolve_device(cfg.device)
+    from ..models.filecheck import ModelOptionError, build_on_meta
+    from ..models.registry import UnknownModelError
+
+    try:
+        build_on_meta(cfg.model, dict(cfg.model_options))
+    except UnknownModelError as e:
+        raise UserError(f"{option('model')}: {e}") from None
+    except ModelOptionError as e:
+        raise UserError(f"{option('model_options')} for {cfg.model}: {e}") from None
+
+
+def read_settings_file(path: str | Path, cls: type = TrainConfig) -> dict:
+    """The settings a JSON, TOML or YAML file gives (``resdense train --config``), each checked as its
+    field's declaration says: an unknown key, a wrong type or a value out of bounds is one line naming the
+    file and the key. A numeric setting that may be None takes "none" (TOML has no null).
+
+    A run's own ``config.json`` is a valid settings file: its record keys (:data:`RECORD_KEYS`) are read
+    past, and its ``out`` is not taken over: the new run gets a folder of its own unless one is given.
+    """
+    data = read_mapping(path)
+    values = settings_from_mapping(cls, data, f"--config {path}", ignore=RECORD_KEYS)
+    if any(k in data for k in RECORD_KEYS):
+        values.pop("out", None)  # the record's folder is that run's: never train over it by accident
+    return values

@@ -7,7 +7,12 @@ A recipe is a complete, named set of settings; any command-line option overrides
 
 from __future__ import annotations
 
-from .config import OPTIMIZERS, SCHEDULES, TrainConfig  # noqa: F401  (the recipes' vocabulary)
+from collections.abc import Mapping
+from dataclasses import fields, replace
+from pathlib import Path
+
+from ..errors import UserError
+from .config import OPTIMIZERS, SCHEDULES, TrainConfig, read_settings_file  # noqa: F401  (the vocabulary)
 
 RECIPES: dict[str, TrainConfig] = {
     # d2l 8.6: ResNet-18, lr 0.05, 10 epochs, batch 256, resize 96; plain SGD, no normalisation; bf16
@@ -91,3 +96,63 @@ def get_recipe(name: str) -> TrainConfig:
         return RECIPES[name]
     except KeyError:
         raise ValueError(f"unknown recipe {name!r}; choose from {', '.join(RECIPES)}") from None
+
+
+# -- settings from a recipe, a file and overrides -----------------------------------------------------------
+
+
+def weights_architecture(src: str) -> str | None:
+    """The architecture a resdense weights source names (shipped, run folder, its model file), else None."""
+    from ..models.pretrained import load_pretrained, shipped_source
+
+    if shipped_source(src) is not None or Path(src).exists() or src.strip().lower().startswith("hf-hub:"):
+        return load_pretrained(src).model
+    return None
+
+
+def _apply(cfg: TrainConfig, given: Mapping, weights_model) -> TrainConfig:
+    """``cfg`` with one layer of settings on top. A layer's model belongs with its own options: naming
+    another model without options drops the layer below's (a recipe's widths are its model's); weights that
+    name their architecture (``--weights fashion-mnist``) need no model."""
+    given = dict(given)
+    if given.get("weights") and "model" not in given:
+        given["model"] = weights_model(given["weights"]) or cfg.model
+    if "model" in given and given["model"] != cfg.model and "model_options" not in given:
+        given["model_options"] = {}
+    return replace(cfg, **given)
+
+
+def resolve_settings(
+    recipe: str | None = None,
+    file: str | Path | None = None,
+    overrides: Mapping | None = None,
+    *,
+    cls: type = TrainConfig,
+    weights_model=weights_architecture,
+) -> TrainConfig:
+    """The settings of a run, in one place: the recipe's (``recipe``, else the file's ``recipe`` key, else
+    DEFAULT_RECIPE) < the file's (JSON, TOML or YAML: :func:`~resdense.train.config.read_settings_file`) <
+    ``overrides`` (every key set as given, None included). A file whose recipe is not one of RECIPES (a
+    study's run) must give every setting. Not validated here: ``train`` does that."""
+    given = read_settings_file(file, cls) if file is not None else {}
+    name = recipe or given.get("recipe") or DEFAULT_RECIPE
+    if name in RECIPES:
+        base = RECIPES[name]
+    elif recipe is None and file is not None and set(given) >= {f.name for f in fields(cls)} - {"out"}:
+        base = cls()
+    else:
+        where = f"--config {file}: recipe" if recipe is None else "--recipe"
+        raise UserError(
+            f"{where}: unknown {name!r}; choose from {', '.join(RECIPES)} (or give every setting)"
+        )
+    if type(base) is not cls:  # a subclass adding settings: the recipe's values, its own defaults
+        base = cls(**{f.name: getattr(base, f.name) for f in fields(base)})
+    cfg = _apply(base, given, weights_model)
+    return replace(_apply(cfg, overrides or {}, weights_model), recipe=name)
+
+
+def load_config(path: str | Path, recipe: str | None = None, **overrides) -> TrainConfig:
+    """A settings file as ``resdense train --config PATH`` reads it (recipe < file < ``overrides``), for
+    ``train(load_config("my.toml", epochs=3))``. A run's ``config.json`` gives that run's settings, except its
+    ``out``; ``cfg.to_dict()`` written as JSON is such a file."""
+    return resolve_settings(recipe, path, overrides)
