@@ -188,10 +188,21 @@ def _resize_to(images: torch.Tensor, hw: tuple[int, int], interpolation: str = "
         return F.interpolate(images, size=hw, mode=mode)
     was_uint8 = images.dtype == torch.uint8
     x = images.float() if was_uint8 else images
-    # antialiased, as PIL (and so torchvision on PIL images) resamples; torch's antialiased bicubic uses
-    # PIL's kernel (a = -0.5), so both interpolations give PIL's picture within rounding
-    x = F.interpolate(x, size=hw, mode=mode, align_corners=False, antialias=True)
+    if was_uint8 and mode == "bicubic":
+        # PIL resamples the rows, stores them as uint8, then the columns: bicubic's overshoot at hard edges
+        # is clipped between the two passes. One float pass keeps it (up to 27 grey levels from PIL's picture
+        # at saturated edges); the same two passes, rounded between them, stay within a level of it, on any
+        # device. (Pillow 13 sometimes takes the columns first: the two orders differ only where an edge
+        # overshoots 0 or 255, tests/models/test_timm_contract.py)
+        x = _aa(x, (x.shape[-2], hw[1]), mode).round_().clamp_(0, 255)
+    x = _aa(x, hw, mode)
     return x.round().clamp(0, 255).to(torch.uint8) if was_uint8 else x
+
+
+def _aa(x: torch.Tensor, hw: tuple[int, int], mode: str) -> torch.Tensor:
+    # antialiased, as PIL (and so torchvision on PIL images) resamples; torch's antialiased bicubic uses
+    # PIL's kernel (a = -0.5)
+    return F.interpolate(x, size=hw, mode=mode, align_corners=False, antialias=True)
 
 
 def resize(images: torch.Tensor, size: int | None, interpolation: str = "bilinear") -> torch.Tensor:
