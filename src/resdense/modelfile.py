@@ -137,7 +137,7 @@ def check_spec_dict(d) -> None:
         raise ValueError(f"preprocess.std must be positive, got {pre['std']!r}")
     # absent in files written before they existed: a square resize, bilinear
     for key, allowed in (("fit", FITS), ("interpolation", INTERPOLATIONS)):
-        if key in pre and pre[key] not in allowed:
+        if key in pre and (not isinstance(pre[key], str) or pre[key] not in allowed):
             raise ValueError(f"preprocess.{key} must be one of {', '.join(allowed)}, got {pre[key]!r}")
     if not isinstance(d.get("tta_flip", False), bool):
         raise ValueError(f"tta_flip must be true or false, got {d['tta_flip']!r}")
