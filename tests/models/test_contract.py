@@ -230,8 +230,18 @@ def test_resnet9_is_pages_short_wide_residual_net():
 # -- pretrained_cfg is a read-only mapping with timm's keys ------------------------------------------------
 
 
-TIMM_KEYS = ["input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "num_classes", "first_conv",
-             "classifier", "label_names"]  # fmt: skip
+TIMM_KEYS = [
+    "input_size",
+    "interpolation",
+    "crop_pct",
+    "crop_mode",
+    "mean",
+    "std",
+    "num_classes",
+    "first_conv",
+    "classifier",
+    "label_names",
+]
 
 
 def test_pretrained_cfg_is_a_mapping_as_timm_reads_it():

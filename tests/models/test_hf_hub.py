@@ -170,8 +170,9 @@ def test_timm_interpolation_crop_mode_and_test_size(hub_cache: Path, tmp_path: P
     config = timm_config_with(
         "resnet18", 3, test_input_size=[3, 192, 192], test_crop_pct=1.0, crop_mode="center"
     )
-    cached_repo(hub_cache, "timm/r18.test", {"model.safetensors": tmp_path / "w.safetensors",
-                                             "config.json": config})  # fmt: skip
+    cached_repo(
+        hub_cache, "timm/r18.test", {"model.safetensors": tmp_path / "w.safetensors", "config.json": config}
+    )
     net = resdense.create_model("resnet18", weights="hf-hub:timm/r18.test")
     cfg = net.pretrained_cfg
     assert cfg["interpolation"] == "bicubic" and cfg["crop_mode"] == "center" and cfg.fit == "shorter"
@@ -206,12 +207,22 @@ def test_timm_config_defaults_and_refusals() -> None:
     # what timm assumes when the config says nothing: bicubic, centre crop of 0.875, no test size
     assert cfg["interpolation"] == "bicubic" and cfg["crop_mode"] == "center" and cfg["crop_pct"] == 0.875
     assert cfg.resize == 256 and "test_input_size" not in cfg
-    squash = {**plain, "pretrained_cfg": {"input_size": [3, 224, 224], "crop_mode": "squash", "crop_pct": 1.0,
-                                          "interpolation": "bilinear"}}  # fmt: skip
+    squash = {
+        **plain,
+        "pretrained_cfg": {
+            "input_size": [3, 224, 224],
+            "crop_mode": "squash",
+            "crop_pct": 1.0,
+            "interpolation": "bilinear",
+        },
+    }
     cfg = hf_hub.timm_cfg(squash, "hf-hub:org/squash")
     assert cfg.fit == "squash" and cfg.preprocess.interpolation == "bilinear" and cfg["crop_pct"] == 1.0
-    for bad, word in (({"crop_mode": "border"}, "border"), ({"interpolation": "lanczos"}, "lanczos"),
-                      ({"test_input_size": [224, 224]}, "test_input_size")):  # fmt: skip
+    for bad, word in (
+        ({"crop_mode": "border"}, "border"),
+        ({"interpolation": "lanczos"}, "lanczos"),
+        ({"test_input_size": [224, 224]}, "test_input_size"),
+    ):
         config = {**plain, "pretrained_cfg": {**plain["pretrained_cfg"], **bad}}
         with pytest.raises(PretrainedError) as e:
             hf_hub.timm_cfg(config, "hf-hub:org/bad")

@@ -101,9 +101,18 @@ def test_nearest():
 def test_timm_hub_cfg_at_train_and_test_size():
     """A timm Hub config (bicubic, crop_pct 0.95, a larger test size): timm's train-size view matches the cfg's
     input_size, and its test-size view (use_test_size=True) is what resdense serves the weights with."""
-    config = {"architecture": "resnet18", "num_classes": 1000, "pretrained_cfg": {
-        "input_size": [3, 224, 224], "test_input_size": [3, 288, 288], "crop_pct": 0.95, "test_crop_pct": 1.0,
-        "interpolation": "bicubic", "crop_mode": "center"}}  # fmt: skip
+    config = {
+        "architecture": "resnet18",
+        "num_classes": 1000,
+        "pretrained_cfg": {
+            "input_size": [3, 224, 224],
+            "test_input_size": [3, 288, 288],
+            "crop_pct": 0.95,
+            "test_crop_pct": 1.0,
+            "interpolation": "bicubic",
+            "crop_mode": "center",
+        },
+    }
     model = resdense.create_model("resnet18")
     model.pretrained_cfg = timm_cfg(config, "hf-hub:timm/resnet18.test")
     cfg = model.pretrained_cfg

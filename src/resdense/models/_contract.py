@@ -33,8 +33,18 @@ __all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ModelCon
 
 
 # timm's pretrained_cfg keys, in timm's order, that every config answers (test ones only where known)
-TIMM_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std", "num_classes", "first_conv",
-             "classifier", "label_names")  # fmt: skip
+TIMM_KEYS = (
+    "input_size",
+    "interpolation",
+    "crop_pct",
+    "crop_mode",
+    "mean",
+    "std",
+    "num_classes",
+    "first_conv",
+    "classifier",
+    "label_names",
+)
 TEST_KEYS = ("test_input_size", "test_crop_pct", "test_resize")
 # the keys answered by a property rather than a field
 DERIVED = ("crop_pct", "crop_mode", "label_names", "test_crop_pct")
@@ -142,8 +152,13 @@ class PretrainedCfg(Mapping):
             return self
         pre = self.preprocess.for_channels(in_chans)
         test = None if self.test_input_size is None else (in_chans, *self.test_input_size[1:])
-        return replace(self, input_size=(in_chans, *self.input_size[1:]), mean=pre.mean, std=pre.std,
-                       test_input_size=test)  # fmt: skip
+        return replace(
+            self,
+            input_size=(in_chans, *self.input_size[1:]),
+            mean=pre.mean,
+            std=pre.std,
+            test_input_size=test,
+        )
 
     def for_classes(self, num_classes: int) -> PretrainedCfg:
         """After a new classifier: the class names go unless there are as many of them."""
