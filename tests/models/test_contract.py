@@ -275,7 +275,8 @@ def test_pretrained_cfg_copy_is_a_plain_dict_and_the_cfg_stays_frozen():
     copy = cfg.copy()
     assert type(copy) is dict
     copy["mean"] = (0.0, 0.0, 0.0)  # a timm user's edit touches the copy only
-    assert cfg["mean"] != copy["mean"]
+    copy["meta"]["note"] = "edited"
+    assert cfg["mean"] != copy["mean"] and "note" not in cfg.meta and "note" not in cfg
     with pytest.raises(TypeError):
         cfg["mean"] = (0.0, 0.0, 0.0)
     with pytest.raises(TypeError):

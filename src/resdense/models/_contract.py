@@ -11,6 +11,7 @@ Training, inspection, serving and export rely on these alone.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
@@ -205,8 +206,9 @@ class PretrainedCfg(Mapping):
         return isinstance(key, str) and key in self._keys()
 
     def copy(self) -> dict:
-        """A plain, mutable dict of the same keys and values (what ``dict.copy`` gives a timm user)."""
-        return dict(self)
+        """A plain, mutable dict of the same keys and values (what ``dict.copy`` gives a timm user); its nested
+        dicts (``options``, ``meta``) are copies too, so editing it never reaches the model's config."""
+        return deepcopy(dict(self))
 
 
 ModelConfig = PretrainedCfg  # the name of earlier releases
