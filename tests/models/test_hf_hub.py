@@ -222,6 +222,8 @@ def test_timm_config_defaults_and_refusals() -> None:
         ({"crop_mode": "border"}, "border"),
         ({"interpolation": "lanczos"}, "lanczos"),
         ({"test_input_size": [224, 224]}, "test_input_size"),
+        ({"test_input_size": "288"}, "test_input_size"),
+        ({"crop_pct": -0.5}, "crop_pct"),
     ):
         config = {**plain, "pretrained_cfg": {**plain["pretrained_cfg"], **bad}}
         with pytest.raises(PretrainedError) as e:

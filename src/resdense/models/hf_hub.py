@@ -163,10 +163,12 @@ def timm_cfg(
         interpolation = check_interpolation(pc.get("interpolation") or "bicubic")
         fit = fit_for(pc.get("crop_mode"))
         test = pc.get("test_input_size")
+        if test is not None and (not isinstance(test, list | tuple) or len(test) != 3):
+            raise ValueError(f"test_input_size {test!r} is not (channels, height, width)")
         test_size = None if test is None else tuple(int(v) for v in test)
         test_pct = float(pc.get("test_crop_pct") or crop_pct)
-        if test_size is not None and len(test_size) != 3:
-            raise ValueError(f"test_input_size {test!r} is not (channels, height, width)")
+        if not (0 < crop_pct <= 1 and 0 < test_pct <= 1):
+            raise ValueError(f"crop_pct {crop_pct} / test_crop_pct {test_pct}: not in (0, 1]")
     except (TypeError, ValueError) as e:
         raise PretrainedError(f"{label}: {CONFIG_FILE}: unreadable pretrained_cfg ({e})") from None
     names = config.get("label_names")
