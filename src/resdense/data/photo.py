@@ -32,8 +32,9 @@ class PhotoTransform:
     the in-memory path stores folders). The window is chosen on the upright image's size from the header;
     a JPEG is then decoded straight at the smallest 1/2, 1/4 or 1/8 scale that still covers the window at
     ``size`` (Pillow's draft mode: the DCT does the shrinking), and the window is cut and resized in one
-    antialiased resample by ``interpolation`` (bilinear unless the model's preprocessing says otherwise). Randomness comes from the ``generator`` given (a ``torch.Generator``), so a
-    seeded caller repeats; the random crop is drawn by the batched path's sampler, the one both paths share.
+    antialiased resample by ``interpolation`` (bilinear unless the model's preprocessing says otherwise).
+    Randomness comes from the ``generator`` given (a ``torch.Generator``), so a seeded caller repeats; the
+    random crop is drawn by the batched path's sampler, the one both paths share.
     """
 
     size: int
