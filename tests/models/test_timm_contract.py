@@ -193,3 +193,28 @@ def test_saturated_hard_edges():
     image = Image.fromarray(arr)
     diff = (resdense_input(model, image) - timm_input(model, image)).abs()
     assert float(diff.max()) <= TOLERANCE  # landscape: the same pass order as PIL
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_jpeg_fast_path_keeps_the_interpolation(interpolation: str, tmp_path: Path, monkeypatch):
+    """A plain JPEG is decoded by libjpeg-turbo and resized by torch (data/photo.py's fast path), anything else
+    by Pillow: both resample the window with the model's interpolation, so they agree."""
+    from resdense.data import photo as photo_module
+
+    if photo_module._simplejpeg is None:
+        pytest.skip("simplejpeg is not installed: there is no fast path")
+    path = tmp_path / "x.jpg"
+    photo(450, 300).save(path, quality=95)
+    model = with_cfg(
+        resdense.create_model("resnet18"), resize=256, fit="shorter", interpolation=interpolation
+    )
+    t = PhotoTransform.evaluating(model.pretrained_cfg.preprocess)
+    fast = torch.from_numpy(np.array(t(path))).int()
+    monkeypatch.setattr(photo_module, "_simplejpeg", None)
+    slow = torch.from_numpy(np.array(t(path))).int()
+    other = replace(t, interpolation="nearest" if interpolation != "nearest" else "bicubic")
+    # nearest picks whole pixels: where the fast path's window lands a fraction of a pixel from Pillow's box,
+    # a neighbour is picked (sensor noise of 6 levels: about a level on average)
+    assert float((fast - slow).abs().float().mean()) < (2.0 if interpolation == "nearest" else 1.0)
+    # and the interpolation shows: another one gives another picture
+    assert float((torch.from_numpy(np.array(other(path))).int() - slow).abs().float().mean()) > 1.0
