@@ -14,6 +14,7 @@ from resdense.modelfile import (
     SPEC_KEY,
     ModelFileError,
     ModelSpec,
+    check_spec_dict,
     read_safetensors,
     read_torchscript,
     sniff,
@@ -248,3 +249,32 @@ def test_sniff_of_a_folder_or_a_missing_file_is_an_error(tmp_path):
     assert str(tmp_path) in str(e.value)
     with pytest.raises(ModelFileError, match="nothing.safetensors"):
         sniff(tmp_path / "nothing.safetensors")
+
+
+def test_spec_preprocessing_keeps_its_interpolation_and_old_specs_read_bilinear(model, tmp_path):
+    from dataclasses import replace
+
+    bicubic = make_spec(tta_flip=False)
+    bicubic.preprocess = replace(Preprocess.centre(16, (0.5,), (0.25,), 1), interpolation="bicubic")
+    d = bicubic.to_dict()
+    assert d["preprocess"]["interpolation"] == "bicubic" and d["preprocess"]["fit"] == "shorter"
+    path = write_safetensors(tmp_path / "m.safetensors", model, bicubic)
+    assert read_safetensors(path).spec == bicubic
+    # a spec written before the key existed (no interpolation, no fit): a bilinear squash, as it always was
+    old = make_spec().to_dict()
+    assert "interpolation" not in old["preprocess"] and "fit" not in old["preprocess"]
+    pre = ModelSpec.from_dict(old).preprocess
+    assert pre.interpolation == "bilinear" and pre.fit == "squash"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("interpolation", "lanczos"), ("interpolation", [3]), ("fit", "border")]
+)
+def test_spec_with_an_unknown_interpolation_or_fit_is_a_one_line_error(key, value):
+    d = make_spec().to_dict()
+    d["preprocess"][key] = value
+    with pytest.raises(ValueError, match=f"preprocess.{key} must be one of"):
+        check_spec_dict(d)
+    with pytest.raises(ModelFileError) as e:
+        ModelSpec.from_json(json.dumps(d), "m.safetensors", "metadata")
+    assert "\n" not in str(e.value) and "m.safetensors" in str(e.value) and key in str(e.value)

@@ -1,18 +1,26 @@
 """``Preprocess``: how uint8 images become network input, and the functions it is made of."""
 
 import json
+import math
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from resdense.preprocess import (
     CROP_PCT,
     Preprocess,
+    _resize_to,
     center_crop,
     channel_stats,
+    crop_pct_for,
+    fit_for,
     normalize,
     resize,
     resize_shorter,
+    scale_size,
 )
 
 
@@ -94,7 +102,7 @@ def test_centre_is_shorter_side_then_centre_crop():
     p = Preprocess.centre(224, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], 3)
     assert p == Preprocess(256, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 3, crop=224, fit="shorter")
     small = Preprocess.centre(32, (0.5,), (0.25,), 1)
-    assert small.resize == round(32 / CROP_PCT) == 37
+    assert small.resize == math.floor(32 / CROP_PCT) == 36  # timm's floor(size / crop_pct)
     assert small.crop == 32 and small.fit == "shorter" and small.input_size == 32
     assert isinstance(small.mean, tuple)
 
@@ -246,3 +254,94 @@ def test_normalize_is_the_formula_in_either_memory_layout(channels: int, channel
     # each channel keeps its own statistics: a mix-up of the repeated pattern would shift these
     for c in range(channels):
         torch.testing.assert_close(got[:, c].double(), want[:, c], atol=1e-5, rtol=1e-5)
+
+
+# -- interpolation and timm's crop modes --------------------------------------------------------------------
+
+
+def test_interpolation_defaults_to_bilinear_and_is_checked():
+    assert Preprocess(32, (0.5,), (0.25,), 1).interpolation == "bilinear"
+    for name in ("bilinear", "bicubic", "nearest"):
+        assert Preprocess(32, (0.5,), (0.25,), 1, interpolation=name).interpolation == name
+    with pytest.raises(ValueError, match="lanczos"):
+        Preprocess(32, (0.5,), (0.25,), 1, interpolation="lanczos")
+    with pytest.raises(ValueError, match="interpolation"):
+        resize(torch.zeros(1, 1, 4, 4, dtype=torch.uint8), 2, "area")
+
+
+def test_interpolation_is_written_when_not_bilinear_and_old_dicts_read_as_bilinear():
+    old = {"size": 256, "mean": [0.5], "std": [0.25], "in_chans": 1, "crop": 224, "fit": "shorter"}
+    p = Preprocess.from_dict(old)
+    assert p.interpolation == "bilinear" and p.to_dict() == old  # an old file reads, and writes, as it was
+    bicubic = replace(p, interpolation="bicubic")
+    assert bicubic.to_dict() == {**old, "interpolation": "bicubic"}
+    assert Preprocess.from_dict(json.loads(json.dumps(bicubic.to_dict()))) == bicubic
+
+
+def test_crop_modes_are_timms_names_for_fit():
+    assert fit_for("center") == "shorter" and fit_for(None) == "shorter" and fit_for("squash") == "squash"
+    with pytest.raises(ValueError, match="border"):
+        fit_for("border")
+    assert Preprocess(32, (0.5,), (0.25,), 1, crop=28, fit="shorter").crop_mode == "center"
+    assert Preprocess(32, (0.5,), (0.25,), 1).crop_mode == "squash"
+
+
+def test_crop_pct_is_timms():
+    p = Preprocess.centre(224, (0.5,), (0.25,), 1, crop_pct=0.95)
+    assert p.resize == scale_size(224, 0.95) == 235 and math.floor(224 / p.crop_pct) == 235
+    assert Preprocess(32, (0.5,), (0.25,), 1).crop_pct == 1.0
+    # 14 / (14 / 25) floors to 24 in floating point: crop_pct_for nudges it so timm's floor gives 25 back
+    assert math.floor(14 / (14 / 25)) == 24 and scale_size(14, crop_pct_for(14, 25)) == 25
+
+
+def pil_resize(img: torch.Tensor, hw: tuple[int, int], resample) -> torch.Tensor:
+    from PIL import Image
+
+    arr = img[0].permute(1, 2, 0).numpy()
+    im = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    out = torch.from_numpy(np.array(im.resize(hw[::-1], resample)))
+    return (out[None, None] if out.ndim == 2 else out.permute(2, 0, 1)[None]).int()
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("hw", [(40, 25), (90, 140), (61, 37)])
+def test_resize_is_pils_picture(interpolation: str, hw):
+    """Each interpolation gives PIL's picture (what torchvision's Resize and so timm's transforms make of a PIL
+    image) within one grey level, down and up, hard edges included."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    img = (torch.rand(1, 3, 60, 90, generator=g) * 255).round().byte()
+    img[..., 20:40, 30:60] = 255  # a saturated block: bicubic overshoots at its edges
+    ours = _resize_to(img, hw, interpolation).int()
+    theirs = pil_resize(img, hw, getattr(Image.Resampling, interpolation.upper()))
+    assert ours.shape == theirs.shape and int((ours - theirs).abs().max()) <= 1
+
+
+def test_nearest_takes_the_pixel_under_each_centre():
+    """PIL's nearest (and timm's, on PIL images): output pixel i shows input pixel floor((i + 0.5) * in / out).
+    (Pillow's fixed-point arithmetic may pick the neighbour where that lands exactly on a pixel border.)"""
+    rows, cols = torch.meshgrid(torch.arange(60), torch.arange(90), indexing="ij")
+    img = torch.stack([rows, cols, rows]).byte()[None]
+    out = _resize_to(img, (41, 25), "nearest")
+    assert out.dtype == torch.uint8
+    assert out[0, 0, :, 0].tolist() == [int((i + 0.5) * 60 / 41) for i in range(41)]
+    assert out[0, 1, 0].tolist() == [int((i + 0.5) * 90 / 25) for i in range(25)]
+
+
+def test_default_resize_is_unchanged_bilinear():
+    """The in-memory training path calls resize(images, side): bilinear, one antialiased float pass, as before."""
+    g = torch.Generator().manual_seed(1)
+    img = (torch.rand(4, 3, 40, 40, generator=g) * 255).byte()
+    ref = F.interpolate(img.float(), size=(28, 28), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.equal(resize(img, 28), ref.round().clamp(0, 255).to(torch.uint8))
+    assert torch.equal(resize_shorter(img, 28), resize(img, 28))
+
+
+def test_fit_images_uses_the_interpolation():
+    g = torch.Generator().manual_seed(2)
+    img = (torch.rand(1, 3, 50, 80, generator=g) * 255).byte()
+    for fit, side in (("squash", (40, 40)), ("shorter", (40, 64))):
+        for name in ("bilinear", "bicubic", "nearest"):
+            p = Preprocess(40, (0.5,) * 3, (0.25,) * 3, 3, crop=32, fit=fit, interpolation=name)
+            assert torch.equal(p.fit_images(img), center_crop(_resize_to(img, side, name), 32))

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .preprocess import Preprocess
+from .preprocess import FITS, INTERPOLATIONS, Preprocess
 from .utils.io import write_bytes
 
 SPEC_KEY = "resdense"  # safetensors metadata key and ONNX metadata_props key of the spec JSON
@@ -135,6 +135,10 @@ def check_spec_dict(d) -> None:
             raise ValueError(f"preprocess.{key} must be {pre['in_chans']} finite numbers, got {v!r}")
     if not all(x > 0 for x in pre["std"]):
         raise ValueError(f"preprocess.std must be positive, got {pre['std']!r}")
+    # absent in files written before they existed: a square resize, bilinear
+    for key, allowed in (("fit", FITS), ("interpolation", INTERPOLATIONS)):
+        if key in pre and (not isinstance(pre[key], str) or pre[key] not in allowed):
+            raise ValueError(f"preprocess.{key} must be one of {', '.join(allowed)}, got {pre[key]!r}")
     if not isinstance(d.get("tta_flip", False), bool):
         raise ValueError(f"tta_flip must be true or false, got {d['tta_flip']!r}")
 

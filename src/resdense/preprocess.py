@@ -9,11 +9,16 @@ Two ways to fit an image to the network, as the references do it:
 * ``fit="shorter"``: the shorter side resized to ``resize``, the aspect ratio kept (torchvision's
   ``Resize(256)`` of its ImageNet evaluation, the streamed folders' evaluation).
 
-Either way ``crop`` then cuts the centre ``crop`` x ``crop`` (``CenterCrop(224)``).
+Either way ``crop`` then cuts the centre ``crop`` x ``crop`` (``CenterCrop(224)``). These are timm's
+``crop_mode`` ``"squash"`` and ``"center"`` (:data:`CROP_MODES`), and the resize side is timm's
+``floor(crop / crop_pct)`` (:func:`scale_size`, :func:`crop_pct_for`: the one place that arithmetic lives).
+``interpolation`` says how the resize resamples: ``"bilinear"`` (every file written before it existed, and
+the in-memory training path), ``"bicubic"`` (most of timm's weights) or ``"nearest"``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -26,6 +31,11 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 # evaluation crops the centre crop_pct of the shorter side (ImageNet's 224 of 256)
 CROP_PCT = 0.875
 FITS = ("squash", "shorter")
+# timm's crop_mode -> our fit; "border" (letterboxing: the longer side fitted, the rest padded) has no fit
+CROP_MODES = {"center": "shorter", "squash": "squash"}
+# timm's interpolation names -> torch's interpolate modes. "nearest" is PIL's (and so torchvision's on PIL
+# images): the source pixel under each output pixel's centre, which torch calls "nearest-exact"
+INTERPOLATIONS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest-exact"}
 
 
 @dataclass(frozen=True)
@@ -38,25 +48,47 @@ class Preprocess:
     in_chans: int
     crop: int | None = None  # then the centre crop x crop
     fit: str = "squash"
+    interpolation: str = "bilinear"  # how the resize resamples (timm's name)
 
     def __post_init__(self) -> None:
         if self.fit not in FITS:
             raise ValueError(f"fit must be one of {', '.join(FITS)}, got {self.fit!r}")
+        check_interpolation(self.interpolation)
 
     @classmethod
     def centre(
-        cls, size: int, mean, std, in_chans: int, crop_pct: float = CROP_PCT, fit: str = "shorter"
+        cls,
+        size: int,
+        mean,
+        std,
+        in_chans: int,
+        crop_pct: float = CROP_PCT,
+        fit: str = "shorter",
+        interpolation: str = "bilinear",
     ) -> Preprocess:
-        """The evaluation of photos: the shorter side to ``size / crop_pct``, then the centre ``size``."""
-        return cls(round(size / crop_pct), tuple(mean), tuple(std), in_chans, size, fit)
+        """The evaluation of photos: the shorter side to ``floor(size / crop_pct)``, then the centre ``size``."""
+        return cls(scale_size(size, crop_pct), tuple(mean), tuple(std), in_chans, size, fit, interpolation)
+
+    @property
+    def crop_mode(self) -> str:
+        """timm's name for ``fit``."""
+        return crop_mode_for(self.fit)
+
+    @property
+    def crop_pct(self) -> float:
+        """timm's name for the crop: the share of the resized side the centre crop keeps (1.0: no crop)."""
+        return crop_pct_for(self.crop, self.resize) if self.crop and self.resize else 1.0
 
     def to_dict(self) -> dict:
-        # "size" is the key files have used since the first release: older readers keep working
+        # "size" is the key files have used since the first release: older readers keep working. crop, fit
+        # and interpolation are written when they differ from what a file without them has always meant
         d = {"size": self.resize, "mean": list(self.mean), "std": list(self.std), "in_chans": self.in_chans}
         if self.crop is not None:
             d["crop"] = self.crop
         if self.fit != "squash":
             d["fit"] = self.fit
+        if self.interpolation != "bilinear":
+            d["interpolation"] = self.interpolation
         return d
 
     @classmethod
@@ -68,6 +100,7 @@ class Preprocess:
             int(d["in_chans"]),
             d.get("crop"),
             d.get("fit", "squash"),
+            d.get("interpolation", "bilinear"),
         )
 
     @property
@@ -90,12 +123,48 @@ class Preprocess:
         """uint8 (N, C, H, W) -> uint8 (N, in_chans, side, side): channels, size and crop, not normalised.
         Images of any size come out alike, so files of different sizes batch together."""
         x = match_channels(images, self.in_chans)
-        x = resize_shorter(x, self.resize) if self.fit == "shorter" else resize(x, self.resize)
-        return center_crop(x, self.crop)
+        how = resize_shorter if self.fit == "shorter" else resize
+        return center_crop(how(x, self.resize, self.interpolation), self.crop)
 
     def __call__(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """uint8 (N, C, H, W) -> normalised float (N, in_chans, input_size, input_size)."""
         return normalize(self.fit_images(images), self.mean, self.std, dtype)
+
+
+def check_interpolation(name: str) -> str:
+    if name not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {name!r}")
+    return name
+
+
+def fit_for(crop_mode: str | None) -> str:
+    """Our ``fit`` for timm's ``crop_mode`` (None: timm's default, ``"center"``); ValueError for others."""
+    mode = crop_mode or "center"
+    if mode not in CROP_MODES:
+        raise ValueError(f"crop_mode must be one of {', '.join(CROP_MODES)}, got {mode!r}")
+    return CROP_MODES[mode]
+
+
+def crop_mode_for(fit: str) -> str:
+    """timm's ``crop_mode`` for our ``fit``."""
+    return next(mode for mode, f in CROP_MODES.items() if f == fit)
+
+
+def scale_size(size: int, crop_pct: float) -> int:
+    """The side an image is resized to before its centre ``size`` is cut: timm's ``floor(size / crop_pct)``."""
+    return math.floor(size / crop_pct)
+
+
+def crop_pct_for(size: int, resize: int) -> float:
+    """The ``crop_pct`` that :func:`scale_size` (and timm, which computes the same) turns back into ``resize``
+    for a centre crop of ``size``: ``size / resize``, nudged by the last bit where floating point would floor
+    it one pixel short."""
+    pct = size / resize
+    while scale_size(size, pct) < resize:
+        pct = math.nextafter(pct, 0.0)
+    while scale_size(size, pct) > resize:
+        pct = math.nextafter(pct, 1.0)
+    return pct
 
 
 def match_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -111,32 +180,48 @@ def match_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
     raise ValueError(f"cannot turn {c}-channel images into {in_chans}-channel input")
 
 
-def _resize_to(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+def _resize_to(images: torch.Tensor, hw: tuple[int, int], interpolation: str = "bilinear") -> torch.Tensor:
     if tuple(images.shape[-2:]) == hw:
         return images
+    mode = INTERPOLATIONS[check_interpolation(interpolation)]
+    if mode == "nearest-exact":  # picks pixels: uint8 in, uint8 out, nothing to round
+        return F.interpolate(images, size=hw, mode=mode)
     was_uint8 = images.dtype == torch.uint8
     x = images.float() if was_uint8 else images
-    x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+    if was_uint8 and mode == "bicubic":
+        # PIL resamples the rows, stores them as uint8, then the columns: bicubic's overshoot at hard edges
+        # is clipped between the two passes. One float pass keeps it (up to 27 grey levels from PIL's picture
+        # at saturated edges); the same two passes, rounded between them, stay within a level of it, on any
+        # device. (Pillow 13 sometimes takes the columns first: the two orders differ only where an edge
+        # overshoots 0 or 255, tests/models/test_timm_contract.py)
+        x = _aa(x, (x.shape[-2], hw[1]), mode).round_().clamp_(0, 255)
+    x = _aa(x, hw, mode)
     return x.round().clamp(0, 255).to(torch.uint8) if was_uint8 else x
 
 
-def resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
-    """Bilinear resize of a batch (uint8 or float) to ``size`` x ``size``; a no-op when it already fits.
+def _aa(x: torch.Tensor, hw: tuple[int, int], mode: str) -> torch.Tensor:
+    # antialiased, as PIL (and so torchvision on PIL images) resamples; torch's antialiased bicubic uses
+    # PIL's kernel (a = -0.5)
+    return F.interpolate(x, size=hw, mode=mode, align_corners=False, antialias=True)
 
-    d2l resizes each PIL image with ``transforms.Resize``; a batched bilinear interpolation with
-    antialiasing gives the same picture without a Python loop over images.
+
+def resize(images: torch.Tensor, size: int | None, interpolation: str = "bilinear") -> torch.Tensor:
+    """Resize of a batch (uint8 or float) to ``size`` x ``size``; a no-op when it already fits.
+
+    d2l resizes each PIL image with ``transforms.Resize``; a batched antialiased interpolation gives the
+    same picture without a Python loop over images.
     """
-    return images if size is None else _resize_to(images, (size, size))
+    return images if size is None else _resize_to(images, (size, size), interpolation)
 
 
-def resize_shorter(images: torch.Tensor, size: int | None) -> torch.Tensor:
+def resize_shorter(images: torch.Tensor, size: int | None, interpolation: str = "bilinear") -> torch.Tensor:
     """Resize so that the shorter side is ``size``, keeping the aspect ratio (torchvision's ``Resize(int)``)."""
     if size is None:
         return images
     h, w = images.shape[-2:]
     if h <= w:
-        return _resize_to(images, (size, max(1, int(size * w / h))))
-    return _resize_to(images, (max(1, int(size * h / w)), size))
+        return _resize_to(images, (size, max(1, int(size * w / h))), interpolation)
+    return _resize_to(images, (max(1, int(size * h / w)), size), interpolation)
 
 
 def center_crop(images: torch.Tensor, size: int | None) -> torch.Tensor:

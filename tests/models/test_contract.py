@@ -225,3 +225,107 @@ def test_resnet9_is_pages_short_wide_residual_net():
     torch.testing.assert_close(block.eval()(x), x)
     with pytest.raises(ValueError, match="widths"):
         create_model("resnet9", widths=(8, 16))
+
+
+# -- pretrained_cfg is a read-only mapping with timm's keys ------------------------------------------------
+
+
+TIMM_KEYS = [
+    "input_size",
+    "interpolation",
+    "crop_pct",
+    "crop_mode",
+    "mean",
+    "std",
+    "num_classes",
+    "first_conv",
+    "classifier",
+    "label_names",
+]
+
+
+def test_pretrained_cfg_is_a_mapping_as_timm_reads_it():
+    from collections.abc import Mapping
+
+    model = create_model("resnet20", weights="fashion-mnist")
+    cfg = model.pretrained_cfg
+    assert model.default_cfg is cfg and isinstance(cfg, Mapping)
+    assert list(cfg)[: len(TIMM_KEYS)] == TIMM_KEYS  # timm's keys first, in timm's order
+    assert "mean" in cfg and "crop_mode" in cfg and "test_input_size" not in cfg and 0 not in cfg
+    with pytest.raises(KeyError):
+        cfg[0]
+    with pytest.raises(KeyError):
+        cfg["no such key"]
+    d = dict(cfg)
+    assert d == {**cfg} == cfg.copy() == dict(cfg.items()) and list(d) == list(cfg.keys()) == list(cfg)
+    assert list(cfg.values()) == [cfg[k] for k in cfg] and len(cfg) == len(d)
+    assert d["input_size"] == (1, 28, 28) and d["mean"] == cfg.mean and d["num_classes"] == 10
+    assert d["crop_mode"] == "squash" and d["interpolation"] == "bilinear" and d["crop_pct"] == 1.0
+    assert d["label_names"] == cfg.classes and len(d["label_names"]) == 10
+    # resdense's own facts and the source's, by key as before
+    assert d["source"] == "fashion-mnist:best" and d["model"] == "resnet20" and d["tta_flip"] is cfg.tta_flip
+    assert cfg["recipe"] == cfg.meta["recipe"] and "recipe" in d and cfg.get("recipe") == cfg.meta["recipe"]
+    assert cfg.get("missing", 3) == 3 and cfg.get("missing") is None
+
+
+def test_pretrained_cfg_copy_is_a_plain_dict_and_the_cfg_stays_frozen():
+    import dataclasses
+
+    cfg = create_model("resnet18").pretrained_cfg
+    copy = cfg.copy()
+    assert type(copy) is dict
+    copy["mean"] = (0.0, 0.0, 0.0)  # a timm user's edit touches the copy only
+    copy["meta"]["note"] = "edited"
+    assert cfg["mean"] != copy["mean"] and "note" not in cfg.meta and "note" not in cfg
+    with pytest.raises(TypeError):
+        cfg["mean"] = (0.0, 0.0, 0.0)
+    with pytest.raises(TypeError):
+        del cfg["mean"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.mean = (0.0, 0.0, 0.0)
+    assert not hasattr(cfg, "__setitem__") and not hasattr(cfg, "update") and not hasattr(cfg, "pop")
+
+
+def test_test_input_size_is_a_key_only_where_known():
+    import dataclasses
+
+    cfg = create_model("resnet18").pretrained_cfg
+    assert "test_input_size" not in cfg and cfg.test_input_size is None and cfg.get("test_input_size") is None
+    later = dataclasses.replace(
+        cfg, resize=256, fit="shorter", test_input_size=(3, 288, 288), test_resize=288
+    )
+    assert later["test_input_size"] == (3, 288, 288) and later["test_crop_pct"] == 1.0
+    assert later["input_size"] == (3, 224, 224) and later["crop_pct"] == 0.875  # training's view stays
+    assert (
+        later.preprocess.input_size == 288 and later.preprocess.resize == 288
+    )  # serving's view: the test size
+    assert later.spec("resnet18").preprocess == later.preprocess
+    # a model fed one channel keeps its test size, in one channel
+    assert later.for_channels(1)["test_input_size"] == (1, 288, 288)
+
+
+def test_first_conv_and_classifier_are_declared_fields():
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    for name in ("first_conv", "classifier"):
+        assert fields[name].default is None and fields[name].type == "str | None"
+    cfg = dataclasses.replace(create_model("resnet18").pretrained_cfg, first_conv="conv1", classifier="fc")
+    assert cfg["first_conv"] == "conv1" and cfg["classifier"] == "fc"
+
+
+def test_to_dict_and_mapping_agree():
+    cfg = create_model("resnet20", weights="fashion-mnist").pretrained_cfg
+    d = cfg.to_dict()
+    for key in (
+        "input_size",
+        "mean",
+        "crop_pct",
+        "crop_mode",
+        "interpolation",
+        "resize",
+        "fit",
+        "source",
+        "meta",
+    ):
+        assert d[key] == cfg[key] or (isinstance(cfg[key], tuple) and tuple(d[key]) == cfg[key]), key

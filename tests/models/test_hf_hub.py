@@ -5,6 +5,7 @@ config.json, a resdense model file, and one-line errors. Never touches the netwo
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import huggingface_hub  # the hub extra; the dev extra installs it (CI has it): no skip
@@ -149,3 +150,82 @@ def test_timm_architecture_without_counterpart(hub_cache: Path, tmp_path: Path) 
     with pytest.raises(PretrainedError, match="vit_base_patch16_224"):
         load_pretrained("hf-hub:timm/vit")
     assert hf_hub.hf_source("hf-hub:timm/resnet50.a1_in1k@main") == ("timm/resnet50.a1_in1k", "main")
+
+
+def timm_config_with(arch: str, n: int, **pretrained) -> bytes:
+    cfg = json.loads(timm_config(arch, n))
+    cfg["pretrained_cfg"].update(pretrained)
+    return json.dumps(cfg).encode()
+
+
+def test_timm_interpolation_crop_mode_and_test_size(hub_cache: Path, tmp_path: Path, capsys) -> None:
+    """timm's Hub config says bicubic, a crop_pct and a larger test size: the cfg carries them, training's view
+    stays at input_size, and the weights are evaluated and served at the test size (timm's
+    resolve_model_data_config(model, use_test_size=True))."""
+    import timm.data
+
+    torch.manual_seed(0)
+    src = resdense.create_model("resnet18", num_classes=3)
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    config = timm_config_with(
+        "resnet18", 3, test_input_size=[3, 192, 192], test_crop_pct=1.0, crop_mode="center"
+    )
+    cached_repo(
+        hub_cache, "timm/r18.test", {"model.safetensors": tmp_path / "w.safetensors", "config.json": config}
+    )
+    net = resdense.create_model("resnet18", weights="hf-hub:timm/r18.test")
+    cfg = net.pretrained_cfg
+    assert cfg["interpolation"] == "bicubic" and cfg["crop_mode"] == "center" and cfg.fit == "shorter"
+    # crop_pct is held as the side it resizes to (timm: floor(160 / 0.95) = 168) and read back as one that
+    # gives that side again under timm's floor
+    assert (
+        cfg["input_size"] == (3, 160, 160) and cfg.resize == 168 and math.floor(160 / cfg["crop_pct"]) == 168
+    )
+    assert cfg["test_input_size"] == (3, 192, 192) and cfg["test_crop_pct"] == 1.0 and cfg.test_resize == 192
+    assert "interpolation" not in cfg.meta and "crop_pct" not in cfg.meta  # fields now, not loose facts
+    served = cfg.preprocess
+    assert (served.resize, served.crop, served.fit, served.interpolation) == (192, 192, "shorter", "bicubic")
+    assert cfg.spec("resnet18").preprocess == served
+    data = timm.data.resolve_model_data_config(net, use_test_size=True)
+    assert (
+        data["input_size"] == (3, 192, 192) and data["crop_pct"] == 1.0 and data["interpolation"] == "bicubic"
+    )
+    assert timm.data.resolve_model_data_config(net)["input_size"] == (3, 160, 160)
+    # predict feeds the test size: the model sees 192 x 192
+    from resdense.serve.load import load_model
+
+    Image.fromarray((torch.rand(120, 200, 3) * 255).byte().numpy()).save(tmp_path / "x.png")
+    _, spec = load_model("hf-hub:timm/r18.test")
+    assert spec.preprocess == served
+    assert main(["predict", "--weights", "hf-hub:timm/r18.test", str(tmp_path / "x.png"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["top"][0]["class"] in {"0", "1", "2"}
+
+
+def test_timm_config_defaults_and_refusals() -> None:
+    plain = {"architecture": "resnet18", "num_classes": 10, "pretrained_cfg": {"input_size": [3, 224, 224]}}
+    cfg = hf_hub.timm_cfg(plain, "hf-hub:org/plain")
+    # what timm assumes when the config says nothing: bicubic, centre crop of 0.875, no test size
+    assert cfg["interpolation"] == "bicubic" and cfg["crop_mode"] == "center" and cfg["crop_pct"] == 0.875
+    assert cfg.resize == 256 and "test_input_size" not in cfg
+    squash = {
+        **plain,
+        "pretrained_cfg": {
+            "input_size": [3, 224, 224],
+            "crop_mode": "squash",
+            "crop_pct": 1.0,
+            "interpolation": "bilinear",
+        },
+    }
+    cfg = hf_hub.timm_cfg(squash, "hf-hub:org/squash")
+    assert cfg.fit == "squash" and cfg.preprocess.interpolation == "bilinear" and cfg["crop_pct"] == 1.0
+    for bad, word in (
+        ({"crop_mode": "border"}, "border"),
+        ({"interpolation": "lanczos"}, "lanczos"),
+        ({"test_input_size": [224, 224]}, "test_input_size"),
+        ({"test_input_size": "288"}, "test_input_size"),
+        ({"crop_pct": -0.5}, "crop_pct"),
+    ):
+        config = {**plain, "pretrained_cfg": {**plain["pretrained_cfg"], **bad}}
+        with pytest.raises(PretrainedError) as e:
+            hf_hub.timm_cfg(config, "hf-hub:org/bad")
+        assert "\n" not in str(e.value) and word in str(e.value) and "hf-hub:org/bad" in str(e.value)

@@ -202,3 +202,22 @@ def test_predict_images_fits_each_image_on_its_own():
             p.model((center_crop(resize_shorter(x, 18), 16).float() / 255 - 0.5) / 0.25) for x in (wide, tall)
         ]
     torch.testing.assert_close(together, torch.cat(direct), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "nearest"])
+def test_files_are_fed_with_the_spec_interpolation(files, interpolation):
+    """A model whose weights were fed bicubic (timm's) is served bicubic: predict's input is the bicubic
+    resize of the file, which differs from the bilinear one."""
+    from dataclasses import replace
+
+    from resdense.preprocess import normalize, resize
+
+    bilinear = make_predictor(Preprocess(12, (0.5,), (0.25,), 1))
+    p = make_predictor(replace(bilinear.spec.preprocess, interpolation=interpolation))
+    path = files["good"][0]
+    image = read_image(path, 1)
+    fed = normalize(resize(image, 12, interpolation), (0.5,), (0.25,))
+    got = dict(predict_files(p, [path], top_k=len(CLASSES))[0].top)
+    expected = p.predict_fitted(resize(image, 12, interpolation)).softmax(1)[0]
+    assert [got[c] for c in CLASSES] == pytest.approx(expected.tolist(), abs=1e-6)
+    assert not torch.equal(fed, normalize(resize(image, 12), (0.5,), (0.25,)))

@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import UserError
-from ..preprocess import CROP_PCT
+from ..preprocess import CROP_PCT, INTERPOLATIONS, Preprocess, check_interpolation, crop_pct_for, scale_size
 from .augment import random_resized_crop_params
 from .jpeg import plain_jpeg_header
 
@@ -32,8 +32,9 @@ class PhotoTransform:
     the in-memory path stores folders). The window is chosen on the upright image's size from the header;
     a JPEG is then decoded straight at the smallest 1/2, 1/4 or 1/8 scale that still covers the window at
     ``size`` (Pillow's draft mode: the DCT does the shrinking), and the window is cut and resized in one
-    antialiased bilinear resample. Randomness comes from the ``generator`` given (a ``torch.Generator``), so a
-    seeded caller repeats; the random crop is drawn by the batched path's sampler, the one both paths share.
+    antialiased resample by ``interpolation`` (bilinear unless the model's preprocessing says otherwise).
+    Randomness comes from the ``generator`` given (a ``torch.Generator``), so a seeded caller repeats; the
+    random crop is drawn by the batched path's sampler, the one both paths share.
     """
 
     size: int
@@ -41,6 +42,18 @@ class PhotoTransform:
     crop: str = "squash"
     flip: bool = False
     crop_pct: float = CROP_PCT
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        check_interpolation(self.interpolation)
+
+    @classmethod
+    def evaluating(cls, pre: Preprocess) -> PhotoTransform:
+        """The centre crop a ``fit="shorter"`` :class:`~resdense.preprocess.Preprocess` takes, one file at a
+        time: the same window, size and interpolation as the preprocessing applied to the decoded image."""
+        side = pre.input_size
+        pct = crop_pct_for(side, pre.resize) if pre.crop and pre.resize else 1.0
+        return cls(side, pre.in_chans, crop="centre", crop_pct=pct, interpolation=pre.interpolation)
 
     def __call__(self, path, generator: torch.Generator | None = None):
         from PIL import Image, ImageOps
@@ -78,7 +91,7 @@ class PhotoTransform:
             left, top, w, h = box
             im = im.resize(
                 (self.size, self.size),
-                Image.Resampling.BILINEAR,
+                getattr(Image.Resampling, self.interpolation.upper()),  # PIL spells timm's names in capitals
                 box=(left * sx, top * sy, (left + w) * sx, (top + h) * sy),
             )
         if self._flips(generator):
@@ -124,7 +137,12 @@ class PhotoTransform:
         if orientation not in (None, 1):  # turned views have negative strides, which torch cannot wrap
             window = np.ascontiguousarray(window)
         window = torch.from_numpy(window).permute(2, 0, 1)[None]
-        out = F.interpolate(window, size=(self.size, self.size), mode="bilinear", antialias=True)
+        mode = INTERPOLATIONS[self.interpolation]
+        size = (self.size, self.size)
+        if mode == "nearest-exact":
+            out = F.interpolate(window, size=size, mode=mode)
+        else:
+            out = F.interpolate(window, size=size, mode=mode, antialias=True)
         if self._flips(generator):
             out = out.flip(-1)
         return out[0].permute(1, 2, 0).numpy()
@@ -143,7 +161,7 @@ class PhotoTransform:
         if self.crop == "centre":
             # resize the shorter side to size / crop_pct, keep the centre size x size: a window of
             # crop_pct times the shorter side, in file pixels
-            side = min(width, height) * self.size / round(self.size / self.crop_pct)
+            side = min(width, height) * self.size / scale_size(self.size, self.crop_pct)
             return (width - side) / 2, (height - side) / 2, side, side
         if self.crop == "squash":
             return 0, 0, width, height

@@ -8,18 +8,19 @@ already fetched is used as it is; ``HF_HUB_OFFLINE=1`` reads the cache only. A r
   every other resdense file; or
 * timm's weights (``model.safetensors`` or ``pytorch_model.bin``) with timm's ``config.json``: its
   ``architecture`` names the model (timm's ResNets and DenseNets use the same key names as ours) and its
-  ``pretrained_cfg`` (mean, std, input size, crop_pct) and ``label_names`` fill the same typed
-  :class:`~resdense.models._contract.PretrainedCfg` as torchvision's table does.
+  ``pretrained_cfg`` (mean, std, input size, crop_pct, crop_mode, interpolation, test_input_size) and
+  ``label_names`` fill the same typed :class:`~resdense.models._contract.PretrainedCfg` as torchvision's
+  table does.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path
 
+from ..preprocess import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, check_interpolation, fit_for, scale_size
 from ..rundir import RunDir
 from ._contract import PretrainedCfg
 from .hub import PretrainedError, imagenet_classes
@@ -138,9 +139,11 @@ def _relabel(cfg: PretrainedCfg, label: str, repo: str, rev: str | None) -> Pret
 def timm_cfg(
     config: dict, label: str, model: str | None = None, *, repo: str = "", revision=None
 ) -> PretrainedCfg:
-    """timm's ``config.json`` as a :class:`PretrainedCfg`: the architecture, mean/std, the input size and
-    the evaluation resize (timm: the shorter side to ``floor(size / crop_pct)``, then the centre crop), the
-    number of classes and their names (``label_names``; ImageNet's for 1,000 classes without names)."""
+    """timm's ``config.json`` as a :class:`PretrainedCfg`: the architecture, mean/std, the input size, the
+    evaluation resize (timm: the side to ``floor(size / crop_pct)``, then the centre crop) by its
+    ``crop_mode`` and ``interpolation``, the test-time size where the weights have one (``test_input_size``,
+    ``test_crop_pct``), the number of classes and their names (``label_names``; ImageNet's for 1,000 classes
+    without names)."""
     from .registry import _REGISTRY
 
     if not isinstance(config, dict):
@@ -152,10 +155,20 @@ def timm_cfg(
     pc = config.get("pretrained_cfg") or {}
     try:
         c, h, w = (int(v) for v in pc.get("input_size", (3, 224, 224)))
-        mean = tuple(float(v) for v in pc.get("mean", (0.485, 0.456, 0.406)))
-        std = tuple(float(v) for v in pc.get("std", (0.229, 0.224, 0.225)))
-        crop_pct = float(pc.get("crop_pct", 0.875))
+        mean = tuple(float(v) for v in pc.get("mean", IMAGENET_MEAN))
+        std = tuple(float(v) for v in pc.get("std", IMAGENET_STD))
+        crop_pct = float(pc.get("crop_pct") or CROP_PCT)
         n = int(config.get("num_classes", pc.get("num_classes", 1000)))
+        # timm's own default when a config names none (resolve_data_config)
+        interpolation = check_interpolation(pc.get("interpolation") or "bicubic")
+        fit = fit_for(pc.get("crop_mode"))
+        test = pc.get("test_input_size")
+        if test is not None and (not isinstance(test, list | tuple) or len(test) != 3):
+            raise ValueError(f"test_input_size {test!r} is not (channels, height, width)")
+        test_size = None if test is None else tuple(int(v) for v in test)
+        test_pct = float(pc.get("test_crop_pct") or crop_pct)
+        if not (0 < crop_pct <= 1 and 0 < test_pct <= 1):
+            raise ValueError(f"crop_pct {crop_pct} / test_crop_pct {test_pct}: not in (0, 1]")
     except (TypeError, ValueError) as e:
         raise PretrainedError(f"{label}: {CONFIG_FILE}: unreadable pretrained_cfg ({e})") from None
     names = config.get("label_names")
@@ -165,9 +178,21 @@ def timm_cfg(
         classes = tuple(str(v) for v in names)
     else:
         classes = tuple(imagenet_classes()) if n == 1000 else ()
-    resize = math.floor(min(h, w) / crop_pct)
-    meta = {"hf_repo": repo, "revision": revision, "timm_tag": pc.get("tag"),
-            "interpolation": pc.get("interpolation"), "crop_pct": crop_pct}  # fmt: skip
-    return PretrainedCfg(input_size=(c, h, w), mean=mean, std=std, num_classes=n, resize=resize, fit="shorter",
-                         classes=classes, source=label, known_input=True, model=arch,
-                         meta={k: v for k, v in meta.items() if v is not None})  # fmt: skip
+    meta = {"hf_repo": repo, "revision": revision, "timm_tag": pc.get("tag")}
+    test_resize = None if test_size is None else scale_size(min(test_size[1:]), test_pct)
+    return PretrainedCfg(
+        input_size=(c, h, w),
+        mean=mean,
+        std=std,
+        num_classes=n,
+        resize=scale_size(min(h, w), crop_pct),
+        fit=fit,
+        interpolation=interpolation,
+        classes=classes,
+        source=label,
+        known_input=True,
+        model=arch,
+        meta={k: v for k, v in meta.items() if v is not None},
+        test_input_size=test_size,
+        test_resize=test_resize,
+    )

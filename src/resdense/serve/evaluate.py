@@ -104,7 +104,7 @@ class PhotoFiles:
         score equals the run's own."""
         pre = self.preprocess
         side = pre.input_size
-        t = PhotoTransform(side, pre.in_chans, crop="centre", crop_pct=side / pre.resize)
+        t = PhotoTransform.evaluating(pre)
         # writable and contiguous (a decoder may hand back a read-only array; torch warns on those)
         arrays = [torch.from_numpy(np.require(t(p), requirements="CW")).permute(2, 0, 1) for p in paths]
         return torch.stack(arrays) if arrays else torch.empty(0, pre.in_chans, side, side, dtype=torch.uint8)
