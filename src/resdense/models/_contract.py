@@ -10,16 +10,20 @@ Training, inspection, serving and export rely on these alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ..modelfile import ModelSpec
 from ..preprocess import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ModelConfig", "ModelContract",
-           "PretrainedCfg", "new_classifier"]  # fmt: skip
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "FeatureInfo", "FeatureListNet",
+           "GlobalPool", "ModelConfig", "ModelContract", "PretrainedCfg", "Stage", "first_conv",
+           "new_classifier", "take_indices"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,8 @@ class PretrainedCfg:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     num_classes: int = 1000
+    first_conv: str | None = None
+    classifier: str | None = None
     resize: int | None = None
     fit: str = "squash"
     classes: tuple[str, ...] = ()  # the outputs' names, when the weights know them
@@ -119,17 +125,83 @@ class PretrainedCfg:
 ModelConfig = PretrainedCfg  # the name of earlier releases
 
 
+POOL_TYPES = ("avg", "max", "")
+
+
+class GlobalPool(nn.Module):
+    """The head's global pooling, by timm's names: ``"avg"``, ``"max"`` (then flattened to (N, C)), or ``""``:
+    none, the feature map goes on as it is (a head of ``reset_classifier(0, "")`` returns the map)."""
+
+    def __init__(self, pool_type: str = "avg"):
+        super().__init__()
+        if pool_type not in POOL_TYPES:
+            raise ValueError(f"global_pool must be 'avg', 'max' or '' (none), got {pool_type!r}")
+        self.pool_type = pool_type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_type == "avg":
+            return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        if self.pool_type == "max":
+            return torch.flatten(F.adaptive_max_pool2d(x, 1), 1)
+        return x
+
+    def extra_repr(self) -> str:
+        return repr(self.pool_type)
+
+
+@dataclass
+class Stage:
+    """What runs from one feature point to the next: ``layers``, in order; the output of the last is the point
+    named ``module`` (timm's ``feature_info`` name). The first ``lead`` layers (a stem's max pool, a
+    DenseNet's transition) belong with the stage before: they are frozen with it (``stage_groups``)."""
+
+    module: str
+    layers: list[nn.Module]
+    num_chs: int
+    reduction: int
+    lead: int = 0
+
+
+def take_indices(num: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """timm's ``feature_take_indices``: None -> every point, an int n -> the last n points, a sequence -> those
+    positions (negative ones from the end); returns them and the largest. ValueError out of range."""
+    if indices is None:
+        indices = num
+    if isinstance(indices, int):
+        if not 0 < indices <= num:
+            raise ValueError(f"indices={indices}: the last n points, n from 1 to {num}")
+        take = list(range(num - indices, num))
+    else:
+        take = []
+        for i in indices:
+            idx = num + i if i < 0 else i
+            if not 0 <= idx < num:
+                raise ValueError(f"feature index {i} is out of range: the model has {num} points (0 to {num - 1})")
+            take.append(idx)
+        if not take:
+            raise ValueError("indices: an empty list takes no point")
+    return take, max(take)
+
+
 class ModelContract:
-    """Mixin giving ``forward`` in terms of ``forward_features`` and ``forward_head``, and ``default_cfg``."""
+    """Mixin giving a resdense model timm's model methods, in terms of what each family says of itself.
+
+    A family gives ``forward_head``, ``get_classifier``/``_set_classifier`` and ``stages()``: the list of
+    :class:`Stage` from the input to the last feature point (the stem, then each stage), and ``final_layers``,
+    what ``forward_features`` applies after the last point (a pre-activation net's last batch norm and ReLU). From these alone come ``forward_features``, ``forward_intermediates``,
+    ``prune_intermediate_layers``, ``feature_info``, ``feature_stages``, ``stage_groups`` (what ``--freeze
+    stages:N`` freezes), ``set_grad_checkpointing``, ``reset_classifier`` and ``num_classes``.
+    """
 
     pretrained_cfg: PretrainedCfg
+    grad_checkpointing: bool = False
 
     @property
     def default_cfg(self) -> PretrainedCfg:
         """How to feed this model: the same object as ``pretrained_cfg`` (timm's contract)."""
         return self.pretrained_cfg
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def stages(self) -> list[Stage]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:  # pragma: no cover
@@ -141,8 +213,131 @@ class ModelContract:
     def _set_classifier(self, head: nn.Module) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` outputs (0: a feature extractor); the config follows."""
+    def final_layers(self) -> list[nn.Module]:
+        """What ``forward_features`` applies after the last point: the final norm (and its activation) of a
+        pre-activation net, nothing for most."""
+        return []
+
+    def _set_global_pool(self, pool: GlobalPool) -> None:
+        self.global_pool = pool
+
+    # --- the feature points ---------------------------------------------------------------------------------
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """One dict per feature point, input side first: ``num_chs``, ``reduction`` (the input's side over
+        the map's) and ``module`` (the module whose output it is), as timm's ``feature_info``."""
+        return [dict(num_chs=s.num_chs, reduction=s.reduction, module=s.module, index=i)
+                for i, s in enumerate(self.stages())]  # fmt: skip
+
+    def feature_stages(self) -> list[str]:
+        """The feature points' module names, input side first: what ``forward_intermediates`` indexes, what
+        ``resdense inspect --image`` draws one row of each, what ``--layer`` offers first."""
+        return [s.module for s in self.stages()]
+
+    def stage_groups(self) -> list[list[nn.Module]]:
+        """The body as [stem, stage 1, stage 2, ...], lists of modules (what ``--freeze stages:N`` freezes):
+        each point's layers, less the leading ones (a pool, a transition), which go with the stage before."""
+        groups: list[list[nn.Module]] = []
+        for s in self.stages():
+            if groups:
+                groups[-1] += [m for m in s.layers[: s.lead] if isinstance(m, nn.Module)]
+            groups.append([m for m in s.layers[s.lead :] if isinstance(m, nn.Module)])
+        return groups
+
+    def cam_layer(self) -> str:
+        """The module a class-activation map (``resdense explain``) looks at unless told otherwise: the last
+        stage, the last map that still has a layout and already tells the classes apart."""
+        return self.feature_stages()[-1]
+
+    def _run_stage(self, i: int, stage: Stage, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and i > 0 and torch.is_grad_enabled() and getattr(self, "training", False):
+            # activations inside the stage are recomputed in the backward pass instead of kept (timm's
+            # checkpoint_seq); the stem is left alone, as timm does
+            return checkpoint(_run_layers, stage.layers, x, use_reentrant=False)
+        return _run_layers(stage.layers, x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for i, stage in enumerate(self.stages()):
+            x = self._run_stage(i, stage, x)
+        return _run_layers(self.final_layers(), x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's ``forward_intermediates``: ``(final_features, [the outputs at the points indices
+        takes])``, or the list alone with ``intermediates_only``. ``indices``: None every point, an int n the
+        last n, a sequence those positions (negative from the end) of :meth:`feature_stages`. ``stop_early``
+        stops after the last point taken (``final_features`` is then that point's map); ``norm`` applies the
+        final norm (``final_layers()``, where the family has one) to the last point; only ``"NCHW"`` output."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r}: resdense's models give 'NCHW' maps only")
+        stages = self.stages()
+        take, last = take_indices(len(stages), indices)
+        run = stages[: last + 1] if stop_early else stages
+        out: dict[int, torch.Tensor] = {}
+        for i, stage in enumerate(run):
+            x = self._run_stage(i, stage, x)
+            if i in take:
+                out[i] = _run_layers(self.final_layers(), x) if norm and i == len(stages) - 1 else x
+        intermediates = [out[i] for i in take]
+        if intermediates_only:
+            return intermediates
+        return (_run_layers(self.final_layers(), x) if len(run) == len(stages) else x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """timm's ``prune_intermediate_layers``: the layers after the last point ``indices`` takes are
+        dropped (replaced by identities; their weights leave the state dict), the final norm with them (or
+        with ``prune_norm``), the head reset to none when ``prune_head`` or when the last point is gone (the
+        classifier no longer fits); returns the points kept."""
+        stages = self.stages()
+        take, last = take_indices(len(stages), indices)
+        prune_end = last < len(stages) - 1
+        for stage in stages[last + 1 :]:
+            for layer in stage.layers:
+                if isinstance(layer, nn.Module):
+                    self._replace(layer, nn.Identity())
+        if prune_end or prune_norm:
+            for layer in self.final_layers():
+                self._replace(layer, nn.Identity())
+        if prune_head or prune_end:
+            self._set_global_pool(GlobalPool(""))
+            self._set_classifier(new_classifier(stages[last].num_chs, 0))
+            self.pretrained_cfg = self.pretrained_cfg.for_classes(0)
+        return take
+
+    def _replace(self, old: nn.Module, new: nn.Module) -> None:
+        for parent in self.modules():
+            for name, child in parent.named_children():
+                if child is old:
+                    setattr(parent, name, new)
+                    return
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's activations in the backward pass instead of keeping them (training only;
+        the outputs are the same): timm's ``set_grad_checkpointing``."""
+        self.grad_checkpointing = enable
+
+    # --- the head --------------------------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        """The classifier's outputs (0: a feature extractor)."""
+        return getattr(self.get_classifier(), "out_features", 0)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh classifier for ``num_classes`` outputs (0: a feature extractor); ``global_pool``
+        (``"avg"``, ``"max"``, ``""`` for none; None keeps the current one) as timm's. The config follows."""
+        if global_pool is not None:
+            self._set_global_pool(GlobalPool(global_pool))
         self._set_classifier(new_classifier(self.num_features, num_classes))
         self.pretrained_cfg = self.pretrained_cfg.for_classes(num_classes)
 
@@ -154,18 +349,80 @@ class ModelContract:
     def num_features(self) -> int:
         return self.get_classifier().in_features
 
-    def feature_stages(self) -> list[str]:  # pragma: no cover - abstract
-        """The names (as ``named_modules`` spells them) of the modules whose outputs are the body's stages,
-        input side first: what ``resdense inspect --image`` draws, one row each."""
-        raise NotImplementedError
-
-    def cam_layer(self) -> str:
-        """The module a class-activation map (``resdense explain``) looks at unless told otherwise: the last
-        stage, the last map that still has a layout and already tells the classes apart."""
-        return self.feature_stages()[-1]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def _run_layers(layers: list, x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+class FeatureInfo:
+    """The points a feature extractor returns (timm's ``FeatureInfo``): ``channels()``, ``reduction()``,
+    ``module_name()``, each a list in ``out_indices`` order (or one value for ``idx``)."""
+
+    def __init__(self, info: list[dict], out_indices: Sequence[int]):
+        self.info = [dict(d) for d in info]
+        self.out_indices = tuple(out_indices)
+
+    def get(self, key: str, idx: int | None = None):
+        if idx is not None:
+            return self.info[idx][key]
+        return [self.info[i][key] for i in self.out_indices]
+
+    def channels(self, idx: int | None = None):
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | None = None):
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | None = None):
+        return self.get("module", idx)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.info[i]
+
+    def __len__(self) -> int:
+        return len(self.info)
+
+
+class FeatureListNet(nn.Module):
+    """A model cut after its last wanted point, whose forward returns the list of maps at ``out_indices``
+    (``create_model(..., features_only=True)``, as timm's ``FeatureListNet``)."""
+
+    def __init__(self, model: ModelContract, out_indices: Sequence[int] | int | None = None):
+        super().__init__()
+        n = len(model.stages())
+        take, _ = take_indices(n, tuple(range(n)) if out_indices is None else out_indices)
+        info = model.feature_info
+        model.prune_intermediate_layers(take, prune_norm=take[-1] != n - 1, prune_head=True)
+        self.model = model
+        self.out_indices = tuple(take)
+        self.feature_info = FeatureInfo(info, take)
+        self.pretrained_cfg = model.pretrained_cfg
+
+    @property
+    def default_cfg(self) -> PretrainedCfg:
+        return self.pretrained_cfg
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(x, list(self.out_indices), stop_early=True, intermediates_only=True)
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The model's first convolution and its name: the one its ``pretrained_cfg`` names (``first_conv``, as
+    timm's), or for a model whose cfg does not say, the first ``nn.Conv2d`` it holds."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    name = getattr(cfg, "first_conv", None)
+    modules = dict(model.named_modules())
+    if name and isinstance(modules.get(name), nn.Conv2d):
+        return name, modules[name]
+    for n, m in modules.items():
+        if isinstance(m, nn.Conv2d):
+            return n, m
+    raise ValueError(f"{type(model).__name__} has no convolution")
 
 
 def new_classifier(in_features: int, num_classes: int) -> nn.Module:

@@ -10,12 +10,13 @@ with a bottleneck variant for the deep nets and a pre-activation variant.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._contract import CIFAR_MEAN, CIFAR_STD, ModelContract, PretrainedCfg, new_classifier
+from ._contract import CIFAR_MEAN, CIFAR_STD, GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
 from .hub import ShippedWeights, torchvision_table
 from .registry import register_model
 
@@ -183,6 +184,13 @@ class ResNet(ModelContract, nn.Module):
     conv bias); ``stem="cifar"`` is a single 3x3 conv for 32x32 images. ``shortcut="A"`` uses parameter-free
     zero-padding shortcuts (the CIFAR paper), ``"B"`` 1x1 projections (torchvision), ``"none"`` no shortcut
     at all (for ``PlainBlock``: the plain networks).
+
+    Feature points (``forward_intermediates``, ``feature_info``): the stem's output before its max pool
+    (``relu``; a pre-activation net: its bare ``conv1``), then each stage ``layer1``... For the ImageNet
+    models these are timm's ResNet's five points (reductions 2, 4, 8, 16, 32) and equal to timm's outputs on
+    the same weights; the CIFAR nets (3x3 stem, no pool) have four, at reductions 1, 1, 2, 4 (resdense's own:
+    timm has no such ResNets). A pre-activation net's last batch norm and ReLU come after the last point
+    (``norm=True`` applies them to it).
     """
 
     def __init__(
@@ -230,9 +238,15 @@ class ResNet(ModelContract, nn.Module):
             setattr(self, f"layer{i + 1}", self._make_layer(block, width, n, stride=1 if i == 0 else 2))
         self.num_stages = len(layers)
         self.final_norm = nn.BatchNorm2d(self.inplanes) if self.preact else nn.Identity()
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.final_act = nn.ReLU() if self.preact else nn.Identity()
+        self.global_pool = GlobalPool("avg")
+        # the points' widths and reductions: the stem's, then each stage's (a stride of 2 from the second on)
+        first = 2 if stem == "imagenet" else 1
+        reductions = [first] + [first * (2 if stem == "imagenet" else 1) * 2**i for i in range(len(layers))]
+        outs = [widths[0]] + [w * block.expansion for w in widths]
+        self.point_shapes = list(zip(outs, reductions))
         self.fc = new_classifier(self.inplanes, num_classes)
-        self.init_cfg(cfg, in_chans, num_classes)
+        self.init_cfg(replace(cfg or PretrainedCfg(), first_conv="conv1", classifier="fc"), in_chans, num_classes)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -263,16 +277,20 @@ class ResNet(ModelContract, nn.Module):
         ]
         return nn.Sequential(*layers)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for i in range(self.num_stages):
-            x = getattr(self, f"layer{i + 1}")(x)
-        if self.preact:
-            x = F.relu(self.final_norm(x))
-        return x
+    def stages(self) -> list[Stage]:
+        (c, r), *rest = self.point_shapes
+        stem = "conv1" if self.preact else "relu"
+        out = [Stage(stem, [self.conv1, self.bn1, self.relu], c, r)]
+        for i, (c, r) in enumerate(rest):
+            lead = [self.maxpool] if i == 0 else []
+            out.append(Stage(f"layer{i + 1}", [*lead, getattr(self, f"layer{i + 1}")], c, r, lead=len(lead)))
+        return out
+
+    def final_layers(self) -> list[nn.Module]:
+        return [self.final_norm, self.final_act]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
+        x = self.global_pool(x)
         if self.drop_rate > 0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.fc(x)
@@ -282,10 +300,6 @@ class ResNet(ModelContract, nn.Module):
 
     def _set_classifier(self, head: nn.Module) -> None:
         self.fc = head
-
-    def feature_stages(self) -> list[str]:  # the stem's last module (preact: the bare conv), the stages
-        stem = "maxpool" if isinstance(self.maxpool, nn.MaxPool2d) else "conv1" if self.preact else "relu"
-        return [stem] + [f"layer{i + 1}" for i in range(self.num_stages)]
 
     def cam_layer(self) -> str:  # a pre-activation net normalises its last stage once more
         return "final_norm" if self.preact else f"layer{self.num_stages}"
