@@ -176,7 +176,9 @@ def take_indices(num: int, indices: int | Sequence[int] | None) -> tuple[list[in
         for i in indices:
             idx = num + i if i < 0 else i
             if not 0 <= idx < num:
-                raise ValueError(f"feature index {i} is out of range: the model has {num} points (0 to {num - 1})")
+                raise ValueError(
+                    f"feature index {i} is out of range: the model has {num} points (0 to {num - 1})"
+                )
             take.append(idx)
         if not take:
             raise ValueError("indices: an empty list takes no point")
@@ -408,7 +410,9 @@ class FeatureListNet(nn.Module):
         return self.pretrained_cfg
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.forward_intermediates(x, list(self.out_indices), stop_early=True, intermediates_only=True)
+        return self.model.forward_intermediates(
+            x, list(self.out_indices), stop_early=True, intermediates_only=True
+        )
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:

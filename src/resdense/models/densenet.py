@@ -203,10 +203,12 @@ class DenseNet(ModelContract, nn.Module):
             layers, lead = [named[n] for n in [*pending, b]], len(pending)
             if b == blocks[-1]:  # the last point: the final batch norm and its ReLU
                 norm = f"norm{len(blocks) + 1}"
-                out.append(Stage(f"features.{norm}", [*layers, named[norm], self.final_act], chs, reduction, lead))
+                out.append(
+                    Stage(f"features.{norm}", [*layers, named[norm], self.final_act], chs, reduction, lead)
+                )
             else:
                 out.append(Stage(f"features.{b}", layers, chs, reduction, lead))
-            pending = [f"transition{b[len('denseblock'):]}"]
+            pending = [f"transition{b[len('denseblock') :]}"]
         return out
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

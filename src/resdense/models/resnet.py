@@ -246,7 +246,9 @@ class ResNet(ModelContract, nn.Module):
         outs = [widths[0]] + [w * block.expansion for w in widths]
         self.point_shapes = list(zip(outs, reductions))
         self.fc = new_classifier(self.inplanes, num_classes)
-        self.init_cfg(replace(cfg or PretrainedCfg(), first_conv="conv1", classifier="fc"), in_chans, num_classes)
+        self.init_cfg(
+            replace(cfg or PretrainedCfg(), first_conv="conv1", classifier="fc"), in_chans, num_classes
+        )
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

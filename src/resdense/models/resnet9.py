@@ -69,7 +69,9 @@ class ResNet9(ModelContract, nn.Module):
         self.global_pool = GlobalPool("max")
         self.fc = new_classifier(w3, num_classes)
         self.point_shapes = [(w0, 1), (w1, 2), (w2, 4), (w3, 8)]
-        self.init_cfg(replace(cfg or PretrainedCfg(), first_conv="conv1", classifier="fc"), in_chans, num_classes)
+        self.init_cfg(
+            replace(cfg or PretrainedCfg(), first_conv="conv1", classifier="fc"), in_chans, num_classes
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

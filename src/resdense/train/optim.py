@@ -33,26 +33,14 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
 
 
 def stages(model: nn.Module) -> list[list[nn.Module]]:
-    """The model's body as [stem, stage 1, stage 2, ...], each a list of modules (the classifier excluded)."""
-    if hasattr(model, "num_stages") and hasattr(model, "layer1"):  # ResNet family
-        return [[model.conv1, model.bn1]] + [
-            [getattr(model, f"layer{i + 1}")] for i in range(model.num_stages)
-        ]
-    features = getattr(model, "features", None)
-    if isinstance(features, nn.Sequential):  # DenseNet family: a dense block and the transition after it
-        groups: list[list[nn.Module]] = [[]]
-        for name, m in features.named_children():
-            if name.startswith("denseblock"):
-                groups.append([m])
-            elif name.startswith("transition") or len(groups) > 1:
-                groups[-1].append(m)
-            else:
-                groups[0].append(m)
-        return groups
-    if isinstance(model, nn.Sequential):  # the book's nets: the stem b1, then one block per child
-        body = [m for m in list(model)[:-3] if any(True for _ in m.parameters())]
-        return [[body[0]]] + [[m] for m in body[1:]]
-    raise UserError(f"--freeze stages: cannot tell the stages of {type(model).__name__}")
+    """The model's body as [stem, stage 1, stage 2, ...], each a list of modules (the classifier excluded):
+    the model's own ``stage_groups()`` (its feature points' layers, see ``feature_info``)."""
+    groups = getattr(model, "stage_groups", None)
+    if groups is None:
+        raise UserError(
+            f"--freeze stages: {type(model).__name__} does not say its stages (no stage_groups())"
+        )
+    return groups()
 
 
 def _freeze_modules(modules: list[nn.Module]) -> None:
