@@ -10,6 +10,8 @@ Training, inspection, serving and export rely on these alone.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -152,14 +154,17 @@ class GlobalPool(nn.Module):
 @dataclass
 class Stage:
     """What runs from one feature point to the next: ``layers``, in order; the output of the last is the point
-    named ``module`` (timm's ``feature_info`` name). The first ``lead`` layers (a stem's max pool, a
-    DenseNet's transition) belong with the stage before: they are frozen with it (``stage_groups``)."""
+    named ``module`` (timm's ``feature_info`` name). The first ``lead`` layers (a DenseNet's stem pool and
+    transitions) belong with the stage before: they are frozen with it (``stage_groups``). ``after``: what
+    follows the point within this stage (a ResNet stem's max pool: timm runs it even when stopping early
+    there, and drops it when pruning there)."""
 
     module: str
     layers: list[nn.Module]
     num_chs: int
     reduction: int
     lead: int = 0
+    after: list[nn.Module] = field(default_factory=list)  # run after the point, before the next stage
 
 
 def take_indices(num: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
@@ -244,7 +249,7 @@ class ModelContract:
         for s in self.stages():
             if groups:
                 groups[-1] += [m for m in s.layers[: s.lead] if isinstance(m, nn.Module)]
-            groups.append([m for m in s.layers[s.lead :] if isinstance(m, nn.Module)])
+            groups.append([m for m in [*s.layers[s.lead :], *s.after] if isinstance(m, nn.Module)])
         return groups
 
     def cam_layer(self) -> str:
@@ -253,15 +258,19 @@ class ModelContract:
         return self.feature_stages()[-1]
 
     def _run_stage(self, i: int, stage: Stage, x: torch.Tensor) -> torch.Tensor:
+        """The stage's point (its ``after`` layers not yet run)."""
         if self.grad_checkpointing and i > 0 and torch.is_grad_enabled() and getattr(self, "training", False):
             # activations inside the stage are recomputed in the backward pass instead of kept (timm's
-            # checkpoint_seq); the stem is left alone, as timm does
-            return checkpoint(_run_layers, stage.layers, x, use_reentrant=False)
+            # checkpoint_seq); the stem is left alone, as timm does. The recomputation must not move the
+            # batch norms' running statistics a second time.
+            replay = functools.partial(_bn_stats_kept, stage.layers)
+            return checkpoint(_run_layers, stage.layers, x, use_reentrant=False,
+                              context_fn=lambda: (contextlib.nullcontext(), replay()))  # fmt: skip
         return _run_layers(stage.layers, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         for i, stage in enumerate(self.stages()):
-            x = self._run_stage(i, stage, x)
+            x = _run_layers(stage.after, self._run_stage(i, stage, x))
         return _run_layers(self.final_layers(), x)
 
     def forward_intermediates(
@@ -285,9 +294,10 @@ class ModelContract:
         run = stages[: last + 1] if stop_early else stages
         out: dict[int, torch.Tensor] = {}
         for i, stage in enumerate(run):
-            x = self._run_stage(i, stage, x)
+            point = self._run_stage(i, stage, x)
             if i in take:
-                out[i] = _run_layers(self.final_layers(), x) if norm and i == len(stages) - 1 else x
+                out[i] = _run_layers(self.final_layers(), point) if norm and i == len(stages) - 1 else point
+            x = _run_layers(stage.after, point)
         intermediates = [out[i] for i in take]
         if intermediates_only:
             return intermediates
@@ -303,10 +313,12 @@ class ModelContract:
         stages = self.stages()
         take, last = take_indices(len(stages), indices)
         prune_end = last < len(stages) - 1
+        cut = [*stages[last].after] if prune_end else []
         for stage in stages[last + 1 :]:
-            for layer in stage.layers:
-                if isinstance(layer, nn.Module):
-                    self._replace(layer, nn.Identity())
+            cut += [*stage.layers, *stage.after]
+        for layer in cut:
+            if isinstance(layer, nn.Module):
+                self._replace(layer, nn.Identity())
         if prune_end or prune_norm:
             for layer in self.final_layers():
                 self._replace(layer, nn.Identity())
@@ -353,6 +365,27 @@ class ModelContract:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+@contextlib.contextmanager
+def _bn_stats_kept(layers: list):
+    """Batch norms inside ``layers`` with their running statistics and step count as they were on exit:
+    momentum 0 while replaying (the batch's own statistics still normalise, as in the first pass)."""
+    norms = [m for layer in layers if isinstance(layer, nn.Module) for m in layer.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm)]  # fmt: skip
+    saved = [
+        (m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+        for m in norms
+    ]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, steps in saved:
+            m.momentum = momentum
+            if steps is not None:
+                m.num_batches_tracked.copy_(steps)
 
 
 def _run_layers(layers: list, x: torch.Tensor) -> torch.Tensor:

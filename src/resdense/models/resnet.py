@@ -282,11 +282,10 @@ class ResNet(ModelContract, nn.Module):
     def stages(self) -> list[Stage]:
         (c, r), *rest = self.point_shapes
         stem = "conv1" if self.preact else "relu"
-        out = [Stage(stem, [self.conv1, self.bn1, self.relu], c, r)]
-        for i, (c, r) in enumerate(rest):
-            lead = [self.maxpool] if i == 0 else []
-            out.append(Stage(f"layer{i + 1}", [*lead, getattr(self, f"layer{i + 1}")], c, r, lead=len(lead)))
-        return out
+        out = [Stage(stem, [self.conv1, self.bn1, self.relu], c, r, after=[self.maxpool])]
+        return out + [
+            Stage(f"layer{i + 1}", [getattr(self, f"layer{i + 1}")], c, r) for i, (c, r) in enumerate(rest)
+        ]
 
     def final_layers(self) -> list[nn.Module]:
         return [self.final_norm, self.final_act]
