@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import UserError
 
-__all__ = ["FREEZE_HELP", "FrozenBatchNorm2d", "freeze", "make_optimizer", "param_groups", "stages"]
+__all__ = ["FREEZE_HELP", "FrozenBatchNorm2d", "freeze", "freeze_body", "make_optimizer", "param_groups", "stages"]
 
 FREEZE_HELP = "none, backbone (train the classifier only) or stages:N (the stem and the first N stages)"
 
@@ -53,6 +53,21 @@ def _freeze_modules(modules: list[nn.Module]) -> None:
                 m.eval()
 
 
+def freeze_body(model: nn.Module, frozen: bool = True) -> None:
+    """Everything but the model's classifier (``get_classifier()``) frozen, its batch norms pinned to eval
+    mode; or, ``frozen=False``, all of it trainable again (the staged fine-tune's second stage)."""
+    head = set(map(id, model.get_classifier().parameters()))
+    for p in model.parameters():
+        if id(p) not in head:
+            p.requires_grad_(not frozen)
+    for m in model.modules():
+        if frozen and type(m) is nn.BatchNorm2d:  # the head has none
+            m.__class__ = FrozenBatchNorm2d  # keeps its tensors; only train() changes
+            m.eval()
+        elif not frozen and type(m) is FrozenBatchNorm2d:
+            m.__class__ = nn.BatchNorm2d
+
+
 def freeze(model: nn.Module, spec: str) -> int:
     """Freeze part of ``model`` as ``spec`` says (``none``, ``backbone``, ``stages:N``); returns the number of
     parameters left trainable. One-line UserError for a spec that does not parse or fit."""
@@ -60,11 +75,7 @@ def freeze(model: nn.Module, spec: str) -> int:
     if spec == "none":
         pass
     elif spec == "backbone":
-        head = set(map(id, model.get_classifier().parameters()))
-        for p in model.parameters():
-            if id(p) not in head:
-                p.requires_grad_(False)
-        _freeze_modules([m for m in model.modules() if type(m) is nn.BatchNorm2d])  # the head has none
+        freeze_body(model)
     else:
         m = re.fullmatch(r"stages:(\d+)", spec)
         if not m:
