@@ -287,8 +287,8 @@ class ResNet(ModelContract, nn.Module):
             Stage(f"layer{i + 1}", [getattr(self, f"layer{i + 1}")], c, r) for i, (c, r) in enumerate(rest)
         ]
 
-    def final_layers(self) -> list[nn.Module]:
-        return [self.final_norm, self.final_act]
+    def final_layers(self) -> list[nn.Module]:  # (none but a pre-activation net's: no identity calls)
+        return [self.final_norm, self.final_act] if self.preact else []
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.global_pool(x)

@@ -16,7 +16,15 @@ from torch import nn
 
 from ..errors import UserError
 
-__all__ = ["FREEZE_HELP", "FrozenBatchNorm2d", "freeze", "freeze_body", "make_optimizer", "param_groups", "stages"]
+__all__ = [
+    "FREEZE_HELP",
+    "FrozenBatchNorm2d",
+    "freeze",
+    "freeze_body",
+    "make_optimizer",
+    "param_groups",
+    "stages",
+]
 
 FREEZE_HELP = "none, backbone (train the classifier only) or stages:N (the stem and the first N stages)"
 
