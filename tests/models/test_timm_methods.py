@@ -63,8 +63,14 @@ def test_points_and_outputs_equal_timms(pair):
     assert [(d["num_chs"], d["reduction"]) for d in ours.feature_info] == [
         (d["num_chs"], d["reduction"]) for d in theirs.feature_info
     ]
-    for kwargs in [{}, {"indices": 2}, {"indices": [0, -1]}, {"indices": [1, 3], "stop_early": True},
-                   {"indices": 1, "norm": True}, {"indices": [0], "stop_early": True}]:  # fmt: skip
+    for kwargs in [
+        {},
+        {"indices": 2},
+        {"indices": [0, -1]},
+        {"indices": [1, 3], "stop_early": True},
+        {"indices": 1, "norm": True},
+        {"indices": [0], "stop_early": True},
+    ]:
         final_t, inter_t = theirs.forward_intermediates(x, **kwargs)
         final_o, inter_o = ours.forward_intermediates(x, **kwargs)
         assert len(inter_o) == len(inter_t), kwargs
@@ -144,6 +150,8 @@ def test_reset_classifier_and_global_pool_as_timms():
             assert ours.pretrained_cfg.num_classes == n
     with pytest.raises(ValueError, match="global_pool"):
         ours.reset_classifier(3, "median")
+    with pytest.raises(ValueError, match="num_classes=0 only"):
+        ours.reset_classifier(3, "")
     # the book's nets swap their pool and flatten children; the keys stay the book's
     d2l = create_model("d2l_resnet18")
     keys = set(d2l.state_dict())

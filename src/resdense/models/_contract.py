@@ -234,8 +234,10 @@ class ModelContract:
     def feature_info(self) -> list[dict]:
         """One dict per feature point, input side first: ``num_chs``, ``reduction`` (the input's side over
         the map's) and ``module`` (the module whose output it is), as timm's ``feature_info``."""
-        return [dict(num_chs=s.num_chs, reduction=s.reduction, module=s.module, index=i)
-                for i, s in enumerate(self.stages())]  # fmt: skip
+        return [
+            dict(num_chs=s.num_chs, reduction=s.reduction, module=s.module, index=i)
+            for i, s in enumerate(self.stages())
+        ]
 
     def feature_stages(self) -> list[str]:
         """The feature points' module names, input side first: what ``forward_intermediates`` indexes, what
@@ -264,8 +266,13 @@ class ModelContract:
             # checkpoint_seq); the stem is left alone, as timm does. The recomputation must not move the
             # batch norms' running statistics a second time.
             replay = functools.partial(_bn_stats_kept, stage.layers)
-            return checkpoint(_run_layers, stage.layers, x, use_reentrant=False,
-                              context_fn=lambda: (contextlib.nullcontext(), replay()))  # fmt: skip
+            return checkpoint(
+                _run_layers,
+                stage.layers,
+                x,
+                use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), replay()),
+            )
         return _run_layers(stage.layers, x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -351,6 +358,8 @@ class ModelContract:
         """A fresh classifier for ``num_classes`` outputs (0: a feature extractor); ``global_pool``
         (``"avg"``, ``"max"``, ``""`` for none; None keeps the current one) as timm's. The config follows."""
         if global_pool is not None:
+            if global_pool == "" and num_classes:  # a linear layer needs a vector per image (timm's rule too)
+                raise ValueError("global_pool='' (no pooling) goes with num_classes=0 only")
             self._set_global_pool(GlobalPool(global_pool))
         self._set_classifier(new_classifier(self.num_features, num_classes))
         self.pretrained_cfg = self.pretrained_cfg.for_classes(num_classes)
@@ -371,8 +380,13 @@ class ModelContract:
 def _bn_stats_kept(layers: list):
     """Batch norms inside ``layers`` with their running statistics and step count as they were on exit:
     momentum 0 while replaying (the batch's own statistics still normalise, as in the first pass)."""
-    norms = [m for layer in layers if isinstance(layer, nn.Module) for m in layer.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm)]  # fmt: skip
+    norms = [
+        m
+        for layer in layers
+        if isinstance(layer, nn.Module)
+        for m in layer.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     saved = [
         (m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
         for m in norms

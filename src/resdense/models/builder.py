@@ -37,8 +37,10 @@ def default_weights(name: str) -> str:
         return "DEFAULT"
     if ShippedWeights in kinds:
         return SHIPPED_PREFIX
-    raise PretrainedError(f"{name}: pretrained=True, but {name} has no default weights (give weights=FILE|RUN, "
-                          "or pretrained=False for a fresh model)")  # fmt: skip
+    raise PretrainedError(
+        f"{name}: pretrained=True, but {name} has no default weights (give weights=FILE|RUN, "
+        "or pretrained=False for a fresh model)"
+    )
 
 
 def create_model(
@@ -179,8 +181,13 @@ def _cfg_after_loading(model, pretrained: Pretrained, name, own, conv, new_head:
     named), for the model's channels and classes; the layer names (first conv, classifier) the model's."""
     arch = getattr(model, "pretrained_cfg", None) or PretrainedCfg()
     cfg = pretrained.cfg or replace(arch, known_input=False)
-    cfg = replace(cfg, source=pretrained.source, model=cfg.model or name, first_conv=arch.first_conv,
-                  classifier=arch.classifier)  # fmt: skip
+    cfg = replace(
+        cfg,
+        source=pretrained.source,
+        model=cfg.model or name,
+        first_conv=arch.first_conv,
+        classifier=arch.classifier,
+    )
     if conv in own:
         cfg = cfg.for_channels(own[conv].shape[1])
     if new_head:  # a fresh classifier: the weights' class names no longer apply, whatever their number

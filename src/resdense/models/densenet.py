@@ -179,8 +179,11 @@ class DenseNet(ModelContract, nn.Module):
         self.final_act = nn.ReLU()  # part of the last point, as timm's norm5 is a batch norm with its ReLU
         self.global_pool = GlobalPool("avg")
         self.classifier = new_classifier(num_features, num_classes)
-        self.init_cfg(replace(cfg or PretrainedCfg(), first_conv="features.conv0", classifier="classifier"),
-                      in_chans, num_classes)  # fmt: skip
+        self.init_cfg(
+            replace(cfg or PretrainedCfg(), first_conv="features.conv0", classifier="classifier"),
+            in_chans,
+            num_classes,
+        )
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -105,8 +105,11 @@ def state_dict_misfit(own: dict[str, torch.Tensor], state: dict[str, torch.Tenso
     missing = {k for k in set(own) - set(state) if not k.endswith("num_batches_tracked")}
     unexpected = {k for k in set(state) - set(own) if not k.endswith("num_batches_tracked")}
     wrong = {k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)}
-    return [f"{what}: {_keys(keys)}" for what, keys in
-            (("wrong shape", wrong), ("missing", missing), ("unexpected", unexpected)) if keys]  # fmt: skip
+    return [
+        f"{what}: {_keys(keys)}"
+        for what, keys in (("wrong shape", wrong), ("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
 
 
 # torchvision's DenseNet files predate PyTorch 0.4's naming ("norm.1" for "norm1"); torchvision renames them

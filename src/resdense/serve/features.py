@@ -141,8 +141,10 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
     else:
         got: dict[str, torch.Tensor] = {}
         # a copy: a later in-place op (ReLU(inplace=True)) must not change what was seen here
-        hooks = [modules[n].register_forward_hook(lambda _m, _i, out, n=n: got.setdefault(n, out.clone()))
-                 for n in names]  # fmt: skip
+        hooks = [
+            modules[n].register_forward_hook(lambda _m, _i, out, n=n: got.setdefault(n, out.clone()))
+            for n in names
+        ]
         try:
             with evaluating(model):
                 model(x)
@@ -152,8 +154,11 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
         names = list(got)
         maps = [got[n] for n in names]
     first = names[0] if names and hasattr(model, "feature_stages") else None  # the families start with it
-    return [FeatureMap(n, type(modules[n]).__name__, t[0].float().cpu(), n == first)
-            for n, t in zip(names, maps) if t.dim() == 4]  # fmt: skip
+    return [
+        FeatureMap(n, type(modules[n]).__name__, t[0].float().cpu(), n == first)
+        for n, t in zip(names, maps)
+        if t.dim() == 4
+    ]
 
 
 def show_features(
