@@ -150,17 +150,6 @@ def cycle_through(graph: dict[str, set[str]], component: set[str]) -> list[str]:
     return paths[start]
 
 
-# TEMPORARY: the cycle and the private names the models package still has on this branch; the "models"
-# helper's branch of issue 34 removes them and the lead empties this set at the merge, after which both tests
-# hold for all of src/ with no exception.
-PENDING_OTHER_HELPERS = {
-    "resdense.models.filecheck -> resdense.models.registry -> resdense.models.pretrained -> resdense.models.filecheck",
-    "resdense.models.hf_hub imports _from_file from resdense.models.pretrained",
-    "resdense.models.pretrained imports _REGISTRY from resdense.models.registry",
-    "resdense.models.hf_hub imports _REGISTRY from resdense.models.registry",
-}
-
-
 def test_the_cycle_finder_finds_a_lazy_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c", "a"]]
@@ -168,7 +157,7 @@ def test_the_cycle_finder_finds_a_lazy_cycle() -> None:
 
 
 def test_no_import_cycle() -> None:
-    found = [c for c in cycles(module_graph()) if " -> ".join(c) not in PENDING_OTHER_HELPERS]
+    found = cycles(module_graph())
     assert not found, "import cycles (lazy imports counted):\n" + "\n".join(" -> ".join(c) for c in found)
 
 
@@ -197,5 +186,5 @@ def private_imports() -> list[str]:
 
 
 def test_no_private_name_imported_across_modules() -> None:
-    found = [f for f in private_imports() if f not in PENDING_OTHER_HELPERS]
+    found = private_imports()
     assert not found, "private names imported from another module:\n" + "\n".join(found)

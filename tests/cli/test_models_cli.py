@@ -34,8 +34,12 @@ def test_inspect_json(capsys):
     code, out, err = run(capsys, "inspect", "d2l_resnet18", "--input-size", "1", "224", "224", "--json")
     assert code == 0 and err == ""
     d = json.loads(out)
-    assert set(d) == {"model", "input_size", "layers", "total_params", "macs"}
+    assert set(d) == {"model", "input_size", "layers", "total_params", "macs", "feature_info"}
     assert d["model"] == "d2l_resnet18"
+    # the feature points: the book's b1..b5, each map's side the input's over its reduction
+    assert [(f["module"], f["num_chs"], 224 // f["reduction"]) for f in d["feature_info"]] == [
+        ("0", 64, 56), ("1", 64, 56), ("2", 128, 28), ("3", 256, 14), ("4", 512, 7)
+    ]  # fmt: skip
     assert d["input_size"] == [1, 224, 224]
     assert d["total_params"] == 11_178_378
     assert isinstance(d["macs"], int) and d["macs"] > 1e9

@@ -86,7 +86,7 @@ def test_cifar_resnet_option_b_uses_projections():
 
 
 def test_cifar_resnet_rejects_depths_other_than_6n_plus_2():
-    from resdense.models.resnet import cifar_resnet
+    from resdense.models.resnet_cifar import cifar_resnet
 
     with pytest.raises(ValueError, match="6n\\+2"):
         cifar_resnet(21)

@@ -109,7 +109,14 @@ def test_each_family_names_its_layer(name, layer):
         model = resdense.create_model(name)
     assert model.cam_layer() == layer
     assert resolve_layer(model, None)[0] == layer
-    assert model.feature_stages()[-1] in (layer, "layer4")  # preact: the stage before its final norm
+    # the last feature point is the layer, or comes right after it: preact's last stage (before its final
+    # norm), a DenseNet's final norm after its last block (timm's last point)
+    after = {
+        "final_norm": "layer4",
+        "features.denseblock3": "features.norm4",
+        "features.denseblock4": "features.norm5",
+    }
+    assert model.feature_stages()[-1] == after.get(layer, layer)
 
 
 def test_in_place_layers_downstream_do_not_change_the_map():

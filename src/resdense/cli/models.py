@@ -137,6 +137,8 @@ def run_inspect(args) -> int:
             "layers": [{k: row[k] for k in ("name", "type", "output_shape", "params", "macs")} for row in d["layers"]],
             "total_params": d["total_params"],
             "macs": d["macs"],
+            # the feature points (forward_intermediates, --layer, inspect --image), as timm's feature_info
+            "feature_info": list(getattr(model, "feature_info", [])),
             **({"weights": pretrained.to_dict()} if pretrained else {}),
         }, indent=2, default=list))  # fmt: skip
     else:

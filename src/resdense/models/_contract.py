@@ -1,230 +1,115 @@
-"""The contract every resdense model keeps, whatever its family, and the one typed config it carries.
+"""The contract every resdense model keeps, whatever its family.
 
 Like timm's models, each network splits into a body (``forward_features``: image -> feature map) and a head
-(``forward_head``: feature map -> logits), can swap its classifier (``reset_classifier``) and carries a
-:class:`PretrainedCfg` that says how to feed it and what its outputs mean: the architecture's defaults for a
-fresh model, the weights' own once weights are loaded. ``model.pretrained_cfg`` and ``model.default_cfg``
-are the same object (timm's contract), so a model fed by its ``default_cfg`` is fed as its weights were.
-Training, inspection, serving and export rely on these alone.
+(``forward_head``: feature map -> logits), can swap its classifier (``reset_classifier``), lists its feature
+points (``feature_info``, ``forward_intermediates``) and carries a :class:`~.pretrained_cfg.PretrainedCfg`
+that says how to feed it and what its outputs mean: the architecture's defaults for a fresh model, the
+weights' own once weights are loaded. ``model.pretrained_cfg`` and ``model.default_cfg`` are the same object
+(timm's contract), so a model fed by its ``default_cfg`` is fed as its weights were. Training, inspection,
+serving and export rely on these alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from copy import deepcopy
-from dataclasses import asdict, dataclass, field, fields, replace
+import contextlib
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
-from ..modelfile import ModelSpec
-from ..preprocess import (
-    CIFAR_MEAN,
-    CIFAR_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Preprocess,
-    check_interpolation,
-    crop_mode_for,
-    crop_pct_for,
-)
+from .pretrained_cfg import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ModelConfig, PretrainedCfg
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ModelConfig", "ModelContract",
-           "PretrainedCfg", "new_classifier"]  # fmt: skip
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "FeatureInfo", "FeatureListNet",
+           "GlobalPool", "ModelConfig", "ModelContract", "PretrainedCfg", "Stage", "first_conv",
+           "new_classifier", "take_indices"]  # fmt: skip
 
 
-# timm's pretrained_cfg keys, in timm's order, that every config answers (test ones only where known)
-TIMM_KEYS = (
-    "input_size",
-    "interpolation",
-    "crop_pct",
-    "crop_mode",
-    "mean",
-    "std",
-    "num_classes",
-    "first_conv",
-    "classifier",
-    "label_names",
-)
-TEST_KEYS = ("test_input_size", "test_crop_pct", "test_resize")
-# the keys answered by a property rather than a field
-DERIVED = ("crop_pct", "crop_mode", "label_names", "test_crop_pct")
+POOL_TYPES = ("avg", "max", "")
 
 
-@dataclass(frozen=True)
-class PretrainedCfg(Mapping):
-    """How to feed a model and what its outputs mean (timm's ``PretrainedCfg``, typed).
+class GlobalPool(nn.Module):
+    """The head's global pooling, by timm's names: ``"avg"``, ``"max"`` (then flattened to (N, C)), or ``""``:
+    none, the feature map goes on as it is (a head of ``reset_classifier(0, "")`` returns the map)."""
 
-    ``input_size`` is what the network is fed, (C, H, W): the centre crop when ``resize`` is set (the side the
-    image is resized to first: its shorter side for ``fit="shorter"``, the whole square for ``"squash"``),
-    resampled by ``interpolation``. ``test_input_size`` (and ``test_resize``), where the weights give one, is
-    the size they are evaluated and served at (timm's train-test resolution discrepancy: larger than the
-    training size); training keeps ``input_size``. ``source`` names the weights (None: a fresh model, the
-    architecture's defaults); ``known_input`` says whether the mean, std and sizes are the weights' own
-    (resdense's files, torchvision's table) or, for a plain state dict that does not say, the architecture's.
-    ``first_conv`` and ``classifier`` name the input convolution and the classifier modules (timm's names).
+    def __init__(self, pool_type: str = "avg"):
+        super().__init__()
+        if pool_type not in POOL_TYPES:
+            raise ValueError(f"global_pool must be 'avg', 'max' or '' (none), got {pool_type!r}")
+        self.pool_type = pool_type
 
-    It is also a read-only mapping, as timm's configs are dicts: ``cfg["mean"]``, ``"mean" in cfg``,
-    ``dict(cfg)``, ``{**cfg}``, ``cfg.copy()`` (a plain dict) give timm's keys (:data:`TIMM_KEYS`, the test
-    ones where known), then resdense's own fields, then the source's other facts (``meta``: ``"recipe"``,
-    ``"imagenet_top1"``, ...). So ``timm.data.resolve_model_data_config(model)`` reads it as it reads timm's.
-    """
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_type == "avg":
+            return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        if self.pool_type == "max":
+            return torch.flatten(F.adaptive_max_pool2d(x, 1), 1)
+        return x
 
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    num_classes: int = 1000
-    resize: int | None = None
-    fit: str = "squash"
-    classes: tuple[str, ...] = ()  # the outputs' names, when the weights know them
-    tta_flip: bool = False  # the weights were scored averaging each image with its mirror image
-    source: str | None = None
-    known_input: bool = False
-    model: str | None = None  # the architecture the weights are for
-    options: dict = field(default_factory=dict)  # the builder options they came with (widths, ...)
-    meta: dict = field(default_factory=dict)  # what else the source says: tag, accuracy, recipe, URL
-    interpolation: str = "bilinear"
-    first_conv: str | None = None
-    classifier: str | None = None
-    test_input_size: tuple[int, int, int] | None = None
-    test_resize: int | None = None  # as resize, for test_input_size
-
-    def __post_init__(self) -> None:
-        check_interpolation(self.interpolation)
-
-    @property
-    def preprocess(self) -> Preprocess:
-        """The :class:`~resdense.preprocess.Preprocess` that feeds this model for evaluation and serving: at
-        ``test_input_size`` where the weights give one."""
-        c = self.input_size[0]
-        side, resize = self.input_size[-1], self.resize
-        if self.test_input_size is not None:
-            side, resize = self.test_input_size[-1], self.test_resize
-        if resize:
-            return Preprocess(resize, self.mean, self.std, c, side, self.fit, self.interpolation)
-        return Preprocess(side, self.mean, self.std, c, None, self.fit, self.interpolation)
-
-    @property
-    def crop_pct(self) -> float:
-        return crop_pct_for(self.input_size[-1], self.resize) if self.resize else 1.0
-
-    @property
-    def test_crop_pct(self) -> float | None:
-        if self.test_input_size is None:
-            return None
-        return crop_pct_for(self.test_input_size[-1], self.test_resize) if self.test_resize else 1.0
-
-    @property
-    def crop_mode(self) -> str:
-        """timm's name for ``fit``: ``"center"`` (the shorter side) or ``"squash"``."""
-        return crop_mode_for(self.fit)
-
-    @property
-    def label_names(self) -> tuple[str, ...] | None:
-        return self.classes or None
-
-    @classmethod
-    def from_preprocess(cls, pre: Preprocess, *, default_side: int = 224, **more) -> PretrainedCfg:
-        side = pre.input_size or default_side
-        own = {
-            "input_size": (pre.in_chans, side, side),
-            "mean": tuple(pre.mean),
-            "std": tuple(pre.std),
-            "resize": pre.resize if pre.crop else None,
-            "fit": pre.fit,
-            "interpolation": pre.interpolation,
-        }
-        return cls(**{**own, **more})
-
-    @classmethod
-    def from_spec(cls, spec: ModelSpec, source: str, meta: dict | None = None) -> PretrainedCfg:
-        """What a resdense model file says about its weights."""
-        opts = spec.options
-        n = int(opts.get("num_classes", len(spec.classes)))
-        return cls.from_preprocess(
-            spec.preprocess, num_classes=n, classes=tuple(spec.classes), tta_flip=spec.tta_flip,
-            source=source, known_input=True, model=spec.model,
-            options={k: v for k, v in opts.items() if k not in ("num_classes", "in_chans")}, meta=dict(meta or {}),
-        )  # fmt: skip
-
-    def for_channels(self, in_chans: int) -> PretrainedCfg:
-        """The same config for ``in_chans`` input channels (means/stds averaged when they no longer fit)."""
-        if in_chans == self.input_size[0] and len(self.mean) == in_chans:
-            return self
-        pre = self.preprocess.for_channels(in_chans)
-        test = None if self.test_input_size is None else (in_chans, *self.test_input_size[1:])
-        return replace(
-            self,
-            input_size=(in_chans, *self.input_size[1:]),
-            mean=pre.mean,
-            std=pre.std,
-            test_input_size=test,
-        )
-
-    def for_classes(self, num_classes: int) -> PretrainedCfg:
-        """After a new classifier: the class names go unless there are as many of them."""
-        keep = self.classes if len(self.classes) == num_classes else ()
-        return replace(self, num_classes=num_classes, classes=keep)
-
-    def spec(self, model: str, in_chans: int | None = None) -> ModelSpec:
-        """The :class:`~resdense.modelfile.ModelSpec` a model with this config is saved and served under (its
-        preprocessing: :attr:`preprocess`, at the test size where there is one)."""
-        c = in_chans or self.input_size[0]
-        classes = list(self.classes) or [str(i) for i in range(self.num_classes)]
-        options = {**self.options, "num_classes": self.num_classes, "in_chans": c}
-        return ModelSpec(model, options, self.preprocess, classes, self.tta_flip)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d.update(crop_pct=self.crop_pct, crop_mode=self.crop_mode, test_crop_pct=self.test_crop_pct)
-        return d
-
-    # -- the read-only mapping (timm's configs are dicts) ------------------------------------------------------
-
-    def _keys(self) -> tuple[str, ...]:
-        test = TEST_KEYS if self.test_input_size is not None else ()
-        own = tuple(f.name for f in fields(self) if f.name not in TIMM_KEYS and f.name not in TEST_KEYS)
-        seen = {*TIMM_KEYS, *test, *own}
-        return TIMM_KEYS + test + own + tuple(k for k in self.meta if k not in seen)
-
-    def __getitem__(self, key):
-        """``cfg["mean"]``, as timm's dict-shaped configs are read; the source's other facts (``"recipe"``,
-        ``"imagenet_top1"``, ...) by their names too."""
-        if not isinstance(key, str) or key not in self._keys():
-            raise KeyError(key)
-        if key in DERIVED or key in self.__dataclass_fields__:
-            return getattr(self, key)
-        return self.meta[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._keys())
-
-    def __len__(self) -> int:
-        return len(self._keys())
-
-    def __contains__(self, key) -> bool:
-        return isinstance(key, str) and key in self._keys()
-
-    def copy(self) -> dict:
-        """A plain, mutable dict of the same keys and values (what ``dict.copy`` gives a timm user); its nested
-        dicts (``options``, ``meta``) are copies too, so editing it never reaches the model's config."""
-        return deepcopy(dict(self))
+    def extra_repr(self) -> str:
+        return repr(self.pool_type)
 
 
-ModelConfig = PretrainedCfg  # the name of earlier releases
+@dataclass
+class Stage:
+    """What runs from one feature point to the next: ``layers``, in order; the output of the last is the point
+    named ``module`` (timm's ``feature_info`` name). The first ``lead`` layers (a DenseNet's stem pool and
+    transitions) belong with the stage before: they are frozen with it (``stage_groups``). ``after``: what
+    follows the point within this stage (a ResNet stem's max pool: timm runs it even when stopping early
+    there, and drops it when pruning there)."""
+
+    module: str
+    layers: list[nn.Module]
+    num_chs: int
+    reduction: int
+    lead: int = 0
+    after: list[nn.Module] = field(default_factory=list)  # run after the point, before the next stage
+
+
+def take_indices(num: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """timm's ``feature_take_indices``: None -> every point, an int n -> the last n points, a sequence -> those
+    positions (negative ones from the end); returns them and the largest. ValueError out of range."""
+    if indices is None:
+        indices = num
+    if isinstance(indices, int):
+        if not 0 < indices <= num:
+            raise ValueError(f"indices={indices}: the last n points, n from 1 to {num}")
+        take = list(range(num - indices, num))
+    else:
+        take = []
+        for i in indices:
+            idx = num + i if i < 0 else i
+            if not 0 <= idx < num:
+                raise ValueError(
+                    f"feature index {i} is out of range: the model has {num} points (0 to {num - 1})"
+                )
+            take.append(idx)
+        if not take:
+            raise ValueError("indices: an empty list takes no point")
+    return take, max(take)
 
 
 class ModelContract:
-    """Mixin giving ``forward`` in terms of ``forward_features`` and ``forward_head``, and ``default_cfg``."""
+    """Mixin giving a resdense model timm's model methods, in terms of what each family says of itself.
+
+    A family gives ``forward_head``, ``get_classifier``/``_set_classifier`` and ``stages()``: the list of
+    :class:`Stage` from the input to the last feature point (the stem, then each stage), and ``final_layers``,
+    what ``forward_features`` applies after the last point (a pre-activation net's last batch norm and ReLU). From these alone come ``forward_features``, ``forward_intermediates``,
+    ``prune_intermediate_layers``, ``feature_info``, ``feature_stages``, ``stage_groups`` (what ``--freeze
+    stages:N`` freezes), ``set_grad_checkpointing``, ``reset_classifier`` and ``num_classes``.
+    """
 
     pretrained_cfg: PretrainedCfg
+    grad_checkpointing: bool = False
 
     @property
     def default_cfg(self) -> PretrainedCfg:
         """How to feed this model: the same object as ``pretrained_cfg`` (timm's contract)."""
         return self.pretrained_cfg
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def stages(self) -> list[Stage]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:  # pragma: no cover
@@ -236,8 +121,147 @@ class ModelContract:
     def _set_classifier(self, head: nn.Module) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh classifier for ``num_classes`` outputs (0: a feature extractor); the config follows."""
+    def final_layers(self) -> list[nn.Module]:
+        """What ``forward_features`` applies after the last point: the final norm (and its activation) of a
+        pre-activation net, nothing for most."""
+        return []
+
+    def _set_global_pool(self, pool: GlobalPool) -> None:
+        self.global_pool = pool
+
+    # --- the feature points ---------------------------------------------------------------------------------
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """One dict per feature point, input side first: ``num_chs``, ``reduction`` (the input's side over
+        the map's) and ``module`` (the module whose output it is), as timm's ``feature_info``."""
+        return [
+            dict(num_chs=s.num_chs, reduction=s.reduction, module=s.module, index=i)
+            for i, s in enumerate(self.stages())
+        ]
+
+    def feature_stages(self) -> list[str]:
+        """The feature points' module names, input side first: what ``forward_intermediates`` indexes, what
+        ``resdense inspect --image`` draws one row of each, what ``--layer`` offers first."""
+        return [s.module for s in self.stages()]
+
+    def stage_groups(self) -> list[list[nn.Module]]:
+        """The body as [stem, stage 1, stage 2, ...], lists of modules (what ``--freeze stages:N`` freezes):
+        each point's layers, less the leading ones (a pool, a transition), which go with the stage before."""
+        groups: list[list[nn.Module]] = []
+        for s in self.stages():
+            if groups:
+                groups[-1] += [m for m in s.layers[: s.lead] if isinstance(m, nn.Module)]
+            groups.append([m for m in [*s.layers[s.lead :], *s.after] if isinstance(m, nn.Module)])
+        return groups
+
+    def cam_layer(self) -> str:
+        """The module a class-activation map (``resdense explain``) looks at unless told otherwise: the last
+        stage, the last map that still has a layout and already tells the classes apart."""
+        return self.feature_stages()[-1]
+
+    def _run_stage(self, i: int, stage: Stage, x: torch.Tensor) -> torch.Tensor:
+        """The stage's point (its ``after`` layers not yet run)."""
+        if self.grad_checkpointing and i > 0 and torch.is_grad_enabled() and getattr(self, "training", False):
+            # activations inside the stage are recomputed in the backward pass instead of kept (timm's
+            # checkpoint_seq); the stem is left alone, as timm does. The recomputation must not move the
+            # batch norms' running statistics a second time.
+            replay = functools.partial(_bn_stats_kept, stage.layers)
+            return checkpoint(
+                _run_layers,
+                stage.layers,
+                x,
+                use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), replay()),
+            )
+        return _run_layers(stage.layers, x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        for i, stage in enumerate(self.stages()):
+            x = _run_layers(stage.after, self._run_stage(i, stage, x))
+        return _run_layers(self.final_layers(), x)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's ``forward_intermediates``: ``(final_features, [the outputs at the points indices
+        takes])``, or the list alone with ``intermediates_only``. ``indices``: None every point, an int n the
+        last n, a sequence those positions (negative from the end) of :meth:`feature_stages`. ``stop_early``
+        stops after the last point taken (``final_features`` is then that point's map); ``norm`` applies the
+        final norm (``final_layers()``, where the family has one) to the last point; only ``"NCHW"`` output."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt={output_fmt!r}: resdense's models give 'NCHW' maps only")
+        stages = self.stages()
+        take, last = take_indices(len(stages), indices)
+        run = stages[: last + 1] if stop_early else stages
+        out: dict[int, torch.Tensor] = {}
+        for i, stage in enumerate(run):
+            point = self._run_stage(i, stage, x)
+            if i in take:
+                out[i] = _run_layers(self.final_layers(), point) if norm and i == len(stages) - 1 else point
+            x = _run_layers(stage.after, point)
+        intermediates = [out[i] for i in take]
+        if intermediates_only:
+            return intermediates
+        return (_run_layers(self.final_layers(), x) if len(run) == len(stages) else x), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """timm's ``prune_intermediate_layers``: the layers after the last point ``indices`` takes are
+        dropped (replaced by identities; their weights leave the state dict), the final norm with them (or
+        with ``prune_norm``), the head reset to none when ``prune_head`` or when the last point is gone (the
+        classifier no longer fits); returns the points kept."""
+        stages = self.stages()
+        take, last = take_indices(len(stages), indices)
+        prune_end = last < len(stages) - 1
+        cut = [*stages[last].after] if prune_end else []
+        for stage in stages[last + 1 :]:
+            cut += [*stage.layers, *stage.after]
+        for layer in cut:
+            if isinstance(layer, nn.Module):
+                self._replace(layer, nn.Identity())
+        if prune_end or prune_norm:
+            for layer in self.final_layers():
+                self._replace(layer, nn.Identity())
+        if prune_head or prune_end:
+            self._set_global_pool(GlobalPool(""))
+            self._set_classifier(new_classifier(stages[last].num_chs, 0))
+            self.pretrained_cfg = self.pretrained_cfg.for_classes(0)
+        return take
+
+    def _replace(self, old: nn.Module, new: nn.Module) -> None:
+        for parent in self.modules():
+            for name, child in parent.named_children():
+                if child is old:
+                    setattr(parent, name, new)
+                    return
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's activations in the backward pass instead of keeping them (training only;
+        the outputs are the same): timm's ``set_grad_checkpointing``."""
+        self.grad_checkpointing = enable
+
+    # --- the head --------------------------------------------------------------------------------------------
+
+    @property
+    def num_classes(self) -> int:
+        """The classifier's outputs (0: a feature extractor)."""
+        return getattr(self.get_classifier(), "out_features", 0)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh classifier for ``num_classes`` outputs (0: a feature extractor); ``global_pool``
+        (``"avg"``, ``"max"``, ``""`` for none; None keeps the current one) as timm's. The config follows."""
+        if global_pool is not None:
+            if global_pool == "" and num_classes:  # a linear layer needs a vector per image (timm's rule too)
+                raise ValueError("global_pool='' (no pooling) goes with num_classes=0 only")
+            self._set_global_pool(GlobalPool(global_pool))
         self._set_classifier(new_classifier(self.num_features, num_classes))
         self.pretrained_cfg = self.pretrained_cfg.for_classes(num_classes)
 
@@ -249,18 +273,108 @@ class ModelContract:
     def num_features(self) -> int:
         return self.get_classifier().in_features
 
-    def feature_stages(self) -> list[str]:  # pragma: no cover - abstract
-        """The names (as ``named_modules`` spells them) of the modules whose outputs are the body's stages,
-        input side first: what ``resdense inspect --image`` draws, one row each."""
-        raise NotImplementedError
-
-    def cam_layer(self) -> str:
-        """The module a class-activation map (``resdense explain``) looks at unless told otherwise: the last
-        stage, the last map that still has a layout and already tells the classes apart."""
-        return self.feature_stages()[-1]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+@contextlib.contextmanager
+def _bn_stats_kept(layers: list):
+    """Batch norms inside ``layers`` with their running statistics and step count as they were on exit:
+    momentum 0 while replaying (the batch's own statistics still normalise, as in the first pass)."""
+    norms = [
+        m
+        for layer in layers
+        if isinstance(layer, nn.Module)
+        for m in layer.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    saved = [
+        (m, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+        for m in norms
+    ]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum, steps in saved:
+            m.momentum = momentum
+            if steps is not None:
+                m.num_batches_tracked.copy_(steps)
+
+
+def _run_layers(layers: list, x: torch.Tensor) -> torch.Tensor:
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+class FeatureInfo:
+    """The points a feature extractor returns (timm's ``FeatureInfo``): ``channels()``, ``reduction()``,
+    ``module_name()``, each a list in ``out_indices`` order (or one value for ``idx``)."""
+
+    def __init__(self, info: list[dict], out_indices: Sequence[int]):
+        self.info = [dict(d) for d in info]
+        self.out_indices = tuple(out_indices)
+
+    def get(self, key: str, idx: int | None = None):
+        if idx is not None:
+            return self.info[idx][key]
+        return [self.info[i][key] for i in self.out_indices]
+
+    def channels(self, idx: int | None = None):
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | None = None):
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | None = None):
+        return self.get("module", idx)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.info[i]
+
+    def __len__(self) -> int:
+        return len(self.info)
+
+
+class FeatureListNet(nn.Module):
+    """A model cut after its last wanted point, whose forward returns the list of maps at ``out_indices``
+    (``create_model(..., features_only=True)``, as timm's ``FeatureListNet``)."""
+
+    def __init__(self, model: ModelContract, out_indices: Sequence[int] | int | None = None):
+        super().__init__()
+        n = len(model.stages())
+        take, _ = take_indices(n, tuple(range(n)) if out_indices is None else out_indices)
+        info = model.feature_info
+        model.prune_intermediate_layers(take, prune_norm=take[-1] != n - 1, prune_head=True)
+        self.model = model
+        self.out_indices = tuple(take)
+        self.feature_info = FeatureInfo(info, take)
+        self.pretrained_cfg = model.pretrained_cfg
+
+    @property
+    def default_cfg(self) -> PretrainedCfg:
+        return self.pretrained_cfg
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.model.forward_intermediates(
+            x, list(self.out_indices), stop_early=True, intermediates_only=True
+        )
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The model's first convolution and its name: the one its ``pretrained_cfg`` names (``first_conv``, as
+    timm's), or for a model whose cfg does not say, the first ``nn.Conv2d`` it holds."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    name = getattr(cfg, "first_conv", None)
+    modules = dict(model.named_modules())
+    if name and isinstance(modules.get(name), nn.Conv2d):
+        return name, modules[name]
+    for n, m in modules.items():
+        if isinstance(m, nn.Conv2d):
+            return n, m
+    raise ValueError(f"{type(model).__name__} has no convolution")
 
 
 def new_classifier(in_features: int, num_classes: int) -> nn.Module:

@@ -10,11 +10,13 @@ outputs, while the models still keep the resdense contract (``forward_features``
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._contract import ModelContract, PretrainedCfg, new_classifier
+from ._contract import GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
 from .registry import register_model
 
 # d2l feeds Fashion-MNIST resized to 96x96 and does not normalise it.
@@ -184,16 +186,27 @@ def _stem(in_chans: int) -> nn.Sequential:
 
 
 class D2LNet(ModelContract, nn.Sequential):
-    """The book's ``net = nn.Sequential(...)``; the last three children are always pool, flatten, linear."""
+    """The book's ``net = nn.Sequential(...)``; the last three children are always pool, flatten, linear.
 
-    def __init__(self, *layers: nn.Module, cfg: PretrainedCfg):
+    Feature points (``forward_intermediates``, ``feature_info``), resdense's own (timm has not these nets):
+    the book's blocks as it builds them, the stem ``b1`` first (after its max pool, reduction 4), named by
+    their positions: the ResNet's ``b1``..``b5`` ("0".."4"), the DenseNet's stem, dense blocks and
+    transitions ("0".."7"). The DenseNet's final batch norm and ReLU come after the last point (``norm=True``
+    applies them to it).
+    """
+
+    def __init__(self, *layers: nn.Module, cfg: PretrainedCfg, points: list[tuple[int, int]]):
         super().__init__(*layers)
-        self.pretrained_cfg = cfg
+        n = len(layers)
+        self.pretrained_cfg = replace(cfg, first_conv="0.0", classifier=str(n - 1))
+        self.point_shapes = points  # (channels, reduction) of each of the first len(points) children
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in list(self)[:-3]:
-            x = layer(x)
-        return x
+    def stages(self) -> list[Stage]:
+        children = list(self)
+        return [Stage(str(i), [children[i]], c, r) for i, (c, r) in enumerate(self.point_shapes)]
+
+    def final_layers(self) -> list[nn.Module]:
+        return list(self)[len(self.point_shapes) : -3]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         pool, flatten, fc = list(self)[-3:]
@@ -206,11 +219,13 @@ class D2LNet(ModelContract, nn.Sequential):
     def _set_classifier(self, head: nn.Module) -> None:
         self[-1] = head
 
-    def feature_stages(self) -> list[str]:
-        # the book's b1..b5 (ResNet) or stem, dense blocks and transitions (DenseNet): the children before
-        # pool, flatten and linear, less the DenseNet's final bare batch norm and ReLU
-        body = list(self.named_children())[:-3]
-        return [n for n, m in body if not isinstance(m, (nn.BatchNorm2d, nn.ReLU))]
+    def _set_global_pool(self, pool: GlobalPool) -> None:
+        # the book's pool and flatten children, one GlobalPool in their place (no weights: keys unchanged)
+        self[-3], self[-2] = pool, nn.Identity()
+
+
+# (channels, reduction) after b1..b5 of the book's ResNet-18 (and its plain twin)
+RESNET_POINTS = [(64, 4), (64, 4), (128, 8), (256, 16), (512, 32)]
 
 
 @register_model("d2l", "d2l 8.6")
@@ -224,7 +239,7 @@ def d2l_resnet18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
     return D2LNet(
         b1, b2, b3, b4, b5,
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(512, num_classes),
-        cfg=D2L_CFG.for_channels(in_chans).for_classes(num_classes),
+        cfg=D2L_CFG.for_channels(in_chans).for_classes(num_classes), points=RESNET_POINTS,
     )  # fmt: skip
 
 
@@ -239,7 +254,7 @@ def d2l_plain18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
     return D2LNet(
         b1, b2, b3, b4, b5,
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(512, num_classes),
-        cfg=D2L_CFG.for_channels(in_chans).for_classes(num_classes),
+        cfg=D2L_CFG.for_channels(in_chans).for_classes(num_classes), points=RESNET_POINTS,
     )  # fmt: skip
 
 
@@ -254,15 +269,18 @@ def d2l_densenet(
     """d2l's DenseNet (section 8.7): 758,226 parameters for 1 channel and 10 classes."""
     num_channels = 64  # channels entering the next block
     blks: list[nn.Module] = []
+    points = [(64, 4)]  # (channels, reduction) after the stem, each block and each transition
     for i, num_convs in enumerate(num_convs_in_dense_blocks):
         blks.append(DenseBlock(num_convs, num_channels, growth_rate))
         num_channels += num_convs * growth_rate
+        points.append((num_channels, points[-1][1]))
         if i != len(num_convs_in_dense_blocks) - 1:
             # a transition between dense blocks halves the channels
             blks.append(transition_block(num_channels, num_channels // 2))
             num_channels = num_channels // 2
+            points.append((num_channels, points[-1][1] * 2))
     return D2LNet(
         _stem(in_chans), *blks, nn.BatchNorm2d(num_channels), nn.ReLU(),
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(num_channels, num_classes),
-        cfg=D2L_CFG.for_channels(in_chans).for_classes(num_classes),
+        cfg=D2L_CFG.for_channels(in_chans).for_classes(num_classes), points=points,
     )  # fmt: skip

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ._contract import CIFAR_MEAN, CIFAR_STD, ModelContract, PretrainedCfg, new_classifier
+from ._contract import CIFAR_MEAN, CIFAR_STD, GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
 from .hub import torchvision_table
 from .registry import register_model
 
@@ -121,6 +122,13 @@ class DenseNet(ModelContract, nn.Module):
 
     ``stem="imagenet"`` is the 7x7/2 conv, BN, ReLU and 3x3/2 max pool; ``stem="cifar"`` a single 3x3 conv.
     ``compression`` is the paper's theta (0.5 for the BC models).
+
+    Feature points (``forward_intermediates``, ``feature_info``), timm's DenseNet's: the stem's output before
+    its max pool (``features.relu0``; the CIFAR stem: ``features.conv0``), each dense block but the last
+    (before its transition), and the final batch norm with its ReLU (``features.norm5``, what
+    ``forward_features`` returns). For the ImageNet models: five points at reductions 2, 4, 8, 16, 32, equal to
+    timm's outputs on the same weights. A transition runs with the stage after its point, and is frozen
+    (``--freeze stages:N``) with the block before it, as timm groups them.
     """
 
     def __init__(
@@ -152,17 +160,30 @@ class DenseNet(ModelContract, nn.Module):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
         self.features = nn.Sequential(OrderedDict(layers))
         num_features = num_init_features
+        # the points' widths and reductions (timm's): the stem (before its pool), each block but the last,
+        # the final norm; the ImageNet stem reduces 2x, its pool 2x more, each transition 2x
+        reduction = 2 if stem == "imagenet" else 1
+        self.point_shapes = [(num_init_features, reduction)]
+        reduction *= 2 if stem == "imagenet" else 1
         for i, num_layers in enumerate(block_config):
             block = DenseBlock(num_layers, num_features, bn_size, growth_rate, drop_rate, memory_efficient)
             self.features.add_module(f"denseblock{i + 1}", block)
             num_features += num_layers * growth_rate
+            self.point_shapes.append((num_features, reduction))
+            reduction *= 2
             if i != len(block_config) - 1:
                 out_features = int(num_features * compression)
                 self.features.add_module(f"transition{i + 1}", Transition(num_features, out_features))
                 num_features = out_features
         self.features.add_module(f"norm{len(block_config) + 1}", nn.BatchNorm2d(num_features))
+        self.final_act = nn.ReLU()  # part of the last point, as timm's norm5 is a batch norm with its ReLU
+        self.global_pool = GlobalPool("avg")
         self.classifier = new_classifier(num_features, num_classes)
-        self.init_cfg(cfg, in_chans, num_classes)
+        self.init_cfg(
+            replace(cfg or PretrainedCfg(), first_conv="features.conv0", classifier="classifier"),
+            in_chans,
+            num_classes,
+        )
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -173,11 +194,35 @@ class DenseNet(ModelContract, nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.features(x))
+    def stages(self) -> list[Stage]:
+        named = self.features._modules
+        imagenet = "pool0" in named
+        stem = ["conv0", "norm0", "relu0"] if imagenet else ["conv0"]
+        (c, r), *rest = self.point_shapes
+        out = [Stage(f"features.{stem[-1]}", [named[n] for n in stem], c, r)]
+        pending = ["pool0"] if imagenet else []  # what runs after a point and before the next block
+        blocks = [n for n in named if n.startswith("denseblock")]
+        for b, (chs, reduction) in zip(blocks, rest):
+            layers, lead = [named[n] for n in [*pending, b]], len(pending)
+            if b == blocks[-1]:  # the last point: the final batch norm and its ReLU
+                norm = f"norm{len(blocks) + 1}"
+                out.append(
+                    Stage(f"features.{norm}", [*layers, named[norm], self.final_act], chs, reduction, lead)
+                )
+            else:
+                out.append(Stage(f"features.{b}", layers, chs, reduction, lead))
+            pending = [f"transition{b[len('denseblock') :]}"]
+        return out
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each dense layer in the backward pass (the ``memory_efficient`` option, per layer, as
+        timm's DenseNet does); the outputs are the same."""
+        for m in self.features.modules():
+            if isinstance(m, DenseLayer):
+                m.memory_efficient = enable
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1)
+        x = self.global_pool(x)
         return x if pre_logits else self.classifier(x)
 
     def get_classifier(self) -> nn.Module:
@@ -186,14 +231,8 @@ class DenseNet(ModelContract, nn.Module):
     def _set_classifier(self, head: nn.Module) -> None:
         self.classifier = head
 
-    def feature_stages(self) -> list[str]:
-        # the stem's last module, then every dense block and transition (not the final batch norm)
-        names = [n for n in self.features._modules if n.startswith(("denseblock", "transition"))]
-        stem = "pool0" if "pool0" in self.features._modules else "conv0"
-        return [f"features.{n}" for n in [stem, *names]]
-
-    def cam_layer(self) -> str:
-        return [n for n in self.feature_stages() if ".denseblock" in n][-1]  # the last dense block
+    def cam_layer(self) -> str:  # the last dense block (the last point is its normalised output)
+        return [f"features.{n}" for n in self.features._modules if n.startswith("denseblock")][-1]
 
 
 # torchvision's ImageNet weights for each builder below (file, published top-1)

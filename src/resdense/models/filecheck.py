@@ -1,10 +1,11 @@
-"""A model's options, and a resdense model file, checked against the model they build, before anything real
-is allocated.
+"""Whether weights fit a model: a model's options and a resdense model file checked against the model they
+build, before anything real is allocated, and the one state-dict fit check (:func:`state_dict_misfit`) that
+the builder's loading uses too, with the key and first-conv adaptations loading applies.
 
 The spec's schema and bounds are :mod:`resdense.modelfile`'s; what only the models know is checked here: the
 name is registered, the builder takes the options, and the file's tensors are exactly the built model's (names
 and shapes). The model is built on PyTorch's ``meta`` device: shapes without storage, so a file that claims a
-huge head costs nothing to refuse.
+huge head costs nothing to refuse. Above the registry, below the weight sources and the builder.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import re
 
 import torch
 from torch import nn
@@ -96,6 +98,59 @@ def _keys(keys) -> str:
     return ", ".join(keys[:3]) + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else "")
 
 
+def state_dict_misfit(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps ``state`` from loading into a model whose state dict is ``own``, as phrases naming up to
+    three keys each ("wrong shape: ...", "missing: ...", "unexpected: ..."); empty when it fits. Batch norm's
+    ``num_batches_tracked`` never counts (older files lack it; it changes no output)."""
+    missing = {k for k in set(own) - set(state) if not k.endswith("num_batches_tracked")}
+    unexpected = {k for k in set(state) - set(own) if not k.endswith("num_batches_tracked")}
+    wrong = {k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)}
+    return [
+        f"{what}: {_keys(keys)}"
+        for what, keys in (("wrong shape", wrong), ("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
+
+
+# torchvision's DenseNet files predate PyTorch 0.4's naming ("norm.1" for "norm1"); torchvision renames them
+OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
+)
+
+
+def remap_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Common key spellings to ours: DDP's ``module.`` prefix, DenseNet's old torchvision keys."""
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    out = {}
+    for k, v in state.items():
+        m = OLD_DENSENET_KEY.match(k)
+        out[m.group(1) + m.group(2) + "." + m.group(3) if m else k] = v
+    return out
+
+
+def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
+    """A first-convolution weight (out, c, kh, kw) for ``in_chans`` input channels instead of c.
+
+    From 3 (RGB) to 1 channel: the sum over RGB, so a grey image gives the output its RGB copy gave. To more
+    channels: the RGB filters repeated and scaled by 3/in_chans, so the response to a grey image repeated
+    over all channels stays the same (timm's rule).
+    """
+    out, c, kh, kw = weight.shape
+    if in_chans == c:
+        return weight
+    dtype = weight.dtype
+    w = weight.float()
+    if in_chans == 1:
+        w = w.sum(dim=1, keepdim=True)
+    elif c == 1:
+        w = w.repeat(1, in_chans, 1, 1) / in_chans
+    else:
+        reps = -(-in_chans // c)
+        w = w.repeat(1, reps, 1, 1)[:, :in_chans] * (c / in_chans)
+    return w.to(dtype)
+
+
 def check_model_file(spec: ModelSpec, state: dict[str, torch.Tensor], path) -> None:
     """One-line :class:`ModelFileError` naming ``path`` when ``state`` is not what ``spec`` builds."""
     try:
@@ -104,14 +159,8 @@ def check_model_file(spec: ModelSpec, state: dict[str, torch.Tensor], path) -> N
         raise ModelFileError(f"{path}: its spec names {e}") from None
     except ModelOptionError as e:
         raise ModelFileError(f"{path}: its spec's options do not build {spec.model} ({e})") from None
-    own = model.state_dict()
-    # files from before batch norm counted its steps lack num_batches_tracked: it never matters
-    missing = {k for k in set(own) - set(state) if not k.endswith("num_batches_tracked")}
-    unexpected = {k for k in set(state) - set(own) if not k.endswith("num_batches_tracked")}
-    wrong = {k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)}
-    if missing or unexpected or wrong:
-        parts = [f"{what}: {_keys(keys)}" for what, keys in
-                 (("wrong shape", wrong), ("missing", missing), ("unexpected", unexpected)) if keys]  # fmt: skip
+    parts = state_dict_misfit(model.state_dict(), state)
+    if parts:
         raise ModelFileError(f"{path}: its tensors are not those of the {spec.model} its spec describes; "
                              + "; ".join(parts))  # fmt: skip
     cfg = getattr(model, "pretrained_cfg", None)

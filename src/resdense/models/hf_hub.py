@@ -22,8 +22,9 @@ from pathlib import Path
 
 from ..preprocess import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, check_interpolation, fit_for, scale_size
 from ..rundir import RunDir
-from ._contract import PretrainedCfg
 from .hub import PretrainedError, imagenet_classes
+from .pretrained_cfg import PretrainedCfg
+from .registry import is_model
 
 __all__ = ["HF_PREFIX", "hf_cache_dir", "hf_source", "load_from_hub"]
 
@@ -98,10 +99,10 @@ def _missing(label: str, what: str) -> PretrainedError:
     return PretrainedError(f"{label}: the repository has no {what} (nor in the cache folder {cache})")
 
 
-def load_from_hub(src: str, model: str | None = None, *, progress: bool = True):
-    """The weights of an ``hf-hub:`` source as a :class:`~resdense.models.pretrained.Pretrained`."""
-    from .pretrained import Pretrained, _from_file
-
+def load_from_hub(src: str, model: str | None = None, *, progress: bool = True, read):
+    """The weights of an ``hf-hub:`` source as a :class:`~resdense.models.pretrained.Pretrained`; ``read``
+    reads a fetched weights file (``pretrained.read_weights_file``, passed in: the sources sit above the
+    Hub's module, which imports none of them)."""
     repo, rev = hf_source(src)
     label = f"{HF_PREFIX}{repo}" + (f"@{rev}" if rev else "")
     weights = None
@@ -113,7 +114,7 @@ def load_from_hub(src: str, model: str | None = None, *, progress: bool = True):
             continue
     if weights is None:
         raise _missing(label, " or ".join(WEIGHT_FILES))
-    pre: Pretrained = _from_file(weights)
+    pre = read(weights)
     pre.source = label
     if pre.cfg is not None:  # a resdense model file: it says everything itself
         pre.cfg = _relabel(pre.cfg, label, repo, rev)
@@ -144,12 +145,10 @@ def timm_cfg(
     ``crop_mode`` and ``interpolation``, the test-time size where the weights have one (``test_input_size``,
     ``test_crop_pct``), the number of classes and their names (``label_names``; ImageNet's for 1,000 classes
     without names)."""
-    from .registry import _REGISTRY
-
     if not isinstance(config, dict):
         raise PretrainedError(f"{label}: {CONFIG_FILE} is not a JSON object")
     arch = config.get("architecture") or model
-    if arch not in _REGISTRY:
+    if not is_model(arch):
         raise PretrainedError(f"{label}: timm architecture {arch!r} has no resdense counterpart (resdense reads "
                               "timm's resnet*/resnext*/wide_resnet*/densenet* of torchvision's layout)")  # fmt: skip
     pc = config.get("pretrained_cfg") or {}

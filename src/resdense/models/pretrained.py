@@ -14,28 +14,28 @@
 
 Whatever the source, what it says about its weights becomes one typed
 :class:`~resdense.models._contract.PretrainedCfg`, which the loaded model carries as ``pretrained_cfg`` (and
-``default_cfg``). Loading adapts what can be adapted and says so, once, on the ``resdense`` logger: another
-``in_chans`` adapts the first convolution (:func:`adapt_input_conv`), another ``num_classes`` re-initialises
-the classifier. Anything else that does not fit is a one-line :class:`PretrainedError` naming up to three
-offending keys.
+``default_cfg``). This module reads sources; loading them into a model is :mod:`resdense.models.builder`'s
+(``create_model(weights=...)``, ``load_weights_into``), which adapts what can be adapted and says so, once,
+on the ``resdense`` logger: another ``in_chans`` adapts the first convolution (:func:`adapt_input_conv`),
+another ``num_classes`` re-initialises the classifier. Anything else that does not fit is a one-line
+:class:`PretrainedError` naming up to three offending keys.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..modelfile import ModelFileError, check_finite, first_line, read_safetensors, read_torchscript, sniff
 from ..rundir import RunDir
-from ._contract import PretrainedCfg
+from .filecheck import adapt_input_conv, check_model_file, remap_keys
 from .hub import PretrainedError, ShippedWeights, TorchvisionWeights, hub_checkpoint_dir, imagenet_classes
-from .registry import _REGISTRY, get_model_info
+from .pretrained_cfg import PretrainedCfg
+from .registry import get_model_info, model_entries
 
 __all__ = [
     "Pretrained",
@@ -45,12 +45,11 @@ __all__ = [
     "imagenet_classes",
     "list_pretrained",
     "load_pretrained",
-    "load_weights_into",
+    "read_weights_file",
+    "remap_keys",
     "shipped_path",
     "shipped_tag",
 ]
-
-log = logging.getLogger("resdense")
 
 SHIPPED_PREFIX = "fashion-mnist"
 SHIPPED_ORDER = ("best", "fast")  # plain "fashion-mnist": the first of these that is installed
@@ -61,7 +60,7 @@ SHIPPED_ORDER = ("best", "fast")  # plain "fashion-mnist": the first of these th
 
 def _shipped() -> dict[str, tuple[str, ShippedWeights]]:
     """tag -> (model, entry), from the weight tables of the registered models."""
-    return {w.tag: (info.name, w) for info in _REGISTRY.values() for w in info.weights.values()
+    return {w.tag: (info.name, w) for info in model_entries() for w in info.weights.values()
             if isinstance(w, ShippedWeights)}  # fmt: skip
 
 
@@ -102,7 +101,7 @@ def shipped_path(tag: str | None = None) -> Path:
 def list_pretrained(model: str | None = None) -> list[str]:
     """Weight sources known by name: ``model.TAG`` for torchvision's, plus the shipped ``fashion-mnist:*``."""
     names = []
-    for info in _REGISTRY.values():
+    for info in model_entries():
         if model in (None, info.name):
             names += [
                 f"{info.name}.{tag}" for tag, w in info.weights.items() if isinstance(w, TorchvisionWeights)
@@ -156,7 +155,7 @@ def load_pretrained(src: str | os.PathLike, model: str | None = None, *, progres
     if text.strip().lower().startswith("hf-hub:"):
         from .hf_hub import load_from_hub  # the Hub's own module: huggingface_hub is an optional extra
 
-        return load_from_hub(text, model, progress=progress)
+        return load_from_hub(text, model, progress=progress, read=read_weights_file)
     tag = shipped_source(text)
     if tag is not None:
         tag = shipped_tag(tag)
@@ -178,7 +177,7 @@ def load_pretrained(src: str | os.PathLike, model: str | None = None, *, progres
             f"weights {text!r}: no such file or folder, and not a known name (fashion-mnist, "
             f"fashion-mnist:fast, IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT){hint}"
         )
-    return _from_file(path)
+    return read_weights_file(path)
 
 
 def _torchvision_table(model: str) -> dict[str, TorchvisionWeights]:
@@ -195,12 +194,12 @@ def _from_torchvision(model: str | None, tag: str, progress: bool) -> Pretrained
                               "command line, model= in Python), e.g. resnet18")  # fmt: skip
     table = _torchvision_table(model)
     if not table:
-        known = ", ".join(n for n in _REGISTRY if _torchvision_table(n))
+        known = ", ".join(info.name for info in model_entries() if _torchvision_table(info.name))
         raise PretrainedError(f"weights {tag}: torchvision has no weights for {model} (it has: {known})")
     if tag not in table:
         raise PretrainedError(f"weights {tag}: not available for {model}; choose from {', '.join(table)}")
     w = table[tag]
-    p = _from_file(w.fetch(progress=progress))
+    p = read_weights_file(w.fetch(progress=progress))
     p.source = f"{model} {w.name} ({w.file})"
     classes = tuple(imagenet_classes())
     p.cfg = PretrainedCfg(input_size=(3, w.crop, w.crop), mean=w.mean, std=w.std, num_classes=len(classes),
@@ -209,7 +208,9 @@ def _from_torchvision(model: str | None, tag: str, progress: bool) -> Pretrained
     return p
 
 
-def _from_file(path: Path) -> Pretrained:
+def read_weights_file(path: Path) -> Pretrained:
+    """The weights in a file of any kind resdense reads (safetensors, a PyTorch state dict or checkpoint, a
+    TorchScript export), as a :class:`Pretrained`; a one-line :class:`PretrainedError` otherwise."""
     try:
         kind = sniff(path)
     except ModelFileError as e:
@@ -225,8 +226,6 @@ def _from_file(path: Path) -> Pretrained:
 
 
 def _from_safetensors(path: Path, source: str) -> Pretrained:
-    from .filecheck import check_model_file
-
     try:
         f = read_safetensors(path)
         if f.spec is not None:  # a resdense file: its tensors must be exactly what its spec builds
@@ -278,143 +277,3 @@ def _from_torch_file(path: Path) -> Pretrained:
     except ModelFileError as e:
         raise PretrainedError(str(e)) from None
     return Pretrained(dict(obj), str(path))
-
-
-# --- fitting a state dict to a model ---------------------------------------------------------------------
-
-# torchvision's DenseNet files predate PyTorch 0.4's naming ("norm.1" for "norm1"); torchvision renames them
-_OLD_DENSENET_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var|num_batches_tracked)$"
-)
-
-
-def remap_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Common key spellings to ours: DDP's ``module.`` prefix, DenseNet's old torchvision keys."""
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    out = {}
-    for k, v in state.items():
-        m = _OLD_DENSENET_KEY.match(k)
-        out[m.group(1) + m.group(2) + "." + m.group(3) if m else k] = v
-    return out
-
-
-def adapt_input_conv(in_chans: int, weight: torch.Tensor) -> torch.Tensor:
-    """A first-convolution weight (out, c, kh, kw) for ``in_chans`` input channels instead of c.
-
-    From 3 (RGB) to 1 channel: the sum over RGB, so a grey image gives the output its RGB copy gave. To more
-    channels: the RGB filters repeated and scaled by 3/in_chans, so the response to a grey image repeated
-    over all channels stays the same (timm's rule).
-    """
-    out, c, kh, kw = weight.shape
-    if in_chans == c:
-        return weight
-    dtype = weight.dtype
-    w = weight.float()
-    if in_chans == 1:
-        w = w.sum(dim=1, keepdim=True)
-    elif c == 1:
-        w = w.repeat(1, in_chans, 1, 1) / in_chans
-    else:
-        reps = -(-in_chans // c)
-        w = w.repeat(1, reps, 1, 1)[:, :in_chans] * (c / in_chans)
-    return w.to(dtype)
-
-
-def _first_conv(model: nn.Module) -> str | None:
-    """State-dict key of the first convolution's weight."""
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d):
-            return f"{name}.weight"
-    return None
-
-
-def _classifier_prefix(model: nn.Module) -> str | None:
-    """State-dict prefix of the classifier (``fc.``, ``classifier.``, ``8.``), from the model contract."""
-    get = getattr(model, "get_classifier", None)
-    if get is None:
-        return None
-    head = get()
-    return next((f"{name}." for name, m in model.named_modules() if m is head and name), None)
-
-
-def _keys(keys) -> str:
-    keys = sorted(keys)
-    more = f" (and {len(keys) - 3} more)" if len(keys) > 3 else ""
-    return ", ".join(keys[:3]) + more
-
-
-def load_weights_into(model: nn.Module, pretrained: Pretrained, *, name: str | None = None) -> list[str]:
-    """Copy ``pretrained`` into ``model``, adapting the first conv and the classifier, and give the model the
-    weights' config as its ``pretrained_cfg``; returns what was adapted (also said once on the ``resdense``
-    logger). One-line :class:`PretrainedError` when the weights do not fit.
-    """
-    label = name or type(model).__name__
-    if name:
-        pretrained.check_for(name)
-    state = remap_keys(pretrained.state_dict)
-    own = model.state_dict()
-    notes: list[str] = []
-    conv = _first_conv(model)
-    if (
-        conv in state
-        and conv in own
-        and state[conv].dim() == 4
-        and state[conv].shape[1] != own[conv].shape[1]
-    ):
-        c_in, c_to = state[conv].shape[1], own[conv].shape[1]
-        state[conv] = adapt_input_conv(c_to, state[conv])
-        how = "the sum over RGB" if c_to == 1 and c_in == 3 else "repeated and rescaled"
-        notes.append(f"first conv adapted from {c_in} to {c_to} input channels ({how})")
-    prefix = _classifier_prefix(model)
-    head = {k for k in (*own, *state) if prefix and k.startswith(prefix)}
-    own_head, src_head = head & set(own), head & set(state)
-    if src_head and not own_head:
-        notes.append("classifier dropped (num_classes=0: a feature extractor)")
-    elif own_head and (own_head != src_head or any(own[k].shape != state[k].shape for k in own_head)):
-        n_src = next((state[k].shape[0] for k in sorted(src_head) if k.endswith("weight")), None)
-        n_own = next((own[k].shape[0] for k in sorted(own_head) if k.endswith("weight")), 0)
-        was = f" (the weights have {n_src})" if n_src is not None else ""
-        notes.append(f"classifier re-initialised for {n_own} classes{was}")
-    else:
-        head = set()  # the weights' classifier fits and is loaded
-    for k in head:
-        state.pop(k, None)  # the model's own freshly initialised classifier stays
-    missing = set(own) - set(state) - head
-    unexpected = set(state) - set(own)
-    # older files lack num_batches_tracked (and some have it where we do not); neither matters
-    missing -= {k for k in missing if k.endswith("num_batches_tracked")}
-    unexpected -= {k for k in unexpected if k.endswith("num_batches_tracked")}
-    wrong = {k for k in set(own) & set(state) if own[k].shape != state[k].shape}
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append(f"wrong shape: {_keys(wrong)}")
-        if missing:
-            parts.append(f"missing: {_keys(missing)}")
-        if unexpected:
-            parts.append(f"unexpected: {_keys(unexpected)}")
-        arch = f" (weights for {pretrained.model})" if pretrained.model and pretrained.model != name else ""
-        raise PretrainedError(f"{pretrained.source}: do not fit {label}{arch}; {'; '.join(parts)}")
-    for k in set(state) - set(own):
-        del state[k]  # only stray num_batches_tracked remain here
-    for k in set(own) - set(state):
-        state[k] = own[k]  # the fresh classifier, and num_batches_tracked where the file lacks it
-    model.load_state_dict(state, strict=True)
-    model.pretrained_cfg = _cfg_after_loading(model, pretrained, name, own, conv, bool(head))
-    if notes:
-        log.warning("%s: %s", pretrained.source, "; ".join(notes))
-    return notes
-
-
-def _cfg_after_loading(model, pretrained: Pretrained, name, own, conv, new_head: bool) -> PretrainedCfg:
-    """The loaded model's config: the weights' own (a plain state dict: the architecture's, with the source
-    named), for the model's channels and classes."""
-    arch = getattr(model, "pretrained_cfg", None) or PretrainedCfg()
-    cfg = pretrained.cfg or replace(arch, known_input=False)
-    cfg = replace(cfg, source=pretrained.source, model=cfg.model or name)
-    if conv in own:
-        cfg = cfg.for_channels(own[conv].shape[1])
-    if new_head:  # a fresh classifier: the weights' class names no longer apply, whatever their number
-        return replace(cfg, num_classes=arch.num_classes, classes=())
-    return cfg.for_classes(arch.num_classes)

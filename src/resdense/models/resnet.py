@@ -1,6 +1,6 @@
 """Residual networks: ResNet-18..152, ResNeXt, Wide ResNet (He et al. 2015; Xie et al. 2017; Zagoruyko and
-Komodakis 2016), the papers' CIFAR ResNets (He et al. 2015, section 4.2) and the pre-activation ResNet
-(He et al. 2016).
+Komodakis 2016); the papers' CIFAR ResNets and the pre-activation ResNet, built by the same class, are
+registered in ``resnet_cifar.py``.
 
 One class, ``ResNet``, builds them all. For the ImageNet models the module names follow torchvision, so its
 state dicts load with ``strict=True``. The block is d2l's ``Residual`` grown up: the same two-branch sum,
@@ -10,13 +10,14 @@ with a bottleneck variant for the deep nets and a pre-activation variant.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._contract import CIFAR_MEAN, CIFAR_STD, ModelContract, PretrainedCfg, new_classifier
-from .hub import ShippedWeights, torchvision_table
+from ._contract import GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
+from .hub import torchvision_table
 from .registry import register_model
 
 
@@ -183,6 +184,13 @@ class ResNet(ModelContract, nn.Module):
     conv bias); ``stem="cifar"`` is a single 3x3 conv for 32x32 images. ``shortcut="A"`` uses parameter-free
     zero-padding shortcuts (the CIFAR paper), ``"B"`` 1x1 projections (torchvision), ``"none"`` no shortcut
     at all (for ``PlainBlock``: the plain networks).
+
+    Feature points (``forward_intermediates``, ``feature_info``): the stem's output before its max pool
+    (``relu``; a pre-activation net: its bare ``conv1``), then each stage ``layer1``... For the ImageNet
+    models these are timm's ResNet's five points (reductions 2, 4, 8, 16, 32) and equal to timm's outputs on
+    the same weights; the CIFAR nets (3x3 stem, no pool) have four, at reductions 1, 1, 2, 4 (resdense's own:
+    timm has no such ResNets). A pre-activation net's last batch norm and ReLU come after the last point
+    (``norm=True`` applies them to it).
     """
 
     def __init__(
@@ -230,9 +238,17 @@ class ResNet(ModelContract, nn.Module):
             setattr(self, f"layer{i + 1}", self._make_layer(block, width, n, stride=1 if i == 0 else 2))
         self.num_stages = len(layers)
         self.final_norm = nn.BatchNorm2d(self.inplanes) if self.preact else nn.Identity()
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.final_act = nn.ReLU() if self.preact else nn.Identity()
+        self.global_pool = GlobalPool("avg")
+        # the points' widths and reductions: the stem's, then each stage's (a stride of 2 from the second on)
+        first = 2 if stem == "imagenet" else 1
+        reductions = [first] + [first * (2 if stem == "imagenet" else 1) * 2**i for i in range(len(layers))]
+        outs = [widths[0]] + [w * block.expansion for w in widths]
+        self.point_shapes = list(zip(outs, reductions))
         self.fc = new_classifier(self.inplanes, num_classes)
-        self.init_cfg(cfg, in_chans, num_classes)
+        self.init_cfg(
+            replace(cfg or PretrainedCfg(), first_conv="conv1", classifier="fc"), in_chans, num_classes
+        )
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -263,16 +279,19 @@ class ResNet(ModelContract, nn.Module):
         ]
         return nn.Sequential(*layers)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        for i in range(self.num_stages):
-            x = getattr(self, f"layer{i + 1}")(x)
-        if self.preact:
-            x = F.relu(self.final_norm(x))
-        return x
+    def stages(self) -> list[Stage]:
+        (c, r), *rest = self.point_shapes
+        stem = "conv1" if self.preact else "relu"
+        out = [Stage(stem, [self.conv1, self.bn1, self.relu], c, r, after=[self.maxpool])]
+        return out + [
+            Stage(f"layer{i + 1}", [getattr(self, f"layer{i + 1}")], c, r) for i, (c, r) in enumerate(rest)
+        ]
+
+    def final_layers(self) -> list[nn.Module]:  # (none but a pre-activation net's: no identity calls)
+        return [self.final_norm, self.final_act] if self.preact else []
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
+        x = self.global_pool(x)
         if self.drop_rate > 0:
             x = F.dropout(x, p=self.drop_rate, training=self.training)
         return x if pre_logits else self.fc(x)
@@ -282,10 +301,6 @@ class ResNet(ModelContract, nn.Module):
 
     def _set_classifier(self, head: nn.Module) -> None:
         self.fc = head
-
-    def feature_stages(self) -> list[str]:  # the stem's last module (preact: the bare conv), the stages
-        stem = "maxpool" if isinstance(self.maxpool, nn.MaxPool2d) else "conv1" if self.preact else "relu"
-        return [stem] + [f"layer{i + 1}" for i in range(self.num_stages)]
 
     def cam_layer(self) -> str:  # a pre-activation net normalises its last stage once more
         return "final_norm" if self.preact else f"layer{self.num_stages}"
@@ -350,88 +365,3 @@ def wide_resnet50_2(**kwargs) -> ResNet:
 @register_model("resnet", "torchvision", weights=TORCHVISION["wide_resnet101_2"])
 def wide_resnet101_2(**kwargs) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 23, 3], width_per_group=128, **kwargs)
-
-
-# --- The papers' small-image models --------------------------------------------------------------------
-
-CIFAR_CFG = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
-
-# ResNet-20s trained on Fashion-MNIST by resdense's own recipes, shipped as package data ("fashion-mnist"
-# alone means the first of these that is installed)
-FASHION_MNIST = {
-    "fashion-mnist:best": ShippedWeights("best", "fashion_mnist_resnet20_best.safetensors"),
-    "fashion-mnist:fast": ShippedWeights("fast", "fashion_mnist_resnet20_fast.safetensors"),
-}
-
-
-def cifar_resnet(depth: int, *, plain: bool = False, **kwargs) -> ResNet:
-    """He et al. 2015, section 4.2: 6n+2 layers, stages of 16/32/64 channels, option A shortcuts.
-
-    ``plain=True`` drops every shortcut (the paper's plain nets). Option A shortcuts have no parameters,
-    so a plain net has exactly as many parameters as its ResNet, and the same state-dict keys.
-    """
-    if (depth - 2) % 6:
-        raise ValueError(f"a CIFAR ResNet has depth 6n+2, got {depth}")
-    n = (depth - 2) // 6
-    kwargs.setdefault("num_classes", 10)
-    kwargs.setdefault("shortcut", "none" if plain else "A")
-    kwargs.setdefault("widths", (16, 32, 64))  # the paper's; wider stages make a wide ResNet (WRN-style)
-    block = PlainBlock if plain else BasicBlock
-    return ResNet(block, [n, n, n], stem="cifar", cfg=CIFAR_CFG, **kwargs)
-
-
-@register_model("resnet", "He et al. 2015 (CIFAR)", weights=FASHION_MNIST)
-def resnet20(**kwargs) -> ResNet:
-    return cifar_resnet(20, **kwargs)
-
-
-@register_model("resnet", "He et al. 2015 (CIFAR)")
-def resnet32(**kwargs) -> ResNet:
-    return cifar_resnet(32, **kwargs)
-
-
-@register_model("resnet", "He et al. 2015 (CIFAR)")
-def resnet44(**kwargs) -> ResNet:
-    return cifar_resnet(44, **kwargs)
-
-
-@register_model("resnet", "He et al. 2015 (CIFAR)")
-def resnet56(**kwargs) -> ResNet:
-    return cifar_resnet(56, **kwargs)
-
-
-@register_model("resnet", "He et al. 2015 (CIFAR)")
-def resnet110(**kwargs) -> ResNet:
-    return cifar_resnet(110, **kwargs)
-
-
-@register_model("plain", "He et al. 2015 (CIFAR plain nets)")
-def plain20(**kwargs) -> ResNet:
-    return cifar_resnet(20, plain=True, **kwargs)
-
-
-@register_model("plain", "He et al. 2015 (CIFAR plain nets)")
-def plain32(**kwargs) -> ResNet:
-    return cifar_resnet(32, plain=True, **kwargs)
-
-
-@register_model("plain", "He et al. 2015 (CIFAR plain nets)")
-def plain44(**kwargs) -> ResNet:
-    return cifar_resnet(44, plain=True, **kwargs)
-
-
-@register_model("plain", "He et al. 2015 (CIFAR plain nets)")
-def plain56(**kwargs) -> ResNet:
-    return cifar_resnet(56, plain=True, **kwargs)
-
-
-@register_model("plain", "He et al. 2015 (CIFAR plain nets)")
-def plain110(**kwargs) -> ResNet:
-    return cifar_resnet(110, plain=True, **kwargs)
-
-
-@register_model("resnet", "He et al. 2016 (pre-activation)")
-def preact_resnet18(**kwargs) -> ResNet:
-    """He et al. 2016's pre-activation ResNet-18 for 32x32 images (3x3 stem, no max pool)."""
-    kwargs.setdefault("num_classes", 10)
-    return ResNet(PreActBlock, [2, 2, 2, 2], stem="cifar", cfg=CIFAR_CFG, **kwargs)

@@ -12,11 +12,12 @@ Page's (``widths`` changes them: at 28x28, Page's widths cost 274 M MACs an imag
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from ._contract import CIFAR_MEAN, CIFAR_STD, ModelContract, PretrainedCfg, new_classifier
+from ._contract import CIFAR_MEAN, CIFAR_STD, GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
 from .registry import register_model
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "celu": nn.CELU}
@@ -40,6 +41,9 @@ class Residual(nn.Module):
 
 
 class ResNet9(ModelContract, nn.Module):
+    """Feature points (resdense's own; timm has no ResNet-9): the prep conv's output (``act``, reduction 1),
+    then each stage ``layer1``..``layer3`` (reductions 2, 4, 8)."""
+
     def __init__(
         self,
         num_classes: int = 10,
@@ -62,19 +66,23 @@ class ResNet9(ModelContract, nn.Module):
         self.layer2 = nn.Sequential(conv_bn(w1, w2, act), nn.MaxPool2d(2))
         self.layer3 = nn.Sequential(conv_bn(w2, w3, act), nn.MaxPool2d(2), Residual(w3, act))
         self.num_stages = 3
-        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.global_pool = GlobalPool("max")
         self.fc = new_classifier(w3, num_classes)
-        self.init_cfg(cfg, in_chans, num_classes)
+        self.point_shapes = [(w0, 1), (w1, 2), (w2, 4), (w3, 8)]
+        self.init_cfg(
+            replace(cfg or PretrainedCfg(), first_conv="conv1", classifier="fc"), in_chans, num_classes
+        )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act(self.bn1(self.conv1(x)))
-        return self.layer3(self.layer2(self.layer1(x)))
+    def stages(self) -> list[Stage]:
+        layers = [[self.conv1, self.bn1, self.act], [self.layer1], [self.layer2], [self.layer3]]
+        names = ["act", "layer1", "layer2", "layer3"]
+        return [Stage(n, m, c, r) for n, m, (c, r) in zip(names, layers, self.point_shapes)]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.pool(x), 1)
+        x = self.global_pool(x)
         return x if pre_logits else self.fc(x)
 
     def get_classifier(self) -> nn.Module:

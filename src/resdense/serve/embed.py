@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import UserError
 from ..preprocess import normalize
 from ..utils.io import atomic_path, write_text
-from .features import forward_intermediates, resolve_stages, torch_model
+from .features import forward_intermediates, resolve_layers, torch_model
 from .predict import image_paths, read_batches
 
 __all__ = ["Embeddings", "embed", "embed_images", "write_embeddings"]
@@ -42,7 +42,7 @@ def embed_images(
     model = torch_model(predictor, "features", needs="forward_features")
     pre = predictor.spec.preprocess
     if layer is not None:
-        resolve_stages(model, [layer])
+        resolve_layers(model, [layer])
     outs = []
     for s in range(0, images.shape[0], batch_size):
         fitted = pre.fit_images(images[s : s + batch_size].to(predictor.device))
@@ -64,7 +64,7 @@ def embed(predictor, inputs: Sequence[str | os.PathLike], *, layer: str | None =
     a batch at a time; unreadable files are left out and listed in ``errors``."""
     model = torch_model(predictor, "features", needs="forward_features")
     if layer is not None:
-        layer = resolve_stages(model, [layer])[0]
+        layer = resolve_layers(model, [layer])[0]
     paths = image_paths(inputs)
     pre = predictor.spec.preprocess
     rows, kept, errors = [], [], []

@@ -1,7 +1,8 @@
-"""What each block sees: the outputs of a model's stages (``stage_names``: each family's
-``feature_stages()``), as timm's ``forward_intermediates`` returns them (the final feature map and the list
-of intermediates) and as one figure for one image (``resdense inspect MODEL|RUN --image FILE``).
-Pooled embeddings of whole folders are ``serve.embed``'s.
+"""What each block sees: the outputs of a model's feature points (``stage_names``: the model's own
+``feature_stages()``, its ``feature_info``), through the model's ``forward_intermediates`` (timm's method,
+the one owner of the points), as one figure for one image (``resdense inspect MODEL|RUN --image FILE``), and
+by name for ``--layer`` (any module, a point or not). Pooled embeddings of whole folders are
+``serve.embed``'s.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ __all__ = [
     "FeatureMap",
     "feature_maps",
     "forward_intermediates",
-    "resolve_stages",
+    "resolve_layers",
     "show_features",
     "stage_names",
 ]
@@ -37,11 +38,6 @@ class FeatureMap:
 
     def to_json(self) -> dict:
         return {"name": self.name, "type": self.kind, "shape": list(self.maps.shape)}
-
-
-def _stage_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    named = dict(model.named_modules())
-    return [(n, named[n]) for n in stage_names(model)]
 
 
 @contextlib.contextmanager
@@ -68,19 +64,18 @@ def torch_model(predictor, what: str, needs: str | None = None) -> nn.Module:
 
 
 def stage_names(model: nn.Module) -> list[str]:
-    """The model's stages, input side first, as module names (what ``--layer`` and ``indices`` choose from):
-    the family's own ``feature_stages()`` (the stem, then a ResNet's stages, a DenseNet's dense blocks and
-    transitions, the book's ``b1``..``b5``; the stem first, as timm's feature_info lists it), or for any
-    other module its top-level children less the classifier."""
+    """The model's feature points, input side first, as module names (what ``--layer`` and ``indices``
+    choose from): its own ``feature_stages()`` (the names in its ``feature_info``), or for any other module
+    its top-level children less the classifier."""
     if hasattr(model, "feature_stages"):
         return list(model.feature_stages())
     head = model.get_classifier() if hasattr(model, "get_classifier") else None
     return [n for n, m in model.named_children() if m is not head]
 
 
-def resolve_stages(model: nn.Module, layers: Sequence[int | str] | None) -> list[str]:
-    """The module names ``layers`` names (positions in :func:`stage_names` or module names; None: every
-    stage); a one-line :class:`UserError` listing the stages for one the model does not have."""
+def resolve_layers(model: nn.Module, layers: Sequence[int | str] | None) -> list[str]:
+    """Module names for ``layers``: positions in :func:`stage_names` (negative from the end) or any module
+    name of the model (None: every point); a one-line UserError listing the points otherwise."""
     stages = stage_names(model)
     if layers is None:
         return stages
@@ -108,10 +103,15 @@ def forward_intermediates(
     *,
     intermediates_only: bool = False,
 ):
-    """``(final, intermediates)``: ``forward_features(x)`` and the outputs of the stages ``indices`` names
-    (positions in :func:`stage_names` or module names; None: every stage), in that order. With
-    ``intermediates_only`` the list alone (timm's ``forward_intermediates`` contract)."""
-    names = resolve_stages(model, indices)
+    """``(final, intermediates)``: ``forward_features(x)`` and the outputs named by ``indices`` (positions
+    in :func:`stage_names` or module names; None: every point), in that order; with ``intermediates_only``
+    the list alone. The points come from the model's own ``forward_intermediates``; a module that is not a
+    point (``--layer layer3.1``), or a model without the method, is read by a forward hook."""
+    names = resolve_layers(model, indices)
+    points = stage_names(model)
+    if hasattr(model, "forward_intermediates") and all(n in points for n in names):
+        final, got = model.forward_intermediates(x, [points.index(n) for n in names])
+        return got if intermediates_only else (final, got)
     modules = dict(model.named_modules())
     seen: dict[str, torch.Tensor] = {}
     hooks = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o)) for n in names]
@@ -129,27 +129,36 @@ def forward_intermediates(
 
 @torch.no_grad()
 def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
-    """The outputs of the model's stages for the normalised batch ``x`` of one image (1, C, H, W); stages
-    whose output is no feature map (a flatten, a classifier) are left out."""
+    """The outputs of the model's feature points for the normalised batch ``x`` of one image (1, C, H, W),
+    in eval mode; points whose output is no feature map (a flatten, a classifier) are left out."""
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"expected one image (1, C, H, W), got {tuple(x.shape)}")
-    got: dict[str, torch.Tensor] = {}
-    hooks = []
-    for name, module in _stage_modules(model):
-        # a copy: a later in-place op (ReLU(inplace=True)) must not change what was seen here
-        hooks.append(module.register_forward_hook(lambda _m, _i, out, n=name: got.setdefault(n, out.clone())))
-    try:
+    names = stage_names(model)
+    modules = dict(model.named_modules())
+    if hasattr(model, "forward_intermediates"):
         with evaluating(model):
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    stages = _stage_modules(model)
-    kinds = {n: type(m).__name__ for n, m in stages}
-    first = (
-        stages[0][0] if stages and hasattr(model, "feature_stages") else None
-    )  # the families start with it
-    return [FeatureMap(n, kinds[n], t[0].float().cpu(), n == first) for n, t in got.items() if t.dim() == 4]
+            maps = model.forward_intermediates(x, intermediates_only=True)
+    else:
+        got: dict[str, torch.Tensor] = {}
+        # a copy: a later in-place op (ReLU(inplace=True)) must not change what was seen here
+        hooks = [
+            modules[n].register_forward_hook(lambda _m, _i, out, n=n: got.setdefault(n, out.clone()))
+            for n in names
+        ]
+        try:
+            with evaluating(model):
+                model(x)
+        finally:
+            for h in hooks:
+                h.remove()
+        names = list(got)
+        maps = [got[n] for n in names]
+    first = names[0] if names and hasattr(model, "feature_stages") else None  # the families start with it
+    return [
+        FeatureMap(n, type(modules[n]).__name__, t[0].float().cpu(), n == first)
+        for n, t in zip(names, maps)
+        if t.dim() == 4
+    ]
 
 
 def show_features(

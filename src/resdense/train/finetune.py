@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .optim import FrozenBatchNorm2d
+from .optim import freeze_body
 
 __all__ = ["set_stage"]
 
@@ -18,13 +18,5 @@ def set_stage(model: nn.Module, cfg, epoch: int) -> float:
     if not getattr(cfg, "freeze_epochs", 0):
         return 1.0
     frozen = epoch < cfg.freeze_epochs
-    head = set(map(id, model.get_classifier().parameters()))
-    for p in model.parameters():
-        if id(p) not in head:
-            p.requires_grad_(not frozen)
-    for m in model.modules():
-        if frozen and type(m) is nn.BatchNorm2d:
-            m.__class__ = FrozenBatchNorm2d  # keeps its tensors; only train() changes (see optim.py)
-        elif not frozen and type(m) is FrozenBatchNorm2d:
-            m.__class__ = nn.BatchNorm2d
+    freeze_body(model, frozen)
     return 1.0 if frozen else cfg.unfreeze_lr_mult

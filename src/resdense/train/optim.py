@@ -16,7 +16,15 @@ from torch import nn
 
 from ..errors import UserError
 
-__all__ = ["FREEZE_HELP", "FrozenBatchNorm2d", "freeze", "make_optimizer", "param_groups", "stages"]
+__all__ = [
+    "FREEZE_HELP",
+    "FrozenBatchNorm2d",
+    "freeze",
+    "freeze_body",
+    "make_optimizer",
+    "param_groups",
+    "stages",
+]
 
 FREEZE_HELP = "none, backbone (train the classifier only) or stages:N (the stem and the first N stages)"
 
@@ -33,26 +41,14 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
 
 
 def stages(model: nn.Module) -> list[list[nn.Module]]:
-    """The model's body as [stem, stage 1, stage 2, ...], each a list of modules (the classifier excluded)."""
-    if hasattr(model, "num_stages") and hasattr(model, "layer1"):  # ResNet family
-        return [[model.conv1, model.bn1]] + [
-            [getattr(model, f"layer{i + 1}")] for i in range(model.num_stages)
-        ]
-    features = getattr(model, "features", None)
-    if isinstance(features, nn.Sequential):  # DenseNet family: a dense block and the transition after it
-        groups: list[list[nn.Module]] = [[]]
-        for name, m in features.named_children():
-            if name.startswith("denseblock"):
-                groups.append([m])
-            elif name.startswith("transition") or len(groups) > 1:
-                groups[-1].append(m)
-            else:
-                groups[0].append(m)
-        return groups
-    if isinstance(model, nn.Sequential):  # the book's nets: the stem b1, then one block per child
-        body = [m for m in list(model)[:-3] if any(True for _ in m.parameters())]
-        return [[body[0]]] + [[m] for m in body[1:]]
-    raise UserError(f"--freeze stages: cannot tell the stages of {type(model).__name__}")
+    """The model's body as [stem, stage 1, stage 2, ...], each a list of modules (the classifier excluded):
+    the model's own ``stage_groups()`` (its feature points' layers, see ``feature_info``)."""
+    groups = getattr(model, "stage_groups", None)
+    if groups is None:
+        raise UserError(
+            f"--freeze stages: {type(model).__name__} does not say its stages (no stage_groups())"
+        )
+    return groups()
 
 
 def _freeze_modules(modules: list[nn.Module]) -> None:
@@ -65,6 +61,21 @@ def _freeze_modules(modules: list[nn.Module]) -> None:
                 m.eval()
 
 
+def freeze_body(model: nn.Module, frozen: bool = True) -> None:
+    """Everything but the model's classifier (``get_classifier()``) frozen, its batch norms pinned to eval
+    mode; or, ``frozen=False``, all of it trainable again (the staged fine-tune's second stage)."""
+    head = set(map(id, model.get_classifier().parameters()))
+    for p in model.parameters():
+        if id(p) not in head:
+            p.requires_grad_(not frozen)
+    for m in model.modules():
+        if frozen and type(m) is nn.BatchNorm2d:  # the head has none
+            m.__class__ = FrozenBatchNorm2d  # keeps its tensors; only train() changes
+            m.eval()
+        elif not frozen and type(m) is FrozenBatchNorm2d:
+            m.__class__ = nn.BatchNorm2d
+
+
 def freeze(model: nn.Module, spec: str) -> int:
     """Freeze part of ``model`` as ``spec`` says (``none``, ``backbone``, ``stages:N``); returns the number of
     parameters left trainable. One-line UserError for a spec that does not parse or fit."""
@@ -72,11 +83,7 @@ def freeze(model: nn.Module, spec: str) -> int:
     if spec == "none":
         pass
     elif spec == "backbone":
-        head = set(map(id, model.get_classifier().parameters()))
-        for p in model.parameters():
-            if id(p) not in head:
-                p.requires_grad_(False)
-        _freeze_modules([m for m in model.modules() if type(m) is nn.BatchNorm2d])  # the head has none
+        freeze_body(model)
     else:
         m = re.fullmatch(r"stages:(\d+)", spec)
         if not m:

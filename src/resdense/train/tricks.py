@@ -31,15 +31,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..models import first_conv as named_first_conv
+
 WHITEN_EPS = 5e-4  # added to the eigenvalues: directions with almost no variance are not blown up
 WHITEN_IMAGES = 2000  # the patches of this many training images (evenly spaced) give the covariance
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m
-    raise ValueError(f"{type(model).__name__} has no convolution")
+    """The convolution whitening initialises: the one the model's ``pretrained_cfg`` names ``first_conv``."""
+    return named_first_conv(model)[1]
 
 
 @torch.no_grad()
