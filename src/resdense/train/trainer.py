@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from ..data.sampling import epoch_generator, eval_chunks, steps_per_epoch
 from ..data.stream import StreamedFolder
 from ..errors import UserError
 from ..modelfile import unwrap
+from ..record import EpochRecord
 from ..serve.predictor import DEFAULT_BATCH_SIZE, predict_logits, tta_views
 from ..utils.progress import ProgressBar
 from .balance import balanced, class_counts, class_weights, counts_line, is_unbalanced
@@ -42,7 +43,7 @@ CURVE_POINTS = 20
 class TrainResult:
     out_dir: Path
     summary: dict
-    history: list[dict]
+    history: list[EpochRecord]
 
 
 class NonFiniteLoss(UserError):
@@ -107,7 +108,7 @@ class Trainer:
                      f"at {cfg.unfreeze_lr_mult:g}x the learning rate")  # fmt: skip
         self.steps_per_epoch = steps_per_epoch(len(self.train_set), cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.history: list[dict] = []
+        self.history: list[EpochRecord] = []
         self.start_epoch = 0
         self.elapsed = 0.0  # training seconds before this process (resumed runs)
 
@@ -119,7 +120,7 @@ class Trainer:
             "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
-            "history": self.history,
+            "history": [r.to_dict() for r in self.history],  # plain data: a checkpoint loads weights_only
             "elapsed": self.elapsed,
             "config": self.cfg.to_dict(),
         }
@@ -137,12 +138,13 @@ class Trainer:
             raise UserError(
                 f"--resume {self.out_dir}: its checkpoint does not fit the run's model ({text})"
             ) from None
-        self.history = list(ckpt["history"])
+        self.history = [EpochRecord.from_dict(r) for r in ckpt["history"]]
         self.start_epoch = int(ckpt["epoch"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
 
     # -- the loop ---------------------------------------------------------------------------------------
-    def train_epoch(self, epoch: int) -> dict:
+    def train_epoch(self, epoch: int) -> EpochRecord:
+        """One epoch of training (``epoch`` 0-based): its record, not yet scored."""
         cfg, dev = self.cfg, self.device
         model = self.step_model
         stage_mult = set_stage(unwrap(self.model), cfg, epoch)  # --freeze-epochs: frozen body, then all
@@ -205,10 +207,10 @@ class Trainer:
             raise NonFiniteLoss(f"the training loss became {loss_avg} in epoch {epoch + 1}; stopped, {kept} "
                                 "(try a lower --lr)")  # fmt: skip
         secs = time.perf_counter() - t0
-        return {"train_loss": loss_avg, "train_acc": totals[1].item() / seen_all, "seconds": secs,
-                "images_per_s": seen_all / secs, "lr": lr, "curve": self.curve(marks, totals, seen, step, lr)}  # fmt: skip
+        return EpochRecord(epoch + 1, loss_avg, totals[1].item() / seen_all, lr, secs, seen_all / secs,
+                           self.curve(marks, totals, seen, step, lr))  # fmt: skip
 
-    def curve(self, marks: list, totals: torch.Tensor, seen: int, last_step: int, lr: float) -> list[list]:
+    def curve(self, marks: list, totals: torch.Tensor, seen: int, last_step: int, lr: float) -> tuple:
         """``[step, loss, acc, lr]`` for each window of the epoch (the last one may be shorter): the running
         sums differenced between snapshots, summed over the processes; the epoch's totals close the last."""
         if marks and marks[-1][0] == last_step + 1:
@@ -221,9 +223,9 @@ class Trainer:
         rows, before, n_before = [], torch.zeros(2, dtype=sums.dtype), 0
         for (step, step_lr, n), now in zip(points, sums):
             delta = (now - before) / max(1, (n - n_before) * self.dist.world_size)
-            rows.append([step, delta[0].item(), delta[1].item(), step_lr])
+            rows.append((step, delta[0].item(), delta[1].item(), step_lr))
             before, n_before = now, n
-        return rows
+        return tuple(rows)
 
     def recalibrate_bn(self) -> None:
         """--bn-recalibrate N (train/tricks.py): the evaluated model's batch-norm statistics from N training
@@ -286,14 +288,14 @@ class Trainer:
     def saved_model_accuracy(self, data) -> float:
         """Accuracy of the weights as saved, as ``resdense evaluate`` computes it from the model file: a copy
         in eval mode with its weights in PyTorch's default layout (as a loaded file has them), fp32 (no
-        autocast), the spec's test-time views, in the predictors' batches (``DEFAULT_BATCH_SIZE``, so each
-        batch holds the images evaluate's does). Under torchrun each process scores every
-        ``world_size``-th batch."""
+        autocast), the spec's test-time views, in the predictors' batches of ``DEFAULT_BATCH_SIZE`` within
+        chunks of ``eval_batch_size`` (the default, 1024, a multiple: each batch then holds the images
+        evaluate's does). Under torchrun each process scores every ``world_size``-th chunk."""
         served = copy.deepcopy(self.served_model()).to(memory_format=torch.contiguous_format).eval()
-        bs = DEFAULT_BATCH_SIZE
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for xb, yb in self._scoring(data, bs):
-            logits = predict_logits(served, xb, self.preprocess, tta_flip=self.spec.tta_flip, batch_size=bs)
+        for xb, yb in self._scoring(data, self.cfg.eval_batch_size):
+            logits = predict_logits(served, xb, self.preprocess, tta_flip=self.spec.tta_flip,
+                                    batch_size=DEFAULT_BATCH_SIZE)  # fmt: skip
             correct += (logits.argmax(1) == yb).sum()
         total = self.dist.all_reduce_sum(correct.double())
         return total.item() / len(data)
@@ -321,17 +323,16 @@ class Trainer:
         final_scores = None  # (test, validation) accuracy of the saved model
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            row = self.train_epoch(epoch)
-            row = {"epoch": epoch + 1, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
-                   "lr": row["lr"], "seconds": row["seconds"], "images_per_s": row["images_per_s"],
-                   "curve": row["curve"]}  # fmt: skip
+            trained = self.train_epoch(epoch)
+            test_acc = val_acc = None
             if evaluates_at(cfg, epoch, self.preprocess.input_size):
                 final = epoch + 1 == cfg.epochs
-                row["test_acc"] = self.evaluate(final)
+                test_acc = self.evaluate(final)
                 if self.val_set is not None:
-                    row["val_acc"] = self.evaluate(final, self.val_set)
+                    val_acc = self.evaluate(final, self.val_set)
                 if final:
-                    final_scores = row["test_acc"], row.get("val_acc")
+                    final_scores = test_acc, val_acc
+            row = replace(trained, test_acc=test_acc, val_acc=val_acc)
             self.elapsed += time.perf_counter() - t0
             self.history.append(row)
             for cb in callbacks:
@@ -352,14 +353,14 @@ class Trainer:
         ``resdense evaluate`` scores it (``test_accuracy_from``); the per-epoch scores in the history (and
         ``best_test_accuracy``) are the training model's, in the training precision (``epoch_scores``)."""
         h = self.history
-        train_secs = sum(r["seconds"] for r in h)
-        images = sum(r["seconds"] * r["images_per_s"] for r in h)
+        train_secs = sum(r.seconds for r in h)
+        images = sum(r.seconds * r.images_per_s for r in h)
         return {
             "model": self.cfg.model,
             "recipe": self.cfg.recipe,
             "test_accuracy": test_acc,
             "test_accuracy_from": f"saved model, fp32, test-time views {tta_views(self.spec.tta_flip)}",
-            "best_test_accuracy": max((r["test_acc"] for r in h if "test_acc" in r), default=0.0),
+            "best_test_accuracy": max((r.test_acc for r in h if r.test_acc is not None), default=0.0),
             "epoch_scores": f"training model, {self.amp.dtype} (the last epoch: the saved model's)",
             **self.val_summary(val_acc),
             "epochs": len(h),
