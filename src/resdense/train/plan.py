@@ -142,29 +142,21 @@ def settle(
     """The run ``cfg`` asks for, settled: its folder taken (``take_folder``: locked, refusing another run's
     files unless ``force``; under torchrun by rank 0), the checkpoint read (``resume``: a run folder, whose
     own settings then apply), the weights and the data loaded (unless ``dataset`` is given), the device and
-    the precision decided, the splits prepared and the model built. ``out``: the folder (the Trainer's own, given apart from the settings); else ``cfg.out``, else a new one under ``runs/``. On an error the folder is let go."""
+    the precision decided, the splits prepared and the model built. ``out``: the folder (the Trainer's own,
+    given apart from the settings); else ``cfg.out``, else a new one under ``runs/``. On an error the folder
+    is let go."""
     dist = dist or dist_utils.current()
-    main = dist.rank == 0
-    ckpt = None
     if resume is not None:
         folder = Path(resume)
-        run = RunDir(folder)
-        if take_folder and main:
-            run.prepare(resume=True)
-        try:
-            ckpt = run.load_checkpoint()
-            base = resumed_config(cfg, ckpt, folder)
-        except BaseException:
-            run.unlock()
-            raise
     else:
         folder = Path(out) if out is not None else Path(cfg.out) if cfg.out else default_out_dir(cfg.model)
-        run = RunDir(folder)
-        if take_folder and main:
-            run.prepare(force=force)
-        base = cfg
+    run = RunDir(folder)  # the run's only RunDir: the trainer and the callbacks are handed this one
+    if take_folder and dist.rank == 0:
+        run.prepare(resume=resume is not None, force=force)
     try:
-        return _settle(base, run, dist, ckpt, dataset=dataset, progress=progress, pretrained=pretrained)
+        ckpt = run.load_checkpoint() if resume is not None else None
+        settings = resumed_config(cfg, ckpt, folder) if ckpt is not None else cfg
+        return _settle(settings, run, dist, ckpt, dataset=dataset, progress=progress, pretrained=pretrained)
     except BaseException:
         run.unlock()
         raise

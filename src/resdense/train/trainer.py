@@ -43,7 +43,7 @@ CURVE_POINTS = 20
 class TrainResult:
     out_dir: Path
     summary: dict
-    history: list[EpochRecord]
+    history: list[dict]  # the epochs' records as plain data (EpochRecord.to_dict), as checkpoints hold them
 
 
 class NonFiniteLoss(UserError):
@@ -346,7 +346,7 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end(self, summary)
         self.dist.barrier()
-        return TrainResult(self.out_dir, summary, self.history)
+        return TrainResult(self.out_dir, summary, [r.to_dict() for r in self.history])
 
     def summary(self, test_acc: float, val_acc: float | None = None) -> dict:
         """The run's result. ``test_accuracy`` (and ``val_accuracy``) are the saved model's, scored as
