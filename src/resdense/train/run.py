@@ -47,14 +47,11 @@ def train(
     """
     if resume is None:
         validate(cfg)  # before anything else: a bad device or value is one line, not a traceback
-    elif cfg.device:
-        resolve_device(cfg.device)  # a resumed run's other device: the checkpoint's settings come later
     # the run's seeds must not leak into the caller's random stream: fork (save and restore) torch's
-    # generators, the CPU's and the training GPU's (under torchrun, the local rank's)
-    device = str(cfg.device or "auto")
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    index = (torch.device(device).index or 0) if device.startswith("cuda:") else 0
-    gpus = [int(os.environ.get("LOCAL_RANK", index))] if cuda else []
+    # generators, the CPU's and the training GPU's (under torchrun, the local rank's). A resumed run's
+    # device is settled from its checkpoint later (train/plan.py); "auto" forks the GPU there is.
+    device = resolve_device(cfg.device)
+    gpus = [int(os.environ.get("LOCAL_RANK", device.index or 0))] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=gpus):
         return _train(
             cfg,
