@@ -2,9 +2,10 @@
 
 ::
 
-    config.json        the settings, the preprocessing, the classes, the data's source (written at the start)
+    config.json        the settings as settled, the preprocessing, the classes, the data's source, and under
+                       "plan" what the run settled (device, precision, batch per process, sizes; at the start)
     checkpoint.pt      model, optimizer, epoch and metrics so far (after every epoch; resumable)
-    metrics.csv        one row per epoch
+    metrics.csv        one row per epoch (an EpochRecord, resdense/record.py, less its curve)
     curves.png         d2l's training curves
     model.safetensors  the final weights and their spec (what predict, evaluate and export read)
     summary.json       the result (its presence marks a finished run)
