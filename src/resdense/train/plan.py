@@ -198,9 +198,9 @@ def _settle(cfg: TrainConfig, run: RunDir, dist, ckpt, *, dataset, progress: boo
     if batch != cfg.batch_size:  # a small folder: one batch of all its images per step, said
         say(f"--batch-size {cfg.batch_size} capped to {batch}: the training set has {len(data.train)} images")
     # the one place the settings change: what the run decided, written into them
-    cfg = replace(cfg, out=str(run.path), resize=resize, in_memory=in_memory, amp="yes" if amp.enabled else "no",
-                  batch_size=batch)  # fmt: skip
-    built = build_model(cfg, data, pretrained=pretrained, progress=progress and main, say=say if main else None,
+    settled = replace(cfg, out=str(run.path), resize=resize, in_memory=in_memory,
+                      amp="yes" if amp.enabled else "no", batch_size=batch)  # fmt: skip
+    built = build_model(settled, data, pretrained=pretrained, progress=progress and main, say=say,
                         source=str(run.path))  # fmt: skip
-    return RunPlan(cfg, run, dist, device, amp, dataset, built.data, built.model, built.spec, built.params,
+    return RunPlan(settled, run, dist, device, amp, dataset, built.data, built.model, built.spec, built.params,
                    built.macs, pretrained, ckpt, progress and main)  # fmt: skip
