@@ -76,3 +76,15 @@ def test_resumed_bf16_run_reports_what_evaluate_reports(data_256, tmp_path):
     summary = RunDir(out).read_summary()
     assert summary["epochs"] == 2 and f"done: test accuracy {summary['test_accuracy']:.4f}" in stdout
     check_run(out, summary, "bf16")
+
+
+@needs_bf16
+def test_a_run_resumed_with_no_epoch_left_scores_its_saved_model(data_256, tmp_path):
+    # killed after its last checkpoint, before its summary: the resume trains nothing and scores the model
+    out = tmp_path / "no-epoch-left"
+    first = train(data_256, out, "yes")
+    (out / "summary.json").unlink()
+    code, stdout = main_quiet(["train", "--resume", str(out), "--no-progress"])
+    assert code == 0, stdout
+    summary = RunDir(out).read_summary()
+    assert summary["test_accuracy"] == first["test_accuracy"] == evaluated(out)["accuracy"]

@@ -342,9 +342,9 @@ class Trainer:
             self.history.append(row)
             for cb in callbacks:
                 cb.on_epoch_end(self, row)
-        if (
-            final_scores is None
-        ):  # no epoch left to train (resumed after the last checkpoint): score the model
+        # no epoch left to train (resumed after its last checkpoint): the saved model is scored now, since a
+        # checkpoint written by an earlier version holds the training precision's last score
+        if final_scores is None:
             val = self.evaluate(True, self.val_set) if self.val_set is not None else None
             final_scores = self.evaluate(True), val
         summary = self.summary(*final_scores)
@@ -355,8 +355,9 @@ class Trainer:
 
     def summary(self, test_acc: float, val_acc: float | None = None) -> dict:
         """The run's result. ``test_accuracy`` (and ``val_accuracy``) are the saved model's, scored as
-        ``resdense evaluate`` scores it (``test_accuracy_from``); the per-epoch scores in the history (and
-        ``best_test_accuracy``) are the training model's, in the training precision (``epoch_scores``)."""
+        ``resdense evaluate`` scores it (``test_accuracy_from``); the earlier epochs' scores in the history are the
+        training model's, in the training precision (``epoch_scores``); ``best_test_accuracy`` is the best of
+        the history's."""
         h = self.history
         train_secs = sum(r.seconds for r in h)
         images = sum(r.seconds * r.images_per_s for r in h)
