@@ -48,5 +48,7 @@ def real_fashion_mnist(real_fashion_mnist_dir):
 
 
 # ``--amp auto`` decides bf16 or fp32 from this CPU (resdense.utils.amp): the suite pins fp32 so it trains
-# alike on every machine (subprocesses inherit it); the amp tests ask for bf16 with --amp yes, or unset it.
+# alike on every machine, and fast (subprocesses inherit it). The path most users get is tested too: the amp
+# tests ask for bf16 with --amp yes (tests/train/test_saved_model_score.py: a bf16 run's summary equals
+# ``resdense evaluate``; test_resume.py: a bf16 run resumed after SIGKILL), or unset the pin.
 os.environ.setdefault("RESDENSE_AMP", "fp32")

@@ -9,7 +9,7 @@ from pathlib import Path
 import resdense
 
 SRC = Path(resdense.__file__).parent
-GROUND = {"errors", "preprocess", "modelfile", "rundir", "plots", "utils", "version"}
+GROUND = {"errors", "preprocess", "modelfile", "rundir", "plots", "utils", "version", "record"}
 RANK = {"ground": 0, "models": 1, "data": 1, "serve": 2, "train": 3, "studies": 4, "cli": 5}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from .record import EpochRecord
 from .utils.io import atomic_path
 
 
@@ -44,18 +45,19 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return Path(path)
 
 
-def curves_figure(rows: Sequence[dict], title: str = "", epochs: int | None = None):
+def curves_figure(rows: Sequence[EpochRecord], title: str = "", epochs: int | None = None):
     """d2l's Animator picture: train loss, train acc and test acc against epochs, on one axis.
 
     ``epochs``: the run's length, to fix the x axis while the run is still going (the live figure).
     """
+    rows = [EpochRecord.from_dict(r) for r in rows]  # a run's records, or rows read back from metrics.csv
     fig = new_figure((4.5, 3.2))
     ax = fig.add_subplot()
-    x = [r["epoch"] for r in rows]
-    ax.plot(x, [r["train_loss"] for r in rows], "-", label="train loss")
-    ax.plot(x, [r["train_acc"] for r in rows], "m--", label="train acc")
-    scored = [r for r in rows if "test_acc" in r]  # epochs without a score (--eval-every) are left out
-    ax.plot([r["epoch"] for r in scored], [r["test_acc"] for r in scored], "g-.", label="test acc")
+    x = [r.epoch for r in rows]
+    ax.plot(x, [r.train_loss for r in rows], "-", label="train loss")
+    ax.plot(x, [r.train_acc for r in rows], "m--", label="train acc")
+    scored = [r for r in rows if r.test_acc is not None]  # epochs without a score (--eval-every) are left out
+    ax.plot([r.epoch for r in scored], [r.test_acc for r in scored], "g-.", label="test acc")
     integer_epochs(ax)
     last = max([*x, epochs or 0, 1])
     ax.set_xlim(0.5, last + 0.5)
@@ -75,14 +77,15 @@ def compare_figure(runs: Sequence[tuple[str, Sequence[dict]]]):
     fig = new_figure((5, 3.4))
     ax = fig.add_subplot()
     for label, rows in runs:
-        scored = [r for r in rows if "test_acc" in r]
-        x, y = [r["epoch"] for r in scored], [r["test_acc"] for r in scored]
+        rows = [EpochRecord.from_dict(r) for r in rows]
+        scored = [r for r in rows if r.test_acc is not None]
+        x, y = [r.epoch for r in scored], [r.test_acc for r in scored]
         if len(scored) >= 2 or not rows:
             ax.plot(x, y, marker="o", ms=3, label=label)
             continue
         (line,) = ax.plot(x, y, marker="o", ms=5, ls="", label=f"{label} (test, scored at the end)")
         ax.plot(
-            [r["epoch"] for r in rows], [r["train_acc"] for r in rows], ls="--", lw=1, color=line.get_color(),
+            [r.epoch for r in rows], [r.train_acc for r in rows], ls="--", lw=1, color=line.get_color(),
             label=f"{label} (train acc)",
         )  # fmt: skip
     integer_epochs(ax)

@@ -2,9 +2,10 @@
 
 ::
 
-    config.json        the settings, the preprocessing, the classes, the data's source (written at the start)
+    config.json        the settings as settled, the preprocessing, the classes, the data's source, and under
+                       "plan" what the run settled (device, precision, batch per process, sizes; at the start)
     checkpoint.pt      model, optimizer, epoch and metrics so far (after every epoch; resumable)
-    metrics.csv        one row per epoch
+    metrics.csv        one row per epoch (an EpochRecord, resdense/record.py, less its curve)
     curves.png         d2l's training curves
     model.safetensors  the final weights and their spec (what predict, evaluate and export read)
     summary.json       the result (its presence marks a finished run)
@@ -30,9 +31,11 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import UserError
+from .record import EpochRecord
 from .utils.io import (
     STORAGE_ERRNOS,
     remove_temp_files,
@@ -51,6 +54,7 @@ except ImportError:  # not POSIX: no lock (one process per folder is then the us
 log = logging.getLogger("resdense")
 _HELD: dict[Path, int] = {}  # run folders this process holds the lock of -> the lock file's descriptor
 
+# metrics.csv's columns: fields of an EpochRecord (record.py), its within-epoch curve going to steps.csv
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds", "images_per_s")
 # steps.csv: the training loss and accuracy over windows of steps (a history row's "curve"), against the
 # optimizer step that ends each window: He et al.'s Fig. 6 plots training error against iterations
@@ -272,27 +276,28 @@ class RunDir:
     def write_summary(self, summary: dict) -> None:
         write_json(self.summary, summary)
 
-    def write_metrics(self, rows: list[dict]) -> None:
+    def write_metrics(self, rows: Sequence[EpochRecord]) -> None:
         """metrics.csv, rewritten whole after each epoch; ``val_acc`` only for runs with a validation split."""
+        rows = [EpochRecord.from_dict(r) for r in rows]
         buf = io.StringIO()
-        cols = METRIC_COLUMNS + (("val_acc",) if any("val_acc" in r for r in rows) else ())
+        cols = METRIC_COLUMNS + (("val_acc",) if any(r.val_acc is not None for r in rows) else ())
         w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.to_dict().items()})
         write_text(self.metrics, buf.getvalue())
 
     def read_metrics(self) -> list[dict]:
         return read_metrics(self.metrics)
 
-    def write_steps(self, rows: list[dict]) -> None:
-        """steps.csv from the history rows' ``curve`` (``[step, loss, acc, lr]`` per window of steps)."""
+    def write_steps(self, rows: Sequence[EpochRecord]) -> None:
+        """steps.csv from the records' ``curve`` (``[step, loss, acc, lr]`` per window of steps)."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(STEP_COLUMNS)
-        for r in rows:
-            for step, loss, acc, lr in r.get("curve", ()):
-                w.writerow([int(step), r["epoch"], f"{loss:.6g}", f"{acc:.6g}", f"{lr:.6g}"])
+        for r in map(EpochRecord.from_dict, rows):
+            for step, loss, acc, lr in r.curve:
+                w.writerow([int(step), r.epoch, f"{loss:.6g}", f"{acc:.6g}", f"{lr:.6g}"])
         write_text(self.steps, buf.getvalue())
 
     def read_steps(self) -> list[dict]:

@@ -2,13 +2,14 @@
 
 from types import SimpleNamespace
 
+from resdense.record import EpochRecord
 from resdense.train.callbacks import Console, running_stats_hint
 
 
 def _finish(train_acc, test_acc):
     said = []
     t = SimpleNamespace(
-        history=[{"epoch": 2, "train_acc": train_acc}], total_steps=22, out_dir="runs/x", say=said.append
+        history=[EpochRecord(2, train_acc=train_acc)], total_steps=22, out_dir="runs/x", say=said.append
     )
     Console().on_train_end(t, {"test_accuracy": test_acc, "images_per_s": 100.0, "seconds": 3.0})
     return said

@@ -14,8 +14,9 @@ def read_run(path: str | Path) -> dict:
     return RunDir(path).read()
 
 
-# settings that differ between any two runs without being a choice: where they ran, what they were called
-_NOT_SETTINGS = {"out", "torch", "data_source", "device", "preprocess"}
+# settings that differ between any two runs without being a choice: where they ran, what they were called,
+# and what the run settled from its settings ("plan": the device, precision, sizes; train/plan.py)
+_NOT_SETTINGS = {"out", "torch", "data_source", "device", "preprocess", "plan"}
 
 
 def differing_settings(runs: list[dict]) -> dict[str, list]:

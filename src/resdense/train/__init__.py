@@ -1,8 +1,9 @@
 """Training: settings and recipes, the schedule, the run's data and model, the loop, the run around it.
 
 settings (one setting's declaration) -> config (TrainConfig, validate, settings files) -> recipes (and
-load_config) -> schedule -> setup (data and model) -> trainer (the loop) -> run (train(): folder, resume,
-RNG, distributed, callbacks). Training sits above serving and uses its forward pass.
+load_config) -> schedule -> setup (data and model) -> plan (settle(): the run settled once, a frozen
+RunPlan) -> trainer (the loop, reading the plan) -> run (train(): RNG, distributed, callbacks). Training
+sits above serving and uses its forward pass.
 """
 
 from .callbacks import Callback

@@ -1,7 +1,7 @@
 """What happens around an epoch: small callbacks the training loop calls on the main process.
 
 The loop calls ``on_train_start(trainer)`` once, ``on_epoch_end(trainer, row)`` after each epoch (``row`` is
-the epoch's metrics, already appended to ``trainer.history``) and ``on_train_end(trainer, summary)`` once.
+the epoch's :class:`~resdense.record.EpochRecord`, already appended to ``trainer.history``) and ``on_train_end(trainer, summary)`` once.
 The run folder's files, the console lines, the live notebook figure and TensorBoard are each one callback;
 the last two import their libraries only when used, so a terminal user pays nothing for them.
 """
@@ -17,6 +17,7 @@ import torch
 from ..errors import UserError
 from ..modelfile import unwrap, write_safetensors
 from ..plots import curves_figure, save_figure
+from ..record import EpochRecord
 
 
 class Callback:
@@ -25,7 +26,7 @@ class Callback:
     def on_train_start(self, trainer) -> None:
         pass
 
-    def on_epoch_end(self, trainer, row: dict) -> None:
+    def on_epoch_end(self, trainer, row: EpochRecord) -> None:
         pass
 
     def on_train_end(self, trainer, summary: dict) -> None:
@@ -46,8 +47,8 @@ class RunFiles(Callback):
         if trainer.history:
             self._derived(trainer)
 
-    def on_epoch_end(self, trainer, row: dict) -> None:
-        trainer.run.save_checkpoint(trainer.state(row["epoch"]))
+    def on_epoch_end(self, trainer, row: EpochRecord) -> None:
+        trainer.run.save_checkpoint(trainer.state(row.epoch))
         self._derived(trainer)
 
     def _derived(self, trainer) -> None:
@@ -70,18 +71,17 @@ class Console(Callback):
               f"on {t.device_label()} ({t.amp.dtype}: {t.amp.reason}) for {t.cfg.epochs} epochs; "
               f"run folder {t.out_dir}")  # fmt: skip
 
-    def on_epoch_end(self, t, row: dict) -> None:
-        t.say(f"epoch {row['epoch']}/{t.cfg.epochs}: loss {row['train_loss']:.4f}, "
-              f"train acc {row['train_acc']:.4f}, "
-              + (f"test acc {row['test_acc']:.4f}, " if "test_acc" in row else "")
-              + (f"val acc {row['val_acc']:.4f}, " if "val_acc" in row else "")
-              + f"{row['images_per_s']:,.0f} img/s, {row['seconds']:.1f}s")  # fmt: skip
+    def on_epoch_end(self, t, row: EpochRecord) -> None:
+        t.say(f"epoch {row.epoch}/{t.cfg.epochs}: loss {row.train_loss:.4f}, train acc {row.train_acc:.4f}, "
+              + (f"test acc {row.test_acc:.4f}, " if row.test_acc is not None else "")
+              + (f"val acc {row.val_acc:.4f}, " if row.val_acc is not None else "")
+              + f"{row.images_per_s:,.0f} img/s, {row.seconds:.1f}s")  # fmt: skip
 
     def on_train_end(self, t, summary: dict) -> None:
         t.say(f"done: test accuracy {summary['test_accuracy']:.4f}, {summary['images_per_s']:,.0f} images/s, "
               f"{summary['seconds']:.1f}s ({t.out_dir})")  # fmt: skip
-        if t.history and "train_acc" in t.history[-1]:
-            hint = running_stats_hint(t.history[-1]["train_acc"], summary["test_accuracy"], t.total_steps)
+        if t.history:
+            hint = running_stats_hint(t.history[-1].train_acc, summary["test_accuracy"], t.total_steps)
             if hint:
                 t.say(hint)
 
@@ -115,7 +115,7 @@ class LiveFigure(Callback):
 
         self.image = LiveImage()
 
-    def on_epoch_end(self, trainer, row: dict) -> None:
+    def on_epoch_end(self, trainer, row: EpochRecord) -> None:
         self.image.update(curves_figure(trainer.history, _title(trainer), epochs=trainer.cfg.epochs))
 
 
@@ -178,10 +178,10 @@ class TensorBoard(Callback):
             except Exception as e:  # a model the tracer cannot follow still gets its scalars
                 trainer.say(f"tensorboard: no model graph ({type(e).__name__}: {str(e).splitlines()[0]})")
 
-    def on_epoch_end(self, trainer, row: dict) -> None:
+    def on_epoch_end(self, trainer, row: EpochRecord) -> None:
         for key, value in row.items():
             if key not in TB_SKIP and isinstance(value, int | float):
-                self.writer.add_scalar(TB_TAGS.get(key, key), value, row["epoch"])
+                self.writer.add_scalar(TB_TAGS.get(key, key), value, row.epoch)
         self.writer.flush()  # on disk before the checkpoint: a crash cannot lose a checkpointed epoch
 
     def on_train_end(self, trainer, summary: dict) -> None:

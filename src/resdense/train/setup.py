@@ -19,15 +19,15 @@ from ..modelfile import ModelSpec
 from ..models import PretrainedCfg, create_model
 from ..models.registry import UnknownModelError
 from ..models.summary import count_macs, count_params
-from ..preprocess import Preprocess, channel_stats, resize
+from ..preprocess import Preprocess, channel_stats
+from ..preprocess import resize as resize_images
 from ..rundir import RunDir
-from ..utils.device import resolve_device
 from .config import TrainConfig
 from .optim import freeze
 from .tricks import WHITEN_IMAGES, apply_init
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunData:
     """The splits a run reads (each behind the batch protocol of :mod:`resdense.data.dataset`), how its
     batches are fed, and how the saved model is to be fed (``served``)."""
@@ -42,12 +42,16 @@ class RunData:
     channels: int
 
 
-def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: torch.device) -> RunData:
+def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: torch.device, *,
+                 resize: int | None = None) -> RunData:  # fmt: skip
+    """The splits of ``dataset`` on ``device`` as ``cfg`` says; ``resize``: the input side as the plan settled
+    it (``cfg.resize`` when not given)."""
+    resize = cfg.resize if resize is None else resize
     photo = False  # evaluated as photos: the streamed folders' random-resized-crop runs
     if isinstance(dataset, StreamedFolder):
         # Data streamed from the files, decoded batch by batch at the input size (data/stream.py); the
         # workers take the evaluation's centre crop themselves, so the batch is not cropped again
-        train, test = dataset.streams(size=cfg.crop or cfg.resize, augment=cfg.augment, workers=cfg.workers,
+        train, test = dataset.streams(size=cfg.crop or resize, augment=cfg.augment, workers=cfg.workers,
                                       pin_memory=device.type == "cuda")  # fmt: skip
         if cfg.val_split:
             raise UserError("--val-split: not available for streamed folders; give the folder a val/ split")
@@ -63,11 +67,13 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
             train, val = holdout(train, cfg.val_split)
         train = train.subset(cfg.train_subset)
         c = dataset.image_shape[0]
-        size, crop, policy = cfg.resize or dataset.image_shape[1], cfg.crop, cfg.augment
-        check_fits(cfg, dataset, [train, dataset.test, *([val] if val is not None else [])], c, size, device)
+        size, crop, policy = resize or dataset.image_shape[1], cfg.crop, cfg.augment
+        check_fits(
+            cfg, resize, dataset, [train, dataset.test, *([val] if val is not None else [])], c, size, device
+        )
 
         def on_device(s: ImageSet) -> ImageSet:
-            return ImageSet(resize(s.images.to(device), cfg.resize), s.labels.to(device))
+            return ImageSet(resize_images(s.images.to(device), resize), s.labels.to(device))
 
         train_set, test_set = on_device(train), on_device(dataset.test.subset(cfg.test_subset))
         val = None if val is None else on_device(val)
@@ -81,7 +87,9 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
                    list(dataset.classes), c)  # fmt: skip
 
 
-def check_fits(cfg: TrainConfig, dataset, splits, c: int, size: int, device: torch.device) -> None:
+def check_fits(
+    cfg: TrainConfig, resize: int | None, dataset, splits, c: int, size: int, device: torch.device
+) -> None:
     """What validate() cannot know before the data: the crop against the images' side, and whether the
     resized splits fit in memory (a huge --resize is one line, not the kernel's OOM killer)."""
     from ..data.stream import memory_budget
@@ -91,8 +99,8 @@ def check_fits(cfg: TrainConfig, dataset, splits, c: int, size: int, device: tor
                         "use --resize to enlarge them first")  # fmt: skip
     need = sum(len(s) for s in splits) * c * size * size
     budget = memory_budget(device)
-    if cfg.resize is not None and need > budget:
-        raise UserError(f"--resize {cfg.resize}: {dataset.name}'s images at {size}x{size} need {need / 2**30:,.1f} "
+    if resize is not None and need > budget:
+        raise UserError(f"--resize {resize}: {dataset.name}'s images at {size}x{size} need {need / 2**30:,.1f} "
                         f"GiB, more than the {budget / 2**30:,.1f} GiB this run may hold; choose a smaller side")  # fmt: skip
 
 
@@ -110,6 +118,7 @@ def _fmt(values) -> str:
 @dataclass
 class RunModel:
     model: nn.Module
+    data: RunData  # the splits as the model is fed (the weights' mean/std, if adopted)
     spec: ModelSpec
     params: int
     macs: int
@@ -137,7 +146,7 @@ def build_model(cfg: TrainConfig, data: RunData, *, pretrained=None, progress: b
         sample = data.preprocess(data.train.sample(WHITEN_IMAGES)) if cfg.whiten_init else None
         apply_init(cfg, model, sample)
     if cfg.weights is not None:
-        options = _adopt_pretrained(model, data, options, say)
+        data, options = _adopt_pretrained(model, data, options, say)
     trainable = freeze(model, cfg.freeze)
     if cfg.freeze != "none":
         say(f"--freeze {cfg.freeze}: {trainable:,} of {count_params(model):,} parameters train")
@@ -150,17 +159,18 @@ def build_model(cfg: TrainConfig, data: RunData, *, pretrained=None, progress: b
         macs = count_macs(model, (c, side, side))
     except ValueError as e:
         raise UserError(f"--model {cfg.model}: {e}") from None
-    return RunModel(model, spec, count_params(model), macs)
+    return RunModel(model, data, spec, count_params(model), macs)
 
 
-def _adopt_pretrained(model: nn.Module, data: RunData, options: dict, say) -> dict:
-    """Feed the data as the weights were fed (their mean/std); the builder options they came with."""
+def _adopt_pretrained(model: nn.Module, data: RunData, options: dict, say) -> tuple[RunData, dict]:
+    """The data fed as the weights were fed (their mean/std); the builder options they came with."""
     pcfg = model.pretrained_cfg
     pre = data.preprocess
     if pcfg.known_input and len(pcfg.mean) == pre.in_chans and tuple(pcfg.mean) != pre.mean:
-        data.preprocess = replace(pre, mean=tuple(pcfg.mean), std=tuple(pcfg.std))
-        data.served = replace(data.served, mean=tuple(pcfg.mean), std=tuple(pcfg.std))
-        data.augment = replace(data.augment, preprocess=data.preprocess)
+        norm = {"mean": tuple(pcfg.mean), "std": tuple(pcfg.std)}
+        pre = replace(pre, **norm)
+        data = replace(data, preprocess=pre, served=replace(data.served, **norm),
+                       augment=replace(data.augment, preprocess=pre))  # fmt: skip
         say(f"normalising with the weights' mean {_fmt(pcfg.mean)} and std {_fmt(pcfg.std)}")
     known = list(pcfg.classes)
     if known and known != list(data.classes) and len(known) == len(data.classes):
@@ -168,12 +178,13 @@ def _adopt_pretrained(model: nn.Module, data: RunData, options: dict, say) -> di
         model.reset_classifier(len(data.classes))
         say(f"classifier re-initialised: the weights' classes ({', '.join(known[:3])}, ...) are not this data "
             f"set's ({', '.join(data.classes[:3])}, ...)")  # fmt: skip
-    return {**pcfg.options, **options}
+    return data, {**pcfg.options, **options}
 
 
-def load_run_dataset(cfg: TrainConfig, dist, run: RunDir, progress: bool) -> tuple[TrainConfig, object]:
-    """The run's data set. An image folder goes in memory or is streamed (``cfg.in_memory`` resolved to
-    yes/no, so a resume takes the same path), after a header scan for bad files; those left out by
+def load_run_dataset(cfg: TrainConfig, dist, run: RunDir, progress: bool, *, device: torch.device,
+                     resize: int | None) -> object:  # fmt: skip
+    """The run's data set. An image folder goes in memory or is streamed (by ``cfg.in_memory``; at the
+    input side ``resize``), after a header scan for bad files; those left out by
     ``--skip-bad-images`` are listed in the run folder. Under torchrun one process per machine fetches a
     missing data set; the others wait for it."""
     from ..data import load_dataset
@@ -185,10 +196,8 @@ def load_run_dataset(cfg: TrainConfig, dist, run: RunDir, progress: bool) -> tup
     if cfg.dataset == "folder":
         if cfg.data_dir is None:
             raise UserError("--dataset folder needs --data-dir (a folder of class sub-folders)")
-        device = dist.device if dist.enabled else resolve_device(cfg.device)
         dataset, bad = load_folder(cfg.data_dir, in_memory=cfg.in_memory, budget_bytes=memory_budget(device),
-                                   augment=cfg.augment, skip_bad_images=cfg.skip_bad_images, image_size=cfg.resize)  # fmt: skip
-        cfg = cfg.with_overrides(in_memory="no" if isinstance(dataset, StreamedFolder) else "yes")
+                                   augment=cfg.augment, skip_bad_images=cfg.skip_bad_images, image_size=resize)  # fmt: skip
         if bad and dist.rank == 0:
             run.write_bad_images(bad)
             files = "file" if len(bad) == 1 else "files"
@@ -197,4 +206,4 @@ def load_run_dataset(cfg: TrainConfig, dist, run: RunDir, progress: bool) -> tup
         dataset = load_dataset(cfg.dataset, cfg.data_dir, progress=progress and dist.rank == 0)
     if first:
         dist.barrier()
-    return cfg, dataset
+    return dataset

@@ -14,9 +14,9 @@ __all__ = ["folder_input_size"]
 
 def folder_input_size(model: str, options: dict, pretrained=None) -> tuple[int, str]:
     """``(side, where it comes from)`` for a folder run of ``model`` (from ``pretrained``, if given)."""
-    cfg = getattr(pretrained, "cfg", None)
-    if cfg is not None and cfg.known_input:
-        return int(cfg.input_size[-1]), f"the weights' own ({pretrained.source})"
+    weights_cfg = getattr(pretrained, "cfg", None)
+    if weights_cfg is not None and weights_cfg.known_input:
+        return int(weights_cfg.input_size[-1]), f"the weights' own ({pretrained.source})"
     try:
         with torch.device("meta"):  # the architecture's config, without allocating its weights
             net = create_model(model, **options)

@@ -22,19 +22,16 @@ from ..data.sampling import epoch_generator, eval_chunks, steps_per_epoch
 from ..data.stream import StreamedFolder
 from ..errors import UserError
 from ..modelfile import unwrap
-from ..rundir import RunDir
-from ..serve.predictor import predict_logits
-from ..utils.amp import AmpDecision, amp_mode, decide_amp
-from ..utils.device import resolve_device
+from ..record import EpochRecord
+from ..serve.predictor import DEFAULT_BATCH_SIZE, predict_logits, tta_views
 from ..utils.progress import ProgressBar
-from . import distributed as dist_utils
-from .balance import balanced, capped_batch_size, class_counts, class_weights, counts_line, is_unbalanced
+from .balance import balanced, class_counts, class_weights, counts_line, is_unbalanced
 from .callbacks import Callback, default_callbacks
 from .config import TrainConfig
 from .finetune import set_stage
 from .optim import make_optimizer
+from .plan import RunPlan, settle
 from .schedule import evaluates_at, lr_at, size_at
-from .setup import build_model, prepare_data
 from .tricks import Lookahead, recalibrate_from, scaled_model
 
 # Points per epoch on the within-epoch training curve (steps.csv): enough to draw training error against
@@ -46,7 +43,7 @@ CURVE_POINTS = 20
 class TrainResult:
     out_dir: Path
     summary: dict
-    history: list[dict]
+    history: list[dict]  # the epochs' records as plain data (EpochRecord.to_dict), as checkpoints hold them
 
 
 class NonFiniteLoss(UserError):
@@ -54,40 +51,38 @@ class NonFiniteLoss(UserError):
 
 
 class Trainer:
-    """Holds everything a run needs; ``fit()`` runs it. Built by :func:`resdense.train.train`."""
+    """Runs a settled :class:`~resdense.train.plan.RunPlan`; ``fit()`` runs it. Built by
+    :func:`resdense.train.train`. ``Trainer(cfg, dataset, out_dir)`` settles the plan itself (without taking
+    the folder), as before plans existed."""
 
     def __init__(
         self,
-        cfg: TrainConfig,
-        dataset: Dataset | StreamedFolder,
-        out_dir: Path,
+        plan: RunPlan | TrainConfig,
+        dataset: Dataset | StreamedFolder | None = None,
+        out_dir: Path | None = None,
         progress: bool = True,
         pretrained=None,
     ):
-        self.out_dir = Path(out_dir)
-        self.run = RunDir(out_dir)
-        self.dist = dist_utils.current()
-        self.device = self.dist.device if self.dist.enabled else resolve_device(cfg.device)
+        if not isinstance(plan, RunPlan):
+            plan = settle(plan, dataset=dataset, out=out_dir, progress=progress, pretrained=pretrained,
+                          take_folder=False)  # fmt: skip
+        self.plan = plan
+        cfg = self.cfg = plan.cfg
+        self.run = plan.run
+        self.out_dir = plan.run.path
+        self.dist = plan.dist
+        self.device = plan.device
         self.is_main = self.dist.rank == 0
-        self.progress = progress and self.is_main
-        # bf16 autocast or fp32, decided once (utils/amp.py) and recorded in the config as yes/no, so a
-        # resumed run and the checkpoint's settings repeat the decision rather than probe again
-        self.amp = self.decide_amp(cfg.amp)
+        self.progress = plan.progress
+        self.amp = plan.amp
         self.autocast = self.amp.enabled
-        cfg = replace(cfg, amp="yes" if self.amp.enabled else "no")
-        self.cfg = cfg
-        self.dataset = dataset
-
-        data = prepare_data(cfg, dataset, self.device)
+        self.dataset = plan.dataset
+        data = plan.data
         self.train_set, self.test_set, self.val_set = data.train, data.test, data.val
         self.classes = data.classes
-        say = self.say if self.is_main else None
-        built = build_model(
-            cfg, data, pretrained=pretrained, progress=self.progress, say=say, source=str(out_dir)
-        )
-        self.preprocess, self.augment = data.preprocess, data.augment  # the weights' mean/std, if adopted
-        self.spec, self.params, self.macs = built.spec, built.params, built.macs
-        model = built.model
+        self.preprocess, self.augment = data.preprocess, data.augment
+        self.spec, self.params, self.macs = plan.spec, plan.params, plan.macs
+        model = plan.model
         if cfg.sync_bn:
             model = self.dist.convert_sync_bn(model)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -106,34 +101,16 @@ class Trainer:
         weight = class_weights(counts).to(self.device) if cfg.balance == "loss" else None
         self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
 
-        world = self.dist.world_size
         if cfg.freeze_epochs and self.dist.enabled:  # DDP fixes the trained parameters when it wraps
             raise UserError("--freeze-epochs: not available under torchrun yet; use --freeze backbone")
         if cfg.freeze_epochs and self.is_main:
             self.say(f"--freeze-epochs {cfg.freeze_epochs}: the classifier alone trains first, then the whole net "
                      f"at {cfg.unfreeze_lr_mult:g}x the learning rate")  # fmt: skip
-        if cfg.batch_size % world:
-            raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
-        capped = capped_batch_size(cfg.batch_size, len(self.train_set), world)
-        if capped != cfg.batch_size:  # a small folder: one batch of all its images per step, said
-            if self.is_main:
-                self.say(f"--batch-size {cfg.batch_size} capped to {capped}: the training set has "
-                         f"{len(self.train_set)} images")  # fmt: skip
-            self.cfg = cfg = replace(cfg, batch_size=capped)
         self.steps_per_epoch = steps_per_epoch(len(self.train_set), cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.history: list[dict] = []
+        self.history: list[EpochRecord] = []
         self.start_epoch = 0
         self.elapsed = 0.0  # training seconds before this process (resumed runs)
-
-    def decide_amp(self, mode) -> AmpDecision:
-        """Under torchrun rank 0 decides ``auto`` (one probe, not one per process) and the others follow."""
-        if not self.dist.enabled or amp_mode(mode, self.device) != "auto":
-            return decide_amp(mode, self.device)
-        mine = decide_amp(mode, self.device) if self.is_main else None
-        flag = torch.tensor(float(mine.enabled) if mine else 0.0, device=self.device)
-        on = self.dist.all_reduce_sum(flag).item() > 0
-        return mine or AmpDecision(on, "auto: rank 0's decision")
 
     # -- state ------------------------------------------------------------------------------------------
     def state(self, epoch: int) -> dict:
@@ -143,7 +120,7 @@ class Trainer:
             "ema": self.ema_model.state_dict() if self.ema_model is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "lookahead": self.lookahead.state_dict() if self.lookahead is not None else None,
-            "history": self.history,
+            "history": [r.to_dict() for r in self.history],  # plain data: a checkpoint loads weights_only
             "elapsed": self.elapsed,
             "config": self.cfg.to_dict(),
         }
@@ -161,12 +138,18 @@ class Trainer:
             raise UserError(
                 f"--resume {self.out_dir}: its checkpoint does not fit the run's model ({text})"
             ) from None
-        self.history = list(ckpt["history"])
+        try:
+            self.history = [EpochRecord.from_dict(r) for r in ckpt["history"]]
+        except (TypeError, ValueError) as e:
+            raise UserError(
+                f"--resume {self.out_dir}: damaged checkpoint (a row of its metrics: {e})"
+            ) from None
         self.start_epoch = int(ckpt["epoch"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
 
     # -- the loop ---------------------------------------------------------------------------------------
-    def train_epoch(self, epoch: int) -> dict:
+    def train_epoch(self, epoch: int) -> EpochRecord:
+        """One epoch of training (``epoch`` 0-based): its record, not yet scored."""
         cfg, dev = self.cfg, self.device
         model = self.step_model
         stage_mult = set_stage(unwrap(self.model), cfg, epoch)  # --freeze-epochs: frozen body, then all
@@ -229,10 +212,10 @@ class Trainer:
             raise NonFiniteLoss(f"the training loss became {loss_avg} in epoch {epoch + 1}; stopped, {kept} "
                                 "(try a lower --lr)")  # fmt: skip
         secs = time.perf_counter() - t0
-        return {"train_loss": loss_avg, "train_acc": totals[1].item() / seen_all, "seconds": secs,
-                "images_per_s": seen_all / secs, "lr": lr, "curve": self.curve(marks, totals, seen, step, lr)}  # fmt: skip
+        return EpochRecord(epoch + 1, loss_avg, totals[1].item() / seen_all, lr, secs, seen_all / secs,
+                           self.curve(marks, totals, seen, step, lr))  # fmt: skip
 
-    def curve(self, marks: list, totals: torch.Tensor, seen: int, last_step: int, lr: float) -> list[list]:
+    def curve(self, marks: list, totals: torch.Tensor, seen: int, last_step: int, lr: float) -> tuple:
         """``[step, loss, acc, lr]`` for each window of the epoch (the last one may be shorter): the running
         sums differenced between snapshots, summed over the processes; the epoch's totals close the last."""
         if marks and marks[-1][0] == last_step + 1:
@@ -245,9 +228,9 @@ class Trainer:
         rows, before, n_before = [], torch.zeros(2, dtype=sums.dtype), 0
         for (step, step_lr, n), now in zip(points, sums):
             delta = (now - before) / max(1, (n - n_before) * self.dist.world_size)
-            rows.append([step, delta[0].item(), delta[1].item(), step_lr])
+            rows.append((step, delta[0].item(), delta[1].item(), step_lr))
             before, n_before = now, n
-        return rows
+        return tuple(rows)
 
     def recalibrate_bn(self) -> None:
         """--bn-recalibrate N (train/tricks.py): the evaluated model's batch-norm statistics from N training
@@ -284,33 +267,54 @@ class Trainer:
 
     def evaluate(self, final: bool = True, data: ImageSet | None = None) -> float:
         """Test accuracy (or on ``data``: the validation split); under torchrun each process scores a share
-        and all agree on the sum.
+        of rank 0's model and all agree on the sum.
 
-        The mirror-image test-time augmentation doubles the cost of an evaluation, so it is applied to the
-        final one only: earlier epochs' figures are for plotting, the final one is the run's result.
+        ``final``: the run's result, the model as it is saved (:meth:`served_model`), scored as ``resdense
+        evaluate`` scores its file: in fp32, through its preprocessing and test-time views, so the two agree
+        exactly whatever precision trained it. Otherwise a per-epoch figure for the curves: the training
+        model in the training precision (bf16 under autocast), without the test-time views, which double an
+        evaluation's cost.
         """
         model = self.eval_model()
         self.dist.broadcast_buffers(model)  # score rank 0's model (the saved one) on every rank
-        model.eval()
         data = self.test_set if data is None else data
+        if final:
+            return self.saved_model_accuracy(data)
+        model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        # scoring can take as long as a short run's training (10,000 images, twice with the flip): a bar
-        chunks = sum(
-            1 for _ in eval_chunks(len(data), self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size)
-        )
-        bar = ProgressBar(chunks, "scoring", enabled=self.progress)
-        for i, (xb, yb) in enumerate(
-            data.eval_batches(self.cfg.eval_batch_size, self.dist.rank, self.dist.world_size), 1
-        ):
-            xb, yb = xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
-            logits = predict_logits(model, xb, self.preprocess, tta_flip=self.cfg.tta_flip and final,
-                                    batch_size=self.cfg.eval_batch_size,
-                                    channels_last=self.cfg.channels_last, autocast=self.autocast)  # fmt: skip
+        bs = self.cfg.eval_batch_size
+        for xb, yb in self._scoring(data, bs):
+            logits = predict_logits(model, xb, self.preprocess, batch_size=bs, channels_last=self.cfg.channels_last,
+                                    autocast=self.autocast)  # fmt: skip
             correct += (logits.argmax(1) == yb).sum()
-            bar.update(i)
-        bar.close()
         total = self.dist.all_reduce_sum(correct.double())
         return total.item() / len(data)
+
+    def saved_model_accuracy(self, data) -> float:
+        """Accuracy of the weights as saved, as ``resdense evaluate`` computes it from the model file: a copy
+        in eval mode with its weights in PyTorch's default layout (as a loaded file has them), fp32 (no
+        autocast), the spec's test-time views, in the predictors' batches of ``DEFAULT_BATCH_SIZE`` within
+        chunks of ``eval_batch_size`` (the default, 1024, a multiple: each batch then holds the images
+        evaluate's does). Under torchrun each process scores every ``world_size``-th chunk."""
+        served = copy.deepcopy(self.served_model()).to(memory_format=torch.contiguous_format).eval()
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for xb, yb in self._scoring(data, self.cfg.eval_batch_size):
+            logits = predict_logits(served, xb, self.preprocess, tta_flip=self.spec.tta_flip,
+                                    batch_size=DEFAULT_BATCH_SIZE)  # fmt: skip
+            correct += (logits.argmax(1) == yb).sum()
+        total = self.dist.all_reduce_sum(correct.double())
+        return total.item() / len(data)
+
+    def _scoring(self, data, batch_size: int):
+        """This process's share of ``data`` in batches on the device, under a progress bar (scoring 10,000
+        images, twice with the flip, can take as long as a short run's training)."""
+        rank, world = self.dist.rank, self.dist.world_size
+        chunks = sum(1 for _ in eval_chunks(len(data), batch_size, rank, world))
+        bar = ProgressBar(chunks, "scoring", enabled=self.progress)
+        for i, (xb, yb) in enumerate(data.eval_batches(batch_size, rank, world), 1):
+            yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+            bar.update(i)
+        bar.close()
 
     def fit(self, callbacks: list[Callback] | None = None) -> TrainResult:
         """Train from ``start_epoch`` on. ``callbacks`` (default: the run's own, see
@@ -321,38 +325,50 @@ class Trainer:
         callbacks = list(callbacks) if self.is_main else []
         for cb in callbacks:
             cb.on_train_start(self)
-        test_acc = self.history[-1].get("test_acc", 0.0) if self.history else 0.0
+        final_scores = None  # (test, validation) accuracy of the saved model
         for epoch in range(self.start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            row = self.train_epoch(epoch)
-            row = {"epoch": epoch + 1, "train_loss": row["train_loss"], "train_acc": row["train_acc"],
-                   "lr": row["lr"], "seconds": row["seconds"], "images_per_s": row["images_per_s"],
-                   "curve": row["curve"]}  # fmt: skip
+            trained = self.train_epoch(epoch)
+            test_acc = val_acc = None
             if evaluates_at(cfg, epoch, self.preprocess.input_size):
                 final = epoch + 1 == cfg.epochs
-                row["test_acc"] = test_acc = self.evaluate(final)
+                test_acc = self.evaluate(final)
                 if self.val_set is not None:
-                    row["val_acc"] = self.evaluate(final, self.val_set)
+                    val_acc = self.evaluate(final, self.val_set)
+                if final:
+                    final_scores = test_acc, val_acc
+            row = replace(trained, test_acc=test_acc, val_acc=val_acc)
             self.elapsed += time.perf_counter() - t0
             self.history.append(row)
             for cb in callbacks:
                 cb.on_epoch_end(self, row)
-        summary = self.summary(test_acc)
+        # no epoch left to train (resumed after its last checkpoint): the saved model is scored now, since a
+        # checkpoint written by an earlier version holds the training precision's last score
+        if final_scores is None:
+            val = self.evaluate(True, self.val_set) if self.val_set is not None else None
+            final_scores = self.evaluate(True), val
+        summary = self.summary(*final_scores)
         for cb in callbacks:
             cb.on_train_end(self, summary)
         self.dist.barrier()
-        return TrainResult(self.out_dir, summary, self.history)
+        return TrainResult(self.out_dir, summary, [r.to_dict() for r in self.history])
 
-    def summary(self, test_acc: float) -> dict:
+    def summary(self, test_acc: float, val_acc: float | None = None) -> dict:
+        """The run's result. ``test_accuracy`` (and ``val_accuracy``) are the saved model's, scored as
+        ``resdense evaluate`` scores it (``test_accuracy_from``); the earlier epochs' scores in the history are the
+        training model's, in the training precision (``epoch_scores``); ``best_test_accuracy`` is the best of
+        the history's."""
         h = self.history
-        train_secs = sum(r["seconds"] for r in h)
-        images = sum(r["seconds"] * r["images_per_s"] for r in h)
+        train_secs = sum(r.seconds for r in h)
+        images = sum(r.seconds * r.images_per_s for r in h)
         return {
             "model": self.cfg.model,
             "recipe": self.cfg.recipe,
             "test_accuracy": test_acc,
-            "best_test_accuracy": max((r["test_acc"] for r in h if "test_acc" in r), default=0.0),
-            **self.val_summary(),
+            "test_accuracy_from": f"saved model, fp32, test-time views {tta_views(self.spec.tta_flip)}",
+            "best_test_accuracy": max((r.test_acc for r in h if r.test_acc is not None), default=0.0),
+            "epoch_scores": f"training model, {self.amp.dtype} (the last epoch: the saved model's)",
+            **self.val_summary(val_acc),
             "epochs": len(h),
             "seconds": round(self.elapsed, 2),
             "images_per_s": images / train_secs if train_secs else 0.0,
@@ -364,10 +380,10 @@ class Trainer:
             "world_size": self.dist.world_size,
         }
 
-    def val_summary(self) -> dict:
-        if self.val_set is None or not self.history:
+    def val_summary(self, val_acc: float | None) -> dict:
+        if self.val_set is None or val_acc is None:
             return {}
-        return {"val_accuracy": self.history[-1]["val_acc"], "val_images": len(self.val_set)}
+        return {"val_accuracy": val_acc, "val_images": len(self.val_set)}
 
     def device_label(self) -> str:
         if self.device.type == "cuda":
