@@ -115,18 +115,28 @@ def run_variant(
         if data_dir:
             cmd += ["--data-dir", data_dir]
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "resdense", *cmd, "--out", str(out), "--no-progress", "--force"],
-                              capture_output=True, text=True)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "resdense", *cmd, "--out", str(out), "--no-progress", "--force"],
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - t0
         if proc.returncode:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
         s = json.loads((out / "summary.json").read_text())
         config = json.loads((out / "config.json").read_text())
         macs = training_macs(config, config["train_subset"] or COUNTS["train"] - val_split)
-    return {"variant": name, "change": VARIANTS[name][0], "seed": seed, "val_acc": s["val_accuracy"],
-            "test_acc": s["test_accuracy"], "images_per_s": s["images_per_s"], "wall_s": wall,
-            "train_tmacs": macs / 1e12,
-            "command": "resdense " + " ".join(cmd)}  # fmt: skip
+    return {
+        "variant": name,
+        "change": VARIANTS[name][0],
+        "seed": seed,
+        "val_acc": s["val_accuracy"],
+        "test_acc": s["test_accuracy"],
+        "images_per_s": s["images_per_s"],
+        "wall_s": wall,
+        "train_tmacs": macs / 1e12,
+        "command": "resdense " + " ".join(cmd),
+    }
 
 
 def report(rows: list[dict]) -> list[dict]:
@@ -152,9 +162,19 @@ def report(rows: list[dict]) -> list[dict]:
         if base_mean is not None and name != "base":
             gain = mean - base_mean
             gain_se = None if se is None or base_se is None else math.hypot(se, base_se)
-        out.append({"variant": name, "seeds": len(rs), "val_acc": mean, "se": se, "gain": gain,
-                    "gain_se": gain_se, "wall_s": statistics.fmean(r["wall_s"] for r in rs),
-                    "train_tmacs": rs[0].get("train_tmacs"), "change": rs[0]["change"]})  # fmt: skip
+        out.append(
+            {
+                "variant": name,
+                "seeds": len(rs),
+                "val_acc": mean,
+                "se": se,
+                "gain": gain,
+                "gain_se": gain_se,
+                "wall_s": statistics.fmean(r["wall_s"] for r in rs),
+                "train_tmacs": rs[0].get("train_tmacs"),
+                "change": rs[0]["change"],
+            }
+        )
     return out
 
 
@@ -166,10 +186,21 @@ def plot(summary: list[dict], path: Path) -> None:
     for r in summary:
         if r["train_tmacs"] is None:
             continue
-        ax.errorbar(r["train_tmacs"], 100 * r["val_acc"], yerr=None if r["se"] is None else 200 * r["se"],
-                    fmt="o", ms=4, capsize=2)  # fmt: skip
-        ax.annotate(r["variant"], (r["train_tmacs"], 100 * r["val_acc"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.errorbar(
+            r["train_tmacs"],
+            100 * r["val_acc"],
+            yerr=None if r["se"] is None else 200 * r["se"],
+            fmt="o",
+            ms=4,
+            capsize=2,
+        )
+        ax.annotate(
+            r["variant"],
+            (r["train_tmacs"], 100 * r["val_acc"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+        )
     ax.set_xlabel("training MACs (10^12, forward x 3)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Fashion-MNIST, 10,000 held-out training images: accuracy per training FLOP", fontsize=9)
@@ -186,8 +217,10 @@ def print_report(summary: list[dict]) -> None:
         se = "  -  " if r["se"] is None else f"{100 * r['se']:5.2f}"
         gse = "  -  " if r["gain_se"] is None else f"{100 * r['gain_se']:5.2f}"
         macs = "   -" if r["train_tmacs"] is None else f"{r['train_tmacs']:6.1f}"
-        print(f"{r['variant']:<11} {r['seeds']:5d}  {100 * r['val_acc']:6.2f}  {se}  {pts(r['gain'])}       "
-              f"{gse}  {macs}      {r['wall_s']:6.0f}  {r['change']}")  # fmt: skip
+        print(
+            f"{r['variant']:<11} {r['seeds']:5d}  {100 * r['val_acc']:6.2f}  {se}  {pts(r['gain'])}       "
+            f"{gse}  {macs}      {r['wall_s']:6.0f}  {r['change']}"
+        )
 
 
 def main() -> None:
@@ -198,9 +231,12 @@ def main() -> None:
         "--val-split", type=int, default=VAL_SPLIT, help=f"held-out images (default {VAL_SPLIT:,})"
     )
     ap.add_argument("--data-dir")
-    ap.add_argument("--budget", default="",
-                    help="options every variant gets, e.g. '--train-subset 10000 --epochs 3' for a cheaper "
-                    "proxy of the full recipe (default: the full recipe)")  # fmt: skip
+    ap.add_argument(
+        "--budget",
+        default="",
+        help="options every variant gets, e.g. '--train-subset 10000 --epochs 3' for a cheaper "
+        "proxy of the full recipe (default: the full recipe)",
+    )
     ap.add_argument("--keep", type=Path, help="keep the run folders here (default: thrown away)")
     ap.add_argument("--json", type=Path, help="append one JSON line per variant here, as each finishes")
     ap.add_argument(
@@ -231,13 +267,19 @@ def main() -> None:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         ap.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    print(f"machine: {machine()}; validation split {args.val_split:,} images; seed {args.seed}; "
-          f"budget: {args.budget or 'the recipe'}", flush=True)  # fmt: skip
+    print(
+        f"machine: {machine()}; validation split {args.val_split:,} images; seed {args.seed}; "
+        f"budget: {args.budget or 'the recipe'}",
+        flush=True,
+    )
     print("variant   val acc  test acc  img/s  wall s  change", flush=True)
     for name in names:
         r = run_variant(name, args.seed, args.data_dir, args.budget.split(), args.val_split, args.keep)
-        print(f"{name:<9} {r['val_acc']:7.4f}  {r['test_acc']:8.4f}  {r['images_per_s']:5.0f}  "
-              f"{r['wall_s']:6.1f}  {r['change']}", flush=True)  # fmt: skip
+        print(
+            f"{name:<9} {r['val_acc']:7.4f}  {r['test_acc']:8.4f}  {r['images_per_s']:5.0f}  "
+            f"{r['wall_s']:6.1f}  {r['change']}",
+            flush=True,
+        )
         if args.json:
             with args.json.open("a") as f:
                 f.write(json.dumps(r) + "\n")

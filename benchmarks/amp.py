@@ -42,8 +42,10 @@ def main() -> None:
         for recipe in args.recipes.split(","):
             base = get_recipe(recipe).with_overrides(train_subset=args.subset, device=args.device, epochs=1)
             data = load_dataset(base.dataset, base.data_dir, progress=False)
-            sides = {m: Trainer(base.with_overrides(amp=m), data, Path(tmp) / f"{recipe}-{m}", progress=False)
-                     for m in ("no", "yes")}  # fmt: skip
+            sides = {
+                m: Trainer(base.with_overrides(amp=m), data, Path(tmp) / f"{recipe}-{m}", progress=False)
+                for m in ("no", "yes")
+            }
             speeds: dict[str, list[float]] = {m: [] for m in sides}
             for t in sides.values():
                 t.train_epoch(0)  # warm-up: oneDNN's kernels, the allocator
@@ -54,9 +56,12 @@ def main() -> None:
             results.append(
                 {"recipe": recipe, "fp32": speeds["no"], "bf16": speeds["yes"], "ratio": bf16 / fp32}
             )
-            print(f"{recipe}: fp32 {fp32:,.0f} img/s [{min(speeds['no']):,.0f}-{max(speeds['no']):,.0f}], "
-                  f"bf16 {bf16:,.0f} img/s [{min(speeds['yes']):,.0f}-{max(speeds['yes']):,.0f}]: "
-                  f"{bf16 / fp32:.2f}x", flush=True)  # fmt: skip
+            print(
+                f"{recipe}: fp32 {fp32:,.0f} img/s [{min(speeds['no']):,.0f}-{max(speeds['no']):,.0f}], "
+                f"bf16 {bf16:,.0f} img/s [{min(speeds['yes']):,.0f}-{max(speeds['yes']):,.0f}]: "
+                f"{bf16 / fp32:.2f}x",
+                flush=True,
+            )
     dump(args.json, {"machine": machine(), "flags": cpu_flags(), "auto": auto.reason, "results": results})
 
 

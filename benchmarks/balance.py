@@ -64,9 +64,16 @@ def main() -> int:
         ds = Dataset("fashion-mnist, unbalanced", tr, val, list(full.classes), source=str(full.source))
         for balance in ("none", "loss", "sampler"):
             out = args.out / f"{balance}-seed{seed}"
-            cfg = get_recipe("fast").with_overrides(epochs=args.epochs, seed=seed, balance=balance, out=str(out),
-                                                    device="cpu", progressive_from=0, eval_every=0,
-                                                    model_options={"widths": [int(w) for w in args.widths.split(",")]})  # fmt: skip
+            cfg = get_recipe("fast").with_overrides(
+                epochs=args.epochs,
+                seed=seed,
+                balance=balance,
+                out=str(out),
+                device="cpu",
+                progressive_from=0,
+                eval_every=0,
+                model_options={"widths": [int(w) for w in args.widths.split(",")]},
+            )
             t = time.perf_counter()
             train(cfg, dataset=ds, progress=False, force=True)
             secs = time.perf_counter() - t
@@ -74,17 +81,29 @@ def main() -> int:
             per = list(res.per_class.values())
             minor = sum(per[c] for c in MINOR) / len(MINOR)
             major = sum(per[c] for c in range(k) if c not in MINOR) / (k - len(MINOR))
-            row = {"seed": seed, "balance": balance, "val_accuracy": res.accuracy, "minority": minor,
-                   "majority": major, "per_class": res.per_class, "seconds": round(secs, 1)}  # fmt: skip
+            row = {
+                "seed": seed,
+                "balance": balance,
+                "val_accuracy": res.accuracy,
+                "minority": minor,
+                "majority": major,
+                "per_class": res.per_class,
+                "seconds": round(secs, 1),
+            }
             rows.append(row)
-            print(f"seed {seed} --balance {balance:<7}: val accuracy {res.accuracy:.4f} (classes 5-9 {minor:.4f}, "
-                  f"0-4 {major:.4f}; {secs:.0f}s)", flush=True)  # fmt: skip
+            print(
+                f"seed {seed} --balance {balance:<7}: val accuracy {res.accuracy:.4f} (classes 5-9 {minor:.4f}, "
+                f"0-4 {major:.4f}; {secs:.0f}s)",
+                flush=True,
+            )
     print("\n| --balance | val accuracy (balanced) | classes 5-9 (minority) | classes 0-4 | vs none |")
     print("|---|---|---|---|---|")
     for r in rows:
         base = next(b for b in rows if b["seed"] == r["seed"] and b["balance"] == "none")
-        print(f"| {r['balance']} (seed {r['seed']}) | {r['val_accuracy']:.4f} | {r['minority']:.4f} | "
-              f"{r['majority']:.4f} | {r['val_accuracy'] / base['val_accuracy']:.3f}x |")  # fmt: skip
+        print(
+            f"| {r['balance']} (seed {r['seed']}) | {r['val_accuracy']:.4f} | {r['minority']:.4f} | "
+            f"{r['majority']:.4f} | {r['val_accuracy'] / base['val_accuracy']:.3f}x |"
+        )
     names = list(full.classes)
     print("\nper class (validation):\n| --balance | " + " | ".join(names) + " |")
     print("|---|" + "---|" * k)

@@ -121,16 +121,21 @@ def main() -> None:
                 reestimate(predictor, data.train, args.images, config["batch_size"])
             row["reestimated"][precision] = accuracy(model, tx, ty)
         for variant in VARIANTS:
-            scores = continued(predictor, base, data, variant, args.steps, config["lr"], config["batch_size"],
-                               tx, ty)  # fmt: skip
+            scores = continued(
+                predictor, base, data, variant, args.steps, config["lr"], config["batch_size"], tx, ty
+            )
             row["continued"][variant] = {"scores": scores, "mean": statistics.mean(scores)}
         rows.append(row)
-        cont = "; ".join(f"{v}: mean {r['mean']:.4f} ({', '.join(f'{a:.3f}' for a in r['scores'])})"
-                         for v, r in row["continued"].items())  # fmt: skip
-        print(f"{run}: test acc ({args.test_images} images) as saved {row['test_as_saved']:.4f}; statistics "
-              f"re-estimated in fp32 {row['reestimated']['fp32']:.4f}, under bf16 {row['reestimated']['bf16']:.4f}; "
-              f"{args.steps} more steps, as they stand every 10 from 20: {cont} ({time.perf_counter() - t:.0f} s)",
-              flush=True)  # fmt: skip
+        cont = "; ".join(
+            f"{v}: mean {r['mean']:.4f} ({', '.join(f'{a:.3f}' for a in r['scores'])})"
+            for v, r in row["continued"].items()
+        )
+        print(
+            f"{run}: test acc ({args.test_images} images) as saved {row['test_as_saved']:.4f}; statistics "
+            f"re-estimated in fp32 {row['reestimated']['fp32']:.4f}, under bf16 {row['reestimated']['bf16']:.4f}; "
+            f"{args.steps} more steps, as they stand every 10 from 20: {cont} ({time.perf_counter() - t:.0f} s)",
+            flush=True,
+        )
     dump(args.json, {"machine": machine(), "rows": rows})
 
 

@@ -89,11 +89,21 @@ def main() -> None:
             before = scores(run, predictor, val)
             reestimate(predictor, train, args.images, config["batch_size"])
             after = scores(run, predictor, val)
-            rows.append({"run": run, "weights": which, "images": args.images, "as_saved": before,
-                         "recalibrated": after})  # fmt: skip
+            rows.append(
+                {
+                    "run": run,
+                    "weights": which,
+                    "images": args.images,
+                    "as_saved": before,
+                    "recalibrated": after,
+                }
+            )
             line = ", ".join(f"{k} {before[k]:.4f} -> {after[k]:.4f}" for k in before)
-            print(f"{run} [{which}]: {line} (batch-norm statistics re-estimated in fp32 from {args.images} "
-                  f"training images; {time.perf_counter() - t:.0f} s)", flush=True)  # fmt: skip
+            print(
+                f"{run} [{which}]: {line} (batch-norm statistics re-estimated in fp32 from {args.images} "
+                f"training images; {time.perf_counter() - t:.0f} s)",
+                flush=True,
+            )
     dump(args.json, {"machine": machine(), "rows": rows})
 
 

@@ -56,8 +56,22 @@ def train_command(recipe: str, amp: str, seed: int, folder: Path, extra: list[st
     """The user's command for one run; a folder with a checkpoint is resumed instead (its own settings)."""
     if RunDir(folder).resumable:
         return [sys.executable, "-m", "resdense", "train", "--resume", str(folder), "--no-progress"]
-    return [sys.executable, "-m", "resdense", "train", "--recipe", recipe, "--amp", amp, "--seed", str(seed),
-            "--out", str(folder), "--no-progress", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "resdense",
+        "train",
+        "--recipe",
+        recipe,
+        "--amp",
+        amp,
+        "--seed",
+        str(seed),
+        "--out",
+        str(folder),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def ensure_run(recipe: str, amp: str, seed: int, out: Path, extra: list[str], threads: int | None) -> Path:
@@ -69,8 +83,9 @@ def ensure_run(recipe: str, amp: str, seed: int, out: Path, extra: list[str], th
         env["OMP_NUM_THREADS"] = str(threads)  # torch's intra-op threads: the jobs share the cores
     log = out / f"{folder.name}.log"
     with open(log, "w") as f:
-        rc = subprocess.call(train_command(recipe, amp, seed, folder, extra), stdout=f, stderr=subprocess.STDOUT,
-                             env=env)  # fmt: skip
+        rc = subprocess.call(
+            train_command(recipe, amp, seed, folder, extra), stdout=f, stderr=subprocess.STDOUT, env=env
+        )
     if rc != 0 or not RunDir(folder).finished:
         raise SystemExit(f"book_numbers: the run {folder} failed (exit {rc}); see {log}")
     return folder
@@ -80,9 +95,16 @@ def read_run(folder: Path) -> dict:
     """The last epoch's figures of a finished run, and what it computed in."""
     run = RunDir(folder).read()
     last = run["metrics"][-1]
-    return {"folder": str(folder), "amp": run["summary"]["amp"], "seed": run["config"]["seed"],
-            "epochs": last["epoch"], "train_loss": last["train_loss"], "train_acc": last["train_acc"],
-            "test_acc": run["summary"]["test_accuracy"], "seconds": run["summary"]["seconds"]}  # fmt: skip
+    return {
+        "folder": str(folder),
+        "amp": run["summary"]["amp"],
+        "seed": run["config"]["seed"],
+        "epochs": last["epoch"],
+        "train_loss": last["train_loss"],
+        "train_acc": last["train_acc"],
+        "test_acc": run["summary"]["test_accuracy"],
+        "seconds": run["summary"]["seconds"],
+    }
 
 
 def verdict(runs: list[dict]) -> dict:
@@ -153,13 +175,17 @@ def main() -> None:
         folders = list(pool.map(lambda p: ensure_run(args.recipe, *p, out, extra, threads), plan))
     runs = [read_run(f) for f in folders]
     book = BOOK_RESULTS[args.recipe]
-    print(f"\n{args.recipe}, the last epoch of each run (book: loss {book['train_loss']:.3f}, "
-          f"train acc {book['train_acc']:.3f}, test acc {book['test_acc']:.3f})")  # fmt: skip
+    print(
+        f"\n{args.recipe}, the last epoch of each run (book: loss {book['train_loss']:.3f}, "
+        f"train acc {book['train_acc']:.3f}, test acc {book['test_acc']:.3f})"
+    )
     print("| run | epochs | train loss | train acc | test acc |\n|---|---|---|---|---|")
     print(f"| the book | 10 | {book['train_loss']:.3f} | {book['train_acc']:.3f} | {book['test_acc']:.3f} |")
     for r in runs:
-        print(f"| {r['amp']} seed {r['seed']} | {r['epochs']} | {r['train_loss']:.4f} | "
-              f"{r['train_acc']:.4f} | {r['test_acc']:.4f} |")  # fmt: skip
+        print(
+            f"| {r['amp']} seed {r['seed']} | {r['epochs']} | {r['train_loss']:.4f} | "
+            f"{r['train_acc']:.4f} | {r['test_acc']:.4f} |"
+        )
     v = verdict(runs)
     for key, fig in v["figures"].items():
         parts = [
@@ -168,12 +194,24 @@ def main() -> None:
             if x is not None
         ]
         print(f"{key}: " + ", ".join(parts))
-    said = {True: "bf16 keeps the book's training figures (within the seed spread)",
-            False: "bf16 moves a training figure by more than the seed spread",
-            None: "cannot tell: it needs both precisions and two seeds of one"}[v["keeps"]]  # fmt: skip
+    said = {
+        True: "bf16 keeps the book's training figures (within the seed spread)",
+        False: "bf16 moves a training figure by more than the seed spread",
+        None: "cannot tell: it needs both precisions and two seeds of one",
+    }[v["keeps"]]
     print(f"verdict: {said}")
-    dump(args.json, {"machine": machine(), "flags": cpu_flags(), "recipe": args.recipe, "book": book,
-                     "extra": args.extra, "runs": runs, "verdict": v})  # fmt: skip
+    dump(
+        args.json,
+        {
+            "machine": machine(),
+            "flags": cpu_flags(),
+            "recipe": args.recipe,
+            "book": book,
+            "extra": args.extra,
+            "runs": runs,
+            "verdict": v,
+        },
+    )
 
 
 if __name__ == "__main__":

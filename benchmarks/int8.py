@@ -118,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
     print(f"CPU: {name}, {os.cpu_count()} vCPUs; flags: {' '.join(flags) or 'none of ' + ', '.join(FLAGS)}")
-    print(f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} threads; "
-          f"bf16 {'measured' if bf16 else 'skipped (no bf16 instructions)'}")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} threads; "
+        f"bf16 {'measured' if bf16 else 'skipped (no bf16 instructions)'}"
+    )
     print("| model | input | batch | backend | images/s | p50 ms | p99 ms | vs ort-fp32 | passes |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
     for model_name in args.models.split(","):
@@ -134,9 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                 base = statistics.median(times["ort-fp32"])
                 for key, t in times.items():
                     med = statistics.median(t)
-                    print(f"| {model_name} | {'x'.join(map(str, size))} | {batch} | {key} | {batch / med:,.1f} | "
-                          f"{1000 * med:.1f} | {1000 * pct(t, 0.99):.1f} | {base / med:.2f}x | {len(t)} |",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"| {model_name} | {'x'.join(map(str, size))} | {batch} | {key} | {batch / med:,.1f} | "
+                        f"{1000 * med:.1f} | {1000 * pct(t, 0.99):.1f} | {base / med:.2f}x | {len(t)} |",
+                        flush=True,
+                    )
     return 0
 
 

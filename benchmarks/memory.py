@@ -81,8 +81,18 @@ def main() -> None:
     print(
         f"ratio (efficient / plain): {ratio:.2f} (target <= 0.50); time cost {eff['seconds'] / plain['seconds']:.2f}x"
     )
-    dump(args.json, {"machine": machine(), "model": args.model, "batch": batch, "size": args.size,
-                     "plain": plain, "memory_efficient": eff, "ratio": ratio})  # fmt: skip
+    dump(
+        args.json,
+        {
+            "machine": machine(),
+            "model": args.model,
+            "batch": batch,
+            "size": args.size,
+            "plain": plain,
+            "memory_efficient": eff,
+            "ratio": ratio,
+        },
+    )
 
 
 if __name__ == "__main__":

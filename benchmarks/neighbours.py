@@ -86,8 +86,10 @@ def main() -> None:
         t0 = time.perf_counter()
         idx = neighbours(feats(g_imgs), feats(q_imgs), args.k)
         results[name] = share(idx, g_labels, q_labels)
-        print(f"{name:<34} {results[name]:.4f} of the {args.k} nearest neighbours share the class "
-              f"({results[name] / results['chance']:.1f}x chance; {time.perf_counter() - t0:.1f}s)")  # fmt: skip
+        print(
+            f"{name:<34} {results[name]:.4f} of the {args.k} nearest neighbours share the class "
+            f"({results[name] / results['chance']:.1f}x chance; {time.perf_counter() - t0:.1f}s)"
+        )
         idx_trained = idx
     base = results["raw pixels"]
     print(f"trained features vs raw pixels: {results['resnet20, fashion-mnist weights'] / base:.3f}x")
@@ -95,8 +97,16 @@ def main() -> None:
         figure(args.figure, q_imgs, g_imgs, idx_trained, q_labels.tolist(), g_labels.tolist(), data.classes)
         print(f"figure: {args.figure}")
     if args.json:
-        dump(args.json, {"machine": machine(), "k": args.k, "gallery": args.gallery, "queries": args.queries,
-                         "results": results})  # fmt: skip
+        dump(
+            args.json,
+            {
+                "machine": machine(),
+                "k": args.k,
+                "gallery": args.gallery,
+                "queries": args.queries,
+                "results": results,
+            },
+        )
 
 
 if __name__ == "__main__":

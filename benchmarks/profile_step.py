@@ -101,15 +101,31 @@ def profile(model_name: str, batch: int, size: int, steps: int) -> dict:
     fwd = ev.get("aten::convolution", 0.0)
     bwd = ev.get("aten::convolution_backward", 0.0)
     # backward computes two products per convolution (input and weight gradients): twice the forward MACs
-    return {"step_s": total / steps, "conv_share": (fwd + bwd) / total, "forward_conv_share": fwd / total,
-            "forward_conv_gflops": 2 * conv_macs * batch * steps / fwd / 1e9 if fwd else None,
-            "backward_conv_gflops": 4 * conv_macs * batch * steps / bwd / 1e9 if bwd else None,
-            "macs_per_image": conv_macs}  # fmt: skip
+    return {
+        "step_s": total / steps,
+        "conv_share": (fwd + bwd) / total,
+        "forward_conv_share": fwd / total,
+        "forward_conv_gflops": 2 * conv_macs * batch * steps / fwd / 1e9 if fwd else None,
+        "backward_conv_gflops": 4 * conv_macs * batch * steps / bwd / 1e9 if bwd else None,
+        "macs_per_image": conv_macs,
+    }
 
 
 def in_subprocess(args, model_name: str, setting: str) -> float:
-    cmd = [sys.executable, __file__, "--side", setting, "--models", model_name, "--batch", str(args.batch),
-           "--size", str(args.size), "--steps", str(args.steps)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--side",
+        setting,
+        "--models",
+        model_name,
+        "--batch",
+        str(args.batch),
+        "--size",
+        str(args.size),
+        "--steps",
+        str(args.steps),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{model_name} {setting} failed:\n{out.stderr[-2000:]}")
@@ -131,8 +147,11 @@ def main() -> None:
         print(json.dumps({"images_per_s": ips}))
         return
     models = args.models.split(",")
-    print(f"machine: {machine()}; batch {args.batch} of 1x{args.size}x{args.size}; {args.steps} warm-up + "
-          f"{args.steps} timed steps; {args.repeats} interleaved rounds", flush=True)  # fmt: skip
+    print(
+        f"machine: {machine()}; batch {args.batch} of 1x{args.size}x{args.size}; {args.steps} warm-up + "
+        f"{args.steps} timed steps; {args.repeats} interleaved rounds",
+        flush=True,
+    )
     ips: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.repeats):
         for m in models:
@@ -152,8 +171,10 @@ def main() -> None:
         p = profile(m, args.batch, args.size, args.steps)
         out["profile"][m] = p
         fg, bg = p["forward_conv_gflops"] or 0.0, p["backward_conv_gflops"] or 0.0
-        print(f"{m}: convolutions {p['conv_share']:.0%} of the step ({p['forward_conv_share']:.0%} forward); "
-              f"nominal {fg:.0f} GFLOP/s forward, {bg:.0f} backward")  # fmt: skip
+        print(
+            f"{m}: convolutions {p['conv_share']:.0%} of the step ({p['forward_conv_share']:.0%} forward); "
+            f"nominal {fg:.0f} GFLOP/s forward, {bg:.0f} backward"
+        )
     dump(args.json, out)
 
 

@@ -27,8 +27,18 @@ from _common import machine  # noqa: E402
 
 
 def measure(tree: Path, recipe: str, steps: int, device: str) -> float:
-    cmd = [sys.executable, str(tree / "benchmarks" / "throughput.py"), "--side", "ours", "--recipes", recipe,
-           "--steps", str(steps), "--device", device]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(tree / "benchmarks" / "throughput.py"),
+        "--side",
+        "ours",
+        "--recipes",
+        recipe,
+        "--steps",
+        str(steps),
+        "--device",
+        device,
+    ]
     env = {**os.environ, "PYTHONPATH": str(tree / "src")}  # that tree's resdense, not the installed one
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
     if out.returncode:
@@ -44,10 +54,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default 5)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
-    rev = subprocess.run(["git", "rev-parse", "--short", args.against], capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout.strip()  # fmt: skip
-    print(f"machine: {machine()}; this checkout against {rev}; {args.steps} warm-up + {args.steps} timed "
-          f"steps, {args.repeats} interleaved rounds", flush=True)  # fmt: skip
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", args.against], capture_output=True, text=True, cwd=ROOT, check=True
+    ).stdout.strip()
+    print(
+        f"machine: {machine()}; this checkout against {rev}; {args.steps} warm-up + {args.steps} timed "
+        f"steps, {args.repeats} interleaved rounds",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         other = Path(tmp) / "other"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(other), rev], cwd=ROOT, check=True)
@@ -66,8 +80,10 @@ def main() -> None:
     for recipe in args.recipes.split(","):
         a, b = speeds[(recipe, "this")], speeds[(recipe, "other")]
         r = [x / y for x, y in zip(a, b)]
-        print(f"{recipe:<13} {statistics.median(a):10.1f} {statistics.median(b):10.1f}  "
-              f"{statistics.median(r):.3f}x [{min(r):.3f}-{max(r):.3f}]")  # fmt: skip
+        print(
+            f"{recipe:<13} {statistics.median(a):10.1f} {statistics.median(b):10.1f}  "
+            f"{statistics.median(r):.3f}x [{min(r):.3f}-{max(r):.3f}]"
+        )
 
 
 if __name__ == "__main__":

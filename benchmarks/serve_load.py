@@ -57,8 +57,19 @@ def bad_requests() -> list[tuple[dict, int]]:
 
 
 def start(model: str, batching: bool, threads: int) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "resdense", "serve", "--port", "0", "--max-upload-mb", str(MAX_UPLOAD_MB),
-           "--max-batch", str(MAX_BATCH), *([] if batching else ["--no-batching"])]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "resdense",
+        "serve",
+        "--port",
+        "0",
+        "--max-upload-mb",
+        str(MAX_UPLOAD_MB),
+        "--max-batch",
+        str(MAX_BATCH),
+        *([] if batching else ["--no-batching"]),
+    ]
     cmd += ["--weights", model] if not Path(model).exists() else [model]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
@@ -104,8 +115,15 @@ async def load(url: str, clients: int, requests: int, abuse: float, good: list[b
         await asyncio.gather(*[client(c) for _ in range(clients)])
         wall = time.perf_counter() - t0
     lat = sorted(latencies)
-    return {"wall": wall, "good": len(lat), "refused": refused, "errors": errors, "kinds": kinds,
-            "p50": statistics.median(lat), "p99": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]}  # fmt: skip
+    return {
+        "wall": wall,
+        "good": len(lat),
+        "refused": refused,
+        "errors": errors,
+        "kinds": kinds,
+        "p50": statistics.median(lat),
+        "p99": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))],
+    }
 
 
 def rss_mb(proc) -> float:
@@ -124,8 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     good, bad = good_images(), bad_requests()
     import platform
 
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor())  # fmt: skip
+    cpu = next(
+        (
+            l.split(":", 1)[1].strip()
+            for l in Path("/proc/cpuinfo").read_text().splitlines()
+            if l.startswith("model name")
+        ),
+        platform.processor(),
+    )
     print(
         f"CPU: {cpu}, {os.cpu_count()} vCPUs; server: {args.model}, {args.threads} torch thread(s); "
         f"{args.clients} clients, {args.requests} requests each run, {args.abuse:.0%} bad"
@@ -148,9 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
-            print(f"| {rep + 1} | {'yes' if batching else 'no'} | {args.requests / r['wall']:,.0f} | "
-                  f"{1000 * r['p50']:.1f} | {1000 * r['p99']:.1f} | {r['good']} | {r['refused']} | {r['errors']} | "
-                  f"{before:.0f}, {mid:.0f}, {after:.0f} |", flush=True)  # fmt: skip
+            print(
+                f"| {rep + 1} | {'yes' if batching else 'no'} | {args.requests / r['wall']:,.0f} | "
+                f"{1000 * r['p50']:.1f} | {1000 * r['p99']:.1f} | {r['good']} | {r['refused']} | {r['errors']} | "
+                f"{before:.0f}, {mid:.0f}, {after:.0f} |",
+                flush=True,
+            )
             if r["kinds"]:
                 print(f"  errors: {r['kinds']}", flush=True)
     return 0

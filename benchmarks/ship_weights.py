@@ -51,8 +51,11 @@ def main() -> int:
     name = f"fashion_mnist_{spec['model']}_{config['recipe']}.safetensors"
     DEST.mkdir(parents=True, exist_ok=True)
     with atomic_path(DEST / name) as tmp:
-        save_file(load_file(str(weights)), str(tmp),
-                  metadata={"resdense": json.dumps(spec), "resdense_pretrained": json.dumps(provenance)})  # fmt: skip
+        save_file(
+            load_file(str(weights)),
+            str(tmp),
+            metadata={"resdense": json.dumps(spec), "resdense_pretrained": json.dumps(provenance)},
+        )
     print(
         f"wrote {DEST / name}: {spec['model']}, recipe {config['recipe']}, test accuracy {summary['test_accuracy']}"
     )

@@ -98,11 +98,18 @@ def time_resdense(root: Path, workers: int, batch: int) -> tuple[float, int]:
 def time_torchvision(root: Path, workers: int, batch: int) -> tuple[float, int]:
     from torchvision import datasets, transforms
 
-    tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize(MEAN, STD)])  # fmt: skip
+    tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
     ds = datasets.ImageFolder(str(root), tf)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                         drop_last=True)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True
+    )
     t, n = time.perf_counter(), 0
     for x, _ in loader:
         n += len(x)
@@ -126,8 +133,14 @@ def per_image(root: Path, n: int, rounds: int) -> dict:
     torch.set_num_threads(1)
     files = sorted(root.rglob("*.jpg"))[:n]
     ours_t = PhotoTransform(224, 3, crop="random", flip=True)
-    tv_t = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-                               transforms.ToTensor(), transforms.Normalize(MEAN, STD)])  # fmt: skip
+    tv_t = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(MEAN, STD),
+        ]
+    )
 
     def tv(f, i):
         with open(f, "rb") as fh:  # torchvision's default loader
@@ -182,8 +195,12 @@ def train_ratio(root: Path, workers: int, batch: int, steps: int, rounds: int) -
                 break
         streamed.append(steps * batch / (time.perf_counter() - t))
     ratios = [s / m for s, m in zip(streamed, memory)]  # paired: each round's two sides ran back to back
-    return {"memory_img_s": memory, "stream_img_s": streamed, "ratios": ratios,
-            "ratio": float(np.median(ratios))}  # fmt: skip
+    return {
+        "memory_img_s": memory,
+        "stream_img_s": streamed,
+        "ratios": ratios,
+        "ratio": float(np.median(ratios)),
+    }
 
 
 MEMORY_CHILD = r"""
@@ -228,8 +245,12 @@ print(len(s), peak_main, peak_total)
 
 
 def memory(root: Path, workers: int, batches: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(root), str(workers), str(batches),
-                          str(ROOT)], capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(root), str(workers), str(batches), str(ROOT)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     n, main, total = map(int, out.stdout.split())
     return {"images": n, "peak_rss_main_mib": main / 1024, "peak_rss_with_workers_mib": total / 1024}
 
@@ -240,8 +261,12 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--main-threads", type=int, default=1,
-                   help="torch threads of the receiving process during the pipeline measurement (default 1)")  # fmt: skip
+    p.add_argument(
+        "--main-threads",
+        type=int,
+        default=1,
+        help="torch threads of the receiving process during the pipeline measurement (default 1)",
+    )
     p.add_argument("--train-batch", type=int, default=32)
     p.add_argument("--train-steps", type=int, default=4)
     p.add_argument("--memory-batches", type=int, default=60)
@@ -263,21 +288,35 @@ def main() -> None:
         for r in range(args.rounds):
             ours.append(time_resdense(root, args.workers, args.batch)[0])
             theirs.append(time_torchvision(root, args.workers, args.batch)[0])
-            print(f"round {r + 1}: resdense stream {ours[-1]:,.1f} img/s, torchvision ImageFolder "
-                  f"{theirs[-1]:,.1f} img/s", flush=True)  # fmt: skip
+            print(
+                f"round {r + 1}: resdense stream {ours[-1]:,.1f} img/s, torchvision ImageFolder "
+                f"{theirs[-1]:,.1f} img/s",
+                flush=True,
+            )
         torch.set_num_threads(threads)
         ratios = [a / b for a, b in zip(ours, theirs)]  # paired rounds, back to back
-        result["pipeline"] = {"main_threads": args.main_threads, "resdense_img_s": ours,
-                              "torchvision_img_s": theirs, "ratios": ratios, "ratio": float(np.median(ratios))}  # fmt: skip
-        print(f"pipeline: median {np.median(ours):,.1f} vs {np.median(theirs):,.1f} img/s; paired ratio "
-              f"median {np.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})", flush=True)  # fmt: skip
+        result["pipeline"] = {
+            "main_threads": args.main_threads,
+            "resdense_img_s": ours,
+            "torchvision_img_s": theirs,
+            "ratios": ratios,
+            "ratio": float(np.median(ratios)),
+        }
+        print(
+            f"pipeline: median {np.median(ours):,.1f} vs {np.median(theirs):,.1f} img/s; paired ratio "
+            f"median {np.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})",
+            flush=True,
+        )
 
     if "per-image" not in args.skip:
         pi = per_image(root, 300, args.rounds)
         result["per_image"] = pi
-        print(f"per image, one thread: resdense {np.median(pi['resdense_ms']):.2f} ms, torchvision "
-              f"{np.median(pi['torchvision_ms']):.2f} ms of CPU (medians); paired ratio median {pi['ratio']:.2f}x "
-              f"(range {min(pi['ratios']):.2f}-{max(pi['ratios']):.2f})", flush=True)  # fmt: skip
+        print(
+            f"per image, one thread: resdense {np.median(pi['resdense_ms']):.2f} ms, torchvision "
+            f"{np.median(pi['torchvision_ms']):.2f} ms of CPU (medians); paired ratio median {pi['ratio']:.2f}x "
+            f"(range {min(pi['ratios']):.2f}-{max(pi['ratios']):.2f})",
+            flush=True,
+        )
 
     if "train" not in args.skip:
         from resdense.utils.system import freed_memory_kept
@@ -285,9 +324,12 @@ def main() -> None:
         with freed_memory_kept():  # both sides, as `resdense train` runs on a CPU
             tr = train_ratio(root, args.workers, args.train_batch, args.train_steps, args.rounds)
         result["train_resnet18_224"] = tr
-        print(f"resnet18 training: streamed {np.median(tr['stream_img_s']):.2f} img/s, from memory "
-              f"{np.median(tr['memory_img_s']):.2f} img/s (medians); paired ratio median {tr['ratio']:.3f} "
-              f"(range {min(tr['ratios']):.3f}-{max(tr['ratios']):.3f})", flush=True)  # fmt: skip
+        print(
+            f"resnet18 training: streamed {np.median(tr['stream_img_s']):.2f} img/s, from memory "
+            f"{np.median(tr['memory_img_s']):.2f} img/s (medians); paired ratio median {tr['ratio']:.3f} "
+            f"(range {min(tr['ratios']):.3f}-{max(tr['ratios']):.3f})",
+            flush=True,
+        )
 
     if "memory" not in args.skip:
         four = linked_copies(root, DATA / f"photos-{args.images}-x4", 4)
@@ -295,8 +337,11 @@ def main() -> None:
         m4 = memory(four, args.workers, args.memory_batches)
         result["memory"] = {"1x": m1, "4x": m4}
         for name, m in (("1x", m1), ("4x", m4)):
-            print(f"memory {name} ({m['images']:,} images): main {m['peak_rss_main_mib']:,.0f} MiB, with "
-                  f"workers {m['peak_rss_with_workers_mib']:,.0f} MiB", flush=True)  # fmt: skip
+            print(
+                f"memory {name} ({m['images']:,} images): main {m['peak_rss_main_mib']:,.0f} MiB, with "
+                f"workers {m['peak_rss_with_workers_mib']:,.0f} MiB",
+                flush=True,
+            )
     dump(args.json, result)
 
 

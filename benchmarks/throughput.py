@@ -125,16 +125,31 @@ def timm_side(recipe: str, steps: int, device: torch.device, root: Path, workers
         ds.data, ds.targets = ds.data[:epoch], ds.targets[:epoch]
     # resdense's statistics for this data set when the recipe normalises, none when it does not (d2l)
     mean, std = ((0.286,), (0.353,)) if cfg.normalize else ((0.0,), (1.0,))
-    loader = create_loader(ds, input_size=(1, size, size), batch_size=cfg.batch_size, is_training=True,
-                           no_aug=True, mean=mean, std=std, crop_pct=1.0, num_workers=workers,
-                           device=device, use_prefetcher=False)  # fmt: skip
+    loader = create_loader(
+        ds,
+        input_size=(1, size, size),
+        batch_size=cfg.batch_size,
+        is_training=True,
+        no_aug=True,
+        mean=mean,
+        std=std,
+        crop_pct=1.0,
+        num_workers=workers,
+        device=device,
+        use_prefetcher=False,
+    )
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.model, num_classes=10, in_chans=1, **cfg.model_options)
     if cfg.init == "xavier":
         xavier_init(model)
     model = model.to(device, memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.optimizer == "nesterov", weight_decay=cfg.weight_decay)  # fmt: skip
+    opt = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.optimizer == "nesterov",
+        weight_decay=cfg.weight_decay,
+    )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     model.train()
 
@@ -184,8 +199,20 @@ def ours_side(recipe: str, steps: int, device: torch.device, compile: bool, epoc
 def measure_in_subprocess(side: str, recipe: str, args, compile: bool = False, epoch: int = 0) -> dict:
     """One side in a fresh process, so that neither side's process settings (threads, allocator) leak
     into the other's measurement."""
-    cmd = [sys.executable, __file__, "--side", side, "--recipes", recipe, "--steps", str(args.steps),
-           "--device", args.device, "--workers", str(args.workers)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--side",
+        side,
+        "--recipes",
+        recipe,
+        "--steps",
+        str(args.steps),
+        "--device",
+        args.device,
+        "--workers",
+        str(args.workers),
+    ]
     cmd += (["--compile"] if compile else []) + (["--end-to-end", str(epoch)] if epoch else [])
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
@@ -245,10 +272,18 @@ def main() -> None:
         return side_main(args)
     args.device = str(resolve_device(args.device))
     recipes = args.recipes.split(",")
-    print(f"machine: {machine()}; {args.steps} warm-up + {args.steps} timed steps per side, {repeats} "
-          f"interleaved rounds, each side in its own process", flush=True)  # fmt: skip
-    sides = {r: ([("seed", False)] if r in BOOK_NETS else []) + ([] if args.no_timm else [("timm", False)])
-             + [("ours", False)] + ([("ours+compile", True)] if args.compile else []) for r in recipes}  # fmt: skip
+    print(
+        f"machine: {machine()}; {args.steps} warm-up + {args.steps} timed steps per side, {repeats} "
+        f"interleaved rounds, each side in its own process",
+        flush=True,
+    )
+    sides = {
+        r: ([("seed", False)] if r in BOOK_NETS else [])
+        + ([] if args.no_timm else [("timm", False)])
+        + [("ours", False)]
+        + ([("ours+compile", True)] if args.compile else [])
+        for r in recipes
+    }
     ips: dict[tuple[str, str], list[float]] = {}
     macs: dict[str, int] = {}
     for rnd in range(repeats):
@@ -289,14 +324,27 @@ def main() -> None:
             for label in ("timm", "ours"):
                 r = measure_in_subprocess(label, "fast", args, epoch=args.end_to_end)
                 e2e.append({"side": label, "round": rnd, **r})
-                print(f"  round {rnd + 1} fast {label:<5} {r['end_to_end_s']:7.1f} s for {r['images']:,} images "
-                      f"({r['images'] / r['end_to_end_s']:.0f} img/s)", flush=True)  # fmt: skip
+                print(
+                    f"  round {rnd + 1} fast {label:<5} {r['end_to_end_s']:7.1f} s for {r['images']:,} images "
+                    f"({r['images'] / r['end_to_end_s']:.0f} img/s)",
+                    flush=True,
+                )
         t = {s: [r["end_to_end_s"] for r in e2e if r["side"] == s] for s in ("timm", "ours")}
         ratios = [a / b for a, b in zip(t["timm"], t["ours"])]  # > 1: ours finishes sooner
-        print(f"fast end to end: timm {spread(t['timm'])} s, ours {spread(t['ours'])} s; timm time / ours "
-              f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]")  # fmt: skip
-    dump(args.json, {"machine": machine(), "steps": args.steps, "repeats": repeats, "results": results,
-                     "end_to_end": e2e})  # fmt: skip
+        print(
+            f"fast end to end: timm {spread(t['timm'])} s, ours {spread(t['ours'])} s; timm time / ours "
+            f"{statistics.median(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
+        )
+    dump(
+        args.json,
+        {
+            "machine": machine(),
+            "steps": args.steps,
+            "repeats": repeats,
+            "results": results,
+            "end_to_end": e2e,
+        },
+    )
 
 
 if __name__ == "__main__":

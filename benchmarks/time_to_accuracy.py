@@ -80,9 +80,17 @@ def run(recipe: str, seed: int, keep: Path | None = None, **overrides) -> dict:
         for i, r in enumerate(result.history)
         if "test_acc" in r  # epochs on downscaled images, or between --eval-every, are not scored
     ]
-    return {"recipe": recipe, "seed": seed, "wall_s": wall, "final_acc": result.summary["test_accuracy"],
-            "train_s": sum(secs), "load_s": loaded, "curve": curve,
-            "images_per_s": result.summary["images_per_s"], "macs": result.summary["macs"]}  # fmt: skip
+    return {
+        "recipe": recipe,
+        "seed": seed,
+        "wall_s": wall,
+        "final_acc": result.summary["test_accuracy"],
+        "train_s": sum(secs),
+        "load_s": loaded,
+        "curve": curve,
+        "images_per_s": result.summary["images_per_s"],
+        "macs": result.summary["macs"],
+    }
 
 
 def book_within(budget_s: float, device: str, data_dir: str | None) -> dict:
@@ -111,8 +119,14 @@ def book_within(budget_s: float, device: str, data_dir: str | None) -> dict:
             epoch += 1
         train_end = time.perf_counter() - t0
         acc = trainer.evaluate(final=True)
-    return {"recipe": "d2l-resnet", "images_seen": seen, "final_acc": acc, "train_end_s": train_end,
-            "wall_s": time.perf_counter() - t0, "curve": [(time.perf_counter() - t0, acc)]}  # fmt: skip
+    return {
+        "recipe": "d2l-resnet",
+        "images_seen": seen,
+        "final_acc": acc,
+        "train_end_s": train_end,
+        "wall_s": time.perf_counter() - t0,
+        "curve": [(time.perf_counter() - t0, acc)],
+    }
 
 
 def scaled(raw_s: float, seed_speed: float) -> float:
@@ -174,13 +188,22 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-dir", help="the Fashion-MNIST folder (default: searched as resdense train does)")
     ap.add_argument("--seed-steps", type=int, default=4, help="steps of the seed-speed measurement")
-    ap.add_argument("--seed-speed", type=float, metavar="IMG_S",
-                    help="take this seed speed instead of measuring it (gpu.sh smoke: measured elsewhere)")  # fmt: skip
+    ap.add_argument(
+        "--seed-speed",
+        type=float,
+        metavar="IMG_S",
+        help="take this seed speed instead of measuring it (gpu.sh smoke: measured elsewhere)",
+    )
     ap.add_argument("--keep", type=Path, help="keep the run folders here (default: thrown away)")
     ap.add_argument("--plot", type=Path, help="write the accuracy-vs-time plot here")
     ap.add_argument("--json", type=Path, help="also write the figures here")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="change a setting of every recipe run, e.g. --set epochs=8")  # fmt: skip
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a setting of every recipe run, e.g. --set epochs=8",
+    )
     args = ap.parse_args()
     changes = parse_set(args.set)
     label = "".join(f"+{k}={v}" for k, v in changes.items())
@@ -197,22 +220,30 @@ def main() -> None:
             r = run(recipe, seed, args.keep, device=args.device, data_dir=args.data_dir, **changes, **quick)
             r["label"] = recipe + label
             runs.append(r)
-            print(f"{recipe}{label} seed {seed}: final test acc {r['final_acc']:.4f} in {r['wall_s']:6.1f} s wall "
-                  f"({r['images_per_s']:,.0f} train img/s)", flush=True)  # fmt: skip
+            print(
+                f"{recipe}{label} seed {seed}: final test acc {r['final_acc']:.4f} in {r['wall_s']:6.1f} s wall "
+                f"({r['images_per_s']:,.0f} train img/s)",
+                flush=True,
+            )
     baseline = None
     scale_now = scaled(1.0, speeds[0])
     if not args.no_baseline:
         # the book's recipe in the same budget, scaled back to this machine's speed
         budget = min(BUDGETS.get(r, (0, 300.0))[1] for r in recipes) / scale_now
         baseline = book_within(60.0 if args.quick else budget, args.device, args.data_dir)
-        print(f"d2l-resnet (book recipe) within the same budget ({budget:.0f} s raw): "
-              f"{baseline['images_seen']:,} images seen, test acc {baseline['final_acc']:.4f}, "
-              f"{baseline['wall_s']:.1f} s wall with its final evaluation", flush=True)  # fmt: skip
+        print(
+            f"d2l-resnet (book recipe) within the same budget ({budget:.0f} s raw): "
+            f"{baseline['images_seen']:,} images seen, test acc {baseline['final_acc']:.4f}, "
+            f"{baseline['wall_s']:.1f} s wall with its final evaluation",
+            flush=True,
+        )
     speeds.append(args.seed_speed or seed_speed(args.seed_steps, dev))
     scale = scaled(1.0, statistics.mean(speeds))
     print(f"seed speed after: {speeds[1]:.1f} img/s; scale to the reference (107 img/s): {scale:.3f}\n")
-    print("recipe  target  budget   met   seeds meeting both  median acc  median raw s  median scaled s  "
-          "time to baseline's acc")  # fmt: skip
+    print(
+        "recipe  target  budget   met   seeds meeting both  median acc  median raw s  median scaled s  "
+        "time to baseline's acc"
+    )
     table = []
     for recipe in recipes:
         rs = [r for r in runs if r["recipe"] == recipe]
@@ -231,17 +262,40 @@ def main() -> None:
                 if t
                 else "not reached"
             )
-        table.append({"recipe": recipe + label, "changes": changes, "target": target, "budget_s": budget,
-                      "met": met, "seeds_ok": ok,
-                      "median_acc": acc, "median_raw_s": raw, "median_scaled_s": raw * s})  # fmt: skip
-        print(f"{recipe + label:<7} {target:.2f}  {budget:6.0f}s  {'yes' if met else 'NO':<4}  {sum(ok)}/{len(ok):<17} "
-              f"{acc:10.4f}  {raw:12.1f}  {raw * s:15.1f}  {extra}")  # fmt: skip
+        table.append(
+            {
+                "recipe": recipe + label,
+                "changes": changes,
+                "target": target,
+                "budget_s": budget,
+                "met": met,
+                "seeds_ok": ok,
+                "median_acc": acc,
+                "median_raw_s": raw,
+                "median_scaled_s": raw * s,
+            }
+        )
+        print(
+            f"{recipe + label:<7} {target:.2f}  {budget:6.0f}s  {'yes' if met else 'NO':<4}  {sum(ok)}/{len(ok):<17} "
+            f"{acc:10.4f}  {raw:12.1f}  {raw * s:15.1f}  {extra}"
+        )
     if args.plot:
         plot(runs, baseline, scale, args.plot)
         print(f"plot: {args.plot}")
-    dump(args.json, {"machine": machine(), "quick": args.quick, "set": changes, "seed_speeds": speeds,
-                     "scale": scale,
-                     "reference_speed": REFERENCE_SPEED, "runs": runs, "baseline": baseline, "table": table})  # fmt: skip
+    dump(
+        args.json,
+        {
+            "machine": machine(),
+            "quick": args.quick,
+            "set": changes,
+            "seed_speeds": speeds,
+            "scale": scale,
+            "reference_speed": REFERENCE_SPEED,
+            "runs": runs,
+            "baseline": baseline,
+            "table": table,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -37,10 +37,14 @@ def classes_subset(s: ImageSet, classes: range) -> ImageSet:
 def few_shot(s: ImageSet, per_class: int, seed: int) -> ImageSet:
     """``per_class`` images of each class, drawn at random (seeded), shuffled together."""
     g = torch.Generator().manual_seed(seed)
-    idx = torch.cat([
-        (s.labels == c).nonzero().flatten()[torch.randperm(int((s.labels == c).sum()), generator=g)[:per_class]]
-        for c in range(int(s.labels.max()) + 1)
-    ])  # fmt: skip
+    idx = torch.cat(
+        [
+            (s.labels == c)
+            .nonzero()
+            .flatten()[torch.randperm(int((s.labels == c).sum()), generator=g)[:per_class]]
+            for c in range(int(s.labels.max()) + 1)
+        ]
+    )
     idx = idx[torch.randperm(len(idx), generator=g)]
     return ImageSet(s.images[idx], s.labels[idx])
 
@@ -64,19 +68,30 @@ def main() -> int:
 
     full = load_fashion_mnist(args.data_dir, progress=False)
     names = list(full.classes)
-    src = Dataset("fashion-mnist 0-4", classes_subset(full.train, SOURCE), classes_subset(full.test, SOURCE),
-                  names[: SOURCE.stop], source=str(full.source))  # fmt: skip
+    src = Dataset(
+        "fashion-mnist 0-4",
+        classes_subset(full.train, SOURCE),
+        classes_subset(full.test, SOURCE),
+        names[: SOURCE.stop],
+        source=str(full.source),
+    )
     tgt_train, tgt_test = classes_subset(full.train, TARGET), classes_subset(full.test, TARGET)
     # training evaluates every epoch; a token test set keeps that cheap, the real score is taken after
     token = ImageSet(tgt_test.images[:64], tgt_test.labels[:64])
     options = {"widths": [int(w) for w in args.widths.split(",")]} if args.widths else {}
-    base = get_recipe("fast").with_overrides(model=args.model, model_options=options, lr=args.lr, device="cpu",
-                                             tta_flip=True)  # fmt: skip
+    base = get_recipe("fast").with_overrides(
+        model=args.model, model_options=options, lr=args.lr, device="cpu", tta_flip=True
+    )
 
     t0 = time.perf_counter()
-    pre = train(base.with_overrides(epochs=args.pretrain_epochs, out=str(args.out / "pretrain"),
-                                    train_subset=args.pretrain_subset),
-                dataset=src, progress=False, force=True)  # fmt: skip
+    pre = train(
+        base.with_overrides(
+            epochs=args.pretrain_epochs, out=str(args.out / "pretrain"), train_subset=args.pretrain_subset
+        ),
+        dataset=src,
+        progress=False,
+        force=True,
+    )
     pre_secs = time.perf_counter() - t0
     print(f"pretrained on classes 0-4: test accuracy {pre.summary['test_accuracy']:.4f} ({pre_secs:.0f}s)")
 
@@ -87,8 +102,14 @@ def main() -> int:
             batch = min(128, len(few) // 5)  # at least five steps an epoch
             epochs = max(1, round(steps / (len(few) // batch)))
             ds = Dataset("fashion-mnist 5-9", few, token, names[TARGET.start :], source=str(full.source))
-            row = {"shots_per_class": shots, "seed": seed, "images": len(few), "batch": batch, "epochs": epochs,
-                   "steps": epochs * (len(few) // batch)}  # fmt: skip
+            row = {
+                "shots_per_class": shots,
+                "seed": seed,
+                "images": len(few),
+                "batch": batch,
+                "epochs": epochs,
+                "steps": epochs * (len(few) // batch),
+            }
             for how, weights in (("scratch", None), ("finetuned", str(pre.out_dir))):
                 out = args.out / f"{how}-{shots}-seed{seed}"
                 cfg = base.with_overrides(
@@ -100,17 +121,32 @@ def main() -> int:
                 logits = load_predictor(out).predict_logits(tgt_test.images)
                 acc = int((logits.argmax(1) == tgt_test.labels).sum()) / len(tgt_test)
                 row[how], row[f"{how}_seconds"] = acc, round(secs, 1)
-                print(f"{shots:>4} images/class seed {seed}, {how:>9}: test accuracy on classes 5-9 {acc:.4f} "
-                      f"({row['steps']} steps, {secs:.0f}s)", flush=True)  # fmt: skip
+                print(
+                    f"{shots:>4} images/class seed {seed}, {how:>9}: test accuracy on classes 5-9 {acc:.4f} "
+                    f"({row['steps']} steps, {secs:.0f}s)",
+                    flush=True,
+                )
             rows.append(row)
 
     print("\n| images per class (classes 5-9) | steps | from scratch | fine-tuned from classes 0-4 |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {r['shots_per_class']} (seed {r['seed']}) | {r['steps']} | {r['scratch']:.4f} | "
-              f"{r['finetuned']:.4f} |")  # fmt: skip
-    dump(args.json, {"machine": machine(), "pretrain": {"epochs": args.pretrain_epochs,
-                     "test_accuracy_0_4": pre.summary["test_accuracy"], "seconds": pre_secs}, "rows": rows})  # fmt: skip
+        print(
+            f"| {r['shots_per_class']} (seed {r['seed']}) | {r['steps']} | {r['scratch']:.4f} | "
+            f"{r['finetuned']:.4f} |"
+        )
+    dump(
+        args.json,
+        {
+            "machine": machine(),
+            "pretrain": {
+                "epochs": args.pretrain_epochs,
+                "test_accuracy_0_4": pre.summary["test_accuracy"],
+                "seconds": pre_secs,
+            },
+            "rows": rows,
+        },
+    )
     return 0
 
 

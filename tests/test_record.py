@@ -11,8 +11,16 @@ from resdense.plots import compare_figure, curves_figure
 from resdense.record import EpochRecord
 from resdense.rundir import RunDir, read_metrics
 
-ROW = {"epoch": 2, "train_loss": 0.5, "train_acc": 0.8, "lr": 0.1, "seconds": 1.5, "images_per_s": 100.0,
-       "curve": [[10, 0.6, 0.7, 0.1], [20, 0.4, 0.9, 0.1]], "test_acc": 0.75}  # fmt: skip
+ROW = {
+    "epoch": 2,
+    "train_loss": 0.5,
+    "train_acc": 0.8,
+    "lr": 0.1,
+    "seconds": 1.5,
+    "images_per_s": 100.0,
+    "curve": [[10, 0.6, 0.7, 0.1], [20, 0.4, 0.9, 0.1]],
+    "test_acc": 0.75,
+}
 
 
 def test_round_trip_keeps_the_keys():

@@ -129,8 +129,9 @@ def test_prepare_force_refuses_a_folder_holding_other_files(tmp_path):
         UserError, match=r"--force would delete files resdense did not write \(mine, notes.txt\)"
     ):
         RunDir(folder).prepare(force=True)
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*RunDir.TRAINING_FILES, RunDir.LOCK, "mine",
-                                                               "notes.txt"])  # fmt: skip
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [*RunDir.TRAINING_FILES, RunDir.LOCK, "mine", "notes.txt"]
+    )
     assert (folder / "mine" / "data.csv").exists()
 
 

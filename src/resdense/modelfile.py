@@ -130,8 +130,11 @@ def check_spec_dict(d) -> None:
         raise ValueError("preprocess needs in_chans and size")
     for key in ("mean", "std"):
         v = pre.get(key)
-        if (not isinstance(v, list) or len(v) != pre["in_chans"]
-                or not all(isinstance(x, int | float) and math.isfinite(x) for x in v)):  # fmt: skip
+        if (
+            not isinstance(v, list)
+            or len(v) != pre["in_chans"]
+            or not all(isinstance(x, int | float) and math.isfinite(x) for x in v)
+        ):
             raise ValueError(f"preprocess.{key} must be {pre['in_chans']} finite numbers, got {v!r}")
     if not all(x > 0 for x in pre["std"]):
         raise ValueError(f"preprocess.std must be positive, got {pre['std']!r}")
@@ -211,8 +214,9 @@ def read_safetensors(path: str | Path, device: str | torch.device = "cpu") -> Sa
         raise ModelFileError(f"{path}: not a readable safetensors file ({first_line(e)})") from None
     if DIGEST_KEY in meta and meta[DIGEST_KEY] != digest(state, meta):
         # files written before the digest existed have none, and still load
-        raise ModelFileError(f"{path}: corrupt (its tensors or metadata do not match the digest it was "
-                             "written with)")  # fmt: skip
+        raise ModelFileError(
+            f"{path}: corrupt (its tensors or metadata do not match the digest it was written with)"
+        )
     check_finite(state, path)
     spec = ModelSpec.from_json(meta[SPEC_KEY], path, "metadata") if SPEC_KEY in meta else None
     try:

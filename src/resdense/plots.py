@@ -85,9 +85,13 @@ def compare_figure(runs: Sequence[tuple[str, Sequence[dict]]]):
             continue
         (line,) = ax.plot(x, y, marker="o", ms=5, ls="", label=f"{label} (test, scored at the end)")
         ax.plot(
-            [r.epoch for r in rows], [r.train_acc for r in rows], ls="--", lw=1, color=line.get_color(),
+            [r.epoch for r in rows],
+            [r.train_acc for r in rows],
+            ls="--",
+            lw=1,
+            color=line.get_color(),
             label=f"{label} (train acc)",
-        )  # fmt: skip
+        )
     integer_epochs(ax)
     ax.set_ylabel("accuracy")
     ax.grid(True, alpha=0.4)
@@ -128,8 +132,15 @@ def _overlay(ax, img, cam) -> None:
     """``cam`` ((h, w) in [0, 1], any size) as a heat map over the image, stretched to cover it."""
     _show_image(ax, img)
     h, w = img.shape[-2:]
-    ax.imshow(cam.cpu().numpy(), cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="bilinear",
-              extent=(-0.5, w - 0.5, h - 0.5, -0.5))  # fmt: skip
+    ax.imshow(
+        cam.cpu().numpy(),
+        cmap="jet",
+        alpha=0.45,
+        vmin=0,
+        vmax=1,
+        interpolation="bilinear",
+        extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+    )
 
 
 def _no_mistakes(fig, n: int | None) -> None:
@@ -201,8 +212,14 @@ def mistakes_figure(
         r, c = divmod(k, cols)
         y, x = r * band + title, c * (w + gap)
         mosaic[y : y + h, x : x + w] = _rgb(images[k])
-        ax.text(x + w / 2, y - 1, f"{classes[true[k]]}\n-> {classes[pred[k]]}", ha="center", va="bottom",
-                fontsize=7)  # fmt: skip
+        ax.text(
+            x + w / 2,
+            y - 1,
+            f"{classes[true[k]]}\n-> {classes[pred[k]]}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
         if cams is not None:
             mosaic[y + h + gap : y + 2 * h + gap, x : x + w] = _heat_tile(images[k], cams[k])
     ax.imshow(mosaic.clip(0, 1), interpolation="nearest")

@@ -166,8 +166,10 @@ class RunDir:
             option = "--resume"
             if not self.resumable:
                 if out.is_dir() and self.config.exists():
-                    raise UserError(f"--resume {out}: the run ended before its first checkpoint (no "
-                                    f"{self.CHECKPOINT}), so there is nothing to resume; start it again with the same command, without --resume")  # fmt: skip
+                    raise UserError(
+                        f"--resume {out}: the run ended before its first checkpoint (no "
+                        f"{self.CHECKPOINT}), so there is nothing to resume; start it again with the same command, without --resume"
+                    )
                 raise UserError(f"--resume {out}: no {self.CHECKPOINT} in this folder, nothing to resume")
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -194,18 +196,24 @@ class RunDir:
         if entries <= set(self.UNFINISHED_FILES) and self.config.exists():
             log.info("%s %s: starting again (the run there ended before its first checkpoint)", option, out)
         elif not force:
-            raise UserError(f"{option} {out}: folder holds another run; use --resume to continue it or "
-                            "--force to overwrite it")  # fmt: skip
+            raise UserError(
+                f"{option} {out}: folder holds another run; use --resume to continue it or "
+                "--force to overwrite it"
+            )
         else:
             here = Path.cwd().resolve()
             if out.resolve() in (here, *here.parents):
-                raise UserError(f"{option} {out}: --force refuses the current folder (or one above it); "
-                                "give the run its own folder")  # fmt: skip
+                raise UserError(
+                    f"{option} {out}: --force refuses the current folder (or one above it); "
+                    "give the run its own folder"
+                )
             foreign = self.foreign_files()
             if foreign:
                 more = f" (and {len(foreign) - 3} more)" if len(foreign) > 3 else ""
-                raise UserError(f"{option} {out}: --force would delete files resdense did not write "
-                                f"({', '.join(foreign[:3])}{more}); choose another folder")  # fmt: skip
+                raise UserError(
+                    f"{option} {out}: --force would delete files resdense did not write "
+                    f"({', '.join(foreign[:3])}{more}); choose another folder"
+                )
         for name in self.own_names() - {self.LOCK, self.TENSORBOARD}:
             with contextlib.suppress(FileNotFoundError):
                 (out / name).unlink()
@@ -236,8 +244,10 @@ class RunDir:
         except OSError:
             other = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise UserError(f"{option} {self.path}: another resdense process (PID {other}) is using this "
-                            "folder; wait for it to end, or give this run another folder") from None  # fmt: skip
+            raise UserError(
+                f"{option} {self.path}: another resdense process (PID {other}) is using this "
+                "folder; wait for it to end, or give this run another folder"
+            ) from None
         try:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
@@ -329,8 +339,12 @@ class RunDir:
         for name in (self.SUMMARY, self.CONFIG, self.METRICS):
             if not (self.path / name).exists():
                 raise UserError(f"{self.path}: no {name} (is it a finished resdense run?)")
-        return {"path": str(self.path), "summary": self.read_summary(), "config": self.read_config(),
-                "metrics": self.read_metrics()}  # fmt: skip
+        return {
+            "path": str(self.path),
+            "summary": self.read_summary(),
+            "config": self.read_config(),
+            "metrics": self.read_metrics(),
+        }
 
 
 def _open_lock(path: Path) -> int:
@@ -379,8 +393,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             raise UserError(f"{path}: not a resdense checkpoint ({key!r} is a {type(ckpt[key]).__name__})")
     for key in ("model", "ema"):
         weights = ckpt.get(key)
-        if weights is not None and (not isinstance(weights, dict) or not all(
-                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())):  # fmt: skip
+        if weights is not None and (
+            not isinstance(weights, dict)
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())
+        ):
             raise UserError(f"{path}: not a resdense checkpoint ({key!r} is not a state dict)")
     epoch, history = ckpt["epoch"], ckpt["history"]
     if epoch < 1 or len(history) != epoch or not all(isinstance(r, dict) for r in history):

@@ -38,11 +38,23 @@ def test_training_macs_follow_the_epochs_the_sides_and_the_width():
 
 def test_report_gives_each_gain_with_the_standard_error_of_a_difference(tmp_path):
     def row(variant, seed, acc):
-        return {"variant": variant, "seed": seed, "val_acc": acc, "wall_s": 100.0, "train_tmacs": 25.0,
-                "change": variant}  # fmt: skip
+        return {
+            "variant": variant,
+            "seed": seed,
+            "val_acc": acc,
+            "wall_s": 100.0,
+            "train_tmacs": 25.0,
+            "change": variant,
+        }
 
-    rows = [row("base", 0, 0.930), row("base", 1, 0.932), row("base", 2, 0.934),
-            row("x", 0, 0.940), row("x", 1, 0.942), row("one", 0, 0.936)]  # fmt: skip
+    rows = [
+        row("base", 0, 0.930),
+        row("base", 1, 0.932),
+        row("base", 2, 0.934),
+        row("x", 0, 0.940),
+        row("x", 1, 0.942),
+        row("one", 0, 0.936),
+    ]
     by = {r["variant"]: r for r in ablation.report(rows)}
     assert by["base"]["gain"] is None and by["base"]["se"] == pytest.approx(0.002 / 3**0.5)
     assert by["x"]["gain"] == pytest.approx(0.009)

@@ -16,12 +16,37 @@ def test_a_toy_ema_run_is_scored_as_saved_and_recalibrated_for_both_weights(tmp_
     from resdense.cli import main
 
     run, js = tmp_path / "run", tmp_path / "bn.json"
-    code = main(["train", "--model", "resnet20", "--model-options", '{"widths": [4, 8, 16]}', "--device", "cpu",
-                 "--no-progress", "--train-subset", "512", "--val-split", "300",
-                 "--epochs", "1", "--batch-size", "64", "--ema", "0.9", "--out", str(run)])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--model",
+            "resnet20",
+            "--model-options",
+            '{"widths": [4, 8, 16]}',
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--train-subset",
+            "512",
+            "--val-split",
+            "300",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--ema",
+            "0.9",
+            "--out",
+            str(run),
+        ]
+    )
     assert code == 0
-    done = subprocess.run([sys.executable, str(BENCH / "bn_stats.py"), str(run), "--images", "256",
-                           "--json", str(js)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "bn_stats.py"), str(run), "--images", "256", "--json", str(js)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(js.read_text())["rows"]
     assert [r["weights"] for r in rows] == ["ema (saved)", "live"]
@@ -39,11 +64,42 @@ def test_the_bf16_check_continues_a_toy_d2l_run_three_ways_and_refuses_other_rec
     from resdense.cli import main
 
     run, js = tmp_path / "d2l", tmp_path / "bf16.json"
-    code = main(["train", "--recipe", "d2l-densenet", "--device", "cpu", "--no-progress", "--train-subset", "256",
-                 "--test-subset", "64", "--resize", "32", "--batch-size", "16", "--epochs", "1", "--out", str(run)])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--recipe",
+            "d2l-densenet",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--train-subset",
+            "256",
+            "--test-subset",
+            "64",
+            "--resize",
+            "32",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "1",
+            "--out",
+            str(run),
+        ]
+    )
     assert code == 0
-    cmd = [sys.executable, str(BENCH / "bn_bf16.py"), str(run), "--steps", "20", "--images", "64",
-           "--test-images", "64", "--json", str(js)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(BENCH / "bn_bf16.py"),
+        str(run),
+        "--steps",
+        "20",
+        "--images",
+        "64",
+        "--test-images",
+        "64",
+        "--json",
+        str(js),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads(js.read_text())["rows"]
@@ -81,6 +137,7 @@ def test_a_folder_that_is_not_a_run_and_a_bad_image_count_are_one_line_errors(tm
         ([str(run), "--images", "0"], "'0': must be"),
     )
     for args, says in cases:
-        done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr

@@ -54,9 +54,22 @@ def test_an_unfinished_run_is_resumed_with_its_own_settings(tmp_path):
 
 def test_a_toy_run_of_both_precisions_is_tabled_and_read_again_not_rerun(tmp_path):
     out, js = tmp_path / "book", tmp_path / "r.json"
-    cmd = [sys.executable, str(BENCH / "book_numbers.py"), "--recipe", "d2l-densenet", "--seeds", "0",
-           "--amp", "no,yes", "--out", str(out), "--json", str(js),
-           "--extra", "--train-subset 32 --test-subset 32 --epochs 1 --resize 32 --batch-size 16"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(BENCH / "book_numbers.py"),
+        "--recipe",
+        "d2l-densenet",
+        "--seeds",
+        "0",
+        "--amp",
+        "no,yes",
+        "--out",
+        str(out),
+        "--json",
+        str(js),
+        "--extra",
+        "--train-subset 32 --test-subset 32 --epochs 1 --resize 32 --batch-size 16",
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "| the book | 10 | 0.140 | 0.948 | 0.885 |" in first.stdout

@@ -12,10 +12,21 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_step_of_the_gpu_check_runs_at_toy_size(real_fashion_mnist_dir, tmp_path):
-    env = {**os.environ, "OUT": str(tmp_path), "RESDENSE_DATA": real_fashion_mnist_dir, "OMP_NUM_THREADS": "1",
-           "PYTHONUNBUFFERED": "1"}  # fmt: skip
-    res = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), "smoke"], capture_output=True,
-                         text=True, env=env, timeout=600, cwd=tmp_path)  # fmt: skip
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path),
+        "RESDENSE_DATA": real_fashion_mnist_dir,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    res = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu.sh"), "smoke"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     for step in ("== 1.", "== 2.", "== 3.", "== 4."):
         assert step in res.stdout
@@ -31,8 +42,11 @@ def test_every_step_of_the_gpu_check_runs_at_toy_size(real_fashion_mnist_dir, tm
     # step 4: the degradation study at the paper's size (cut to toy scale): every depth up to 110, its report
     paper = tmp_path / "degradation-paper"
     assert {p.name for p in (paper / "runs").iterdir()} == {
-        "plain20-seed0", "plain110-seed0", "resnet20-seed0", "resnet110-seed0"
-    }  # fmt: skip
+        "plain20-seed0",
+        "plain110-seed0",
+        "resnet20-seed0",
+        "resnet110-seed0",
+    }
     report = (paper / "report.md").read_text()
     assert (
         "- schedule: `step`" in report

@@ -19,8 +19,11 @@ def test_scaling_to_the_reference_speed():
 
 def test_a_target_is_met_by_seeds_not_by_medians_of_different_seeds():
     # median accuracy 0.95 and median time 250 s look like "94% in 300 s", but no seed but one did both
-    runs = [{"final_acc": 0.95, "wall_s": 400.0}, {"final_acc": 0.93, "wall_s": 250.0},
-            {"final_acc": 0.95, "wall_s": 250.0}]  # fmt: skip
+    runs = [
+        {"final_acc": 0.95, "wall_s": 400.0},
+        {"final_acc": 0.93, "wall_s": 250.0},
+        {"final_acc": 0.95, "wall_s": 250.0},
+    ]
     assert tta.seeds_meeting(runs, 0.94, 300.0) == [False, False, True]
     # at half the reference speed the 400 s run counts as 200 s
     assert tta.seeds_meeting(runs, 0.94, 300.0, scale=0.5) == [True, False, True]
@@ -30,8 +33,16 @@ def test_figure_uses_the_object_api_and_shows_every_recipe(tmp_path, monkeypatch
     import matplotlib
 
     backend = matplotlib.get_backend()
-    runs = [{"recipe": r, "seed": s, "curve": [(60.0 * (e + 1), 0.9 + 0.01 * e) for e in range(3)], "final_acc": 0.92}
-            for r in ("fast", "best") for s in (0, 1)]  # fmt: skip
+    runs = [
+        {
+            "recipe": r,
+            "seed": s,
+            "curve": [(60.0 * (e + 1), 0.9 + 0.01 * e) for e in range(3)],
+            "final_acc": 0.92,
+        }
+        for r in ("fast", "best")
+        for s in (0, 1)
+    ]
     baseline = {"curve": [(300.0, 0.82)], "final_acc": 0.82}
     fig = tta.plot(runs, baseline, 0.5, tmp_path / "f.png")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
@@ -43,8 +54,11 @@ def test_figure_uses_the_object_api_and_shows_every_recipe(tmp_path, monkeypatch
 
 def test_set_takes_literals_and_names_the_candidate(tmp_path):
     assert tta.parse_set(["epochs=8", "lr=0.2", "tta_flip=False", "model=resnet32"]) == {
-        "epochs": 8, "lr": 0.2, "tta_flip": False, "model": "resnet32"
-    }  # fmt: skip
+        "epochs": 8,
+        "lr": 0.2,
+        "tta_flip": False,
+        "model": "resnet32",
+    }
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         tta.parse_set(["epochs"])
     # a candidate's runs are drawn under its own name, with the recipe's target lines in its colour

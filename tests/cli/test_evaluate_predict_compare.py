@@ -23,10 +23,23 @@ from tests.train.conftest import (
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FASHION_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
-TINY_DENSENET = ["--model", "d2l_densenet", "--model-options",
-                 '{"growth_rate": 4, "num_convs_in_dense_blocks": [1, 1]}']  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+TINY_DENSENET = [
+    "--model",
+    "d2l_densenet",
+    "--model-options",
+    '{"growth_rate": 4, "num_convs_in_dense_blocks": [1, 1]}',
+]
 
 
 @pytest.fixture(scope="module")

@@ -45,8 +45,20 @@ def test_explain_a_run(capsys, finished_run, tmp_path):
 def test_explain_a_named_class_at_a_named_layer(capsys, finished_run, tmp_path):
     run, _ = finished_run
     (image,) = band_images(tmp_path, 1)
-    code, out, err = cli(capsys, "explain", run, image, "--class", "2", "--layer", "layer2.1",
-                         "--method", "gradcam", "--out", tmp_path)  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "explain",
+        run,
+        image,
+        "--class",
+        "2",
+        "--layer",
+        "layer2.1",
+        "--method",
+        "gradcam",
+        "--out",
+        tmp_path,
+    )
     assert code == 0, err
     assert f"{image}: predicted " in out and "map of 2 at layer2.1" in out
     assert out.strip().endswith(f"figure: {tmp_path / 'explain.png'}")

@@ -28,15 +28,38 @@ def png_dir(tmp_path_factory) -> Path:
 
     idx = shared_idx_dir(tmp_path_factory)
     out = tmp_path_factory.mktemp("png") / "folder"
-    subprocess.run([sys.executable, "-m", "resdense", "convert", str(out), "--dataset", "idx", "--data-dir",
-                    str(idx)], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "resdense", "convert", str(out), "--dataset", "idx", "--data-dir", str(idx)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
 def folder_args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", *TINY, *QUIET, "--dataset", "folder", "--data-dir", data, "--out", out, "--epochs", "2",
-            "--batch-size", "32", "--lr", "0.05", "--schedule", "constant", "--no-tta-flip", "--resize", "28",
-            *extra]  # fmt: skip
+    return [
+        "train",
+        *TINY,
+        *QUIET,
+        "--dataset",
+        "folder",
+        "--data-dir",
+        data,
+        "--out",
+        out,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--schedule",
+        "constant",
+        "--no-tta-flip",
+        "--resize",
+        "28",
+        *extra,
+    ]
 
 
 def test_convert_writes_the_idx_set_as_pngs(png_dir: Path, idx_dir: Path, capsys, tmp_path: Path) -> None:

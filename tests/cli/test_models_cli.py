@@ -38,14 +38,25 @@ def test_inspect_json(capsys):
     assert d["model"] == "d2l_resnet18"
     # the feature points: the book's b1..b5, each map's side the input's over its reduction
     assert [(f["module"], f["num_chs"], 224 // f["reduction"]) for f in d["feature_info"]] == [
-        ("0", 64, 56), ("1", 64, 56), ("2", 128, 28), ("3", 256, 14), ("4", 512, 7)
-    ]  # fmt: skip
+        ("0", 64, 56),
+        ("1", 64, 56),
+        ("2", 128, 28),
+        ("3", 256, 14),
+        ("4", 512, 7),
+    ]
     assert d["input_size"] == [1, 224, 224]
     assert d["total_params"] == 11_178_378
     assert isinstance(d["macs"], int) and d["macs"] > 1e9
     assert [row["output_shape"] for row in d["layers"]] == [
-        [64, 56, 56], [64, 56, 56], [128, 28, 28], [256, 14, 14], [512, 7, 7], [512, 1, 1], [512], [10]
-    ]  # fmt: skip
+        [64, 56, 56],
+        [64, 56, 56],
+        [128, 28, 28],
+        [256, 14, 14],
+        [512, 7, 7],
+        [512, 1, 1],
+        [512],
+        [10],
+    ]
     for row in d["layers"]:
         assert {"name", "type", "output_shape", "params"} <= set(row)
     assert sum(row["params"] for row in d["layers"]) == d["total_params"]
@@ -149,8 +160,11 @@ def test_real_entry_point():
     """The installed ``resdense`` script (or ``python -m resdense``) runs and exits 0."""
     ok = subprocess.run(
         [*_entry_point(), "inspect", "d2l_resnet18", "--input-size", "1", "224", "224"],
-        capture_output=True, text=True, timeout=120, env={"OMP_NUM_THREADS": "1", **os.environ},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"OMP_NUM_THREADS": "1", **os.environ},
+    )
     assert ok.returncode == 0, ok.stderr
     for shape in SHAPES:
         assert shape in ok.stdout
@@ -163,8 +177,9 @@ def test_output_into_a_closed_pipe_ends_quietly():
     import subprocess
     import sys
 
-    p = subprocess.Popen([sys.executable, "-m", "resdense", "list", "resnet2*"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)  # fmt: skip
+    p = subprocess.Popen(
+        [sys.executable, "-m", "resdense", "list", "resnet2*"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     p.stdout.close()  # closed long before the child (importing torch) prints anything
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141, err

@@ -35,8 +35,23 @@ def photos(tmp_path: Path) -> Path:
 def test_readme_finetune_command_on_a_small_folder(photos: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     # the README's command, as written there (the default recipe's batch of 128 > the 16 training images)
-    code, stdout, err = cli(capsys, "train", "--weights", "fashion-mnist", "--dataset", "folder", "--data-dir",
-                            photos, "--freeze", "backbone", "--epochs", "1", "--out", out, *QUIET)  # fmt: skip
+    code, stdout, err = cli(
+        capsys,
+        "train",
+        "--weights",
+        "fashion-mnist",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        photos,
+        "--freeze",
+        "backbone",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+        *QUIET,
+    )
     assert code == 0, err
     assert "input size 28x28: the weights' own (fashion-mnist:" in stdout
     assert "--batch-size 128 capped to 16: the training set has 16 images" in stdout
@@ -64,9 +79,25 @@ def test_readme_finetune_command_on_a_small_folder(photos: Path, tmp_path: Path,
     code, _, err = cli(capsys, "predict", out, photos, "--out", tmp_path / "preds.txt")
     assert code == 2 and "expected a .csv or .json" in err
 
-    code, stdout, err = cli(capsys, "train", "--weights", "fashion-mnist", "--dataset", "folder", "--data-dir",
-                            photos, "--epochs", "1", "--out", tmp_path / "bal", "--balance", "sampler",
-                            "--resize", "32", *QUIET)  # fmt: skip
+    code, stdout, err = cli(
+        capsys,
+        "train",
+        "--weights",
+        "fashion-mnist",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        photos,
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "bal",
+        "--balance",
+        "sampler",
+        "--resize",
+        "32",
+        *QUIET,
+    )
     assert code == 0, err
     assert "balanced by --balance sampler" in stdout and "input size" not in stdout  # --resize said it
 

@@ -29,8 +29,15 @@ SHIPPED_TAGS = list(P.SHIPPED_ORDER)  # every model the package declares must sh
 def test_shipped_weights_evaluate_to_their_stated_accuracy(capsys, real_fashion_mnist_dir, tag):
     meta = shipped_meta(tag)
     assert meta["recipe"] == tag and meta["config"]["recipe"] == tag and "resdense train" in meta["command"]
-    code, out, err = cli(capsys, "evaluate", "--weights", f"fashion-mnist:{tag}", "--data-dir",
-                         real_fashion_mnist_dir, "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "evaluate",
+        "--weights",
+        f"fashion-mnist:{tag}",
+        "--data-dir",
+        real_fashion_mnist_dir,
+        "--json",
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["n"] == 10_000
@@ -115,10 +122,32 @@ def test_torchvision_weights_predict_imagenet_classes(capsys, tmp_path, monkeypa
 def test_train_from_shipped_weights_freezes_the_backbone(capsys, idx_dir, tmp_path):
     """A 4-class set from the 10-class shipped model: new head said, body frozen, stats untouched."""
     out = tmp_path / "ft"
-    code, stdout, err = cli(capsys, "train", "--weights", "fashion-mnist:fast", "--freeze", "backbone",
-                            "--head-lr-mult", "10", "--dataset", "idx", "--data-dir", idx_dir, "--out", out,
-                            "--epochs", "1", "--batch-size", "32", "--train-subset", "64", "--device", "cpu",
-                            "--no-progress", "--no-tta-flip")  # fmt: skip
+    code, stdout, err = cli(
+        capsys,
+        "train",
+        "--weights",
+        "fashion-mnist:fast",
+        "--freeze",
+        "backbone",
+        "--head-lr-mult",
+        "10",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        idx_dir,
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--train-subset",
+        "64",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-tta-flip",
+    )
     assert code == 0, err
     assert "classifier re-initialised for 4 classes (the weights have 10)" in err
     assert "--freeze backbone: 260 of" in stdout
@@ -166,15 +195,36 @@ def test_finetune_recipe_on_an_image_folder(capsys, tmp_path, monkeypatch):
                 img = (torch.rand(40 + 8 * i, 60, 3, generator=g) * 120 + 100 * k).byte().numpy()
                 Image.fromarray(img).save(tmp_path / "photos" / split / cls / f"{i}.jpg")
     out = tmp_path / "ft"
-    code, stdout, err = cli(capsys, "train", "--recipe", "finetune", "--data-dir", tmp_path / "photos", "--out", out,
-                            "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--no-progress")  # fmt: skip
+    code, stdout, err = cli(
+        capsys,
+        "train",
+        "--recipe",
+        "finetune",
+        "--data-dir",
+        tmp_path / "photos",
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     assert code == 0, err
     assert "classifier re-initialised for 2 classes (the weights have 1000)" in err
     assert "normalising with the weights' mean (0.485, 0.456, 0.406)" in stdout
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["weights"] == "IMAGENET1K_V1" and cfg["head_lr_mult"] == 10.0 and cfg["augment"] == "rrc-flip"
-    assert cfg["preprocess"] == {"size": 256, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                                 "in_chans": 3, "crop": 224, "fit": "shorter"}  # fmt: skip
+    assert cfg["preprocess"] == {
+        "size": 256,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "in_chans": 3,
+        "crop": 224,
+        "fit": "shorter",
+    }
     code, stdout, err = cli(capsys, "evaluate", out, "--json")
     assert code == 0, err
     assert json.loads(stdout)["accuracy"] == json.loads((out / "summary.json").read_text())["test_accuracy"]

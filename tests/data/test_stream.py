@@ -229,9 +229,17 @@ def test_scan_finds_every_kind_of_bad_file(tmp_path: Path, monkeypatch: pytest.M
         bad["warning-size bomb"]: "decompression bomb",
         bad["truncated"]: "truncated",
     }
-    msg = assert_one_line(bad_images_error(index.root, scan.bad), "5 bad image files", "1 empty file",
-                          "1 not an image", "2 decompression bomb", "1 truncated", "--skip-bad-images",
-                          str(scan.bad[0].path), "and 2 more")  # fmt: skip
+    msg = assert_one_line(
+        bad_images_error(index.root, scan.bad),
+        "5 bad image files",
+        "1 empty file",
+        "1 not an image",
+        "2 decompression bomb",
+        "1 truncated",
+        "--skip-bad-images",
+        str(scan.bad[0].path),
+        "and 2 more",
+    )
     assert msg.startswith(str(index.root))
     with pytest.raises(DataError, match="5 bad image files"):
         load_folder(tmp_path / "r")
@@ -275,9 +283,13 @@ def test_ranks_take_disjoint_shares_of_every_global_batch(tmp_path: Path, world:
     batch = 6
     for epoch in (0, 1):
         whole = [fingerprints(x) for x, _ in stream.train_batches(batch, seed=1, epoch=epoch)]
-        shards = [[fingerprints(x) for x, _ in stream.train_batches(batch, seed=1, epoch=epoch, rank=r,
-                                                                    world_size=world)]
-                  for r in range(world)]  # fmt: skip
+        shards = [
+            [
+                fingerprints(x)
+                for x, _ in stream.train_batches(batch, seed=1, epoch=epoch, rank=r, world_size=world)
+            ]
+            for r in range(world)
+        ]
         for i, global_batch in enumerate(whole):
             parts = [s[i] for s in shards]
             joined = [f for p in parts for f in p]

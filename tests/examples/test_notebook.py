@@ -58,11 +58,16 @@ def write_kernelspec(root: Path) -> None:
     spec.mkdir(parents=True)
     src = str(Path(resdense.__file__).resolve().parents[1])  # the resdense under test, installed or not
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "resdense test", "language": "python",
-        "env": {"PYTHONPATH": path, "OMP_NUM_THREADS": "2"},
-    }))  # fmt: skip
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "resdense test",
+                "language": "python",
+                "env": {"PYTHONPATH": path, "OMP_NUM_THREADS": "2"},
+            }
+        )
+    )
 
 
 def tagged(nb, tag: str) -> int:

@@ -11,8 +11,19 @@ from resdense.models.resnet import BasicBlock, Bottleneck, PreActBlock
 
 ALL_MODELS = list_models()
 HEAVY = {"resnet152", "resnext101_32x8d", "wide_resnet101_2", "densenet161", "densenet201"}
-CIFAR = {"resnet9", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "preact_resnet18", "densenet_bc_100",
-         "densenet_bc_40", "densenet_bc_64", *list_models("plain[0-9]*")}  # fmt: skip
+CIFAR = {
+    "resnet9",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet56",
+    "resnet110",
+    "preact_resnet18",
+    "densenet_bc_100",
+    "densenet_bc_40",
+    "densenet_bc_64",
+    *list_models("plain[0-9]*"),
+}
 NUM_CLASSES = 7
 
 
@@ -27,9 +38,14 @@ def test_registry_lists_every_family():
     assert len(ALL_MODELS) == len(set(ALL_MODELS)) == 31
     assert set(list_models(family="d2l")) == {"d2l_resnet18", "d2l_densenet"}
     assert set(list_models(family="densenet")) == {
-        "densenet121", "densenet161", "densenet169", "densenet201", "densenet_bc_40", "densenet_bc_64",
+        "densenet121",
+        "densenet161",
+        "densenet169",
+        "densenet201",
+        "densenet_bc_40",
+        "densenet_bc_64",
         "densenet_bc_100",
-    }  # fmt: skip
+    }
     assert list_models("densenet[0-9]*") == ["densenet121", "densenet161", "densenet169", "densenet201"]
     assert list_models("nothing*") == []
     for name in ALL_MODELS:

@@ -44,9 +44,19 @@ def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def timm_config(arch: str, n: int, labels: list[str] | None = None) -> bytes:
-    cfg = {"architecture": arch, "num_classes": n, "pretrained_cfg": {
-        "tag": "test", "input_size": [3, 160, 160], "crop_pct": 0.95, "interpolation": "bicubic",
-        "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3], "num_classes": n}}  # fmt: skip
+    cfg = {
+        "architecture": arch,
+        "num_classes": n,
+        "pretrained_cfg": {
+            "tag": "test",
+            "input_size": [3, 160, 160],
+            "crop_pct": 0.95,
+            "interpolation": "bicubic",
+            "mean": [0.5, 0.4, 0.3],
+            "std": [0.2, 0.25, 0.3],
+            "num_classes": n,
+        },
+    }
     if labels:
         cfg["label_names"] = labels
     return json.dumps(cfg).encode()
@@ -59,8 +69,14 @@ def test_timm_repo_loads_with_its_config(arch: str, hub_cache: Path, tmp_path: P
     torch.manual_seed(0)
     ref = timm.create_model(arch, pretrained=False, num_classes=3).eval()
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "w.safetensors"))
-    cached_repo(hub_cache, f"timm/{arch}.test", {"model.safetensors": tmp_path / "w.safetensors",
-                                                 "config.json": timm_config(arch, 3, ["cat", "dog", "owl"])})  # fmt: skip
+    cached_repo(
+        hub_cache,
+        f"timm/{arch}.test",
+        {
+            "model.safetensors": tmp_path / "w.safetensors",
+            "config.json": timm_config(arch, 3, ["cat", "dog", "owl"]),
+        },
+    )
     net = resdense.create_model(arch, weights=f"hf-hub:timm/{arch}.test").eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -81,8 +97,11 @@ def test_pytorch_model_bin_and_imagenet_names(hub_cache: Path, tmp_path: Path) -
     torch.manual_seed(0)
     src = resdense.create_model("resnet18")
     torch.save(src.state_dict(), tmp_path / "w.bin")
-    cached_repo(hub_cache, "org/r18", {"pytorch_model.bin": tmp_path / "w.bin",
-                                       "config.json": timm_config("resnet18", 1000)})  # fmt: skip
+    cached_repo(
+        hub_cache,
+        "org/r18",
+        {"pytorch_model.bin": tmp_path / "w.bin", "config.json": timm_config("resnet18", 1000)},
+    )
     pre = load_pretrained("hf-hub:org/r18")
     assert pre.model == "resnet18" and pre.cfg.classes[0] == "tench"  # ImageNet's names for 1,000 classes
     assert torch.equal(pre.state_dict["conv1.weight"], src.conv1.weight)
@@ -94,8 +113,12 @@ def test_resdense_model_file_in_a_repo(hub_cache: Path, tmp_path: Path, capsys) 
 
     torch.manual_seed(1)
     src = resdense.create_model("resnet20", num_classes=4, in_chans=1, widths=(8, 16, 32)).eval()
-    spec = ModelSpec("resnet20", {"num_classes": 4, "in_chans": 1, "widths": [8, 16, 32]},
-                     Preprocess(28, (0.3,), (0.35,), 1), ["a", "b", "c", "d"])  # fmt: skip
+    spec = ModelSpec(
+        "resnet20",
+        {"num_classes": 4, "in_chans": 1, "widths": [8, 16, 32]},
+        Preprocess(28, (0.3,), (0.35,), 1),
+        ["a", "b", "c", "d"],
+    )
     write_safetensors(tmp_path / "model.safetensors", src, spec)
     cached_repo(hub_cache, "me/shoes", {"model.safetensors": tmp_path / "model.safetensors"})
     net = resdense.create_model("resnet20", weights="hf-hub:me/shoes").eval()  # widths from the file
@@ -145,8 +168,14 @@ def test_names_that_are_not_repos(hub_cache: Path, monkeypatch: pytest.MonkeyPat
 
 def test_timm_architecture_without_counterpart(hub_cache: Path, tmp_path: Path) -> None:
     save_file({"x": torch.zeros(1)}, str(tmp_path / "w.safetensors"))
-    cached_repo(hub_cache, "timm/vit", {"model.safetensors": tmp_path / "w.safetensors",
-                                        "config.json": timm_config("vit_base_patch16_224", 1000)})  # fmt: skip
+    cached_repo(
+        hub_cache,
+        "timm/vit",
+        {
+            "model.safetensors": tmp_path / "w.safetensors",
+            "config.json": timm_config("vit_base_patch16_224", 1000),
+        },
+    )
     with pytest.raises(PretrainedError, match="vit_base_patch16_224"):
         load_pretrained("hf-hub:timm/vit")
     assert hf_hub.hf_source("hf-hub:timm/resnet50.a1_in1k@main") == ("timm/resnet50.a1_in1k", "main")

@@ -20,9 +20,11 @@ def additions(model: nn.Module) -> list[fx.Node]:
     graph = fx.symbolic_trace(model.eval()).graph
     functions, methods = (operator.add, operator.iadd, torch.add), ("add", "add_")
     return [
-        n for n in graph.nodes
-        if (n.op == "call_function" and n.target in functions) or (n.op == "call_method" and n.target in methods)
-    ]  # fmt: skip
+        n
+        for n in graph.nodes
+        if (n.op == "call_function" and n.target in functions)
+        or (n.op == "call_method" and n.target in methods)
+    ]
 
 
 def test_plain_names_are_registered():
@@ -60,8 +62,12 @@ def test_plain_output_shapes():
 def test_d2l_plain18_is_resnet18_without_shortcuts():
     plain, res = create_model("d2l_plain18"), create_model("d2l_resnet18")
     # d2l's three 1x1 shortcut convs (64->128, 128->256, 256->512) only fit X to Y for the sum: gone
-    shortcut_params = sum(p.numel() for m in res.modules() if isinstance(m, Residual) and m.conv3 is not None
-                          for p in m.conv3.parameters())  # fmt: skip
+    shortcut_params = sum(
+        p.numel()
+        for m in res.modules()
+        if isinstance(m, Residual) and m.conv3 is not None
+        for p in m.conv3.parameters()
+    )
     assert shortcut_params == (64 * 128 + 128) + (128 * 256 + 256) + (256 * 512 + 512)
     assert sum(p.numel() for p in plain.parameters()) == 11_178_378 - shortcut_params == 11_005_450
     # every other weight has the same name and shape

@@ -124,8 +124,10 @@ def test_in_chans_adaptation_is_exact_for_grey_images() -> None:
     torch.testing.assert_close(w5[:, :3], w * 3 / 5)
     torch.testing.assert_close(w5[:, 3:], w[:, :2] * 3 / 5)
     w6 = adapt_input_conv(6, w)  # a multiple of 3: a grey image gives exactly the RGB response
-    torch.testing.assert_close(nn.functional.conv2d(grey.expand(-1, 6, -1, -1), w6),
-                               nn.functional.conv2d(grey.expand(-1, 3, -1, -1), w))  # fmt: skip
+    torch.testing.assert_close(
+        nn.functional.conv2d(grey.expand(-1, 6, -1, -1), w6),
+        nn.functional.conv2d(grey.expand(-1, 3, -1, -1), w),
+    )
 
 
 def test_adaptation_is_said_once_and_classifier_reset(
@@ -202,8 +204,12 @@ def test_run_folder_and_model_safetensors(tmp_path: Path) -> None:
 
     torch.manual_seed(1)
     src = resdense.create_model("resnet20", num_classes=10, in_chans=1, widths=(8, 16, 32)).eval()
-    spec = ModelSpec("resnet20", {"num_classes": 10, "in_chans": 1, "widths": [8, 16, 32]},
-                     Preprocess(28, (0.3,), (0.35,), 1), [f"c{i}" for i in range(10)])  # fmt: skip
+    spec = ModelSpec(
+        "resnet20",
+        {"num_classes": 10, "in_chans": 1, "widths": [8, 16, 32]},
+        Preprocess(28, (0.3,), (0.35,), 1),
+        [f"c{i}" for i in range(10)],
+    )
     (tmp_path / "run").mkdir()
     save_trained(tmp_path / "run" / "model.safetensors", src, spec)
     x = torch.randn(2, 1, 28, 28)

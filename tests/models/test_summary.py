@@ -42,9 +42,15 @@ def test_d2l_densenet_walkthrough():
     shapes = [tuple(r.output_shape) for r in s.layers]
     # stem, then dense blocks (+128 channels) and transitions (halve channels and size), as in the book
     assert shapes[:8] == [
-        (64, 24, 24), (192, 24, 24), (96, 12, 12), (224, 12, 12), (112, 6, 6), (240, 6, 6), (120, 3, 3),
+        (64, 24, 24),
+        (192, 24, 24),
+        (96, 12, 12),
+        (224, 12, 12),
+        (112, 6, 6),
+        (240, 6, 6),
+        (120, 3, 3),
         (248, 3, 3),
-    ]  # fmt: skip
+    ]
     assert shapes[-1] == (10,)
 
 

@@ -8,10 +8,20 @@ import torchvision
 from resdense.models import create_model, list_models
 
 IMAGENET_MODELS = [
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnext50_32x4d", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2",
-    "densenet121", "densenet161", "densenet169", "densenet201",
-]  # fmt: skip
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+]
 # the deep ones run at 32x32 to keep the suite fast; their last stage then sees 1x1 maps, which is still
 # a full check of every weight
 SMALL_INPUT = {"resnet152", "resnext101_32x8d", "wide_resnet101_2", "densenet161", "densenet201"}

@@ -62,13 +62,29 @@ SPECS = {
     "no model": (lambda s: s.pop("model"), None, "missing model"),
     "unknown model": (lambda s: s.update(model="resnet9999"), None, "unknown model 'resnet9999'"),
     "unknown option": (lambda s: s["options"].update(frobnicate=3), None, "frobnicate"),
-    "option of the wrong type": (lambda s: s["options"].update(drop_rate="x"), None, "drop_rate must be float"),
-    "classes shorter than the head": (lambda s: s.update(classes=s["classes"][:2]), None, "2 class names for a head of 4"),
-    "num_classes 6e7": (lambda s: s["options"].update(num_classes=60_000_000), None, "num_classes must be an integer in"),
+    "option of the wrong type": (
+        lambda s: s["options"].update(drop_rate="x"),
+        None,
+        "drop_rate must be float",
+    ),
+    "classes shorter than the head": (
+        lambda s: s.update(classes=s["classes"][:2]),
+        None,
+        "2 class names for a head of 4",
+    ),
+    "num_classes 6e7": (
+        lambda s: s["options"].update(num_classes=60_000_000),
+        None,
+        "num_classes must be an integer in",
+    ),
     "size 1e6": (lambda s: s["preprocess"].update(size=10**6), None, "preprocess.size must be"),
     "std zero": (lambda s: s["preprocess"].update(std=[0.0]), None, "std must be positive"),
-    "in_chans the tensors lack": (lambda s: s["options"].update(in_chans=3), None, "wrong shape: conv1.weight"),
-}  # fmt: skip
+    "in_chans the tensors lack": (
+        lambda s: s["options"].update(in_chans=3),
+        None,
+        "wrong shape: conv1.weight",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(SPECS))
@@ -132,10 +148,17 @@ def test_case7_garbage_pth_files_are_one_line(tmp_path, capsys):
     text.write_text("hello\n")
     noise.write_bytes(bytes(range(256)) * 3)
     torch.save({"x": _Code()}, code_file)
-    for path, fragment in ((text, "not a readable PyTorch file"), (noise, "not a readable PyTorch file"),
-                           (code_file, "holds Python objects or code")):  # fmt: skip
-        for argv in (["predict", "--weights", path, "--arch", "resnet20", path], ["evaluate", path],
-                     ["export", path, "--format", "onnx"], ["train", "--weights", path, "--epochs", "1"]):  # fmt: skip
+    for path, fragment in (
+        (text, "not a readable PyTorch file"),
+        (noise, "not a readable PyTorch file"),
+        (code_file, "holds Python objects or code"),
+    ):
+        for argv in (
+            ["predict", "--weights", path, "--arch", "resnet20", path],
+            ["evaluate", path],
+            ["export", path, "--format", "onnx"],
+            ["train", "--weights", path, "--epochs", "1"],
+        ):
             code, _, err = cli(capsys, *argv)
             assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
         with pytest.raises(UserError, match=fragment):

@@ -25,12 +25,15 @@ from .conftest import storage
 def _holder(folder):
     """Another process holding ``folder``'s lock as resdense takes it (a POSIX lock on ``.lock`` holding its PID);
     a bare interpreter, so that the test does not wait for torch to import."""
-    code = (f"import fcntl, os, sys; os.makedirs({str(folder)!r}, exist_ok=True); "
-            f"fd = os.open(os.path.join({str(folder)!r}, {RunDir.LOCK!r}), os.O_RDWR | os.O_CREAT); "
-            "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); os.write(fd, f'{os.getpid()}\\n'.encode()); "
-            "print('locked', flush=True); sys.stdin.read()")  # fmt: skip
-    p = subprocess.Popen([sys.executable, "-S", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         text=True)  # fmt: skip
+    code = (
+        f"import fcntl, os, sys; os.makedirs({str(folder)!r}, exist_ok=True); "
+        f"fd = os.open(os.path.join({str(folder)!r}, {RunDir.LOCK!r}), os.O_RDWR | os.O_CREAT); "
+        "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); os.write(fd, f'{os.getpid()}\\n'.encode()); "
+        "print('locked', flush=True); sys.stdin.read()"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-S", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert p.stdout.readline().strip() == "locked"
     return p
 
@@ -39,9 +42,18 @@ def test_resdense_takes_the_lock_that_others_see(tmp_path):
     run = RunDir(tmp_path / "run")
     run.prepare()
     try:
-        probe = subprocess.run([sys.executable, "-S", "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
-                                "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", str(run.path / RunDir.LOCK)],
-                               capture_output=True, text=True)  # fmt: skip
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-S",
+                "-c",
+                "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+                "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+                str(run.path / RunDir.LOCK),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert probe.returncode != 0 and "BlockingIOError" in probe.stderr
         assert (run.path / RunDir.LOCK).read_text().strip() == str(os.getpid())
     finally:
@@ -159,9 +171,11 @@ def test_a_killed_trainers_forked_workers_do_not_keep_its_folder_locked(tmp_path
 
     folder = tmp_path / "run"
     folder.mkdir()
-    code = ("import os, sys, time; from resdense.rundir import RunDir; RunDir(sys.argv[1]).lock(); "
-            "child = os.fork()\nif child == 0:\n    time.sleep(60); os._exit(0)\n"
-            "print(child, flush=True); time.sleep(60)")  # fmt: skip
+    code = (
+        "import os, sys, time; from resdense.rundir import RunDir; RunDir(sys.argv[1]).lock(); "
+        "child = os.fork()\nif child == 0:\n    time.sleep(60); os._exit(0)\n"
+        "print(child, flush=True); time.sleep(60)"
+    )
     p = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
     child = int(p.stdout.readline())
     try:

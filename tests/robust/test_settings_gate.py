@@ -26,7 +26,7 @@ BAD = {
     "mistyped --model-options": (
         ["--model-options", '{"widths": [4, 8, 16], "drop_rate": "x"}'],
         "option drop_rate must be float, got 'x'",
-    ),  # fmt: skip
+    ),
     "unknown --model-options": (["--model-options", '{"frobnicate": 1}'], "frobnicate"),
 }
 
@@ -46,8 +46,9 @@ def test_case9_crop_larger_than_the_images(idx_dir, tmp_path, capsys):
     assert_one_line_error(code, err, "--crop 64 is larger than the images (28x28")
 
 
-def test_case2_a_resize_that_does_not_fit_in_memory_is_refused_before_allocating(idx_dir, tmp_path, capsys,
-                                                                                monkeypatch):  # fmt: skip
+def test_case2_a_resize_that_does_not_fit_in_memory_is_refused_before_allocating(
+    idx_dir, tmp_path, capsys, monkeypatch
+):
     import resdense.data.stream as stream
 
     monkeypatch.setattr(stream, "memory_budget", lambda device="cpu": 10 * 2**20)  # 10 MiB for this run

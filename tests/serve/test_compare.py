@@ -181,8 +181,10 @@ def test_compare_an_unfinished_run(runs, tmp_path):
 def test_differing_settings_and_seconds_under_a_minute():
     from resdense.serve.compare import differing_settings, format_seconds, format_settings
 
-    runs = [{"config": {"model": "resnet20", "lr": 0.1, "epochs": 3, "out": "a"}},
-            {"config": {"model": "resnet20", "lr": 0.05, "epochs": 3, "out": "b", "balance": "loss"}}]  # fmt: skip
+    runs = [
+        {"config": {"model": "resnet20", "lr": 0.1, "epochs": 3, "out": "a"}},
+        {"config": {"model": "resnet20", "lr": 0.05, "epochs": 3, "out": "b", "balance": "loss"}},
+    ]
     diff = differing_settings(runs)
     assert diff == {"balance": [None, "loss"], "lr": [0.1, 0.05]}  # "out" is where, not a setting
     text = format_settings(diff, ["a", "b"])

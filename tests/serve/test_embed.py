@@ -31,8 +31,18 @@ def write_folder(root: Path, n: int = 5) -> list[Path]:
 def test_embed_folder_npy_and_file_list(tmp_path: Path, capsys) -> None:
     paths = write_folder(tmp_path / "imgs")
     out = tmp_path / "feats"
-    code = main(["embed", "--weights", "fashion-mnist", str(tmp_path / "imgs"), "--out", str(out),
-                 "--batch-size", "2"])  # fmt: skip
+    code = main(
+        [
+            "embed",
+            "--weights",
+            "fashion-mnist",
+            str(tmp_path / "imgs"),
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     feats = np.load(tmp_path / "feats.npy")
     listed = (tmp_path / "feats.txt").read_text().splitlines()
@@ -51,13 +61,36 @@ def test_embed_folder_npy_and_file_list(tmp_path: Path, capsys) -> None:
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--force" in err and "feats.npy" in err
     # a stage's features, with --force; an unreadable file is named and left out, the others written
     (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"not a png")
-    code = main(["embed", "--weights", "fashion-mnist", str(tmp_path / "imgs"), "--out", str(out), "--force",
-                 "--layer", "layer2", "--json"])  # fmt: skip
+    code = main(
+        [
+            "embed",
+            "--weights",
+            "fashion-mnist",
+            str(tmp_path / "imgs"),
+            "--out",
+            str(out),
+            "--force",
+            "--layer",
+            "layer2",
+            "--json",
+        ]
+    )
     cap = capsys.readouterr()
     assert code == 1 and "broken.png" in cap.err
     assert json.loads(cap.out)["dim"] == 32 and np.load(tmp_path / "feats.npy").shape == (5, 32)
-    code = main(["embed", "--weights", "fashion-mnist", str(paths[0]), "--out", str(out), "--force",
-                 "--layer", "layer9"])  # fmt: skip
+    code = main(
+        [
+            "embed",
+            "--weights",
+            "fashion-mnist",
+            str(paths[0]),
+            "--out",
+            str(out),
+            "--force",
+            "--layer",
+            "layer9",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "layer1, layer2, layer3" in err and len(err.strip().splitlines()) == 1
 

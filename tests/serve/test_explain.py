@@ -100,10 +100,17 @@ def test_the_top_class_is_explained_by_default(stripes):
 
 @pytest.mark.parametrize(
     "name, layer",
-    [("resnet20", "layer3"), ("resnet18", "layer4"), ("preact_resnet18", "final_norm"),
-     ("densenet_bc_40", "features.denseblock3"), ("densenet121", "features.denseblock4"),
-     ("d2l_resnet18", "4"), ("d2l_densenet", "7"), ("plain20", "layer3")],
-)  # fmt: skip
+    [
+        ("resnet20", "layer3"),
+        ("resnet18", "layer4"),
+        ("preact_resnet18", "final_norm"),
+        ("densenet_bc_40", "features.denseblock3"),
+        ("densenet121", "features.denseblock4"),
+        ("d2l_resnet18", "4"),
+        ("d2l_densenet", "7"),
+        ("plain20", "layer3"),
+    ],
+)
 def test_each_family_names_its_layer(name, layer):
     with torch.device("meta"):
         model = resdense.create_model(name)

@@ -81,9 +81,12 @@ def test_an_unreadable_image_is_one_line(tmp_path):
 
 def test_any_module_shows_its_top_level_children_that_keep_a_layout():
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(), torch.nn.Conv2d(3, 5, 3, stride=2), torch.nn.Flatten(),
+        torch.nn.Conv2d(1, 3, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(3, 5, 3, stride=2),
+        torch.nn.Flatten(),
         torch.nn.LazyLinear(2),
-    )  # fmt: skip
+    )
     maps = feature_maps(net, torch.randn(1, 1, 11, 11))
     assert [(m.name, tuple(m.maps.shape)) for m in maps] == [
         ("0", (3, 9, 9)),
@@ -103,12 +106,17 @@ def test_the_front_door_has_both_calls():
 
 @pytest.mark.parametrize(
     "name, stages, channels",
-    [("resnet20", ["relu", "layer1", "layer2", "layer3"], [16, 16, 32, 64]),
-     # timm's DenseNet points: the stem, each block but the last, the final norm (with its ReLU)
-     ("densenet_bc_40", ["features.conv0", "features.denseblock1", "features.denseblock2", "features.norm4"],
-      [24, 96, 120, 132]),
-     ("d2l_resnet18", ["0", "1", "2", "3", "4"], [64, 64, 128, 256, 512])],
-)  # fmt: skip
+    [
+        ("resnet20", ["relu", "layer1", "layer2", "layer3"], [16, 16, 32, 64]),
+        # timm's DenseNet points: the stem, each block but the last, the final norm (with its ReLU)
+        (
+            "densenet_bc_40",
+            ["features.conv0", "features.denseblock1", "features.denseblock2", "features.norm4"],
+            [24, 96, 120, 132],
+        ),
+        ("d2l_resnet18", ["0", "1", "2", "3", "4"], [64, 64, 128, 256, 512]),
+    ],
+)
 def test_forward_intermediates_by_family(name: str, stages: list[str], channels: list[int]) -> None:
     torch.manual_seed(0)
     net = resdense.create_model(name, in_chans=1, num_classes=10).eval()

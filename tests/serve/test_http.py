@@ -52,8 +52,11 @@ def images(tmp_path_factory):
     """Image files of several kinds and sizes: grey and colour, PNG and JPEG, light and dark backgrounds."""
     folder = tmp_path_factory.mktemp("images")
     light = noise(50, 40, 3, seed=2) // 4 + 190  # a light background: `auto` inverts it
-    files = {"grey.png": png_bytes(noise(28, 28, 1, seed=0)), "colour.jpg": jpeg_bytes(noise(64, 48, 3, seed=1)),
-             "light.png": png_bytes(light)}  # fmt: skip
+    files = {
+        "grey.png": png_bytes(noise(28, 28, 1, seed=0)),
+        "colour.jpg": jpeg_bytes(noise(64, 48, 3, seed=1)),
+        "light.png": png_bytes(light),
+    }
     for name, data in files.items():
         (folder / name).write_bytes(data)
     return folder, files
@@ -87,8 +90,10 @@ def test_multipart_and_raw_give_the_numbers_of_resdense_predict(server, predicto
     client, _, _ = server
     folder, files = images
     names = list(files)
-    expected = [[(c, p) for c, p in r.top] for r in predict_files(predictor, [folder / n for n in names],
-                                                                     top_k=4, invert="auto")]  # fmt: skip
+    expected = [
+        [(c, p) for c, p in r.top]
+        for r in predict_files(predictor, [folder / n for n in names], top_k=4, invert="auto")
+    ]
     parts = [("files", (n, files[n], "application/octet-stream")) for n in names]
     r = client.post("/predict", params={"top": 4}, files=parts)
     assert r.status_code == 200, r.text
@@ -101,8 +106,14 @@ def test_multipart_and_raw_give_the_numbers_of_resdense_predict(server, predicto
         one = client.post("/predict", params={"top": 4}, content=files[n], headers={"Content-Type": ctype})
         assert one.status_code == 200, one.text
         assert _same(_answers(one.json()), [expected[i]])
-    assert len(client.post("/predict", content=files[names[0]], headers={"Content-Type": "image/png"})
-               .json()["predictions"][0]["top"]) == 3  # fmt: skip
+    assert (
+        len(
+            client.post("/predict", content=files[names[0]], headers={"Content-Type": "image/png"}).json()[
+                "predictions"
+            ][0]["top"]
+        )
+        == 3
+    )
 
 
 def _assert_one_line_error(r: httpx.Response, status: int, *fragments: str) -> None:
@@ -126,32 +137,68 @@ TINY = png_bytes(noise(2, 2, 1))
 
 BAD = {
     "empty body": (dict(content=b"", headers={"Content-Type": "image/png"}), 400, "no image"),
-    "no file parts": (dict(files=[], data={}, headers={"Content-Type": "multipart/form-data; boundary=x"}),
-                      400, "no image"),
-    "non-image": (dict(content=b"hello, not an image" * 20, headers={"Content-Type": "image/png"}),
-                  422, "not an image"),
+    "no file parts": (
+        dict(files=[], data={}, headers={"Content-Type": "multipart/form-data; boundary=x"}),
+        400,
+        "no image",
+    ),
+    "non-image": (
+        dict(content=b"hello, not an image" * 20, headers={"Content-Type": "image/png"}),
+        422,
+        "not an image",
+    ),
     "non-image part": (dict(files=[("file", ("notes.txt", b"plain text", "text/plain"))]), 422, "notes.txt"),
-    "text field": (dict(data={"comment": "hi"}, files=[("file", ("a.png", TINY, "image/png"))]),
-                   422, "comment"),
-    "truncated JPEG": (dict(files=[("file", ("cut.jpg", jpeg_bytes(noise(64, 64, 3))[:600], "image/jpeg"))]),
-                       422, "cut.jpg", "truncated"),
-    "decompression bomb": (dict(files=[("file", ("bomb.png", bomb_png(), "image/png"))]), 422, "bomb.png",
-                           "decompression bomb"),
-    "over --max-upload-mb": (dict(content=b"\xff" * int((MAX_UPLOAD_MB + 1) * 2**20),
-                                  headers={"Content-Type": "image/jpeg"}), 413, "--max-upload-mb"),
-    "wrong content type": (dict(content=b'{"image": "x"}', headers={"Content-Type": "application/json"}),
-                           415, "application/json"),
+    "text field": (
+        dict(data={"comment": "hi"}, files=[("file", ("a.png", TINY, "image/png"))]),
+        422,
+        "comment",
+    ),
+    "truncated JPEG": (
+        dict(files=[("file", ("cut.jpg", jpeg_bytes(noise(64, 64, 3))[:600], "image/jpeg"))]),
+        422,
+        "cut.jpg",
+        "truncated",
+    ),
+    "decompression bomb": (
+        dict(files=[("file", ("bomb.png", bomb_png(), "image/png"))]),
+        422,
+        "bomb.png",
+        "decompression bomb",
+    ),
+    "over --max-upload-mb": (
+        dict(content=b"\xff" * int((MAX_UPLOAD_MB + 1) * 2**20), headers={"Content-Type": "image/jpeg"}),
+        413,
+        "--max-upload-mb",
+    ),
+    "wrong content type": (
+        dict(content=b'{"image": "x"}', headers={"Content-Type": "application/json"}),
+        415,
+        "application/json",
+    ),
     "no content type": (dict(content=TINY, headers={"Content-Type": ""}), 415, "Content-Type"),
-    "10,000 images over --max-batch": (dict(files=[("f", (f"{i}.png", TINY, "image/png"))
-                                                   for i in range(10_000)]), 413, "--max-batch", "16"),
-    "17 images over --max-batch": (dict(files=[("f", (f"{i}.png", TINY, "image/png"))
-                                               for i in range(MAX_BATCH + 1)]), 413, "--max-batch"),
+    "10,000 images over --max-batch": (
+        dict(files=[("f", (f"{i}.png", TINY, "image/png")) for i in range(10_000)]),
+        413,
+        "--max-batch",
+        "16",
+    ),
+    "17 images over --max-batch": (
+        dict(files=[("f", (f"{i}.png", TINY, "image/png")) for i in range(MAX_BATCH + 1)]),
+        413,
+        "--max-batch",
+    ),
     "bad top": (dict(params={"top": 0}, content=TINY, headers={"Content-Type": "image/png"}), 422, "top"),
-    "bad invert": (dict(params={"invert": "maybe"}, content=TINY, headers={"Content-Type": "image/png"}),
-                   422, "invert"),
-    "explain without an explainer": (dict(params={"explain": "true"}, content=TINY,
-                                          headers={"Content-Type": "image/png"}), 400, "explain"),
-}  # fmt: skip
+    "bad invert": (
+        dict(params={"invert": "maybe"}, content=TINY, headers={"Content-Type": "image/png"}),
+        422,
+        "invert",
+    ),
+    "explain without an explainer": (
+        dict(params={"explain": "true"}, content=TINY, headers={"Content-Type": "image/png"}),
+        400,
+        "explain",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(BAD))
@@ -193,8 +240,10 @@ def test_client_disconnect_mid_upload_leaves_nothing_behind(server, images, temp
         body = (
             b'--b\r\nContent-Disposition: form-data; name="f"; filename="x.png"\r\n\r\n' + b"\x89PNG" * 5000
         )
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                  b"Content-Length: 3000000\r\n\r\n" + body)  # fmt: skip
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 3000000\r\n\r\n" + body
+        )
         s.close()  # gone, 2.98 MB short
     deadline = time.monotonic() + 10
     while _connections(srv) > before and time.monotonic() < deadline:
@@ -320,9 +369,11 @@ def test_resdense_serve_command_serves_on_loopback(tmp_path):
 def test_resdense_serve_bad_options_are_one_line_errors(capsys):
     from resdense.cli import main
 
-    for argv, fragment in [(["--max-batch", "0"], "--max-batch must be at least 1"),
-                           (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
-                           (["--port", "70000"], "--port must be 0-65535")]:  # fmt: skip
+    for argv, fragment in [
+        (["--max-batch", "0"], "--max-batch must be at least 1"),
+        (["--max-upload-mb", "0"], "--max-upload-mb must be positive"),
+        (["--port", "70000"], "--port must be 0-65535"),
+    ]:
         assert main(["serve", "--weights", "fashion-mnist", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("resdense serve: error: ") and fragment in err and "\n" not in err
@@ -343,8 +394,10 @@ def test_a_huge_declared_upload_is_refused_before_any_byte_is_read(server, image
     client, _, _ = server
     port = int(str(client.base_url).rsplit(":", 1)[1].strip("/"))
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                  b"Content-Length: 10000000000\r\n\r\n")  # fmt: skip
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 10000000000\r\n\r\n"
+        )
         head = ""
         while "}" not in head:  # answered with no body sent at all (headers and body may come apart)
             data = s.recv(4096)
@@ -370,16 +423,24 @@ def test_the_explanation_hook(predictor, images):
     _, files = images
     with live_server(create_app(predictor, explain=explain)) as (url, _), httpx.Client(base_url=url) as c:
         assert c.get("/model").json()["explain"] is True
-        r = c.post("/predict", params={"explain": "true"}, content=files["grey.png"],
-                   headers={"Content-Type": "image/png"})  # fmt: skip
+        r = c.post(
+            "/predict",
+            params={"explain": "true"},
+            content=files["grey.png"],
+            headers={"Content-Type": "image/png"},
+        )
         assert r.status_code == 200, r.text
         p = r.json()["predictions"][0]
         head, _, data = p["explanation"].partition(",")
         assert head == "data:image/png;base64" and base64.b64decode(data).startswith(b"\x89PNG")
         top = predictor.spec.classes.index(p["top"][0]["class"])
         assert seen == [(True, (1, 1, 28, 28), top)]
-        assert "explanation" not in c.post("/predict", content=files["grey.png"],
-                                           headers={"Content-Type": "image/png"}).json()["predictions"][0]  # fmt: skip
+        assert (
+            "explanation"
+            not in c.post(
+                "/predict", content=files["grey.png"], headers={"Content-Type": "image/png"}
+            ).json()["predictions"][0]
+        )
 
 
 def test_the_served_explanation_is_the_grad_cam_overlay(predictor, images):
@@ -395,8 +456,12 @@ def test_the_served_explanation_is_the_grad_cam_overlay(predictor, images):
     assert can_explain(predictor)
     _, files = images
     with live_server(create_app(predictor, explain=overlay_png)) as (url, _), httpx.Client(base_url=url) as c:
-        r = c.post("/predict", params={"explain": "true"}, content=files["grey.png"],
-                   headers={"Content-Type": "image/png"})  # fmt: skip
+        r = c.post(
+            "/predict",
+            params={"explain": "true"},
+            content=files["grey.png"],
+            headers={"Content-Type": "image/png"},
+        )
         assert r.status_code == 200, r.text
         data = r.json()["predictions"][0]["explanation"].partition(",")[2]
         png = Image.open(io.BytesIO(base64.b64decode(data)))

@@ -82,8 +82,9 @@ def test_the_export_reports_int8_against_fp32_on_the_runs_test_set(run, int8_exp
     int8_acc, fp32_acc = float(m.group(1)), float(m.group(2))
     predictor = load_predictor(path)  # resdense's other commands read the file
     assert predictor.backend == "onnxruntime"
-    assert evaluate(path, test_set=load_test_set(run, preprocess=predictor.spec.preprocess),
-                    predictor=predictor).accuracy == pytest.approx(int8_acc, abs=1e-4)  # fmt: skip
+    assert evaluate(
+        path, test_set=load_test_set(run, preprocess=predictor.spec.preprocess), predictor=predictor
+    ).accuracy == pytest.approx(int8_acc, abs=1e-4)
     fp32 = evaluate(run).accuracy
     assert fp32 == pytest.approx(fp32_acc, abs=1e-4)
     assert abs(int8_acc - fp32_acc) <= 0.1  # a 17k-parameter net on 64 images: a few images at most

@@ -152,16 +152,22 @@ def test_a_net_near_chance_makes_degradation_inconclusive():
 
 def deg_rows(errors: dict) -> list[dict]:
     """Degradation table rows from {(kind, depth): [per-seed training errors]}, as the study writes them."""
-    return [{"kind": k, "depth": d, "train_error": sum(e) / len(e), "train_errors": " ".join(map(str, e))}
-            for (k, d), e in errors.items()]  # fmt: skip
+    return [
+        {"kind": k, "depth": d, "train_error": sum(e) / len(e), "train_errors": " ".join(map(str, e))}
+        for (k, d), e in errors.items()
+    ]
 
 
 def test_degradation_is_judged_on_the_seeds_means_against_their_spread():
     import importlib
 
     deg = importlib.import_module("resdense.studies.degradation")
-    clear = {("plain", 20): [0.10, 0.11, 0.09], ("plain", 56): [0.20, 0.22, 0.21],
-             ("residual", 20): [0.08, 0.09, 0.085], ("residual", 56): [0.07, 0.075, 0.08]}  # fmt: skip
+    clear = {
+        ("plain", 20): [0.10, 0.11, 0.09],
+        ("plain", 56): [0.20, 0.22, 0.21],
+        ("residual", 20): [0.08, 0.09, 0.085],
+        ("residual", 56): [0.07, 0.075, 0.08],
+    }
     held, verdict = deg.judge(deg_rows(clear))
     assert held, verdict
     # a plain rise smaller than its noise is not a rise
@@ -188,8 +194,12 @@ def test_gradients_are_judged_per_seed_against_the_literatures_bounds():
 
     def rows(plain_init, plain_trained, res_init, res_trained):
         out = []
-        for net, when, ratios in (("plain56", "init", plain_init), ("plain56", "epoch 2", plain_trained),
-                                  ("resnet56", "init", res_init), ("resnet56", "epoch 2", res_trained)):  # fmt: skip
+        for net, when, ratios in (
+            ("plain56", "init", plain_init),
+            ("plain56", "epoch 2", plain_trained),
+            ("resnet56", "init", res_init),
+            ("resnet56", "epoch 2", res_trained),
+        ):
             out += [
                 {"net": net, "seed": i, "when": when, "early_late_ratio": r} for i, r in enumerate(ratios)
             ]

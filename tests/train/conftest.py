@@ -85,10 +85,32 @@ def idx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def train_args(data_dir: Path, out: Path, *extra: str, epochs: int = 2) -> list[str]:
     """``resdense train`` arguments for the tiny model on ``data_dir``, batch 32, constant SGD."""
     return [
-        "train", *TINY, *QUIET, "--dataset", "idx", "--data-dir", str(data_dir), "--out", str(out),
-        "--epochs", str(epochs), "--batch-size", "32", "--lr", "0.05", "--schedule", "constant",
-        "--augment", "none", "--no-tta-flip", "--progressive-from", "0", "--seed", "0", *extra,
-    ]  # fmt: skip
+        "train",
+        *TINY,
+        *QUIET,
+        "--dataset",
+        "idx",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--schedule",
+        "constant",
+        "--augment",
+        "none",
+        "--no-tta-flip",
+        "--progressive-from",
+        "0",
+        "--seed",
+        "0",
+        *extra,
+    ]
 
 
 def run_cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -65,15 +65,33 @@ NO_BN_INFO = registry.ModelInfo(NO_BN_MODEL, no_bn_convnet, "test", "tests")
 
 # One optimizer step: the whole 64-image subset is one global batch; 32 rows per process.
 STEP_CFG = TrainConfig(
-    recipe="test", model=NO_BN_MODEL, dataset="idx", epochs=1, batch_size=64, train_subset=64, lr=0.5,
-    optimizer="nesterov", momentum=0.9, weight_decay=5e-4, schedule="constant", label_smoothing=0.1,
-    augment="none", tta_flip=False, channels_last=False, amp=False, device="cpu",
-)  # fmt: skip
+    recipe="test",
+    model=NO_BN_MODEL,
+    dataset="idx",
+    epochs=1,
+    batch_size=64,
+    train_subset=64,
+    lr=0.5,
+    optimizer="nesterov",
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="constant",
+    label_smoothing=0.1,
+    augment="none",
+    tta_flip=False,
+    channels_last=False,
+    amp=False,
+    device="cpu",
+)
 # A BN model for two epochs; a small eval batch so that both processes score a share of the test set.
 AGREE_CFG = get_recipe("fast").with_overrides(
-    model_options={"widths": (4, 8, 16)}, dataset="idx", epochs=2, batch_size=16, eval_batch_size=16,
+    model_options={"widths": (4, 8, 16)},
+    dataset="idx",
+    epochs=2,
+    batch_size=16,
+    eval_batch_size=16,
     device="cpu",
-)  # fmt: skip
+)
 
 
 def write_tiny_idx(folder: Path) -> Path:
@@ -111,8 +129,17 @@ def subprocess_env() -> dict[str, str]:
 
 def torchrun_cmd(*args: str) -> list[str]:
     # `python -m torch.distributed.run` is torchrun; --standalone picks a free local port for each job
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-            "-m", "resdense", "train", *args]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        "-m",
+        "resdense",
+        "train",
+        *args,
+    ]
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -157,8 +184,10 @@ def test_shards_partition_each_global_batch(world: int) -> None:
     data = ImageSet(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n))  # label = row index
     for epoch in (0, 1):
         whole = [y for _, y in train_batches(data, batch, seed=3, epoch=epoch)]
-        shards = [[y for _, y in train_batches(data, batch, seed=3, epoch=epoch, rank=r, world_size=world)]
-                  for r in range(world)]  # fmt: skip
+        shards = [
+            [y for _, y in train_batches(data, batch, seed=3, epoch=epoch, rank=r, world_size=world)]
+            for r in range(world)
+        ]
         assert all(len(s) == len(whole) == n // batch for s in shards)
         for i, global_batch in enumerate(whole):
             parts = [s[i] for s in shards]
@@ -202,17 +231,27 @@ def _worker(rank: int, init_file: str, data: str, out: str) -> None:
         test = trainer.test_set
         logits = predict_logits(model, test.images, trainer.preprocess, tta_flip=trainer.cfg.tta_flip)
         whole = (logits.argmax(1) == test.labels).sum().item() / len(test)
-        torch.save({"summary": result.summary, "history": result.history, "whole_test_acc": whole,
-                    "state": model.state_dict()}, out_dir / f"agree-rank{rank}.pt")  # fmt: skip
+        torch.save(
+            {
+                "summary": result.summary,
+                "history": result.history,
+                "whole_test_acc": whole,
+                "state": model.state_dict(),
+            },
+            out_dir / f"agree-rank{rank}.pt",
+        )
     finally:
         dist_utils.teardown()
 
 
 def spawn_workers(tmp_path: Path, data_dir: Path) -> None:
     ctx = mp.start_processes(
-        _worker, args=(str(tmp_path / "init"), str(data_dir), str(tmp_path)), nprocs=WORLD, join=False,
+        _worker,
+        args=(str(tmp_path / "init"), str(data_dir), str(tmp_path)),
+        nprocs=WORLD,
+        join=False,
         start_method="spawn",
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + TIMEOUT_S
     try:
         while not ctx.join(timeout=5):
@@ -232,8 +271,9 @@ def test_ddp_matches_one_process_and_ranks_agree(
     monkeypatch.setitem(registry._REGISTRY, NO_BN_MODEL, NO_BN_INFO)
     ref_dir = tmp_path / "reference"
     ref_dir.mkdir()
-    reference = Trainer(STEP_CFG.with_overrides(out=str(ref_dir)), load_dataset("idx", data_dir), ref_dir,
-                        progress=False)  # fmt: skip
+    reference = Trainer(
+        STEP_CFG.with_overrides(out=str(ref_dir)), load_dataset("idx", data_dir), ref_dir, progress=False
+    )
     assert not reference.dist.enabled
     torch.manual_seed(STEP_CFG.seed)
     initial = no_bn_convnet(num_classes=CLASSES).state_dict()
@@ -272,8 +312,19 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """One epoch under `torchrun --nproc_per_node=2 -m resdense train` (shared by the tests below)."""
     work = tmp_path_factory.mktemp("ddp")
     run = work / "run"
-    proc = torchrun("--dataset", "idx", "--data-dir", str(data_dir), *TINY_OPTIONS, "--epochs", "1",
-                    "--no-progress", "--out", str(run), cwd=work)  # fmt: skip
+    proc = torchrun(
+        "--dataset",
+        "idx",
+        "--data-dir",
+        str(data_dir),
+        *TINY_OPTIONS,
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        str(run),
+        cwd=work,
+    )
     assert proc.stdout.count("epoch 1/1:") == 1, proc.stdout  # rank 0 alone prints
     return run
 
@@ -301,8 +352,19 @@ def test_two_process_checkpoint_resumes_in_one_process(
 
 def test_one_process_checkpoint_resumes_under_two(data_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = ["train", "--dataset", "idx", "--data-dir", str(data_dir), *TINY_OPTIONS, "--epochs", "1",
-            "--no-progress", "--out", str(run)]  # fmt: skip
+    args = [
+        "train",
+        "--dataset",
+        "idx",
+        "--data-dir",
+        str(data_dir),
+        *TINY_OPTIONS,
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--out",
+        str(run),
+    ]
     assert cli_main(args) == 0
     first = metrics_rows(run)
     proc = torchrun("--resume", str(run), "--epochs", "2", "--no-progress", cwd=tmp_path)
@@ -333,11 +395,22 @@ def _children_with_rank(parent: int, rank: int) -> list[int]:
 def test_killed_rank_ends_the_job(data_dir: Path, tmp_path: Path) -> None:
     """SIGKILL one rank mid-training: torchrun stops the other and exits non-zero with its summary."""
     out, err = tmp_path / "stdout", tmp_path / "stderr"
-    cmd = torchrun_cmd("--dataset", "idx", "--data-dir", str(data_dir), *TINY_OPTIONS, "--epochs", "1000",
-                       "--no-progress", "--out", str(tmp_path / "run"))  # fmt: skip
+    cmd = torchrun_cmd(
+        "--dataset",
+        "idx",
+        "--data-dir",
+        str(data_dir),
+        *TINY_OPTIONS,
+        "--epochs",
+        "1000",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    )
     with open(out, "w") as fo, open(err, "w") as fe:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(), stdout=fo, stderr=fe,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=subprocess_env(), stdout=fo, stderr=fe, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + TIMEOUT_S
         while "epoch 1/1000:" not in out.read_text():

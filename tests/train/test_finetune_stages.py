@@ -47,9 +47,20 @@ def test_body_unchanged_in_the_frozen_epochs(idx_dir: Path, tmp_path: Path) -> N
         def on_train_end(self, trainer, summary):
             pass
 
-    cfg = TrainConfig(model="resnet20", model_options={"widths": [4, 8, 16]}, dataset="idx", data_dir=str(idx_dir),
-                      epochs=2, batch_size=32, lr=0.05, freeze_epochs=1, device="cpu", out=str(tmp_path / "r"),
-                      channels_last=False, train_subset=64)  # fmt: skip
+    cfg = TrainConfig(
+        model="resnet20",
+        model_options={"widths": [4, 8, 16]},
+        dataset="idx",
+        data_dir=str(idx_dir),
+        epochs=2,
+        batch_size=32,
+        lr=0.05,
+        freeze_epochs=1,
+        device="cpu",
+        out=str(tmp_path / "r"),
+        channels_last=False,
+        train_subset=64,
+    )
     train(cfg, progress=False, callbacks=[Snap()])
     start, after1, after2 = snapshots
     body = [k for k in start if not k.startswith("fc.")]

@@ -35,8 +35,18 @@ def test_train_and_reports_leave_plotting_rng_threads_and_allocator_alone(idx_di
     expected = torch.rand(5)
     torch.manual_seed(1234)
 
-    cfg = TrainConfig(model="resnet20", model_options={"widths": [4, 8, 16]}, dataset="idx", data_dir=str(idx_dir),
-                      epochs=1, batch_size=32, tta_flip=False, device="cpu", out=str(tmp_path / "run"), seed=7)  # fmt: skip
+    cfg = TrainConfig(
+        model="resnet20",
+        model_options={"widths": [4, 8, 16]},
+        dataset="idx",
+        data_dir=str(idx_dir),
+        epochs=1,
+        batch_size=32,
+        tta_flip=False,
+        device="cpu",
+        out=str(tmp_path / "run"),
+        seed=7,
+    )
     result = train(cfg, progress=False)
     # the run seeded itself (seed 7) and drew its own numbers; the caller's stream goes on where it was
     assert torch.equal(torch.rand(5), expected), "train() changed the caller's random stream"

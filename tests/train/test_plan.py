@@ -17,9 +17,21 @@ from .conftest import NUM_CLASSES
 
 
 def tiny(out, data_dir, **overrides) -> TrainConfig:
-    base = dict(model="resnet20", model_options={"widths": (4, 8, 16)}, dataset="idx", data_dir=str(data_dir),
-                epochs=1, batch_size=32, lr=0.05, schedule="constant", augment="none", tta_flip=False,
-                device="cpu", amp="auto", out=str(out))  # fmt: skip
+    base = dict(
+        model="resnet20",
+        model_options={"widths": (4, 8, 16)},
+        dataset="idx",
+        data_dir=str(data_dir),
+        epochs=1,
+        batch_size=32,
+        lr=0.05,
+        schedule="constant",
+        augment="none",
+        tta_flip=False,
+        device="cpu",
+        amp="auto",
+        out=str(out),
+    )
     return TrainConfig(**{**base, **overrides})
 
 

@@ -30,10 +30,23 @@ from .test_distributed import TIMEOUT_S, WORLD, write_tiny_idx
 
 BATCH = 16
 CFG = TrainConfig(
-    recipe="test", model="resnet20", model_options={"widths": (4, 8, 16)}, epochs=1, batch_size=BATCH,
-    lr=0.05, optimizer="sgd", schedule="constant", augment="none", tta_flip=False, channels_last=False,
-    amp=False, device="cpu", train_subset=64, eval_batch_size=16, workers=1,
-)  # fmt: skip
+    recipe="test",
+    model="resnet20",
+    model_options={"widths": (4, 8, 16)},
+    epochs=1,
+    batch_size=BATCH,
+    lr=0.05,
+    optimizer="sgd",
+    schedule="constant",
+    augment="none",
+    tta_flip=False,
+    channels_last=False,
+    amp=False,
+    device="cpu",
+    train_subset=64,
+    eval_batch_size=16,
+    workers=1,
+)
 N_FOLDER = 48  # training images in the streamed folder (3 global batches)
 
 
@@ -66,8 +79,10 @@ def record_training_inputs(trainer: Trainer) -> list[list[tuple]]:
 def run_both(out: Path, idx_dir: Path, folder: Path) -> dict:
     """Train in memory and streamed; what each trained on and what it reported."""
     result = {}
-    for name, data in (("memory", load_dataset("idx", idx_dir)),
-                       ("stream", load_folder(folder, in_memory="no")[0])):  # fmt: skip
+    for name, data in (
+        ("memory", load_dataset("idx", idx_dir)),
+        ("stream", load_folder(folder, in_memory="no")[0]),
+    ):
         run_dir = out / name
         run_dir.mkdir(parents=True, exist_ok=True)
         trainer = Trainer(CFG.with_overrides(out=str(run_dir)), data, run_dir, progress=False)
@@ -100,8 +115,13 @@ def single_process_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_each_rank_trains_on_its_own_share(tmp_path: Path) -> None:
     idx_dir, folder = write_tiny_idx(tmp_path / "idx"), write_folder(tmp_path / "folder")
-    ctx = mp.start_processes(_worker, args=(str(tmp_path / "init"), str(idx_dir), str(folder), str(tmp_path)),
-                             nprocs=WORLD, join=False, start_method="spawn")  # fmt: skip
+    ctx = mp.start_processes(
+        _worker,
+        args=(str(tmp_path / "init"), str(idx_dir), str(folder), str(tmp_path)),
+        nprocs=WORLD,
+        join=False,
+        start_method="spawn",
+    )
     deadline = time.monotonic() + TIMEOUT_S
     try:
         while not ctx.join(timeout=5):

@@ -25,10 +25,22 @@ BOOK = {
     "d2l-densenet": {"model": "d2l_densenet", "lr": 0.1},
 }
 COMMON = dict(
-    epochs=10, batch_size=256, optimizer="sgd", momentum=0.0, weight_decay=0.0, schedule="constant",
-    warmup_epochs=0.0, label_smoothing=0.0, resize=96, normalize=False, augment="none", init="xavier",
-    tta_flip=False, ema=0.0, model_options={},
-)  # fmt: skip
+    epochs=10,
+    batch_size=256,
+    optimizer="sgd",
+    momentum=0.0,
+    weight_decay=0.0,
+    schedule="constant",
+    warmup_epochs=0.0,
+    label_smoothing=0.0,
+    resize=96,
+    normalize=False,
+    augment="none",
+    init="xavier",
+    tta_flip=False,
+    ema=0.0,
+    model_options={},
+)
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +122,14 @@ def test_d2l_training_step_uses_no_augmentation_and_no_momentum(small_set, tmp_p
 
     monkeypatch.setattr(torch.optim.SGD, "step", spy_step)
     cfg = get_recipe("d2l-resnet").with_overrides(
-        model="resnet20", model_options={"widths": (4, 8, 16)}, epochs=1, batch_size=16, train_subset=16,
-        device="cpu", out=str(tmp_path / "run"),
-    )  # fmt: skip
+        model="resnet20",
+        model_options={"widths": (4, 8, 16)},
+        epochs=1,
+        batch_size=16,
+        train_subset=16,
+        device="cpu",
+        out=str(tmp_path / "run"),
+    )
     result = train(cfg, dataset=load_dataset("idx", small_set), progress=False)
     assert seen_lrs == [[0.05, 0.05]]
     assert result.history[0]["lr"] == 0.05

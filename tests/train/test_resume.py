@@ -27,10 +27,30 @@ def args(data_dir: Path, out: Path, amp: str = "no") -> list[str]:
     # The fast recipe's own training (Nesterov momentum, weight decay, one-cycle schedule, label smoothing,
     # flip-crop augmentation, test-time flips) plus a weight EMA: every piece of state a resume must restore.
     return [
-        "train", "--recipe", "fast", *TINY, "--dataset", "idx", "--data-dir", str(data_dir),
-        "--out", str(out), "--epochs", str(EPOCHS), "--batch-size", "32", "--ema", "0.9", "--seed", "3",
-        "--device", "cpu", "--no-progress", "--amp", amp,
-    ]  # fmt: skip
+        "train",
+        "--recipe",
+        "fast",
+        *TINY,
+        "--dataset",
+        "idx",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "32",
+        "--ema",
+        "0.9",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--amp",
+        amp,
+    ]
 
 
 def metric_rows(run: Path) -> list[dict]:

@@ -46,8 +46,9 @@ def test_progressive_resizing_schedule():
     assert S.size_at(TrainConfig(epochs=3, progressive_from=32), 0, 28) == 28
     # the last epoch is always at the full size, whatever the fraction: a 1-epoch run never shrinks
     assert S.size_at(TrainConfig(epochs=1, progressive_from=16), 0, 28) == 28
-    assert [S.size_at(TrainConfig(epochs=4, progressive_from=16, progressive_until=1), e, 28)
-            for e in range(4)] == [16, 20, 24, 28]  # fmt: skip
+    assert [
+        S.size_at(TrainConfig(epochs=4, progressive_from=16, progressive_until=1), e, 28) for e in range(4)
+    ] == [16, 20, 24, 28]
 
 
 def test_which_epochs_are_scored():

@@ -27,10 +27,32 @@ def png_folder(tmp_path_factory) -> Path:
 
 def args(data_dir: Path, out: Path) -> list[str]:
     return [
-        "train", "--recipe", "fast", *TINY, "--dataset", "folder", "--data-dir", str(data_dir),
-        "--in-memory", "no", "--workers", "1", "--out", str(out), "--epochs", str(EPOCHS), "--batch-size",
-        "32", "--augment", "flip-crop", "--seed", "3", "--device", "cpu", "--no-progress",
-    ]  # fmt: skip
+        "train",
+        "--recipe",
+        "fast",
+        *TINY,
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(data_dir),
+        "--in-memory",
+        "no",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "32",
+        "--augment",
+        "flip-crop",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
 
 
 def test_killed_streaming_run_resumes_bit_identical(png_folder: Path, tmp_path: Path) -> None:

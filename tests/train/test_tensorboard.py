@@ -16,8 +16,13 @@ from resdense.train.callbacks import Callback
 
 from .conftest import assert_one_line_error, main_quiet, train_args
 
-TAGS = {"loss/train": "train_loss", "accuracy/train": "train_acc", "accuracy/test": "test_acc", "lr": "lr",
-        "images_per_s": "images_per_s"}  # fmt: skip
+TAGS = {
+    "loss/train": "train_loss",
+    "accuracy/train": "train_acc",
+    "accuracy/test": "test_acc",
+    "lr": "lr",
+    "images_per_s": "images_per_s",
+}
 
 
 def read_events(run: Path) -> EventAccumulator:
@@ -68,9 +73,20 @@ class KeepCheckpoint(Callback):
 
 def test_a_resume_after_a_crash_purges_epochs_logged_after_the_checkpoint(idx_dir, tmp_path):
     run = tmp_path / "crashed"
-    cfg = TrainConfig(model="resnet20", model_options={"widths": [4, 8, 16]}, dataset="idx", data_dir=str(idx_dir),
-                      epochs=3, batch_size=32, lr=0.05, schedule="constant", tta_flip=False, device="cpu",
-                      out=str(run), tensorboard=True)  # fmt: skip
+    cfg = TrainConfig(
+        model="resnet20",
+        model_options={"widths": [4, 8, 16]},
+        dataset="idx",
+        data_dir=str(idx_dir),
+        epochs=3,
+        batch_size=32,
+        lr=0.05,
+        schedule="constant",
+        tta_flip=False,
+        device="cpu",
+        out=str(run),
+        tensorboard=True,
+    )
     train(cfg, progress=False, callbacks=[KeepCheckpoint(1, tmp_path / "epoch1.pt")])
     assert [e.step for e in read_events(run).Scalars("accuracy/test")] == [1, 2, 3]
     shutil.copy(tmp_path / "epoch1.pt", run / "checkpoint.pt")  # the "crash": epochs 2 and 3 logged, lost

@@ -22,10 +22,22 @@ from .conftest import NUM_CLASSES, assert_one_line_error, train_args
 
 def tiny_config(out: Path, data_dir: Path, **overrides) -> TrainConfig:
     base = dict(
-        model="resnet20", model_options={"widths": (4, 8, 16)}, dataset="idx", data_dir=str(data_dir),
-        epochs=1, batch_size=32, lr=0.05, optimizer="sgd", schedule="constant", augment="none",
-        tta_flip=False, device="cpu", seed=0, train_subset=128, out=str(out),
-    )  # fmt: skip
+        model="resnet20",
+        model_options={"widths": (4, 8, 16)},
+        dataset="idx",
+        data_dir=str(data_dir),
+        epochs=1,
+        batch_size=32,
+        lr=0.05,
+        optimizer="sgd",
+        schedule="constant",
+        augment="none",
+        tta_flip=False,
+        device="cpu",
+        seed=0,
+        train_subset=128,
+        out=str(out),
+    )
     return TrainConfig(**{**base, **overrides})
 
 

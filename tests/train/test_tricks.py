@@ -193,9 +193,26 @@ def test_a_run_with_every_trick_records_its_choices_and_saves_the_scaled_model(
 ):
     monkeypatch.setenv("RESDENSE_AMP", "bf16")  # what --amp auto decides here, without a probe
     out = tmp_path / "run"
-    code, stdout = main_quiet(train_args(idx_dir, out, "--augment", "flip-crop", "--alt-flip", "--whiten-init",
-                                         "--dirac-init", "--bn-bias-lr-mult", "8", "--bn-momentum", "0.4",
-                                         "--lookahead", "3", "--logit-scale", "0.5", epochs=2))  # fmt: skip
+    code, stdout = main_quiet(
+        train_args(
+            idx_dir,
+            out,
+            "--augment",
+            "flip-crop",
+            "--alt-flip",
+            "--whiten-init",
+            "--dirac-init",
+            "--bn-bias-lr-mult",
+            "8",
+            "--bn-momentum",
+            "0.4",
+            "--lookahead",
+            "3",
+            "--logit-scale",
+            "0.5",
+            epochs=2,
+        )
+    )
     assert code == 0
     config = json.loads((out / "config.json").read_text())
     summary = json.loads((out / "summary.json").read_text())

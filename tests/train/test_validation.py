@@ -38,8 +38,14 @@ def test_val_split_holds_images_out_and_reports_their_accuracy(idx_dir, tmp_path
 
 def test_val_images_are_not_trained_on(idx_dir, tmp_path):
     dataset = load_dataset("idx", idx_dir)
-    cfg = TrainConfig(model="resnet20", model_options={"widths": (4, 8, 16)}, device="cpu",
-                             batch_size=32, val_split=64, train_subset=100)  # fmt: skip
+    cfg = TrainConfig(
+        model="resnet20",
+        model_options={"widths": (4, 8, 16)},
+        device="cpu",
+        batch_size=32,
+        val_split=64,
+        train_subset=100,
+    )
     trainer = Trainer(cfg, dataset, tmp_path, progress=False)
     train_imgs = {bytes(x.numpy()) for x in trainer.train_set.images}
     val_imgs = {bytes(x.numpy()) for x in trainer.val_set.images}

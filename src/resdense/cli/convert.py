@@ -25,6 +25,8 @@ def run(args) -> int:
 
     dataset = load_dataset(args.dataset, args.data_dir)
     counts = write_image_folder(dataset, args.out, force=args.force)
-    print(f"wrote {counts['train']:,} training and {counts['test']:,} test images of {len(dataset.classes)} "
-          f"classes to {args.out}")  # fmt: skip
+    print(
+        f"wrote {counts['train']:,} training and {counts['test']:,} test images of {len(dataset.classes)} "
+        f"classes to {args.out}"
+    )
     return 0

@@ -53,8 +53,17 @@ def run(args) -> int:
     files = write_embeddings(result, args.out, force=args.force)
     n, d = result.features.shape
     if args.json:
-        print(json.dumps({"files": [str(f) for f in files], "images": n, "dim": d, "layer": result.layer,
-                          "errors": [{"path": p, "error": m} for p, m in result.errors]}))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "files": [str(f) for f in files],
+                    "images": n,
+                    "dim": d,
+                    "layer": result.layer,
+                    "errors": [{"path": p, "error": m} for p, m in result.errors],
+                }
+            )
+        )
     else:
         print(f"{n:,} images x {d:,} features ({result.layer}) -> {', '.join(str(f) for f in files)}")
     return 1 if result.errors else 0

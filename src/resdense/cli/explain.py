@@ -16,23 +16,37 @@ def add_parser(sub) -> None:
         description="Draw, over each image, where the model found the evidence for its top class (or --class). "
         f"Writes {RunDir.EXPLAIN} (the images, then one row of heat maps per method) into --out.",
     )
-    p.add_argument("model", metavar="RUN_OR_WEIGHTS", nargs="?",
-                   help="run folder or .safetensors file (omit it with --weights)")  # fmt: skip
+    p.add_argument(
+        "model",
+        metavar="RUN_OR_WEIGHTS",
+        nargs="?",
+        help="run folder or .safetensors file (omit it with --weights)",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE")
     add_weights_args(p)
     p.add_argument(
         "--class", dest="class_name", metavar="NAME", help="explain this class (default: the top one)"
     )
-    p.add_argument("--layer", metavar="NAME",
-                   help="the module to look at, as named by `resdense inspect --depth N` (default: the model's "
-                   "own choice: a ResNet's last stage, a DenseNet's last dense block)")  # fmt: skip
-    p.add_argument("--method", choices=("both", "gradcam", "gradcam++"), default="both",
-                   help="which maps to draw (default: both)")  # fmt: skip
+    p.add_argument(
+        "--layer",
+        metavar="NAME",
+        help="the module to look at, as named by `resdense inspect --depth N` (default: the model's "
+        "own choice: a ResNet's last stage, a DenseNet's last dense block)",
+    )
+    p.add_argument(
+        "--method",
+        choices=("both", "gradcam", "gradcam++"),
+        default="both",
+        help="which maps to draw (default: both)",
+    )
     p.add_argument(
         "--invert", choices=("auto", "yes", "no"), default="auto", help="as for `resdense predict`"
     )
-    p.add_argument("--out", metavar="DIR",
-                   help=f"folder for {RunDir.EXPLAIN} (default: the run folder; the current folder for --weights)")  # fmt: skip
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"folder for {RunDir.EXPLAIN} (default: the run folder; the current folder for --weights)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
@@ -57,19 +71,30 @@ def run(args) -> int:
     else:
         out = Path(".")
     methods = METHODS if args.method == "both" else (args.method,)
-    result = explain(predictor, images, class_name=args.class_name, layer=args.layer, out=out, methods=methods,
-                     invert=args.invert)  # fmt: skip
+    result = explain(
+        predictor,
+        images,
+        class_name=args.class_name,
+        layer=args.layer,
+        out=out,
+        methods=methods,
+        invert=args.invert,
+    )
     figure = out / RunDir.EXPLAIN
     for e in result:
         if e.inverted:
-            print(f"{e.path}: light background, inverted to match the training images (--invert no to keep it)",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"{e.path}: light background, inverted to match the training images (--invert no to keep it)",
+                file=sys.stderr,
+            )
     if args.json:
         print(json.dumps({"figure": str(figure), "images": [e.to_json() for e in result]}, indent=2))
         return 0
     for e in result:
         y, x = e.peak(methods[0])
-        print(f"{e.path}: predicted {e.predicted} {e.probability:.3f}; map of {e.target} at {e.layer}, "
-              f"strongest at {y:.0%} down, {x:.0%} across")  # fmt: skip
+        print(
+            f"{e.path}: predicted {e.predicted} {e.probability:.3f}; map of {e.target} at {e.layer}, "
+            f"strongest at {y:.0%} down, {x:.0%} across"
+        )
     print(f"figure: {figure}")
     return 0

@@ -57,8 +57,13 @@ def add_parser(sub) -> None:
         help="ONNX only: quantize to int8 (onnxruntime, static, QDQ, uint8 activations and per-channel int8 "
         "weights), calibrated on the run's training images; reports int8 vs fp32 test accuracy and speed",
     )
-    p.add_argument("--calibration", type=int, default=512, metavar="N",
-                   help="--int8: training images to calibrate on (default 512)")  # fmt: skip
+    p.add_argument(
+        "--calibration",
+        type=int,
+        default=512,
+        metavar="N",
+        help="--int8: training images to calibrate on (default 512)",
+    )
     p.set_defaults(func=run_export)
 
 

@@ -18,8 +18,9 @@ def run_int8(args, model, spec, out: Path) -> int:
     # the run's own data: a run folder (or its weights file), else Fashion-MNIST for shipped weights
     where = args.run if args.run is not None else (args.weights if Path(args.weights).exists() else None)
     with tempfile.TemporaryDirectory(prefix="resdense-int8-") as tmp:
-        fp32 = export_onnx(model, spec, Path(tmp) / "fp32.onnx", fuse=args.fuse_bn, opset=args.opset,
-                           exporter=args.exporter)  # fmt: skip
+        fp32 = export_onnx(
+            model, spec, Path(tmp) / "fp32.onnx", fuse=args.fuse_bn, opset=args.opset, exporter=args.exporter
+        )
         calibration = calibration_images(where, spec.preprocess, args.calibration)
         try:
             quantize_onnx(fp32, out, calibration, spec)

@@ -29,8 +29,17 @@ def run_features(args, model) -> int:
         title=f"{name} on {'/'.join(Path(args.image).parts[-2:])}: what each stage sees",
     )
     if args.json:
-        print(json.dumps({"model": name, "image": args.image, "figure": str(out),
-                          "stages": [m.to_json() for m in maps]}, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "model": name,
+                    "image": args.image,
+                    "figure": str(out),
+                    "stages": [m.to_json() for m in maps],
+                },
+                indent=2,
+            )
+        )
         return 0
     w = max(len(m.name) for m in maps) if maps else 5
     print(f"{name} on {args.image}: the feature maps after each stage")

@@ -30,8 +30,11 @@ def add_parser(sub) -> None:
         metavar="SRC",
         help="load these weights and say what they are (IMAGENET1K_V1, DEFAULT, fashion-mnist, a file, a run)",
     )
-    p.add_argument("--image", metavar="FILE",
-                   help="draw what each stage sees of this image: its feature maps after every stage, one figure")  # fmt: skip
+    p.add_argument(
+        "--image",
+        metavar="FILE",
+        help="draw what each stage sees of this image: its feature maps after every stage, one figure",
+    )
     p.add_argument(
         "--out", metavar="FILE", help="the --image figure (default: features.png here, or in the run)"
     )
@@ -83,13 +86,15 @@ def run_list(args) -> int:
         info = get_model_info(name)
         with torch.device("meta"):  # shapes only: counting parameters needs no memory and no init
             model = create_model(name)
-        rows.append({
-            "name": name,
-            "family": info.family,
-            "params": count_params(model),
-            "input_size": list(model.default_cfg.input_size),
-            "source": info.source,
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": name,
+                "family": info.family,
+                "params": count_params(model),
+                "input_size": list(model.default_cfg.input_size),
+                "source": info.source,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -131,16 +136,25 @@ def run_inspect(args) -> int:
         raise UserError(str(e)) from None
     if args.json:
         d = s.to_json()
-        print(json.dumps({
-            "model": d["model"],
-            "input_size": d["input_size"],
-            "layers": [{k: row[k] for k in ("name", "type", "output_shape", "params", "macs")} for row in d["layers"]],
-            "total_params": d["total_params"],
-            "macs": d["macs"],
-            # the feature points (forward_intermediates, --layer, inspect --image), as timm's feature_info
-            "feature_info": list(getattr(model, "feature_info", [])),
-            **({"weights": pretrained.to_dict()} if pretrained else {}),
-        }, indent=2, default=list))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "model": d["model"],
+                    "input_size": d["input_size"],
+                    "layers": [
+                        {k: row[k] for k in ("name", "type", "output_shape", "params", "macs")}
+                        for row in d["layers"]
+                    ],
+                    "total_params": d["total_params"],
+                    "macs": d["macs"],
+                    # the feature points (forward_intermediates, --layer, inspect --image), as timm's feature_info
+                    "feature_info": list(getattr(model, "feature_info", [])),
+                    **({"weights": pretrained.to_dict()} if pretrained else {}),
+                },
+                indent=2,
+                default=list,
+            )
+        )
     else:
         print(s.table())
         if pretrained:

@@ -42,9 +42,16 @@ def add_tta_arg(p) -> None:
     """``--tta [VIEWS]``: the test-time views (serving's one list, ``TTA_VIEWS``), shared by predict and evaluate."""
     from ..serve.predictor import TTA_VIEWS
 
-    p.add_argument("--tta", nargs="?", const="auto", default="auto", choices=("auto", *TTA_VIEWS),
-                   metavar="VIEWS", help="test-time augmentation: auto (the default, and --tta alone: the model "
-                   "file's own views, what training scored with), " + ", ".join(TTA_VIEWS))  # fmt: skip
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const="auto",
+        default="auto",
+        choices=("auto", *TTA_VIEWS),
+        metavar="VIEWS",
+        help="test-time augmentation: auto (the default, and --tta alone: the model "
+        "file's own views, what training scored with), " + ", ".join(TTA_VIEWS),
+    )
 
 
 def add_weights_args(p) -> None:
@@ -98,8 +105,10 @@ def run(args) -> int:
         print(f"{len(results):,} predictions -> {write_predictions(results, args.out)}", file=sys.stderr)
     for r in results:
         if r.inverted:
-            print(f"{r.path}: light background, inverted to match the training images (--invert no to "
-                  "keep it)", file=sys.stderr)  # fmt: skip
+            print(
+                f"{r.path}: light background, inverted to match the training images (--invert no to keep it)",
+                file=sys.stderr,
+            )
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     else:

@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
         help="run each request on its own instead of batching waiting requests together",
     )
     p.add_argument("--device", default="cpu")
-    p.set_defaults(func=run)  # fmt: skip
+    p.set_defaults(func=run)
 
 
 def run(args) -> int:
@@ -66,9 +66,14 @@ def run(args) -> int:
     from ..serve.explain import can_explain, overlay_png
 
     predictor = load_model_for(args, str(resolve_device(args.device)))
-    app = create_app(predictor, source=args.model or args.weights, max_upload_mb=args.max_upload_mb,
-                     max_batch=args.max_batch, batching=not args.no_batching,
-                     explain=overlay_png if can_explain(predictor) else None)  # fmt: skip
+    app = create_app(
+        predictor,
+        source=args.model or args.weights,
+        max_upload_mb=args.max_upload_mb,
+        max_batch=args.max_batch,
+        batching=not args.no_batching,
+        explain=overlay_png if can_explain(predictor) else None,
+    )
     import socket
 
     import uvicorn
@@ -84,8 +89,11 @@ def run(args) -> int:
         ) from None
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"serving {predictor.spec.model} ({predictor.backend}) at http://{shown}:{port}/ (page), "
-          f"/predict, /health, /model, /docs; Ctrl-C stops", flush=True)  # fmt: skip
+    print(
+        f"serving {predictor.spec.model} ({predictor.backend}) at http://{shown}:{port}/ (page), "
+        f"/predict, /health, /model, /docs; Ctrl-C stops",
+        flush=True,
+    )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: listening on {args.host}, reachable from other machines", file=sys.stderr)
     config = uvicorn.Config(app, log_level="warning", access_log=False)

@@ -49,22 +49,44 @@ def add_parser(sub) -> None:
     p.add_argument("--test-subset", type=int, help="test on the first N images (0: all)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--seeds", type=_ints, help="seeds, e.g. 0,1,2: degradation and gradients train every net "
-                   "once per seed and weigh the differences against the seeds' spread (default 0,1,2; "
-                   "identity and efficiency: one seed, default 0)")  # fmt: skip
+    p.add_argument(
+        "--seeds",
+        type=_ints,
+        help="seeds, e.g. 0,1,2: degradation and gradients train every net "
+        "once per seed and weigh the differences against the seeds' spread (default 0,1,2; "
+        "identity and efficiency: one seed, default 0)",
+    )
     p.add_argument("--seed", type=int, help="one seed (the same as --seeds N)")
     p.add_argument("--depths", type=_ints, help="degradation: depths, e.g. 20,32,44,56")
     p.add_argument("--depth", type=int, help="identity: the shallow depth; gradients: the depth")
     p.add_argument("--deep-depth", type=int, help="identity: the depth after deepening")
     p.add_argument("--more-epochs", type=int, help="identity: epochs after deepening")
-    p.add_argument("--widths", type=_ints, help="degradation, identity, gradients: stage widths, e.g. 16,32,64 "
-                   "(the paper's)")  # fmt: skip
+    p.add_argument(
+        "--widths",
+        type=_ints,
+        help="degradation, identity, gradients: stage widths, e.g. 16,32,64 (the paper's)",
+    )
     p.add_argument("--models", type=_names, help="efficiency: comma-separated model names")
     p.set_defaults(func=run)
 
 
-OPTIONS = ("data_dir", "device", "epochs", "train_subset", "test_subset", "batch_size", "lr", "seeds", "seed",
-           "depths", "depth", "deep_depth", "more_epochs", "widths", "models")  # fmt: skip
+OPTIONS = (
+    "data_dir",
+    "device",
+    "epochs",
+    "train_subset",
+    "test_subset",
+    "batch_size",
+    "lr",
+    "seeds",
+    "seed",
+    "depths",
+    "depth",
+    "deep_depth",
+    "more_epochs",
+    "widths",
+    "models",
+)
 
 
 def run(args) -> int:

@@ -213,8 +213,9 @@ class BatchAugment:
     crop_padding: int = 2
     alt_flip: bool = False  # flips: each image every other epoch (alternate_flips), not a random half
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
-                 epoch: int = 0) -> torch.Tensor:  # fmt: skip
+    def __call__(
+        self, images: torch.Tensor, generator: torch.Generator | None = None, epoch: int = 0
+    ) -> torch.Tensor:
         flip = alternate_flips(images, epoch) if self.alt_flip and "flip" in self.policy else None
         if self.policy == PHOTO_AUGMENT:
             whole = replace(self.preprocess, crop=None)(images)

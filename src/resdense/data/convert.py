@@ -71,8 +71,10 @@ def _check_replaceable(out: Path) -> None:
     others = sorted(p.name for p in out.iterdir() if p.name not in SPLITS or not p.is_dir())
     if others:
         more = f" (and {len(others) - 3} more)" if len(others) > 3 else ""
-        raise UserError(f"{out}: --force would delete files a convert did not write ({', '.join(others[:3])}"
-                        f"{more}); choose another folder")  # fmt: skip
+        raise UserError(
+            f"{out}: --force would delete files a convert did not write ({', '.join(others[:3])}"
+            f"{more}); choose another folder"
+        )
 
 
 def write_image_folder(dataset: Dataset, out: str | os.PathLike, *, force: bool = False) -> dict[str, int]:
@@ -85,8 +87,10 @@ def write_image_folder(dataset: Dataset, out: str | os.PathLike, *, force: bool 
     out = Path(out).expanduser().resolve()  # "." has no name and no parent of its own: the real ones
     here = Path.cwd().resolve()
     if out in (here, *here.parents):  # replacing it would pull the folder from under the shell's feet
-        raise UserError(f"{out}: is the current folder (or one above it); give the images a folder of their own, "
-                        "e.g. ./images")  # fmt: skip
+        raise UserError(
+            f"{out}: is the current folder (or one above it); give the images a folder of their own, "
+            "e.g. ./images"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:
             raise UserError(f"{out}: exists and is not an empty folder; pass --force to replace it")

@@ -49,8 +49,16 @@ class ImageSet:
             return self.images
         return self.images[torch.linspace(0, len(self) - 1, n).round().long().to(self.images.device)]
 
-    def train_batches(self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                      drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    def train_batches(
+        self,
+        batch_size: int,
+        *,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This process's share of each shuffled global batch of ``batch_size`` examples (uint8, labels)."""
         order = epoch_order(len(self), seed, epoch).to(self.labels.device)
         for idx in shard_batches(order, batch_size, rank, world_size, drop_last):

@@ -39,8 +39,12 @@ def _class_dirs(folder: Path) -> list[str]:
     hidden = sorted(n for n in dirs if n.startswith(".") and n not in _QUIET_HIDDEN)
     if hidden:  # hidden by the dot, as ls hides them; said, since a class named "..bag" is one too
         more = f" (and {len(hidden) - 3} more)" if len(hidden) > 3 else ""
-        logging.getLogger("resdense").info("%s: left out hidden folder %s%s (the name starts with a dot)", folder,
-                                           ", ".join(hidden[:3]), more)  # fmt: skip
+        logging.getLogger("resdense").info(
+            "%s: left out hidden folder %s%s (the name starts with a dot)",
+            folder,
+            ", ".join(hidden[:3]),
+            more,
+        )
     if not names:
         raise DataError(f"{folder}: no class folders (expected one sub-folder of images per class)")
     return names

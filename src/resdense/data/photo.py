@@ -124,9 +124,14 @@ class PhotoTransform:
         # predict does.
         fast = self.crop == "random"
         arr = _simplejpeg.decode_jpeg(
-            data, colorspace="GRAY" if self.channels == 1 else "RGB", min_factor=f,
-            min_width=-(-w0 // f), min_height=-(-h0 // f), fastdct=fast, fastupsample=fast,
-        )  # fmt: skip
+            data,
+            colorspace="GRAY" if self.channels == 1 else "RGB",
+            min_factor=f,
+            min_width=-(-w0 // f),
+            min_height=-(-h0 // f),
+            fastdct=fast,
+            fastupsample=fast,
+        )
         arr = _upright(arr, orientation or 1)
         height, width = arr.shape[:2]
         scale = width / _upright_size(w0, h0, orientation)[0]

@@ -151,10 +151,15 @@ class FolderStream:
         self._sampler.shards, self._sampler.n, self._sampler.key = shards, n, key
         if self._loader is None:
             self._loader = torch.utils.data.DataLoader(
-                self._files, batch_sampler=self._sampler, num_workers=self.workers,
-                collate_fn=_collate, pin_memory=self.pin_memory, prefetch_factor=4 if self.workers else None,
-                worker_init_fn=_decode_in_the_background, persistent_workers=self.workers > 0,
-            )  # fmt: skip
+                self._files,
+                batch_sampler=self._sampler,
+                num_workers=self.workers,
+                collate_fn=_collate,
+                pin_memory=self.pin_memory,
+                prefetch_factor=4 if self.workers else None,
+                worker_init_fn=_decode_in_the_background,
+                persistent_workers=self.workers > 0,
+            )
         for images, labels, error in self._loader:
             self._still_mine(mine)
             if error is not None:
@@ -166,8 +171,16 @@ class FolderStream:
         if self._generation != generation:
             raise RuntimeError("a FolderStream serves one iteration at a time; a later one has started")
 
-    def train_batches(self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                      drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    def train_batches(
+        self,
+        batch_size: int,
+        *,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self)
         order = epoch_order(n, seed, epoch)
         shards = shard_batches(order, batch_size, rank, world_size, drop_last)
@@ -284,8 +297,10 @@ def load_folder(
     if in_memory == "auto":
         in_memory = "yes" if need <= budget and augment != PHOTO_AUGMENT else "no"
     if in_memory == "yes" and need > budget:  # before decoding: one line, not the kernel's OOM killer
-        raise DataError(f"{index.root}: {n:,} images at {h}x{w} need {need / 2**30:,.1f} GiB in memory, more than "
-                        f"the {budget / 2**30:,.1f} GiB a run may hold; use --in-memory no or a smaller --resize")  # fmt: skip
+        raise DataError(
+            f"{index.root}: {n:,} images at {h}x{w} need {need / 2**30:,.1f} GiB in memory, more than "
+            f"the {budget / 2**30:,.1f} GiB a run may hold; use --in-memory no or a smaller --resize"
+        )
     if in_memory == "yes":
         return load_image_folder(index.root, index=index, image_size=image_size), scan.bad
     return StreamedFolder(index, scan.grey, scan.first_size, extra=dict(index.split)), scan.bad

@@ -23,9 +23,22 @@ from torch.utils.checkpoint import checkpoint
 
 from .pretrained_cfg import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ModelConfig, PretrainedCfg
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "FeatureInfo", "FeatureListNet",
-           "GlobalPool", "ModelConfig", "ModelContract", "PretrainedCfg", "Stage", "first_conv",
-           "new_classifier", "take_indices"]  # fmt: skip
+__all__ = [
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "FeatureInfo",
+    "FeatureListNet",
+    "GlobalPool",
+    "ModelConfig",
+    "ModelContract",
+    "PretrainedCfg",
+    "Stage",
+    "first_conv",
+    "new_classifier",
+    "take_indices",
+]
 
 
 POOL_TYPES = ("avg", "max", "")

@@ -161,8 +161,9 @@ def check_model_file(spec: ModelSpec, state: dict[str, torch.Tensor], path) -> N
         raise ModelFileError(f"{path}: its spec's options do not build {spec.model} ({e})") from None
     parts = state_dict_misfit(model.state_dict(), state)
     if parts:
-        raise ModelFileError(f"{path}: its tensors are not those of the {spec.model} its spec describes; "
-                             + "; ".join(parts))  # fmt: skip
+        raise ModelFileError(
+            f"{path}: its tensors are not those of the {spec.model} its spec describes; " + "; ".join(parts)
+        )
     cfg = getattr(model, "pretrained_cfg", None)
     head = getattr(cfg, "num_classes", None)
     if spec.classes and isinstance(head, int) and head and head != len(spec.classes):

@@ -45,8 +45,10 @@ def hf_source(src: str | os.PathLike) -> tuple[str, str | None] | None:
         return None
     repo, sep, rev = text[len(HF_PREFIX) :].partition("@")
     if not _REPO.match(repo) or ".." in repo or (sep and not rev):
-        raise PretrainedError(f"{text}: not a Hugging Face Hub repository; expected hf-hub:ORG/NAME (e.g. "
-                              "hf-hub:timm/resnet50.a1_in1k), optionally @REVISION")  # fmt: skip
+        raise PretrainedError(
+            f"{text}: not a Hugging Face Hub repository; expected hf-hub:ORG/NAME (e.g. "
+            "hf-hub:timm/resnet50.a1_in1k), optionally @REVISION"
+        )
     return repo, rev or None
 
 
@@ -73,14 +75,18 @@ def _download(repo: str, rev: str | None, filename: str, label: str) -> Path:
         import huggingface_hub as hf
         from huggingface_hub import errors
     except ImportError:
-        raise PretrainedError(f"{label}: weights from the Hugging Face Hub need huggingface_hub: pip install "
-                              "'resdense[hub]'") from None  # fmt: skip
+        raise PretrainedError(
+            f"{label}: weights from the Hugging Face Hub need huggingface_hub: pip install 'resdense[hub]'"
+        ) from None
     try:
-        path = hf.hf_hub_download(repo, filename, revision=rev, cache_dir=hf_cache_dir(),
-                                  local_files_only=_offline())  # fmt: skip
+        path = hf.hf_hub_download(
+            repo, filename, revision=rev, cache_dir=hf_cache_dir(), local_files_only=_offline()
+        )
     except errors.RepositoryNotFoundError:  # also gated/private repos without a token
-        raise PretrainedError(f"{label}: no such model repository on the Hugging Face Hub (or it is private "
-                              "and no token is set)") from None  # fmt: skip
+        raise PretrainedError(
+            f"{label}: no such model repository on the Hugging Face Hub (or it is private "
+            "and no token is set)"
+        ) from None
     except errors.RevisionNotFoundError:
         raise PretrainedError(f"{label}: the repository has no revision {rev!r}") from None
     except (errors.EntryNotFoundError, errors.LocalEntryNotFoundError) as e:
@@ -94,8 +100,10 @@ def _download(repo: str, rev: str | None, filename: str, label: str) -> Path:
 def _missing(label: str, what: str) -> PretrainedError:
     cache = hf_cache_dir()
     if _offline():
-        return PretrainedError(f"{label}: {what} not in the cache folder {cache} and HF_HUB_OFFLINE is set "
-                               "(fetch it once online, or unset HF_HUB_OFFLINE)")  # fmt: skip
+        return PretrainedError(
+            f"{label}: {what} not in the cache folder {cache} and HF_HUB_OFFLINE is set "
+            "(fetch it once online, or unset HF_HUB_OFFLINE)"
+        )
     return PretrainedError(f"{label}: the repository has no {what} (nor in the cache folder {cache})")
 
 
@@ -149,8 +157,10 @@ def timm_cfg(
         raise PretrainedError(f"{label}: {CONFIG_FILE} is not a JSON object")
     arch = config.get("architecture") or model
     if not is_model(arch):
-        raise PretrainedError(f"{label}: timm architecture {arch!r} has no resdense counterpart (resdense reads "
-                              "timm's resnet*/resnext*/wide_resnet*/densenet* of torchvision's layout)")  # fmt: skip
+        raise PretrainedError(
+            f"{label}: timm architecture {arch!r} has no resdense counterpart (resdense reads "
+            "timm's resnet*/resnext*/wide_resnet*/densenet* of torchvision's layout)"
+        )
     pc = config.get("pretrained_cfg") or {}
     try:
         c, h, w = (int(v) for v in pc.get("input_size", (3, 224, 224)))

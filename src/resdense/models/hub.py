@@ -55,8 +55,13 @@ class TorchvisionWeights:
         from ..utils.download import download
 
         try:
-            download(self.url, path, progress=progress, desc=f"{self.model} {self.name}",
-                     hash_prefix=self.hash_prefix)  # fmt: skip
+            download(
+                self.url,
+                path,
+                progress=progress,
+                desc=f"{self.model} {self.name}",
+                hash_prefix=self.hash_prefix,
+            )
         except UserError as e:
             text = str(e)
             reason = text.split(": ", 1)[1] if text.startswith("cannot download") and ": " in text else text

@@ -60,8 +60,12 @@ SHIPPED_ORDER = ("best", "fast")  # plain "fashion-mnist": the first of these th
 
 def _shipped() -> dict[str, tuple[str, ShippedWeights]]:
     """tag -> (model, entry), from the weight tables of the registered models."""
-    return {w.tag: (info.name, w) for info in model_entries() for w in info.weights.values()
-            if isinstance(w, ShippedWeights)}  # fmt: skip
+    return {
+        w.tag: (info.name, w)
+        for info in model_entries()
+        for w in info.weights.values()
+        if isinstance(w, ShippedWeights)
+    }
 
 
 def shipped_source(src: str | os.PathLike) -> str | None:
@@ -84,8 +88,10 @@ def shipped_tag(tag: str | None = None) -> str:
             raise PretrainedError(f"{SHIPPED_PREFIX}: no shipped weights in this installation of resdense")
         return present[0]
     if tag not in table:
-        raise PretrainedError(f"{SHIPPED_PREFIX}:{tag}: no such shipped model; choose from "
-                              f"{', '.join(f'{SHIPPED_PREFIX}:{t}' for t in table)}")  # fmt: skip
+        raise PretrainedError(
+            f"{SHIPPED_PREFIX}:{tag}: no such shipped model; choose from "
+            f"{', '.join(f'{SHIPPED_PREFIX}:{t}' for t in table)}"
+        )
     return tag
 
 
@@ -190,8 +196,10 @@ def _torchvision_table(model: str) -> dict[str, TorchvisionWeights]:
 
 def _from_torchvision(model: str | None, tag: str, progress: bool) -> Pretrained:
     if model is None:
-        raise PretrainedError(f"weights {tag}: torchvision's weights need the architecture (--arch NAME on the "
-                              "command line, model= in Python), e.g. resnet18")  # fmt: skip
+        raise PretrainedError(
+            f"weights {tag}: torchvision's weights need the architecture (--arch NAME on the "
+            "command line, model= in Python), e.g. resnet18"
+        )
     table = _torchvision_table(model)
     if not table:
         known = ", ".join(info.name for info in model_entries() if _torchvision_table(info.name))
@@ -202,9 +210,19 @@ def _from_torchvision(model: str | None, tag: str, progress: bool) -> Pretrained
     p = read_weights_file(w.fetch(progress=progress))
     p.source = f"{model} {w.name} ({w.file})"
     classes = tuple(imagenet_classes())
-    p.cfg = PretrainedCfg(input_size=(3, w.crop, w.crop), mean=w.mean, std=w.std, num_classes=len(classes),
-                          resize=w.resize, fit="shorter", classes=classes, source=p.source, known_input=True,
-                          model=model, meta={"weights": w.name, "imagenet_top1": w.top1, "url": w.url})  # fmt: skip
+    p.cfg = PretrainedCfg(
+        input_size=(3, w.crop, w.crop),
+        mean=w.mean,
+        std=w.std,
+        num_classes=len(classes),
+        resize=w.resize,
+        fit="shorter",
+        classes=classes,
+        source=p.source,
+        known_input=True,
+        model=model,
+        meta={"weights": w.name, "imagenet_top1": w.top1, "url": w.url},
+    )
     return p
 
 
@@ -216,8 +234,9 @@ def read_weights_file(path: Path) -> Pretrained:
     except ModelFileError as e:
         raise PretrainedError(str(e)) from None
     if kind == "onnx":
-        raise PretrainedError(f"{path}: ONNX files cannot be read back as weights; use the run folder or "
-                              f"its {RunDir.WEIGHTS}")  # fmt: skip
+        raise PretrainedError(
+            f"{path}: ONNX files cannot be read back as weights; use the run folder or its {RunDir.WEIGHTS}"
+        )
     if kind == "safetensors":
         return _from_safetensors(path, str(path))
     if kind == "torchscript":
@@ -262,15 +281,17 @@ def _from_torch_file(path: Path) -> Pretrained:
     except (
         Exception
     ) as e:  # torch's reader raises many kinds (KeyError, IndexError, ...) on files not its own
-        raise PretrainedError(f"{path}: not a readable PyTorch file, truncated or corrupt ({first_line(e)})"
-                              ) from None  # fmt: skip
+        raise PretrainedError(
+            f"{path}: not a readable PyTorch file, truncated or corrupt ({first_line(e)})"
+        ) from None
     # checkpoints wrap the state dict: {"state_dict": ...} (Lightning, timm), {"model": ...} (resdense)
     for k in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
         if isinstance(obj, dict) and isinstance(obj.get(k), dict):
             obj = obj[k]
             break
-    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                            for k, v in obj.items()):  # fmt: skip
+    if not isinstance(obj, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
         raise PretrainedError(f"{path}: not a state dict (expected a mapping of names to tensors)")
     try:
         check_finite(obj, path)

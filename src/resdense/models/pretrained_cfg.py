@@ -135,10 +135,16 @@ class PretrainedCfg(Mapping):
         opts = spec.options
         n = int(opts.get("num_classes", len(spec.classes)))
         return cls.from_preprocess(
-            spec.preprocess, num_classes=n, classes=tuple(spec.classes), tta_flip=spec.tta_flip,
-            source=source, known_input=True, model=spec.model,
-            options={k: v for k, v in opts.items() if k not in ("num_classes", "in_chans")}, meta=dict(meta or {}),
-        )  # fmt: skip
+            spec.preprocess,
+            num_classes=n,
+            classes=tuple(spec.classes),
+            tta_flip=spec.tta_flip,
+            source=source,
+            known_input=True,
+            model=spec.model,
+            options={k: v for k, v in opts.items() if k not in ("num_classes", "in_chans")},
+            meta=dict(meta or {}),
+        )
 
     def for_channels(self, in_chans: int) -> PretrainedCfg:
         """The same config for ``in_chans`` input channels (means/stds averaged when they no longer fit)."""

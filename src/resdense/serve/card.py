@@ -36,9 +36,15 @@ def _shipped_facts(tag: str) -> dict:
     tag = shipped_tag(tag)
     extra = read_safetensors(shipped_path(tag)).extra
     cfg = extra.get("config", {})
-    facts = {"weights": f"fashion-mnist:{tag}", "recipe": extra.get("recipe"), "dataset": cfg.get("dataset"),
-             "epochs": cfg.get("epochs"), "test_accuracy": extra.get("test_accuracy"),
-             "test_set": extra.get("test_set"), "command": extra.get("command")}  # fmt: skip
+    facts = {
+        "weights": f"fashion-mnist:{tag}",
+        "recipe": extra.get("recipe"),
+        "dataset": cfg.get("dataset"),
+        "epochs": cfg.get("epochs"),
+        "test_accuracy": extra.get("test_accuracy"),
+        "test_set": extra.get("test_set"),
+        "command": extra.get("command"),
+    }
     return {k: v for k, v in facts.items() if v is not None}
 
 

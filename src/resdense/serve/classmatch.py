@@ -30,10 +30,17 @@ def match_by_name(folder_classes, model_classes, labels: torch.Tensor, source) -
         index.setdefault(class_folder_name(c), i)
     unknown = [c for c in folder_classes if c not in index]
     if unknown:
-        raise UserError(f"{source}: the folder's classes {_names(unknown)} are not the model's "
-                        f"({_names(model_classes)}); evaluate on a folder of the model's classes")  # fmt: skip
+        raise UserError(
+            f"{source}: the folder's classes {_names(unknown)} are not the model's "
+            f"({_names(model_classes)}); evaluate on a folder of the model's classes"
+        )
     if len(folder_classes) < len(model_classes):
-        log.info("%s: scoring the %d of the model's %d classes this folder holds (%s), matched by name", source,
-                 len(folder_classes), len(model_classes), _names(folder_classes))  # fmt: skip
+        log.info(
+            "%s: scoring the %d of the model's %d classes this folder holds (%s), matched by name",
+            source,
+            len(folder_classes),
+            len(model_classes),
+            _names(folder_classes),
+        )
     mapping = torch.tensor([index[c] for c in folder_classes], dtype=torch.int64)
     return mapping[labels.cpu()].to(labels.device)

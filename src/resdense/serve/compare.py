@@ -52,19 +52,21 @@ def table_rows(runs: list[dict]) -> list[dict]:
     diff = differing_settings(runs) if len(runs) > 1 else {}
     for i, r in enumerate(runs):
         s = r["summary"]
-        rows.append({
-            "run": Path(r["path"]).name,
-            "model": s["model"],
-            "params": s["params"],
-            "macs": s.get("macs", 0),
-            "test_accuracy": s["test_accuracy"],
-            "best_test_accuracy": s["best_test_accuracy"],
-            "images_per_s": s["images_per_s"],
-            "seconds": s["seconds"],
-            "epochs": s["epochs"],
-            "device": s.get("device", ""),
-            "settings": {k: v[i] for k, v in diff.items()},  # those that differ from another run's
-        })  # fmt: skip
+        rows.append(
+            {
+                "run": Path(r["path"]).name,
+                "model": s["model"],
+                "params": s["params"],
+                "macs": s.get("macs", 0),
+                "test_accuracy": s["test_accuracy"],
+                "best_test_accuracy": s["best_test_accuracy"],
+                "images_per_s": s["images_per_s"],
+                "seconds": s["seconds"],
+                "epochs": s["epochs"],
+                "device": s.get("device", ""),
+                "settings": {k: v[i] for k, v in diff.items()},  # those that differ from another run's
+            }
+        )
     return rows
 
 

@@ -58,8 +58,9 @@ class Embeddings:
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message): files left out
 
 
-def embed(predictor, inputs: Sequence[str | os.PathLike], *, layer: str | None = None,
-          batch_size: int = 256) -> Embeddings:  # fmt: skip
+def embed(
+    predictor, inputs: Sequence[str | os.PathLike], *, layer: str | None = None, batch_size: int = 256
+) -> Embeddings:
     """Features of image files and folders (see :func:`~resdense.serve.predict.image_paths`), read and run
     a batch at a time; unreadable files are left out and listed in ``errors``."""
     model = torch_model(predictor, "features", needs="forward_features")
@@ -104,8 +105,9 @@ def write_embeddings(result: Embeddings, out: str | os.PathLike, *, force: bool 
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
-            raise UserError(f"--out {files[0]}: parquet needs pyarrow (pip install pyarrow), or write .npy"
-                            ) from None  # fmt: skip
+            raise UserError(
+                f"--out {files[0]}: parquet needs pyarrow (pip install pyarrow), or write .npy"
+            ) from None
         cols = {
             "path": result.paths,
             **{f"f{j}": result.features[:, j] for j in range(result.features.shape[1])},

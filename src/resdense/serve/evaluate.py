@@ -185,8 +185,9 @@ def evaluate(
         predictor = load_predictor(path, device=device)
     spec = predictor.spec
     if test_set is None:
-        test_set = load_test_set(path, dataset=dataset, data_dir=data_dir, preprocess=spec.preprocess,
-                                 classes=spec.classes)  # fmt: skip
+        test_set = load_test_set(
+            path, dataset=dataset, data_dir=data_dir, preprocess=spec.preprocess, classes=spec.classes
+        )
     n_classes = int(test_set.labels.max()) + 1
     if n_classes > len(spec.classes):
         raise UserError(f"{path}: the model knows {len(spec.classes)} classes, the test set has {n_classes}")
@@ -202,8 +203,16 @@ def evaluate(
         logits = torch.cat(chunks) if chunks else torch.empty(0, len(spec.classes))
     bar.close()
     acc, per_class, confusion = score(logits, test_set.labels, spec.classes)
-    return EvalResult(acc, per_class, confusion, logits.argmax(1).cpu(), spec.classes, len(test_set),
-                      logits.cpu(), predictor)  # fmt: skip
+    return EvalResult(
+        acc,
+        per_class,
+        confusion,
+        logits.argmax(1).cpu(),
+        spec.classes,
+        len(test_set),
+        logits.cpu(),
+        predictor,
+    )
 
 
 def write_figures(
@@ -222,14 +231,20 @@ def write_figures(
     out_dir.mkdir(parents=True, exist_ok=True)
     wrong = worst_mistakes(result, test_set.labels, max_mistakes)
     images = test_set.images_at(wrong) if isinstance(test_set, PhotoFiles) else test_set.images[wrong].cpu()
-    images, cams = mistake_maps(predictor or result.predictor, images, isinstance(test_set, PhotoFiles),
-                                result.predictions[wrong])  # fmt: skip
+    images, cams = mistake_maps(
+        predictor or result.predictor, images, isinstance(test_set, PhotoFiles), result.predictions[wrong]
+    )
     figures = {
         RunDir.CONFUSION: confusion_figure(result.confusion, result.classes),
-        RunDir.MISTAKES: mistakes_figure(images, test_set.labels[wrong].tolist(),
-                                        result.predictions[wrong].tolist(), result.classes, cams=cams,
-                                        n=result.n),
-    }  # fmt: skip
+        RunDir.MISTAKES: mistakes_figure(
+            images,
+            test_set.labels[wrong].tolist(),
+            result.predictions[wrong].tolist(),
+            result.classes,
+            cams=cams,
+            n=result.n,
+        ),
+    }
     for name, fig in figures.items():
         save_figure(fig, out_dir / name)
         show_figure(fig)

@@ -27,8 +27,16 @@ from ..preprocess import normalize
 from .features import evaluating, stage_names, torch_model
 from .load import as_predictor
 
-__all__ = ["METHODS", "Explanation", "class_activation_maps", "explain", "explain_fitted", "layer_candidates",
-           "mistake_maps", "resolve_layer"]  # fmt: skip
+__all__ = [
+    "METHODS",
+    "Explanation",
+    "class_activation_maps",
+    "explain",
+    "explain_fitted",
+    "layer_candidates",
+    "mistake_maps",
+    "resolve_layer",
+]
 
 METHODS = ("gradcam", "gradcam++")
 
@@ -56,9 +64,15 @@ class Explanation:
         return ((i // w + 0.5) / h, (i % w + 0.5) / w)
 
     def to_json(self) -> dict:
-        d = {"path": self.path, "predicted": self.predicted, "probability": self.probability,
-             "class": self.target, "class_probability": self.target_probability, "layer": self.layer,
-             "peak": {m: list(self.peak(m)) for m in self.cams}}  # fmt: skip
+        d = {
+            "path": self.path,
+            "predicted": self.predicted,
+            "probability": self.probability,
+            "class": self.target,
+            "class_probability": self.target_probability,
+            "layer": self.layer,
+            "peak": {m: list(self.peak(m)) for m in self.cams},
+        }
         if self.inverted:
             d["inverted"] = True
         return d
@@ -118,8 +132,10 @@ def class_activation_maps(
                     if isinstance(a, torch.Tensor)
                     else type(a).__name__
                 )
-                raise UserError(f"--layer {name}: its output ({what}) is not a feature map (N, C, H, W); "
-                                "name a convolutional stage or block")  # fmt: skip
+                raise UserError(
+                    f"--layer {name}: its output ({what}) is not a feature map (N, C, H, W); "
+                    "name a convolutional stage or block"
+                )
             if target is None:
                 target = logits.argmax(1)
             score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
@@ -219,10 +235,19 @@ def explain(
     layer, probs, t, cams = explain_fitted(predictor, fitted, target=target, layer=layer)
     classes = predictor.spec.classes
     result = [
-        Explanation(path, fitted[i].cpu(), {m: cams[m][i] for m in methods}, classes[int(t[i])],
-                    float(probs[i, t[i]]), classes[int(probs[i].argmax())], float(probs[i].max()), layer, inv)
+        Explanation(
+            path,
+            fitted[i].cpu(),
+            {m: cams[m][i] for m in methods},
+            classes[int(t[i])],
+            float(probs[i, t[i]]),
+            classes[int(probs[i].argmax())],
+            float(probs[i].max()),
+            layer,
+            inv,
+        )
         for i, (path, _, inv) in enumerate(items)
-    ]  # fmt: skip
+    ]
     fig = explanation_figure(result, list(methods))
     if out is not None:
         save_figure(fig, Path(out) / RunDir.EXPLAIN)

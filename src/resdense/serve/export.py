@@ -32,8 +32,15 @@ from ..errors import UserError
 from ..modelfile import SPEC_KEY, TORCHSCRIPT_EXTRA, ModelSpec, first_line, unwrap, write_torchscript
 from ..utils.io import atomic_path
 
-__all__ = ["EXPORTERS", "FORMATS", "META_KEY", "TORCHSCRIPT_EXTRA", "example_input", "export_onnx",
-           "export_torchscript"]  # fmt: skip
+__all__ = [
+    "EXPORTERS",
+    "FORMATS",
+    "META_KEY",
+    "TORCHSCRIPT_EXTRA",
+    "example_input",
+    "export_onnx",
+    "export_torchscript",
+]
 
 META_KEY = SPEC_KEY  # the ONNX metadata_props key holding the spec JSON
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # format -> file suffix

@@ -58,8 +58,10 @@ def torch_model(predictor, what: str, needs: str | None = None) -> nn.Module:
     model = getattr(predictor, "model", None)
     if not isinstance(model, nn.Module) or (needs is not None and not hasattr(model, needs)):
         where = getattr(predictor, "path", None) or predictor.spec.model
-        raise UserError(f"{where}: {what} need the PyTorch model (a run folder, .safetensors or --weights), "
-                        f"not a {getattr(predictor, 'backend', 'exported')} export")  # fmt: skip
+        raise UserError(
+            f"{where}: {what} need the PyTorch model (a run folder, .safetensors or --weights), "
+            f"not a {getattr(predictor, 'backend', 'exported')} export"
+        )
     return model
 
 
@@ -91,8 +93,10 @@ def resolve_layers(model: nn.Module, layers: Sequence[int | str] | None) -> list
         elif layer in modules and layer:
             names.append(layer)
         else:
-            raise UserError(f"--layer {layer}: no such stage; choose from {', '.join(stages)} (or any module "
-                            "name of the model)")  # fmt: skip
+            raise UserError(
+                f"--layer {layer}: no such stage; choose from {', '.join(stages)} (or any module "
+                "name of the model)"
+            )
     return names
 
 
@@ -191,8 +195,12 @@ def show_features(
     fitted = predictor.fit_images(img)
     pre = predictor.spec.preprocess
     maps = feature_maps(predictor.model, normalize(fitted, pre.mean, pre.std))
-    fig = feature_maps_figure(fitted[0].cpu(), maps, channels=channels,
-                              title=title or f"{predictor.spec.model} on {label}: what each stage sees")  # fmt: skip
+    fig = feature_maps_figure(
+        fitted[0].cpu(),
+        maps,
+        channels=channels,
+        title=title or f"{predictor.spec.model} on {label}: what each stage sees",
+    )
     if out is not None:
         save_figure(fig, out)
     show_figure(fig)

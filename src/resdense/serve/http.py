@@ -57,8 +57,10 @@ def _need_fastapi():
         import uvicorn  # noqa: F401
     except ImportError as e:
         name = "python-multipart" if e.name == "python_multipart" else e.name
-        raise UserError(f"resdense serve needs fastapi, uvicorn and python-multipart ({name} is missing): "
-                        "pip install 'resdense[serve]'") from None  # fmt: skip
+        raise UserError(
+            f"resdense serve needs fastapi, uvicorn and python-multipart ({name} is missing): "
+            "pip install 'resdense[serve]'"
+        ) from None
 
 
 DRAIN_CAP = 64 * 2**20  # an over-limit body up to this size is read (and dropped) before the 413
@@ -154,8 +156,11 @@ def create_app(
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     limit = int(max_upload_mb * 1024 * 1024)
-    card = {**model_card(predictor, source), "explain": explain is not None,
-            "limits": {"max_upload_mb": max_upload_mb, "max_batch": max_batch}}  # fmt: skip
+    card = {
+        **model_card(predictor, source),
+        "explain": explain is not None,
+        "limits": {"max_upload_mb": max_upload_mb, "max_batch": max_batch},
+    }
     spec = predictor.spec
 
     def run_model(images):
@@ -210,11 +215,22 @@ def create_app(
         summary="top classes for one or many images",
         description="Send images as multipart/form-data (one file per part, any field name) or the raw "
         "bytes of one image (Content-Type image/* or application/octet-stream).",
-        openapi_extra={"requestBody": {"content": {
-            "multipart/form-data": {"schema": {"type": "object", "properties": {
-                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
-    )  # fmt: skip
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                            },
+                        }
+                    },
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                }
+            }
+        },
+    )
     async def predict(
         request: Request,
         top: int = Query(3, ge=1, le=1000, description="how many classes per image"),

@@ -42,8 +42,10 @@ def load_model(
     pre = load_pretrained(src, arch, progress=progress)
     name = arch or pre.model
     if name is None:
-        raise UserError(f"weights {src}: they do not say their architecture; name it (--arch NAME on the command "
-                        "line, arch= in Python), e.g. resnet18")  # fmt: skip
+        raise UserError(
+            f"weights {src}: they do not say their architecture; name it (--arch NAME on the command "
+            "line, arch= in Python), e.g. resnet18"
+        )
     try:
         net = create_model(name, weights=pre, progress=progress)
     except UnknownModelError as e:
@@ -84,8 +86,10 @@ def load_predictor(
             )
         return Predictor(spec, "torchscript", module, device=device, path=p, batch_size=batch_size)
     if kind == "torch" and arch is None:
-        raise UserError(f"{p}: a torch.save file (a state dict or checkpoint), not a TorchScript model (make one "
-                        "with `resdense export RUN --format torchscript`, or name its architecture)")  # fmt: skip
+        raise UserError(
+            f"{p}: a torch.save file (a state dict or checkpoint), not a TorchScript model (make one "
+            "with `resdense export RUN --format torchscript`, or name its architecture)"
+        )
     if kind in ("weights", "safetensors", "torch") or (kind == "unknown" and arch is not None):
         model, spec = load_model(src, arch, device, progress=progress)
         return Predictor.for_model(model, spec, device, path=p if p.exists() else None, batch_size=batch_size)

@@ -50,8 +50,12 @@ def most_confused(result, top: int = 10) -> list[tuple[str, str, int]]:
     """``(true, predicted, count)`` of the off-diagonal cells of the confusion matrix, largest first."""
     m = result.confusion
     k = len(result.classes)
-    pairs = [(result.classes[i], result.classes[j], int(m[i, j])) for i in range(k) for j in range(k)
-             if i != j and int(m[i, j])]  # fmt: skip
+    pairs = [
+        (result.classes[i], result.classes[j], int(m[i, j]))
+        for i in range(k)
+        for j in range(k)
+        if i != j and int(m[i, j])
+    ]
     return sorted(pairs, key=lambda x: -x[2])[:top]
 
 

@@ -21,8 +21,15 @@ from ..errors import UserError
 from ..modelfile import ModelSpec
 from ..preprocess import normalize
 
-__all__ = ["BACKENDS", "DEFAULT_BATCH_SIZE", "TTA_VIEWS", "Predictor", "predict_logits", "tta_forward",
-           "tta_views"]  # fmt: skip
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BATCH_SIZE",
+    "TTA_VIEWS",
+    "Predictor",
+    "predict_logits",
+    "tta_forward",
+    "tta_views",
+]
 
 BACKENDS = ("torch", "onnxruntime", "torchscript")
 DEFAULT_BATCH_SIZE = 256

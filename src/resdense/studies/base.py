@@ -64,12 +64,25 @@ class StudySettings:
         for the paper's) no augmentation, so that the training error is the plain error on the training
         images. Scored every epoch, on the test subset, without test-time flips."""
         cfg = TrainConfig(
-            recipe="study", model=model, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-            optimizer="sgd", momentum=0.9, weight_decay=self.weight_decay, schedule=self.schedule,
-            warmup_epochs=self.warmup_epochs, augment=self.augment, crop_padding=self.crop_padding,
-            label_smoothing=0.0, tta_flip=False, seed=self.seed if seed is None else seed,
-            device=self.device, train_subset=self.train_subset, data_dir=self.data_dir,
-        )  # fmt: skip
+            recipe="study",
+            model=model,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer="sgd",
+            momentum=0.9,
+            weight_decay=self.weight_decay,
+            schedule=self.schedule,
+            warmup_epochs=self.warmup_epochs,
+            augment=self.augment,
+            crop_padding=self.crop_padding,
+            label_smoothing=0.0,
+            tta_flip=False,
+            seed=self.seed if seed is None else seed,
+            device=self.device,
+            train_subset=self.train_subset,
+            data_dir=self.data_dir,
+        )
         return cfg.with_overrides(**overrides)
 
     def to_dict(self) -> dict:
@@ -226,8 +239,10 @@ def _check_same_recipe(cfg: TrainConfig, run_dir: RunDir) -> None:
     wanted = json.loads(json.dumps(cfg.to_dict()))  # tuples -> lists, as saved
     for key in _RECIPE_KEYS:
         if saved.get(key) != wanted.get(key):
-            raise UserError(f"{out}: this run was made with {key}={saved.get(key)!r}, the study now asks for "
-                            f"{wanted.get(key)!r}; use another --out or delete the folder")  # fmt: skip
+            raise UserError(
+                f"{out}: this run was made with {key}={saved.get(key)!r}, the study now asks for "
+                f"{wanted.get(key)!r}; use another --out or delete the folder"
+            )
 
 
 def write_table(out_dir: Path, rows: Sequence[dict], name: str = "table") -> None:

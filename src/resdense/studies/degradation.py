@@ -62,9 +62,16 @@ class DegradationSettings(StudySettings):
         short budget the 56-layer ResNet needs it too (without it, a pilot of 6 epochs ended ResNet-56 at
         17.7% training error against ResNet-20's 10.6%, with it at 9.9% against 9.8%: docs/studies.md)."""
         return cls(
-            epochs=9, train_subset=10000, test_subset=2000, batch_size=128, lr=0.1, schedule="step",
-            weight_decay=1e-4, warmup_epochs=1.0, seeds=(0, 1, 2),
-        )  # fmt: skip
+            epochs=9,
+            train_subset=10000,
+            test_subset=2000,
+            batch_size=128,
+            lr=0.1,
+            schedule="step",
+            weight_decay=1e-4,
+            warmup_epochs=1.0,
+            seeds=(0, 1, 2),
+        )
 
     @classmethod
     def paper(cls) -> DegradationSettings:
@@ -72,10 +79,20 @@ class DegradationSettings(StudySettings):
         (137 epochs of 60,000 images), lr 0.1 / 10 at 32k and 48k, weight decay 1e-4, 4-pixel padded crops
         and flips, depths up to 110 (a one-epoch warm-up: the paper warms ResNet-110 up at lr 0.01)."""
         return cls(
-            epochs=137, train_subset=0, test_subset=0, batch_size=128, lr=0.1, schedule="step",
-            weight_decay=1e-4, warmup_epochs=1.0, augment="flip-crop", crop_padding=4, seeds=(0, 1, 2),
-            depths=(20, 32, 44, 56, 110), device="auto",
-        )  # fmt: skip
+            epochs=137,
+            train_subset=0,
+            test_subset=0,
+            batch_size=128,
+            lr=0.1,
+            schedule="step",
+            weight_decay=1e-4,
+            warmup_epochs=1.0,
+            augment="flip-crop",
+            crop_padding=4,
+            seeds=(0, 1, 2),
+            depths=(20, 32, 44, 56, 110),
+            device="auto",
+        )
 
     @classmethod
     def quick(cls) -> DegradationSettings:
@@ -123,20 +140,36 @@ def degradation(
     inconclusive = undecided(rows, size == "quick", settings.seeds)
     figure = plot(runs, depths, out / "degradation.png")
     write_table(out, rows)
-    columns = ["model", "depth", "params", "train_error", "train_error_sd", "test_error", "test_error_sd",
-               "train_errors", "seconds"]  # fmt: skip
+    columns = [
+        "model",
+        "depth",
+        "params",
+        "train_error",
+        "train_error_sd",
+        "test_error",
+        "test_error_sd",
+        "train_errors",
+        "seconds",
+    ]
     write_report(
-        out, title="Degradation: plain versus residual networks", claim=CLAIM, held=held, verdict=verdict,
-        settings=settings, inconclusive=inconclusive, table=markdown_table(rows, columns), figures=[figure],
+        out,
+        title="Degradation: plain versus residual networks",
+        claim=CLAIM,
+        held=held,
+        verdict=verdict,
+        settings=settings,
+        inconclusive=inconclusive,
+        table=markdown_table(rows, columns),
+        figures=[figure],
         notes=f"The criterion, fixed before the runs: {CRITERION}.\n\n"
-              "Training error is the running error over the last epoch's batches (the network in training "
-              "mode, as in the paper's curves); test error is measured after the epoch. Means over the seeds "
-              f"{', '.join(map(str, settings.seeds))}; `_sd` is their standard deviation, `train_errors` each "
-              f"seed's. The recipe: SGD with momentum 0.9, learning rate {settings.lr} ({settings.schedule} "
-              f"schedule), weight decay {settings.weight_decay:g}, batch {settings.batch_size}, augmentation "
-              f"{settings.augment}, at 28x28; stage widths {settings.widths or (16, 32, 64)} (the paper's are "
-              "16/32/64). `steps.csv` in each run folder holds its training curve against iterations.",
-    )  # fmt: skip
+        "Training error is the running error over the last epoch's batches (the network in training "
+        "mode, as in the paper's curves); test error is measured after the epoch. Means over the seeds "
+        f"{', '.join(map(str, settings.seeds))}; `_sd` is their standard deviation, `train_errors` each "
+        f"seed's. The recipe: SGD with momentum 0.9, learning rate {settings.lr} ({settings.schedule} "
+        f"schedule), weight decay {settings.weight_decay:g}, batch {settings.batch_size}, augmentation "
+        f"{settings.augment}, at 28x28; stage widths {settings.widths or (16, 32, 64)} (the paper's are "
+        "16/32/64). `steps.csv` in each run folder holds its training curve against iterations.",
+    )
     return StudyResult("degradation", out, rows, held, verdict, [figure], inconclusive)
 
 
@@ -146,12 +179,19 @@ def table_row(kind: str, depth: int, seed_runs: list[dict]) -> dict:
     test = [1 - r["history"][-1]["test_acc"] for r in seed_runs]
     (train_mean, train_sd), (test_mean, test_sd) = mean_sd(train), mean_sd(test)
     return {
-        "model": f"{kind}{depth}", "kind": "plain" if kind == "plain" else "residual", "depth": depth,
-        "params": seed_runs[0]["summary"]["params"], "seeds": len(seed_runs),
-        "train_error": train_mean, "train_error_sd": train_sd, "test_error": test_mean, "test_error_sd": test_sd,
-        "train_errors": " ".join(f"{e:.4f}" for e in train), "test_errors": " ".join(f"{e:.4f}" for e in test),
+        "model": f"{kind}{depth}",
+        "kind": "plain" if kind == "plain" else "residual",
+        "depth": depth,
+        "params": seed_runs[0]["summary"]["params"],
+        "seeds": len(seed_runs),
+        "train_error": train_mean,
+        "train_error_sd": train_sd,
+        "test_error": test_mean,
+        "test_error_sd": test_sd,
+        "train_errors": " ".join(f"{e:.4f}" for e in train),
+        "test_errors": " ".join(f"{e:.4f}" for e in test),
         "seconds": sum(r["summary"]["seconds"] for r in seed_runs),
-    }  # fmt: skip
+    }
 
 
 def _errors(row: dict) -> list[float]:
@@ -201,9 +241,11 @@ def undecided(rows: list[dict], quick: bool, seeds: tuple[int, ...] | None = Non
     return why_inconclusive(
         quick,
         one_seed(seeds) if seeds is not None and not quick else "",
-        shallow and f"the depth-{lo} nets end at " + ", ".join(f"{r['train_error']:.0%}" for r in shallow)
+        shallow
+        and f"the depth-{lo} nets end at "
+        + ", ".join(f"{r['train_error']:.0%}" for r in shallow)
         + " training error, near chance (90%): a net that has not learned cannot show what depth costs",
-    )  # fmt: skip
+    )
 
 
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
@@ -236,8 +278,10 @@ def epoch_test_errors(seed_runs: list[dict]) -> tuple[list[int], list[float], li
     first = seed_runs[0]
     per_epoch = first["steps"][-1]["step"] // len(first["history"]) if first["steps"] else 1
     epochs = [h["epoch"] for h in first["history"] if "test_acc" in h]
-    errors = [[100 * (1 - next(h["test_acc"] for h in r["history"] if h["epoch"] == e)) for r in seed_runs]
-              for e in epochs]  # fmt: skip
+    errors = [
+        [100 * (1 - next(h["test_acc"] for h in r["history"] if h["epoch"] == e)) for r in seed_runs]
+        for e in epochs
+    ]
     return (
         [e * per_epoch for e in epochs],
         [sum(v) / len(v) for v in errors],
@@ -260,8 +304,15 @@ def plot(runs: dict, depths: tuple[int, ...], path: Path) -> Path:
                     steps, [100 * v for v in low], [100 * v for v in high], color=c, alpha=0.15, lw=0
                 )
             x, mean, low, high = epoch_test_errors(seed_runs)
-            ax.errorbar(x, mean, yerr=[[m - lo for m, lo in zip(mean, low)], [hi - m for m, hi in zip(mean, high)]],
-                        color=c, lw=2.2, capsize=2, label=label)  # fmt: skip
+            ax.errorbar(
+                x,
+                mean,
+                yerr=[[m - lo for m, lo in zip(mean, low)], [hi - m for m, hi in zip(mean, high)]],
+                color=c,
+                lw=2.2,
+                capsize=2,
+                label=label,
+            )
         drops = lr_drops(runs[(kind, depths[0])][0]["steps"])
         for step in drops:
             ax.axvline(step, color="0.5", lw=0.8, ls=":")

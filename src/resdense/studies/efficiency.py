@@ -46,9 +46,13 @@ class EfficiencySettings(StudySettings):
     @classmethod
     def quick(cls) -> EfficiencySettings:
         return cls(
-            epochs=1, train_subset=512, test_subset=500, batch_size=64, models=("resnet20", "densenet_bc_40"),
+            epochs=1,
+            train_subset=512,
+            test_subset=500,
+            batch_size=64,
+            models=("resnet20", "densenet_bc_40"),
             model_options={"resnet20": {"widths": (8, 16, 32)}, "densenet_bc_40": {"growth_rate": 4}},
-        )  # fmt: skip
+        )
 
 
 def family(model: str) -> str:
@@ -84,27 +88,38 @@ def efficiency(
         )
         r = run(cfg, out / "runs" / model, data)
         train_seconds = sum(h["seconds"] for h in r["history"])
-        rows.append({
-            "model": model, "family": family(model), "params": r["summary"]["params"],
-            "macs": r["summary"]["macs"], "test_accuracy": r["summary"]["test_accuracy"],
-            "train_seconds": round(train_seconds, 1), "images_per_s": round(r["summary"]["images_per_s"], 1),
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": model,
+                "family": family(model),
+                "params": r["summary"]["params"],
+                "macs": r["summary"]["macs"],
+                "test_accuracy": r["summary"]["test_accuracy"],
+                "train_seconds": round(train_seconds, 1),
+                "images_per_s": round(r["summary"]["images_per_s"], 1),
+            }
+        )
 
     held, verdict, pairs = judge(rows)
     figures = plot(rows, out)
     write_table(out, rows)
     inconclusive = why_inconclusive(quick)
     write_report(
-        out, title="Efficiency: ResNet versus DenseNet at one training budget", claim=CLAIM, held=held, inconclusive=inconclusive,
-        verdict=verdict, settings=settings,
+        out,
+        title="Efficiency: ResNet versus DenseNet at one training budget",
+        claim=CLAIM,
+        held=held,
+        inconclusive=inconclusive,
+        verdict=verdict,
+        settings=settings,
         table=markdown_table(rows) + "\n\nEach ResNet against the most accurate DenseNet with fewer "
-              "parameters:\n\n" + markdown_table(pairs),
+        "parameters:\n\n" + markdown_table(pairs),
         figures=figures,
         notes=f"Every model: the same recipe, {settings.epochs} epoch(s), images resized to "
-              f"{settings.resize}x{settings.resize}. MACs per image at that size. Training time is the sum of "
-              "the epochs' training seconds (no evaluation), measured on a machine shared with other jobs: "
-              "compare times within this table only, as rough ratios.",
-    )  # fmt: skip
+        f"{settings.resize}x{settings.resize}. MACs per image at that size. Training time is the sum of "
+        "the epochs' training seconds (no evaluation), measured on a machine shared with other jobs: "
+        "compare times within this table only, as rough ratios.",
+    )
     return StudyResult("efficiency", out, rows, held, verdict, figures, inconclusive)
 
 
@@ -116,14 +131,18 @@ def judge(rows: list[dict]) -> tuple[bool, str, list[dict]]:
         best = max(smaller, key=lambda d: d["test_accuracy"], default=None)
         matched = best is not None and best["test_accuracy"] >= r["test_accuracy"] - TOLERANCE
         ok.append(matched)
-        pairs.append({
-            "resnet": r["model"], "resnet_acc": r["test_accuracy"],
-            "densenet": best["model"] if best else "-", "densenet_acc": best["test_accuracy"] if best else "-",
-            "params_ratio": round(best["params"] / r["params"], 3) if best else "-",
-            "macs_ratio": round(best["macs"] / r["macs"], 3) if best else "-",
-            "time_ratio": round(best["train_seconds"] / r["train_seconds"], 2) if best else "-",
-            "matched": matched,
-        })  # fmt: skip
+        pairs.append(
+            {
+                "resnet": r["model"],
+                "resnet_acc": r["test_accuracy"],
+                "densenet": best["model"] if best else "-",
+                "densenet_acc": best["test_accuracy"] if best else "-",
+                "params_ratio": round(best["params"] / r["params"], 3) if best else "-",
+                "macs_ratio": round(best["macs"] / r["macs"], 3) if best else "-",
+                "time_ratio": round(best["train_seconds"] / r["train_seconds"], 2) if best else "-",
+                "matched": matched,
+            }
+        )
     held = all(ok)
     verdict = (
         f"{sum(ok)} of {len(ok)} ResNets are matched by a DenseNet with fewer parameters"
@@ -149,11 +168,22 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
         fig, (ax,) = new_axes(5, 3.6)
         for fam, color, marker in (("ResNet", "#1f77b4", "o"), ("DenseNet", "#d62728", "s")):
             pts = sorted((r for r in rows if r["family"] == fam), key=lambda r: r[key])
-            ax.plot([r[key] for r in pts], [r["test_accuracy"] for r in pts], marker=marker, ls="",
-                    color=color, label=fam)  # fmt: skip
+            ax.plot(
+                [r[key] for r in pts],
+                [r["test_accuracy"] for r in pts],
+                marker=marker,
+                ls="",
+                color=color,
+                label=fam,
+            )
             for r in pts:
-                ax.annotate(r["model"], (r[key], r["test_accuracy"]), fontsize=7, xytext=(3, 3),
-                            textcoords="offset points")  # fmt: skip
+                ax.annotate(
+                    r["model"],
+                    (r[key], r["test_accuracy"]),
+                    fontsize=7,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # on a short log range they overprint each other
         ax.margins(0.12)  # room for the labels

@@ -68,9 +68,15 @@ class GradientSettings(StudySettings):
         """The paper's widths, three seeds (three initialisations), measured at initialisation and after two
         epochs of the degradation study's recipe (its step decay, on 10,000 images)."""
         return cls(
-            epochs=2, train_subset=10000, test_subset=2000, batch_size=128, probe_images=512,
-            schedule="step", weight_decay=1e-4, seeds=(0, 1, 2),
-        )  # fmt: skip
+            epochs=2,
+            train_subset=10000,
+            test_subset=2000,
+            batch_size=128,
+            probe_images=512,
+            schedule="step",
+            weight_decay=1e-4,
+            seeds=(0, 1, 2),
+        )
 
     @classmethod
     def quick(cls) -> GradientSettings:
@@ -93,8 +99,11 @@ def layer_gradient_norms(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     model.train()
     model.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(model(x), y).backward()
-    norms = [(name, m.weight.grad.norm().item()) for name, m in model.named_modules()
-             if isinstance(m, nn.Conv2d | nn.Linear)]  # fmt: skip
+    norms = [
+        (name, m.weight.grad.norm().item())
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
     model.zero_grad(set_to_none=True)
     return norms
 
@@ -141,11 +150,18 @@ def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False
                 norms = layer_gradient_norms(model, x, y)
                 per_layer.setdefault((kind, when), []).append(norms)
                 values = [v for _, v in norms]
-                summary_rows.append({
-                    "net": name, "seed": seed, "when": when, "layers": len(values), "first_layer": values[0],
-                    "last_conv": values[-2], "early_late_ratio": early_late_ratio(values),
-                    "max_min_ratio": max(values) / max(min(values), 1e-30),
-                })  # fmt: skip
+                summary_rows.append(
+                    {
+                        "net": name,
+                        "seed": seed,
+                        "when": when,
+                        "layers": len(values),
+                        "first_layer": values[0],
+                        "last_conv": values[-2],
+                        "early_late_ratio": early_late_ratio(values),
+                        "max_min_ratio": max(values) / max(min(values), 1e-30),
+                    }
+                )
 
     rows = []
     names = [n for n, _ in per_layer[("plain", "init")][0]]
@@ -171,18 +187,23 @@ def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False
     write_table(out, rows)
     write_table(out, summary_rows, name="summary")
     write_report(
-        out, title="Gradient norms through depth: plain versus residual", claim=CLAIM, held=held,
-        verdict=verdict, settings=settings, inconclusive=inconclusive,
+        out,
+        title="Gradient norms through depth: plain versus residual",
+        claim=CLAIM,
+        held=held,
+        verdict=verdict,
+        settings=settings,
+        inconclusive=inconclusive,
         table=markdown_table(summary_rows) + "\n\nPer-layer norms (geometric mean over the seeds): "
         "`table.csv` / `table.json`.",
         figures=[figure],
         notes=f"The criterion, fixed before the runs: {CRITERION.format(m=MARGIN)}.\n\n"
-              f"Norms of the gradient of the mean cross-entropy on the first {settings.probe_images} training "
-              "images with respect to each conv / linear weight (the model in training mode), input side "
-              "first. `early_late_ratio`: geometric mean of the first third of the layers' norms over the "
-              f"last third's. The trained weights are each run's `{RunDir.WEIGHTS}`; the initial ones are "
-              "rebuilt from the run's seed.",
-    )  # fmt: skip
+        f"Norms of the gradient of the mean cross-entropy on the first {settings.probe_images} training "
+        "images with respect to each conv / linear weight (the model in training mode), input side "
+        "first. `early_late_ratio`: geometric mean of the first third of the layers' norms over the "
+        f"last third's. The trained weights are each run's `{RunDir.WEIGHTS}`; the initial ones are "
+        "rebuilt from the run's seed.",
+    )
     return StudyResult("gradients", out, rows, held, verdict, [figure], inconclusive)
 
 
@@ -192,8 +213,11 @@ def gmean(values) -> float:
 
 
 def log_ratios(summary_rows: list[dict], kind: str, when: str) -> list[float]:
-    return [math.log10(max(r["early_late_ratio"], 1e-30)) for r in summary_rows
-            if r["net"].startswith(kind) and r["when"] == when]  # fmt: skip
+    return [
+        math.log10(max(r["early_late_ratio"], 1e-30))
+        for r in summary_rows
+        if r["net"].startswith(kind) and r["when"] == when
+    ]
 
 
 def judge(summary_rows: list[dict], trained_when: str | None = None) -> tuple[bool, str]:
@@ -210,11 +234,22 @@ def judge(summary_rows: list[dict], trained_when: str | None = None) -> tuple[bo
     checks = []  # (holds, sentence)
     for kind, when, test, yes, no in (
         ("plain", "init", lambda m, e: m - e > bound, "explode (above 10x)", "do not clearly explode"),
-        ("plain", trained_when, lambda m, e: m - e > -bound, "do not vanish (above 1/10x)",
-         "vanish (not clearly above 1/10x)"),
+        (
+            "plain",
+            trained_when,
+            lambda m, e: m - e > -bound,
+            "do not vanish (above 1/10x)",
+            "vanish (not clearly above 1/10x)",
+        ),
         ("resnet", "init", lambda m, e: -bound < m - e and m + e < bound, "stay within 10x", "leave 10x"),
-        ("resnet", trained_when, lambda m, e: -bound < m - e and m + e < bound, "stay within 10x", "leave 10x"),
-    ):  # fmt: skip
+        (
+            "resnet",
+            trained_when,
+            lambda m, e: -bound < m - e and m + e < bound,
+            "stay within 10x",
+            "leave 10x",
+        ),
+    ):
         m, e = stats(kind, when)
         ok = test(m, e)
         span = f"{10**m:.3g}x" + (f" [{10 ** (m - e):.3g}-{10 ** (m + e):.3g}]" if e else "")
@@ -233,8 +268,14 @@ def plot(per_layer: dict, settings: GradientSettings, whens, path: Path) -> Path
             for norms in seeds:  # each seed thin, their geometric mean bold
                 ax.plot(range(len(norms)), [v for _, v in norms], "-", color=color, lw=0.6, alpha=0.45)
             mean = [gmean([s[i][1] for s in seeds]) for i in range(len(seeds[0]))]
-            ax.plot(range(len(mean)), mean, ".-", color=color, lw=1.6,
-                    label=f"{kind}{settings.depth} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})")  # fmt: skip
+            ax.plot(
+                range(len(mean)),
+                mean,
+                ".-",
+                color=color,
+                lw=1.6,
+                label=f"{kind}{settings.depth} ({len(seeds)} seed{'s' if len(seeds) > 1 else ''})",
+            )
         ax.set_yscale("log")
         ax.set_title(f"at {'initialisation' if when == 'init' else 'the end of ' + when}")
         ax.set_xlabel("layer (input -> output)")

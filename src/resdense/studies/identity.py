@@ -131,29 +131,47 @@ def identity(out: str | Path = "runs/studies/identity", *, quick: bool = False, 
         acc_start = _accuracy(deep, data, spec.preprocess)
 
         deep_name_run = f"{deep_name}-from-{shallow_name}"
-        deep_run = run(settings.recipe(deep_name, model_options=options, epochs=settings.more_epochs),
-                       out / "runs" / deep_name_run, data, initial_state=deep.state_dict())  # fmt: skip
+        deep_run = run(
+            settings.recipe(deep_name, model_options=options, epochs=settings.more_epochs),
+            out / "runs" / deep_name_run,
+            data,
+            initial_state=deep.state_dict(),
+        )
         curves[kind] = (shallow_run["history"], acc_start, deep_run["history"])
-        rows.append({
-            "net": "residual" if kind == "resnet" else "plain", "shallow": shallow_name, "deepened": deep_name,
-            "identical_outputs": identical, "max_abs_diff": max_diff, "shallow_test_acc": acc_shallow,
-            "deepened_start_test_acc": acc_start, "deepened_final_test_acc": deep_run["summary"]["test_accuracy"],
-        })  # fmt: skip
+        rows.append(
+            {
+                "net": "residual" if kind == "resnet" else "plain",
+                "shallow": shallow_name,
+                "deepened": deep_name,
+                "identical_outputs": identical,
+                "max_abs_diff": max_diff,
+                "shallow_test_acc": acc_shallow,
+                "deepened_start_test_acc": acc_start,
+                "deepened_final_test_acc": deep_run["summary"]["test_accuracy"],
+            }
+        )
 
     held, verdict = judge(rows)
     figure = plot(curves, settings, out / "identity.png")
     write_table(out, rows)
     inconclusive = why_inconclusive(quick)
     write_report(
-        out, title="Nested function classes: deepening a trained network", claim=CLAIM, held=held, inconclusive=inconclusive,
-        verdict=verdict, settings=settings, table=markdown_table(rows), figures=[figure],
+        out,
+        title="Nested function classes: deepening a trained network",
+        claim=CLAIM,
+        held=held,
+        inconclusive=inconclusive,
+        verdict=verdict,
+        settings=settings,
+        table=markdown_table(rows),
+        figures=[figure],
         notes=f"The shallow nets train {settings.epochs} epoch(s); each is deepened from depth {settings.depth} "
-              f"to {settings.deep_depth} by adding blocks at the end of every stage, then trained "
-              f"{settings.more_epochs} more epoch(s) with the same recipe. `identical_outputs`: "
-              "`torch.equal` of the logits of 256 test images in evaluation mode (exact, no tolerance: a "
-              "zero batch-norm scale makes the new branch output exact zeros, and adding zero changes no "
-              "bit). Accuracies are on the study's test images.",
-    )  # fmt: skip
+        f"to {settings.deep_depth} by adding blocks at the end of every stage, then trained "
+        f"{settings.more_epochs} more epoch(s) with the same recipe. `identical_outputs`: "
+        "`torch.equal` of the logits of 256 test images in evaluation mode (exact, no tolerance: a "
+        "zero batch-norm scale makes the new branch output exact zeros, and adding zero changes no "
+        "bit). Accuracies are on the study's test images.",
+    )
     return StudyResult("identity", out, rows, held, verdict, [figure], inconclusive)
 
 
@@ -181,10 +199,20 @@ def plot(curves: dict, settings: IdentitySettings, path: Path) -> Path:
     for ax, kind, title in zip(axes, ("resnet", "plain"), ("residual", "plain")):
         shallow, start, deep = curves[kind]
         e0 = len(shallow)
-        ax.plot([h["epoch"] for h in shallow], [h["test_acc"] for h in shallow], "o-", color="#1f77b4",
-                label=f"{kind}{settings.depth}")  # fmt: skip
-        ax.plot([e0] + [e0 + h["epoch"] for h in deep], [start] + [h["test_acc"] for h in deep], "s-",
-                color="#d62728", label=f"deepened to {settings.deep_depth}")  # fmt: skip
+        ax.plot(
+            [h["epoch"] for h in shallow],
+            [h["test_acc"] for h in shallow],
+            "o-",
+            color="#1f77b4",
+            label=f"{kind}{settings.depth}",
+        )
+        ax.plot(
+            [e0] + [e0 + h["epoch"] for h in deep],
+            [start] + [h["test_acc"] for h in deep],
+            "s-",
+            color="#d62728",
+            label=f"deepened to {settings.deep_depth}",
+        )
         ax.axvline(e0, color="gray", lw=0.8, ls=":")
         ax.set_title(f"{title}: deepened after epoch {e0}")
         integer_epochs(ax)

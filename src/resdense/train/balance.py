@@ -17,8 +17,17 @@ from ..data.dataset import ImageSet
 from ..data.sampling import epoch_generator, shard_batches
 from ..errors import UserError
 
-__all__ = ["BALANCE", "UNBALANCED", "BalancedSampling", "balanced", "capped_batch_size", "class_counts",
-           "class_weights", "counts_line", "is_unbalanced"]  # fmt: skip
+__all__ = [
+    "BALANCE",
+    "UNBALANCED",
+    "BalancedSampling",
+    "balanced",
+    "capped_batch_size",
+    "class_counts",
+    "class_weights",
+    "counts_line",
+    "is_unbalanced",
+]
 
 BALANCE = ("none", "loss", "sampler")
 UNBALANCED = 1.5  # the largest class this many times the smallest: said, with the way out
@@ -38,8 +47,11 @@ def counts_line(classes: list[str], counts: list[int], balance: str) -> str:
     if ratio < UNBALANCED:
         return f"training images per class: {shown}"
     # the sampler measured better than the weighted loss (RESULTS.md, section 12); the loss also streams
-    how = (f"balanced by --balance {balance}" if balance != "none"
-           else "--balance sampler evens them (or loss, for streamed folders)")  # fmt: skip
+    how = (
+        f"balanced by --balance {balance}"
+        if balance != "none"
+        else "--balance sampler evens them (or loss, for streamed folders)"
+    )
     return f"training images per class: {shown} (unbalanced, {ratio:.1f}x; {how})"
 
 
@@ -91,8 +103,16 @@ class BalancedSampling:
     def subset(self, n: int) -> BalancedSampling:
         return BalancedSampling(self.split.subset(n))
 
-    def train_batches(self, batch_size: int, *, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                      drop_last: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    def train_batches(
+        self,
+        batch_size: int,
+        *,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = epoch_generator(seed, epoch, stream=997)
         order = torch.multinomial(self.weights, len(self), replacement=True, generator=g)
         order = order.to(self.split.labels.device)
@@ -105,6 +125,8 @@ def balanced(train, balance: str):
     if balance != "sampler":
         return train
     if not isinstance(train, ImageSet):
-        raise UserError("--balance sampler: only for data held in memory; use --balance loss for streamed "
-                        "folders (or --in-memory yes)")  # fmt: skip
+        raise UserError(
+            "--balance sampler: only for data held in memory; use --balance loss for streamed "
+            "folders (or --in-memory yes)"
+        )
     return BalancedSampling(train)

@@ -66,20 +66,26 @@ class Console(Callback):
     """One line when training starts, one per epoch, one at the end (stdout; the bar is on stderr)."""
 
     def on_train_start(self, t) -> None:
-        t.say(f"training {t.cfg.model} ({t.params:,} params, {t.macs / 1e6:,.1f} M MACs/image) on "
-              f"{t.dataset.name} ({len(t.train_set):,} train / {len(t.test_set):,} test) "
-              f"on {t.device_label()} ({t.amp.dtype}: {t.amp.reason}) for {t.cfg.epochs} epochs; "
-              f"run folder {t.out_dir}")  # fmt: skip
+        t.say(
+            f"training {t.cfg.model} ({t.params:,} params, {t.macs / 1e6:,.1f} M MACs/image) on "
+            f"{t.dataset.name} ({len(t.train_set):,} train / {len(t.test_set):,} test) "
+            f"on {t.device_label()} ({t.amp.dtype}: {t.amp.reason}) for {t.cfg.epochs} epochs; "
+            f"run folder {t.out_dir}"
+        )
 
     def on_epoch_end(self, t, row: EpochRecord) -> None:
-        t.say(f"epoch {row.epoch}/{t.cfg.epochs}: loss {row.train_loss:.4f}, train acc {row.train_acc:.4f}, "
-              + (f"test acc {row.test_acc:.4f}, " if row.test_acc is not None else "")
-              + (f"val acc {row.val_acc:.4f}, " if row.val_acc is not None else "")
-              + f"{row.images_per_s:,.0f} img/s, {row.seconds:.1f}s")  # fmt: skip
+        t.say(
+            f"epoch {row.epoch}/{t.cfg.epochs}: loss {row.train_loss:.4f}, train acc {row.train_acc:.4f}, "
+            + (f"test acc {row.test_acc:.4f}, " if row.test_acc is not None else "")
+            + (f"val acc {row.val_acc:.4f}, " if row.val_acc is not None else "")
+            + f"{row.images_per_s:,.0f} img/s, {row.seconds:.1f}s"
+        )
 
     def on_train_end(self, t, summary: dict) -> None:
-        t.say(f"done: test accuracy {summary['test_accuracy']:.4f}, {summary['images_per_s']:,.0f} images/s, "
-              f"{summary['seconds']:.1f}s ({t.out_dir})")  # fmt: skip
+        t.say(
+            f"done: test accuracy {summary['test_accuracy']:.4f}, {summary['images_per_s']:,.0f} images/s, "
+            f"{summary['seconds']:.1f}s ({t.out_dir})"
+        )
         if t.history:
             hint = running_stats_hint(t.history[-1].train_acc, summary["test_accuracy"], t.total_steps)
             if hint:

@@ -121,8 +121,9 @@ def param_groups(
 
 def make_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """The optimiser ``cfg`` names (a TrainConfig: optimizer, lr, momentum, weight_decay, head_lr_mult)."""
-    groups = param_groups(model, cfg.weight_decay, getattr(cfg, "head_lr_mult", 1.0),
-                          getattr(cfg, "bn_bias_lr_mult", 1.0))  # fmt: skip
+    groups = param_groups(
+        model, cfg.weight_decay, getattr(cfg, "head_lr_mult", 1.0), getattr(cfg, "bn_bias_lr_mult", 1.0)
+    )
     if not groups:
         raise UserError("--freeze: nothing is left to train")
     for g in groups:

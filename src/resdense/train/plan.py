@@ -103,8 +103,11 @@ def resumed_config(cfg: TrainConfig, ckpt: dict, out: Path) -> TrainConfig:
     except UserError as e:
         raise UserError(f"--resume {out}: its checkpoint's settings cannot work: {e}") from None
     # a resumed run may be given more epochs or another device; everything else is the run's own
-    resumed = saved.with_overrides(epochs=max(cfg.epochs, saved.epochs) if cfg.epochs != saved.epochs else None,
-                                   device=cfg.device, tensorboard=cfg.tensorboard or None)  # fmt: skip
+    resumed = saved.with_overrides(
+        epochs=max(cfg.epochs, saved.epochs) if cfg.epochs != saved.epochs else None,
+        device=cfg.device,
+        tensorboard=cfg.tensorboard or None,
+    )
     try:
         validate(resumed)
     except UserError as e:
@@ -174,8 +177,9 @@ def _settle(cfg: TrainConfig, run: RunDir, dist, ckpt, *, dataset, progress: boo
         try:
             pretrained.check_for(cfg.model)
         except PretrainedError:
-            raise PretrainedError(f"--weights {cfg.weights}: weights for {pretrained.model}, not --model "
-                                  f"{cfg.model}") from None  # fmt: skip
+            raise PretrainedError(
+                f"--weights {cfg.weights}: weights for {pretrained.model}, not --model {cfg.model}"
+            ) from None
     resize = cfg.resize
     if dataset is None and ckpt is None and cfg.dataset == "folder" and resize is None:
         side, why = folder_input_size(cfg.model, cfg.model_options, pretrained)
@@ -198,9 +202,30 @@ def _settle(cfg: TrainConfig, run: RunDir, dist, ckpt, *, dataset, progress: boo
     if batch != cfg.batch_size:  # a small folder: one batch of all its images per step, said
         say(f"--batch-size {cfg.batch_size} capped to {batch}: the training set has {len(data.train)} images")
     # the one place the settings change: what the run decided, written into them
-    settled = replace(cfg, out=str(run.path), resize=resize, in_memory=in_memory,
-                      amp="yes" if amp.enabled else "no", batch_size=batch)  # fmt: skip
-    built = build_model(settled, data, pretrained=pretrained, progress=progress and main, say=say,
-                        source=str(run.path))  # fmt: skip
-    return RunPlan(settled, run, dist, device, amp, dataset, built.data, built.model, built.spec, built.params,
-                   built.macs, pretrained, ckpt, progress and main)  # fmt: skip
+    settled = replace(
+        cfg,
+        out=str(run.path),
+        resize=resize,
+        in_memory=in_memory,
+        amp="yes" if amp.enabled else "no",
+        batch_size=batch,
+    )
+    built = build_model(
+        settled, data, pretrained=pretrained, progress=progress and main, say=say, source=str(run.path)
+    )
+    return RunPlan(
+        settled,
+        run,
+        dist,
+        device,
+        amp,
+        dataset,
+        built.data,
+        built.model,
+        built.spec,
+        built.params,
+        built.macs,
+        pretrained,
+        ckpt,
+        progress and main,
+    )

@@ -42,8 +42,9 @@ class RunData:
     channels: int
 
 
-def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: torch.device, *,
-                 resize: int | None = None) -> RunData:  # fmt: skip
+def prepare_data(
+    cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: torch.device, *, resize: int | None = None
+) -> RunData:
     """The splits of ``dataset`` on ``device`` as ``cfg`` says; ``resize``: the input side as the plan settled
     it (``cfg.resize`` when not given)."""
     resize = cfg.resize if resize is None else resize
@@ -51,8 +52,12 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
     if isinstance(dataset, StreamedFolder):
         # Data streamed from the files, decoded batch by batch at the input size (data/stream.py); the
         # workers take the evaluation's centre crop themselves, so the batch is not cropped again
-        train, test = dataset.streams(size=cfg.crop or resize, augment=cfg.augment, workers=cfg.workers,
-                                      pin_memory=device.type == "cuda")  # fmt: skip
+        train, test = dataset.streams(
+            size=cfg.crop or resize,
+            augment=cfg.augment,
+            workers=cfg.workers,
+            pin_memory=device.type == "cuda",
+        )
         if cfg.val_split:
             raise UserError("--val-split: not available for streamed folders; give the folder a val/ split")
         train_set, val, test_set = train.subset(cfg.train_subset), None, test.subset(cfg.test_subset)
@@ -83,8 +88,16 @@ def prepare_data(cfg: TrainConfig, dataset: Dataset | StreamedFolder, device: to
     # photos are evaluated as photos (shorter side to size / CROP_PCT, the centre crop): models saved from
     # such a run are fed the same way by predict and evaluate
     served = Preprocess.centre(size, mean, std, c) if photo else pre
-    return RunData(train_set, test_set, val, pre, BatchAugment(policy, pre, cfg.crop_padding, cfg.alt_flip), served,
-                   list(dataset.classes), c)  # fmt: skip
+    return RunData(
+        train_set,
+        test_set,
+        val,
+        pre,
+        BatchAugment(policy, pre, cfg.crop_padding, cfg.alt_flip),
+        served,
+        list(dataset.classes),
+        c,
+    )
 
 
 def check_fits(
@@ -95,13 +108,17 @@ def check_fits(
     from ..data.stream import memory_budget
 
     if cfg.crop is not None and cfg.crop > size:
-        raise UserError(f"--crop {cfg.crop} is larger than the images ({size}x{size} pixels); "
-                        "use --resize to enlarge them first")  # fmt: skip
+        raise UserError(
+            f"--crop {cfg.crop} is larger than the images ({size}x{size} pixels); "
+            "use --resize to enlarge them first"
+        )
     need = sum(len(s) for s in splits) * c * size * size
     budget = memory_budget(device)
     if resize is not None and need > budget:
-        raise UserError(f"--resize {resize}: {dataset.name}'s images at {size}x{size} need {need / 2**30:,.1f} "
-                        f"GiB, more than the {budget / 2**30:,.1f} GiB this run may hold; choose a smaller side")  # fmt: skip
+        raise UserError(
+            f"--resize {resize}: {dataset.name}'s images at {size}x{size} need {need / 2**30:,.1f} "
+            f"GiB, more than the {budget / 2**30:,.1f} GiB this run may hold; choose a smaller side"
+        )
 
 
 def xavier_init(model: nn.Module) -> None:
@@ -124,17 +141,23 @@ class RunModel:
     macs: int
 
 
-def build_model(cfg: TrainConfig, data: RunData, *, pretrained=None, progress: bool = True, say=None,
-                source: str = "") -> RunModel:  # fmt: skip
+def build_model(
+    cfg: TrainConfig, data: RunData, *, pretrained=None, progress: bool = True, say=None, source: str = ""
+) -> RunModel:
     """The run's model, seeded by ``cfg.seed``; with ``cfg.weights`` fed as the weights were (their mean and
     std replace the data's in ``data``'s preprocessing) and with their builder options."""
     say = say or (lambda msg: None)
     c = data.channels
     torch.manual_seed(cfg.seed)
     try:
-        model = create_model(cfg.model, num_classes=len(data.classes), in_chans=c,
-                             weights=pretrained if pretrained is not None else cfg.weights,
-                             progress=progress, **cfg.model_options)  # fmt: skip
+        model = create_model(
+            cfg.model,
+            num_classes=len(data.classes),
+            in_chans=c,
+            weights=pretrained if pretrained is not None else cfg.weights,
+            progress=progress,
+            **cfg.model_options,
+        )
     except UnknownModelError as e:
         raise UserError(f"--model: {e}") from None
     except TypeError as e:
@@ -150,8 +173,13 @@ def build_model(cfg: TrainConfig, data: RunData, *, pretrained=None, progress: b
     trainable = freeze(model, cfg.freeze)
     if cfg.freeze != "none":
         say(f"--freeze {cfg.freeze}: {trainable:,} of {count_params(model):,} parameters train")
-    spec = ModelSpec(cfg.model, {"num_classes": len(data.classes), "in_chans": c, **options},
-                     data.served, list(data.classes), cfg.tta_flip)  # fmt: skip
+    spec = ModelSpec(
+        cfg.model,
+        {"num_classes": len(data.classes), "in_chans": c, **options},
+        data.served,
+        list(data.classes),
+        cfg.tta_flip,
+    )
     # the model now carries how this run feeds it, as a model loaded from the run's file will
     model.pretrained_cfg = PretrainedCfg.from_spec(spec, source or cfg.out or "")
     try:
@@ -169,20 +197,27 @@ def _adopt_pretrained(model: nn.Module, data: RunData, options: dict, say) -> tu
     if pcfg.known_input and len(pcfg.mean) == pre.in_chans and tuple(pcfg.mean) != pre.mean:
         norm = {"mean": tuple(pcfg.mean), "std": tuple(pcfg.std)}
         pre = replace(pre, **norm)
-        data = replace(data, preprocess=pre, served=replace(data.served, **norm),
-                       augment=replace(data.augment, preprocess=pre))  # fmt: skip
+        data = replace(
+            data,
+            preprocess=pre,
+            served=replace(data.served, **norm),
+            augment=replace(data.augment, preprocess=pre),
+        )
         say(f"normalising with the weights' mean {_fmt(pcfg.mean)} and std {_fmt(pcfg.std)}")
     known = list(pcfg.classes)
     if known and known != list(data.classes) and len(known) == len(data.classes):
         # the same number of classes, but other ones: their output layer means nothing here
         model.reset_classifier(len(data.classes))
-        say(f"classifier re-initialised: the weights' classes ({', '.join(known[:3])}, ...) are not this data "
-            f"set's ({', '.join(data.classes[:3])}, ...)")  # fmt: skip
+        say(
+            f"classifier re-initialised: the weights' classes ({', '.join(known[:3])}, ...) are not this data "
+            f"set's ({', '.join(data.classes[:3])}, ...)"
+        )
     return data, {**pcfg.options, **options}
 
 
-def load_run_dataset(cfg: TrainConfig, dist, run: RunDir, progress: bool, *, device: torch.device,
-                     resize: int | None) -> object:  # fmt: skip
+def load_run_dataset(
+    cfg: TrainConfig, dist, run: RunDir, progress: bool, *, device: torch.device, resize: int | None
+) -> object:
     """The run's data set. An image folder goes in memory or is streamed (by ``cfg.in_memory``; at the
     input side ``resize``), after a header scan for bad files; those left out by
     ``--skip-bad-images`` are listed in the run folder. Under torchrun one process per machine fetches a
@@ -196,8 +231,14 @@ def load_run_dataset(cfg: TrainConfig, dist, run: RunDir, progress: bool, *, dev
     if cfg.dataset == "folder":
         if cfg.data_dir is None:
             raise UserError("--dataset folder needs --data-dir (a folder of class sub-folders)")
-        dataset, bad = load_folder(cfg.data_dir, in_memory=cfg.in_memory, budget_bytes=memory_budget(device),
-                                   augment=cfg.augment, skip_bad_images=cfg.skip_bad_images, image_size=resize)  # fmt: skip
+        dataset, bad = load_folder(
+            cfg.data_dir,
+            in_memory=cfg.in_memory,
+            budget_bytes=memory_budget(device),
+            augment=cfg.augment,
+            skip_bad_images=cfg.skip_bad_images,
+            image_size=resize,
+        )
         if bad and dist.rank == 0:
             run.write_bad_images(bad)
             files = "file" if len(bad) == 1 else "files"

@@ -64,8 +64,14 @@ class Trainer:
         pretrained=None,
     ):
         if not isinstance(plan, RunPlan):
-            plan = settle(plan, dataset=dataset, out=out_dir, progress=progress, pretrained=pretrained,
-                          take_folder=False)  # fmt: skip
+            plan = settle(
+                plan,
+                dataset=dataset,
+                out=out_dir,
+                progress=progress,
+                pretrained=pretrained,
+                take_folder=False,
+            )
         self.plan = plan
         cfg = self.cfg = plan.cfg
         self.run = plan.run
@@ -104,8 +110,10 @@ class Trainer:
         if cfg.freeze_epochs and self.dist.enabled:  # DDP fixes the trained parameters when it wraps
             raise UserError("--freeze-epochs: not available under torchrun yet; use --freeze backbone")
         if cfg.freeze_epochs and self.is_main:
-            self.say(f"--freeze-epochs {cfg.freeze_epochs}: the classifier alone trains first, then the whole net "
-                     f"at {cfg.unfreeze_lr_mult:g}x the learning rate")  # fmt: skip
+            self.say(
+                f"--freeze-epochs {cfg.freeze_epochs}: the classifier alone trains first, then the whole net "
+                f"at {cfg.unfreeze_lr_mult:g}x the learning rate"
+            )
         self.steps_per_epoch = steps_per_epoch(len(self.train_set), cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.history: list[EpochRecord] = []
@@ -162,8 +170,9 @@ class Trainer:
         seen = 0
         bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=self.progress)
         t0 = time.perf_counter()
-        batches = self.train_set.train_batches(cfg.batch_size, seed=cfg.seed, epoch=epoch,
-                                               rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
+        batches = self.train_set.train_batches(
+            cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=self.dist.rank, world_size=self.dist.world_size
+        )
         full = self.preprocess.input_size
         side = size_at(cfg, epoch, full)
         window = max(1, self.steps_per_epoch // CURVE_POINTS)
@@ -196,8 +205,11 @@ class Trainer:
                 marks.append((step + 1, lr, torch.stack([loss_sum, correct.to(loss_sum.dtype)]), seen))
             if bar.due():
                 secs = time.perf_counter() - t0
-                bar.update(i + 1, f"loss {loss_sum.item() / seen:.3f} acc {correct.item() / seen:.3f} "
-                                  f"{seen * self.dist.world_size / secs:,.0f} img/s")  # fmt: skip
+                bar.update(
+                    i + 1,
+                    f"loss {loss_sum.item() / seen:.3f} acc {correct.item() / seen:.3f} "
+                    f"{seen * self.dist.world_size / secs:,.0f} img/s",
+                )
         bar.close()
         if self.lookahead is not None and epoch + 1 == cfg.epochs:
             self.lookahead.finish()  # the run ends on the slow weights
@@ -207,13 +219,25 @@ class Trainer:
         seen_all = seen * self.dist.world_size
         loss_avg = totals[0].item() / seen_all
         if not math.isfinite(loss_avg):
-            kept = (f"the last good checkpoint (epoch {epoch}) is kept in {self.out_dir}" if epoch > 0
-                    else "no checkpoint was written")  # fmt: skip
-            raise NonFiniteLoss(f"the training loss became {loss_avg} in epoch {epoch + 1}; stopped, {kept} "
-                                "(try a lower --lr)")  # fmt: skip
+            kept = (
+                f"the last good checkpoint (epoch {epoch}) is kept in {self.out_dir}"
+                if epoch > 0
+                else "no checkpoint was written"
+            )
+            raise NonFiniteLoss(
+                f"the training loss became {loss_avg} in epoch {epoch + 1}; stopped, {kept} "
+                "(try a lower --lr)"
+            )
         secs = time.perf_counter() - t0
-        return EpochRecord(epoch + 1, loss_avg, totals[1].item() / seen_all, lr, secs, seen_all / secs,
-                           self.curve(marks, totals, seen, step, lr))  # fmt: skip
+        return EpochRecord(
+            epoch + 1,
+            loss_avg,
+            totals[1].item() / seen_all,
+            lr,
+            secs,
+            seen_all / secs,
+            self.curve(marks, totals, seen, step, lr),
+        )
 
     def curve(self, marks: list, totals: torch.Tensor, seen: int, last_step: int, lr: float) -> tuple:
         """``[step, loss, acc, lr]`` for each window of the epoch (the last one may be shorter): the running
@@ -241,8 +265,13 @@ class Trainer:
             xb = self.preprocess(xb.to(self.device, non_blocking=True))
             return xb.contiguous(memory_format=self.memory_format)
 
-        recalibrate_from(self.eval_model(), self.train_set, self.cfg.bn_recalibrate,
-                         self.cfg.batch_size // self.dist.world_size, prepare)  # fmt: skip
+        recalibrate_from(
+            self.eval_model(),
+            self.train_set,
+            self.cfg.bn_recalibrate,
+            self.cfg.batch_size // self.dist.world_size,
+            prepare,
+        )
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss, in fp32, of the logits times ``logit_scale`` (train/tricks.py)."""
@@ -284,8 +313,14 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         bs = self.cfg.eval_batch_size
         for xb, yb in self._scoring(data, bs):
-            logits = predict_logits(model, xb, self.preprocess, batch_size=bs, channels_last=self.cfg.channels_last,
-                                    autocast=self.autocast)  # fmt: skip
+            logits = predict_logits(
+                model,
+                xb,
+                self.preprocess,
+                batch_size=bs,
+                channels_last=self.cfg.channels_last,
+                autocast=self.autocast,
+            )
             correct += (logits.argmax(1) == yb).sum()
         total = self.dist.all_reduce_sum(correct.double())
         return total.item() / len(data)
@@ -299,8 +334,9 @@ class Trainer:
         served = copy.deepcopy(self.served_model()).to(memory_format=torch.contiguous_format).eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for xb, yb in self._scoring(data, self.cfg.eval_batch_size):
-            logits = predict_logits(served, xb, self.preprocess, tta_flip=self.spec.tta_flip,
-                                    batch_size=DEFAULT_BATCH_SIZE)  # fmt: skip
+            logits = predict_logits(
+                served, xb, self.preprocess, tta_flip=self.spec.tta_flip, batch_size=DEFAULT_BATCH_SIZE
+            )
             correct += (logits.argmax(1) == yb).sum()
         total = self.dist.all_reduce_sum(correct.double())
         return total.item() / len(data)

@@ -36,8 +36,15 @@ class ProgressBar:
 
     def __init__(self, total: int, desc: str = "", enabled: bool = True, min_interval: float = 0.2):
         cls, on = _bar_class(enabled)
-        self.bar = cls(total=total, desc=desc, disable=not on, leave=False, unit="step", dynamic_ncols=True,
-                       mininterval=min_interval)  # fmt: skip
+        self.bar = cls(
+            total=total,
+            desc=desc,
+            disable=not on,
+            leave=False,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=min_interval,
+        )
         self.enabled = on
         self.min_interval = min_interval
         self._last = 0.0
