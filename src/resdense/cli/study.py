@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
+from .train import add_setting_options
+
+# the training settings a study takes from the command line (studies.base.StudySettings has them too)
+SHARED = ("data_dir", "device", "epochs", "train_subset", "test_subset", "batch_size", "lr")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -42,13 +46,9 @@ def add_parser(sub) -> None:
         "110, 3 seeds): a GPU's size (benchmarks/gpu.sh runs it)",
     )
     p.add_argument("--out", help="study folder (default runs/studies/NAME, or NAME-quick with --quick)")
-    p.add_argument("--data-dir", help="where Fashion-MNIST is (default: searched, then downloaded)")
-    p.add_argument("--device", help="cpu (default), cuda, ...")
-    p.add_argument("--epochs", type=int, help="epochs per run (identity: of the shallow nets)")
-    p.add_argument("--train-subset", type=int, help="train on the first N images (0: all)")
-    p.add_argument("--test-subset", type=int, help="test on the first N images (0: all)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate")
+    # the settings a study shares with training: their options as `resdense train` has them (one declaration,
+    # train/config.py); the study's own defaults apply (identity's --epochs: those of the shallow nets)
+    add_setting_options(p, only=SHARED, note="default: the study's own")
     p.add_argument(
         "--seeds",
         type=_ints,
@@ -71,13 +71,7 @@ def add_parser(sub) -> None:
 
 
 OPTIONS = (
-    "data_dir",
-    "device",
-    "epochs",
-    "train_subset",
-    "test_subset",
-    "batch_size",
-    "lr",
+    *SHARED,
     "seeds",
     "seed",
     "depths",

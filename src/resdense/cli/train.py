@@ -63,16 +63,21 @@ def _shown(value) -> str:
     return "none" if value is None else json.dumps(value) if isinstance(value, dict) else str(value)
 
 
-def add_setting_options(p: argparse.ArgumentParser, cls: type = TrainConfig, shown=None) -> None:
-    """One option per field of the settings dataclass ``cls`` (but NOT_OPTIONS), from its declaration.
-    Every option's default is None (not given), so that only what the user typed overrides the recipe and
-    the file; ``shown``, settings whose values the help gives as the defaults (the default recipe's)."""
+def add_setting_options(
+    p: argparse.ArgumentParser, cls: type = TrainConfig, shown=None, *, only=None, note: str = ""
+) -> None:
+    """One option per field of the settings dataclass ``cls`` (but NOT_OPTIONS; ``only``: just these
+    fields), from its declaration. Every option's default is None (not given), so that only what the user
+    typed overrides the recipe and the file; ``shown``, settings whose values the help gives as the defaults
+    (the default recipe's); ``note``, said instead of a default (a command whose defaults are its own)."""
     for f in fields(cls):
-        if f.name in NOT_OPTIONS:
+        if f.name in NOT_OPTIONS or (only is not None and f.name not in only):
             continue
         s, allowed = declaration(f), kinds(cls, f.name)
         value = getattr(shown, f.name, default_of(f))
-        text = f"{s.help} (default: {_shown(value)})".replace("%", "%%")  # argparse formats help with %
+        text = f"{s.help} ({note or f'default: {_shown(value)}'})".replace(
+            "%", "%%"
+        )  # argparse formats with %
         kw: dict = {"dest": f.name, "default": None, "help": text}
         if allowed == (bool,):
             p.add_argument(option(f.name), action=argparse.BooleanOptionalAction, **kw)
