@@ -77,8 +77,6 @@ class PretrainedCfg(Mapping):
     options: dict = field(default_factory=dict)  # the builder options they came with (widths, ...)
     meta: dict = field(default_factory=dict)  # what else the source says: tag, accuracy, recipe, URL
     interpolation: str = "bilinear"
-    first_conv: str | None = None
-    classifier: str | None = None
     test_input_size: tuple[int, int, int] | None = None
     test_resize: int | None = None  # as resize, for test_input_size
 
