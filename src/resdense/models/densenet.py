@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 from torch import nn
@@ -179,11 +178,7 @@ class DenseNet(ModelContract, nn.Module):
         self.final_act = nn.ReLU()  # part of the last point, as timm's norm5 is a batch norm with its ReLU
         self.global_pool = GlobalPool("avg")
         self.classifier = new_classifier(num_features, num_classes)
-        self.init_cfg(
-            replace(cfg or PretrainedCfg(), first_conv="features.conv0", classifier="classifier"),
-            in_chans,
-            num_classes,
-        )
+        self.init_cfg(cfg, in_chans, num_classes, first_conv="features.conv0", classifier="classifier")
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

@@ -12,7 +12,6 @@ Page's (``widths`` changes them: at 28x28, Page's widths cost 274 M MACs an imag
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 from torch import nn
@@ -69,9 +68,7 @@ class ResNet9(ModelContract, nn.Module):
         self.global_pool = GlobalPool("max")
         self.fc = new_classifier(w3, num_classes)
         self.point_shapes = [(w0, 1), (w1, 2), (w2, 4), (w3, 8)]
-        self.init_cfg(
-            replace(cfg or PretrainedCfg(), first_conv="conv1", classifier="fc"), in_chans, num_classes
-        )
+        self.init_cfg(cfg, in_chans, num_classes, first_conv="conv1", classifier="fc")
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
