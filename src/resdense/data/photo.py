@@ -15,7 +15,14 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import UserError
-from ..preprocess import CROP_PCT, INTERPOLATIONS, Preprocess, check_interpolation, scale_size
+from ..preprocess import (
+    CROP_PCT,
+    DEFAULT_INTERPOLATION,
+    INTERPOLATIONS,
+    Preprocess,
+    check_interpolation,
+    scale_size,
+)
 from .augment import random_resized_crop_params
 from .jpeg import plain_jpeg_header
 
@@ -42,7 +49,7 @@ class PhotoTransform:
     crop: str = "squash"
     flip: bool = False
     crop_pct: float = CROP_PCT
-    interpolation: str = "bilinear"
+    interpolation: str = DEFAULT_INTERPOLATION
 
     def __post_init__(self) -> None:
         check_interpolation(self.interpolation)

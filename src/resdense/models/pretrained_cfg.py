@@ -14,6 +14,7 @@ from ..modelfile import ModelSpec
 from ..preprocess import (
     CIFAR_MEAN,
     CIFAR_STD,
+    DEFAULT_INTERPOLATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocess,
@@ -76,7 +77,7 @@ class PretrainedCfg(Mapping):
     model: str | None = None  # the architecture the weights are for
     options: dict = field(default_factory=dict)  # the builder options they came with (widths, ...)
     meta: dict = field(default_factory=dict)  # what else the source says: tag, accuracy, recipe, URL
-    interpolation: str = "bilinear"
+    interpolation: str = DEFAULT_INTERPOLATION
     test_input_size: tuple[int, int, int] | None = None
     test_resize: int | None = None  # as resize, for test_input_size
 
