@@ -17,8 +17,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ._contract import CIFAR_MEAN, CIFAR_STD, GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
+from ._contract import GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
 from .hub import torchvision_table
+from .pretrained_cfg import CIFAR_CFG
 from .registry import register_model
 
 
@@ -266,8 +267,7 @@ def cifar_densenet_bc(depth: int, growth_rate: int = 12, **kwargs) -> DenseNet:
         raise ValueError(f"a DenseNet-BC has depth 6n+4, got {depth}")
     n = (depth - 4) // 6
     kwargs.setdefault("num_classes", 10)
-    cfg = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
-    return DenseNet(growth_rate, (n, n, n), 2 * growth_rate, stem="cifar", cfg=cfg, **kwargs)
+    return DenseNet(growth_rate, (n, n, n), 2 * growth_rate, stem="cifar", cfg=CIFAR_CFG, **kwargs)
 
 
 @register_model("densenet", "Huang et al. 2017 (CIFAR, BC, k=12)")

@@ -23,7 +23,15 @@ from ..preprocess import (
     crop_pct_for,
 )
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ModelConfig", "PretrainedCfg"]
+__all__ = [
+    "CIFAR_CFG",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelConfig",
+    "PretrainedCfg",
+]
 
 # timm's pretrained_cfg keys, in timm's order, that every config answers (test ones only where known)
 TIMM_KEYS = (
@@ -210,3 +218,7 @@ class PretrainedCfg(Mapping):
 
 
 ModelConfig = PretrainedCfg  # the name of earlier releases
+
+# the papers' nets for 32x32 images (the CIFAR ResNets and plain nets, the pre-activation ResNet-18, ResNet-9,
+# DenseNet-BC): CIFAR-10's input, mean and std, and ten classes
+CIFAR_CFG = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)

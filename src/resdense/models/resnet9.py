@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._contract import CIFAR_MEAN, CIFAR_STD, GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
+from ._contract import GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
+from .pretrained_cfg import CIFAR_CFG
 from .registry import register_model
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "celu": nn.CELU}
@@ -89,10 +90,7 @@ class ResNet9(ModelContract, nn.Module):
         self.fc = head
 
 
-CFG = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
-
-
 @register_model("resnet", "Page 2018, How to train your ResNet (DAWNBench ResNet-9)")
 def resnet9(**kwargs) -> ResNet9:
-    kwargs.setdefault("cfg", CFG)
+    kwargs.setdefault("cfg", CIFAR_CFG)
     return ResNet9(**kwargs)
