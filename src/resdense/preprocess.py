@@ -36,6 +36,8 @@ CROP_MODES = {"center": "shorter", "squash": "squash"}
 # timm's interpolation names -> torch's interpolate modes. "nearest" is PIL's (and so torchvision's on PIL
 # images): the source pixel under each output pixel's centre, which torch calls "nearest-exact"
 INTERPOLATIONS = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest-exact"}
+# what a model file without an interpolation means (every file written before it existed), and the default
+DEFAULT_INTERPOLATION = "bilinear"
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class Preprocess:
     in_chans: int
     crop: int | None = None  # then the centre crop x crop
     fit: str = "squash"
-    interpolation: str = "bilinear"  # how the resize resamples (timm's name)
+    interpolation: str = DEFAULT_INTERPOLATION  # how the resize resamples (timm's name)
 
     def __post_init__(self) -> None:
         if self.fit not in FITS:
@@ -64,7 +66,7 @@ class Preprocess:
         in_chans: int,
         crop_pct: float = CROP_PCT,
         fit: str = "shorter",
-        interpolation: str = "bilinear",
+        interpolation: str = DEFAULT_INTERPOLATION,
     ) -> Preprocess:
         """The evaluation of photos: the shorter side to ``floor(size / crop_pct)``, then the centre ``size``."""
         return cls(scale_size(size, crop_pct), tuple(mean), tuple(std), in_chans, size, fit, interpolation)
@@ -87,7 +89,7 @@ class Preprocess:
             d["crop"] = self.crop
         if self.fit != "squash":
             d["fit"] = self.fit
-        if self.interpolation != "bilinear":
+        if self.interpolation != DEFAULT_INTERPOLATION:
             d["interpolation"] = self.interpolation
         return d
 
@@ -100,7 +102,7 @@ class Preprocess:
             int(d["in_chans"]),
             d.get("crop"),
             d.get("fit", "squash"),
-            d.get("interpolation", "bilinear"),
+            d.get("interpolation", DEFAULT_INTERPOLATION),
         )
 
     @property
@@ -180,7 +182,9 @@ def match_channels(images: torch.Tensor, in_chans: int) -> torch.Tensor:
     raise ValueError(f"cannot turn {c}-channel images into {in_chans}-channel input")
 
 
-def _resize_to(images: torch.Tensor, hw: tuple[int, int], interpolation: str = "bilinear") -> torch.Tensor:
+def _resize_to(
+    images: torch.Tensor, hw: tuple[int, int], interpolation: str = DEFAULT_INTERPOLATION
+) -> torch.Tensor:
     if tuple(images.shape[-2:]) == hw:
         return images
     mode = INTERPOLATIONS[check_interpolation(interpolation)]
@@ -205,7 +209,9 @@ def _aa(x: torch.Tensor, hw: tuple[int, int], mode: str) -> torch.Tensor:
     return F.interpolate(x, size=hw, mode=mode, align_corners=False, antialias=True)
 
 
-def resize(images: torch.Tensor, size: int | None, interpolation: str = "bilinear") -> torch.Tensor:
+def resize(
+    images: torch.Tensor, size: int | None, interpolation: str = DEFAULT_INTERPOLATION
+) -> torch.Tensor:
     """Resize of a batch (uint8 or float) to ``size`` x ``size``; a no-op when it already fits.
 
     d2l resizes each PIL image with ``transforms.Resize``; a batched antialiased interpolation gives the
@@ -214,7 +220,9 @@ def resize(images: torch.Tensor, size: int | None, interpolation: str = "bilinea
     return images if size is None else _resize_to(images, (size, size), interpolation)
 
 
-def resize_shorter(images: torch.Tensor, size: int | None, interpolation: str = "bilinear") -> torch.Tensor:
+def resize_shorter(
+    images: torch.Tensor, size: int | None, interpolation: str = DEFAULT_INTERPOLATION
+) -> torch.Tensor:
     """Resize so that the shorter side is ``size``, keeping the aspect ratio (torchvision's ``Resize(int)``)."""
     if size is None:
         return images

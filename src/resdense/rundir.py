@@ -375,7 +375,8 @@ CHECKPOINT_KEYS = {"epoch": int, "model": dict, "optimizer": dict, "history": li
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """A checkpoint, read with ``weights_only=True`` (tensors and plain data, never code), and checked: the
-    keys a run writes with their types, tensors for weights, one history row per epoch done."""
+    keys a run writes with their types, tensors for weights, one history row per epoch done, each an epoch's
+    record."""
     import torch
 
     try:
@@ -401,6 +402,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     epoch, history = ckpt["epoch"], ckpt["history"]
     if epoch < 1 or len(history) != epoch or not all(isinstance(r, dict) for r in history):
         raise UserError(f"{path}: damaged checkpoint (epoch {epoch}, {len(history)} rows of metrics)")
+    try:
+        for row in history:
+            EpochRecord.from_dict(row)  # each row an epoch's record (what the trainer reads back)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path}: damaged checkpoint (a row of its metrics: {e})") from None
     if not isinstance(ckpt.get("elapsed", 0.0), int | float):
         raise UserError(f"{path}: damaged checkpoint (elapsed is not a number)")
     return ckpt

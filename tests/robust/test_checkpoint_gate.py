@@ -28,6 +28,7 @@ CASES = {
     "epoch 999": (_set("epoch", 999), "epoch 999"),
     "epoch 0": (_set("epoch", 0), "damaged checkpoint"),
     "history shorter than the epoch": (lambda c: c["history"].pop(), "damaged checkpoint"),
+    "history row not an epoch's record": (lambda c: c["history"][0].pop("epoch"), "a row of its metrics"),
     "not a dict": (lambda c: c.clear(), "no 'epoch'"),
     "weights of another model": (lambda c: c["model"].pop("fc.weight"), "does not fit the run's model"),
     "weights not tensors": (_set("model", {"fc.weight": 1}), "not a state dict"),

@@ -15,7 +15,14 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import UserError
-from ..preprocess import CROP_PCT, INTERPOLATIONS, Preprocess, check_interpolation, crop_pct_for, scale_size
+from ..preprocess import (
+    CROP_PCT,
+    DEFAULT_INTERPOLATION,
+    INTERPOLATIONS,
+    Preprocess,
+    check_interpolation,
+    scale_size,
+)
 from .augment import random_resized_crop_params
 from .jpeg import plain_jpeg_header
 
@@ -42,7 +49,7 @@ class PhotoTransform:
     crop: str = "squash"
     flip: bool = False
     crop_pct: float = CROP_PCT
-    interpolation: str = "bilinear"
+    interpolation: str = DEFAULT_INTERPOLATION
 
     def __post_init__(self) -> None:
         check_interpolation(self.interpolation)
@@ -51,9 +58,13 @@ class PhotoTransform:
     def evaluating(cls, pre: Preprocess) -> PhotoTransform:
         """The centre crop a ``fit="shorter"`` :class:`~resdense.preprocess.Preprocess` takes, one file at a
         time: the same window, size and interpolation as the preprocessing applied to the decoded image."""
-        side = pre.input_size
-        pct = crop_pct_for(side, pre.resize) if pre.crop and pre.resize else 1.0
-        return cls(side, pre.in_chans, crop="centre", crop_pct=pct, interpolation=pre.interpolation)
+        return cls(
+            pre.input_size,
+            pre.in_chans,
+            crop="centre",
+            crop_pct=pre.crop_pct,
+            interpolation=pre.interpolation,
+        )
 
     def __call__(self, path, generator: torch.Generator | None = None):
         from PIL import Image, ImageOps

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -278,9 +278,23 @@ class ModelContract:
         self._set_classifier(new_classifier(self.num_features, num_classes))
         self.pretrained_cfg = self.pretrained_cfg.for_classes(num_classes)
 
-    def init_cfg(self, cfg: PretrainedCfg | None, in_chans: int, num_classes: int) -> None:
-        """The architecture's config for the channels and classes this instance was built with."""
-        self.pretrained_cfg = (cfg or PretrainedCfg()).for_channels(in_chans).for_classes(num_classes)
+    def init_cfg(
+        self,
+        cfg: PretrainedCfg | None,
+        in_chans: int,
+        num_classes: int,
+        *,
+        first_conv: str | None = None,
+        classifier: str | None = None,
+    ) -> None:
+        """The architecture's config for the channels and classes this instance was built with, naming its
+        first convolution and its classifier modules (timm's ``first_conv``, ``classifier``; None: as ``cfg``
+        says)."""
+        base = cfg or PretrainedCfg()
+        cfg = replace(
+            base, first_conv=first_conv or base.first_conv, classifier=classifier or base.classifier
+        )
+        self.pretrained_cfg = cfg.for_channels(in_chans).for_classes(num_classes)
 
     @property
     def num_features(self) -> int:

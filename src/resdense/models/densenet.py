@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ._contract import CIFAR_MEAN, CIFAR_STD, GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
+from ._contract import GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
 from .hub import torchvision_table
+from .pretrained_cfg import CIFAR_CFG
 from .registry import register_model
 
 
@@ -179,11 +179,7 @@ class DenseNet(ModelContract, nn.Module):
         self.final_act = nn.ReLU()  # part of the last point, as timm's norm5 is a batch norm with its ReLU
         self.global_pool = GlobalPool("avg")
         self.classifier = new_classifier(num_features, num_classes)
-        self.init_cfg(
-            replace(cfg or PretrainedCfg(), first_conv="features.conv0", classifier="classifier"),
-            in_chans,
-            num_classes,
-        )
+        self.init_cfg(cfg, in_chans, num_classes, first_conv="features.conv0", classifier="classifier")
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -271,8 +267,7 @@ def cifar_densenet_bc(depth: int, growth_rate: int = 12, **kwargs) -> DenseNet:
         raise ValueError(f"a DenseNet-BC has depth 6n+4, got {depth}")
     n = (depth - 4) // 6
     kwargs.setdefault("num_classes", 10)
-    cfg = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
-    return DenseNet(growth_rate, (n, n, n), 2 * growth_rate, stem="cifar", cfg=cfg, **kwargs)
+    return DenseNet(growth_rate, (n, n, n), 2 * growth_rate, stem="cifar", cfg=CIFAR_CFG, **kwargs)
 
 
 @register_model("densenet", "Huang et al. 2017 (CIFAR, BC, k=12)")

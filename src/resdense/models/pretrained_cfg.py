@@ -14,6 +14,7 @@ from ..modelfile import ModelSpec
 from ..preprocess import (
     CIFAR_MEAN,
     CIFAR_STD,
+    DEFAULT_INTERPOLATION,
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocess,
@@ -22,7 +23,15 @@ from ..preprocess import (
     crop_pct_for,
 )
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "ModelConfig", "PretrainedCfg"]
+__all__ = [
+    "CIFAR_CFG",
+    "CIFAR_MEAN",
+    "CIFAR_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelConfig",
+    "PretrainedCfg",
+]
 
 # timm's pretrained_cfg keys, in timm's order, that every config answers (test ones only where known)
 TIMM_KEYS = (
@@ -76,9 +85,7 @@ class PretrainedCfg(Mapping):
     model: str | None = None  # the architecture the weights are for
     options: dict = field(default_factory=dict)  # the builder options they came with (widths, ...)
     meta: dict = field(default_factory=dict)  # what else the source says: tag, accuracy, recipe, URL
-    interpolation: str = "bilinear"
-    first_conv: str | None = None
-    classifier: str | None = None
+    interpolation: str = DEFAULT_INTERPOLATION
     test_input_size: tuple[int, int, int] | None = None
     test_resize: int | None = None  # as resize, for test_input_size
 
@@ -211,3 +218,7 @@ class PretrainedCfg(Mapping):
 
 
 ModelConfig = PretrainedCfg  # the name of earlier releases
+
+# the papers' nets for 32x32 images (the CIFAR ResNets and plain nets, the pre-activation ResNet-18, ResNet-9,
+# DenseNet-BC): CIFAR-10's input, mean and std, and ten classes
+CIFAR_CFG = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)

@@ -10,7 +10,6 @@ with a bottleneck variant for the deep nets and a pre-activation variant.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 from torch import nn
@@ -246,9 +245,7 @@ class ResNet(ModelContract, nn.Module):
         outs = [widths[0]] + [w * block.expansion for w in widths]
         self.point_shapes = list(zip(outs, reductions))
         self.fc = new_classifier(self.inplanes, num_classes)
-        self.init_cfg(
-            replace(cfg or PretrainedCfg(), first_conv="conv1", classifier="fc"), in_chans, num_classes
-        )
+        self.init_cfg(cfg, in_chans, num_classes, first_conv="conv1", classifier="fc")
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

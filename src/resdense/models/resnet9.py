@@ -12,12 +12,12 @@ Page's (``widths`` changes them: at 28x28, Page's widths cost 274 M MACs an imag
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import torch
 from torch import nn
 
-from ._contract import CIFAR_MEAN, CIFAR_STD, GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
+from ._contract import GlobalPool, ModelContract, PretrainedCfg, Stage, new_classifier
+from .pretrained_cfg import CIFAR_CFG
 from .registry import register_model
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "celu": nn.CELU}
@@ -69,9 +69,7 @@ class ResNet9(ModelContract, nn.Module):
         self.global_pool = GlobalPool("max")
         self.fc = new_classifier(w3, num_classes)
         self.point_shapes = [(w0, 1), (w1, 2), (w2, 4), (w3, 8)]
-        self.init_cfg(
-            replace(cfg or PretrainedCfg(), first_conv="conv1", classifier="fc"), in_chans, num_classes
-        )
+        self.init_cfg(cfg, in_chans, num_classes, first_conv="conv1", classifier="fc")
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -92,10 +90,7 @@ class ResNet9(ModelContract, nn.Module):
         self.fc = head
 
 
-CFG = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
-
-
 @register_model("resnet", "Page 2018, How to train your ResNet (DAWNBench ResNet-9)")
 def resnet9(**kwargs) -> ResNet9:
-    kwargs.setdefault("cfg", CFG)
+    kwargs.setdefault("cfg", CIFAR_CFG)
     return ResNet9(**kwargs)

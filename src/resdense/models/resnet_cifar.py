@@ -6,13 +6,11 @@ the Fashion-MNIST ResNet-20s resdense ships.
 from __future__ import annotations
 
 from .hub import ShippedWeights
-from .pretrained_cfg import CIFAR_MEAN, CIFAR_STD, PretrainedCfg
+from .pretrained_cfg import CIFAR_CFG
 from .registry import register_model
 from .resnet import BasicBlock, PlainBlock, PreActBlock, ResNet
 
 # --- The papers' small-image models --------------------------------------------------------------------
-
-CIFAR_CFG = PretrainedCfg(input_size=(3, 32, 32), mean=CIFAR_MEAN, std=CIFAR_STD, num_classes=10)
 
 # ResNet-20s trained on Fashion-MNIST by resdense's own recipes, shipped as package data ("fashion-mnist"
 # alone means the first of these that is installed)

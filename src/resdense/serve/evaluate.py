@@ -123,6 +123,17 @@ class PhotoFiles:
         return self._fitted([self.paths[i] for i in idx.tolist()])
 
 
+def _folder_index(folder, cfg: dict):
+    """An image folder's index (its splits and classes), less the test files a run with ``cfg`` (its
+    config.json) left out as bad images: they are left out of its test set here too."""
+    from ..data.folder import index_folder, scan_images
+
+    index = index_folder(folder)
+    if cfg.get("skip_bad_images"):
+        index = index.without(b.path for b in scan_images([p for p, _ in index.test]).bad)
+    return index
+
+
 def load_test_set(
     path: str | Path | None,
     *,
@@ -147,11 +158,7 @@ def load_test_set(
         )
 
     if name == "folder" and folder and preprocess is not None and preprocess.fit == "shorter":
-        from ..data.folder import index_folder, scan_images
-
-        index = index_folder(folder)
-        if cfg.get("skip_bad_images"):  # the files the run left out are left out here too
-            index = index.without(b.path for b in scan_images([p for p, _ in index.test]).bad)
+        index = _folder_index(folder, cfg)
         labels = torch.tensor([y for _, y in index.test], dtype=torch.int64)
         return PhotoFiles([p for p, _ in index.test], by_name(labels, index.classes), preprocess)
     if name == "folder" and cfg.get("skip_bad_images") and folder:
@@ -272,12 +279,7 @@ def test_files(
     name, folder = dataset or cfg.get("dataset"), data_dir or cfg.get("data_dir")
     if name != "folder" or not folder:
         return None
-    from ..data.folder import index_folder, scan_images
-
-    index = index_folder(folder)
-    if cfg.get("skip_bad_images"):  # left out by the run, and so by the test set
-        index = index.without(b.path for b in scan_images([p for p, _ in index.test]).bad)
-    files = [str(p) for p, _ in index.test]
+    files = [str(p) for p, _ in _folder_index(folder, cfg).test]
     return files if len(files) == len(test_set) else None
 
 

@@ -19,7 +19,15 @@ from ..rundir import RunDir
 from ..utils.amp import AMP_MODES, amp_mode
 from .balance import BALANCE
 from .optim import FREEZE_HELP
-from .settings import check_fields, check_type, option, read_mapping, setting, settings_from_mapping
+from .settings import (
+    check_fields,
+    check_type,
+    declared,
+    option,
+    read_mapping,
+    setting,
+    settings_from_mapping,
+)
 
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "linear", "step")
@@ -236,7 +244,8 @@ def validate(cfg: TrainConfig, *, here: bool = True) -> None:
     options (built on the meta device: an unknown name or an option of the wrong type is one line)."""
     check_fields(cfg)
     if cfg.crop is not None and cfg.resize is not None and cfg.crop > cfg.resize:
-        raise UserError(f"--crop must be between 8 and --resize ({cfg.resize}), got {cfg.crop}")
+        lo = declared(TrainConfig, "crop").ge  # the crop's own lower bound, as its declaration says
+        raise UserError(f"--crop must be between {lo} and --resize ({cfg.resize}), got {cfg.crop}")
     if cfg.freeze_epochs and not cfg.freeze_epochs < cfg.epochs:
         raise UserError(
             f"--freeze-epochs must be between 0 and --epochs - 1 ({cfg.epochs - 1}), got {cfg.freeze_epochs}"

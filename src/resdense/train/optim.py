@@ -51,14 +51,19 @@ def stages(model: nn.Module) -> list[list[nn.Module]]:
     return groups()
 
 
+def _pin_batch_norms(module: nn.Module) -> None:
+    """Every batch norm in ``module`` made a :class:`FrozenBatchNorm2d`, in eval mode."""
+    for m in module.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = FrozenBatchNorm2d  # keeps its tensors; only train() changes
+            m.eval()
+
+
 def _freeze_modules(modules: list[nn.Module]) -> None:
     for mod in modules:
         for p in mod.parameters():
             p.requires_grad_(False)
-        for m in mod.modules():
-            if type(m) is nn.BatchNorm2d:
-                m.__class__ = FrozenBatchNorm2d  # keeps its tensors; only train() changes
-                m.eval()
+        _pin_batch_norms(mod)
 
 
 def freeze_body(model: nn.Module, frozen: bool = True) -> None:
@@ -68,11 +73,11 @@ def freeze_body(model: nn.Module, frozen: bool = True) -> None:
     for p in model.parameters():
         if id(p) not in head:
             p.requires_grad_(not frozen)
+    if frozen:
+        _pin_batch_norms(model)  # the head has none
+        return
     for m in model.modules():
-        if frozen and type(m) is nn.BatchNorm2d:  # the head has none
-            m.__class__ = FrozenBatchNorm2d  # keeps its tensors; only train() changes
-            m.eval()
-        elif not frozen and type(m) is FrozenBatchNorm2d:
+        if type(m) is FrozenBatchNorm2d:
             m.__class__ = nn.BatchNorm2d
 
 

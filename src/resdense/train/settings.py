@@ -55,6 +55,11 @@ def declaration(f: Field) -> Setting:
     return f.metadata.get("setting") or Setting(help="")
 
 
+def declared(cls, name: str) -> Setting:
+    """The declaration of the field ``name`` of the dataclass ``cls``."""
+    return declaration(next(f for f in fields(cls) if f.name == name))
+
+
 def option(name: str) -> str:
     """The command-line spelling of a setting: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
@@ -140,7 +145,7 @@ def check_field(cls, name: str, value, label: str | None = None) -> None:
     ``label`` names it in the message (the option by default; a file's key when read from a file)."""
     label = label or option(name)
     check_type(cls, name, value, label)
-    s = declaration(next(f for f in fields(cls) if f.name == name))
+    s = declared(cls, name)
     if value is None or isinstance(value, bool):
         return
     if s.choices is not None:
@@ -236,7 +241,7 @@ def settings_from_mapping(cls, data: Mapping, where: str, ignore: typing.Iterabl
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UserError(f"{where}: unknown setting {key!r}{hint}")
         allowed = kinds(cls, key)
-        s = declaration(next(f for f in fields(cls) if f.name == key))
+        s = declared(cls, key)
         nullable_number = type(None) in allowed and str not in allowed
         if nullable_number and isinstance(value, str) and value.lower() in s.none_words:
             value = None

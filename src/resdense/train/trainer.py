@@ -146,12 +146,7 @@ class Trainer:
             raise UserError(
                 f"--resume {self.out_dir}: its checkpoint does not fit the run's model ({text})"
             ) from None
-        try:
-            self.history = [EpochRecord.from_dict(r) for r in ckpt["history"]]
-        except (TypeError, ValueError) as e:
-            raise UserError(
-                f"--resume {self.out_dir}: damaged checkpoint (a row of its metrics: {e})"
-            ) from None
+        self.history = [EpochRecord.from_dict(r) for r in ckpt["history"]]  # checked by load_checkpoint
         self.start_epoch = int(ckpt["epoch"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
 
