@@ -17,6 +17,7 @@ from resdense.train.settings import (
     read_mapping,
     setting,
     settings_from_mapping,
+    spell_canonically,
 )
 
 
@@ -80,3 +81,25 @@ def test_mappings_from_files(tmp_path):
     (tmp_path / "plain").write_text("rate = 0.25")
     with pytest.raises(UserError, match="unknown format"):
         read_mapping(tmp_path / "plain")
+
+
+def test_a_keyed_setting_is_held_in_its_one_spelling() -> None:
+    @dataclass(frozen=True)
+    class Spelled(Toy):
+        def __post_init__(self) -> None:
+            spell_canonically(self)
+
+    assert Spelled(mode="B").mode == "b"
+    assert Spelled(mode=3).mode == 3  # not a string: left for the type check to refuse
+    check_field(Toy, "mode", "B")  # the check accepts what the key maps into the choices
+
+
+def test_train_settings_hold_the_data_sets_one_spelling(tmp_path) -> None:
+    # a settings file may spell the data set as `dataset_key` reads it; the run then compares "folder"
+    from resdense.train.config import TrainConfig
+    from resdense.train.recipes import resolve_settings
+
+    assert TrainConfig(dataset="Fashion_MNIST").dataset == "fashion-mnist"
+    f = tmp_path / "s.json"
+    f.write_text('{"dataset": "Folder", "data_dir": "photos"}')
+    assert resolve_settings(None, f).dataset == "folder"

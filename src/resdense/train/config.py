@@ -27,6 +27,7 @@ from .settings import (
     read_mapping,
     setting,
     settings_from_mapping,
+    spell_canonically,
 )
 
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
@@ -212,6 +213,9 @@ class TrainConfig:
         ge=0,
         unit="images",
     )
+
+    def __post_init__(self) -> None:
+        spell_canonically(self)  # "Folder" is "folder" everywhere a run compares the data set's name
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -60,6 +60,17 @@ def declared(cls, name: str) -> Setting:
     return declaration(next(f for f in fields(cls) if f.name == name))
 
 
+def spell_canonically(obj) -> None:
+    """Each string setting of the frozen dataclass ``obj`` whose declaration has a ``key`` spelled as the key
+    spells it (``dataset="Folder"`` -> ``"folder"``): the settings hold one spelling, so code that compares a
+    setting with a name needs no key of its own. Values of other types are left for the checks to judge."""
+    for f in fields(obj):
+        s = declaration(f)
+        value = getattr(obj, f.name)
+        if s.key is not None and isinstance(value, str) and s.key(value) != value:
+            object.__setattr__(obj, f.name, s.key(value))
+
+
 def option(name: str) -> str:
     """The command-line spelling of a setting: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
