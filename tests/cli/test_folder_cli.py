@@ -129,9 +129,8 @@ def test_each_kind_of_bad_file_is_one_line(png_dir, tmp_path, capsys, monkeypatc
     code, out, err = cli(capsys, "evaluate", tmp_path / "run", "--json", "--out", tmp_path / "eval")
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert (
-        json.loads(out)["accuracy"] == summary["test_accuracy"]
-    )  # exactly: the saved model, as evaluate scores it
+    # exactly: the run reports its saved model's figure, as evaluate scores it
+    assert json.loads(out)["accuracy"] == summary["test_accuracy"]
 
 
 def test_predict_refuses_a_decompression_bomb_in_one_line(
