@@ -82,6 +82,31 @@ def idx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shared_idx_dir(tmp_path_factory)
 
 
+def tiny_config(out: Path | None, data_dir: Path, **overrides):
+    """A one-epoch run of a 4/8/16-channel ResNet-20 on 128 images of the toy IDX set, plain SGD: the
+    training tests' settings, any of them overridden."""
+    from resdense.train import TrainConfig
+
+    base = dict(
+        model="resnet20",
+        model_options={"widths": (4, 8, 16)},
+        dataset="idx",
+        data_dir=str(data_dir),
+        epochs=1,
+        batch_size=32,
+        lr=0.05,
+        optimizer="sgd",
+        schedule="constant",
+        augment="none",
+        tta_flip=False,
+        device="cpu",
+        seed=0,
+        train_subset=128,
+        out=None if out is None else str(out),
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
 def train_args(data_dir: Path, out: Path, *extra: str, epochs: int = 2) -> list[str]:
     """``resdense train`` arguments for the tiny model on ``data_dir``, batch 32, constant SGD."""
     return [

@@ -13,7 +13,7 @@ from resdense.models import create_model
 from resdense.train import TrainConfig, train
 from resdense.train.optim import FrozenBatchNorm2d, freeze, make_optimizer, param_groups, stages
 
-from .conftest import NUM_CLASSES
+from .conftest import NUM_CLASSES, tiny_config
 
 
 def tiny(**kw) -> nn.Module:
@@ -102,30 +102,12 @@ def test_param_groups_weight_decay_and_head_lr() -> None:
 
 def test_finetune_run_freezes_and_scales_the_head_lr(idx_dir: Path, tmp_path: Path) -> None:
     """A run from another run's weights: new classes said, the body frozen (BN statistics too), head at 10x."""
-    base = dict(
-        model="resnet20",
-        model_options={"widths": (4, 8, 16)},
-        dataset="idx",
-        data_dir=str(idx_dir),
-        epochs=1,
-        batch_size=32,
-        lr=0.05,
-        optimizer="sgd",
-        schedule="constant",
-        augment="none",
-        tta_flip=False,
-        device="cpu",
-        seed=0,
-        train_subset=128,
-    )
-    src = train(TrainConfig(**base, out=str(tmp_path / "src")), progress=False)
+    src = train(tiny_config(tmp_path / "src", idx_dir), progress=False)
     from safetensors.torch import load_file
 
     w0 = load_file(str(src.out_dir / "model.safetensors"))
     run = train(
-        TrainConfig(
-            **base, out=str(tmp_path / "ft"), weights=str(src.out_dir), freeze="backbone", head_lr_mult=10.0
-        ),
+        tiny_config(tmp_path / "ft", idx_dir, weights=str(src.out_dir), freeze="backbone", head_lr_mult=10.0),
         progress=False,
     )
     w1 = load_file(str(run.out_dir / "model.safetensors"))

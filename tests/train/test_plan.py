@@ -13,26 +13,12 @@ from resdense.train import TrainConfig, Trainer, train
 from resdense.train import setup as train_setup
 from resdense.train.plan import RunPlan, settle
 
-from .conftest import NUM_CLASSES
+from .conftest import NUM_CLASSES, tiny_config
 
 
 def tiny(out, data_dir, **overrides) -> TrainConfig:
-    base = dict(
-        model="resnet20",
-        model_options={"widths": (4, 8, 16)},
-        dataset="idx",
-        data_dir=str(data_dir),
-        epochs=1,
-        batch_size=32,
-        lr=0.05,
-        schedule="constant",
-        augment="none",
-        tta_flip=False,
-        device="cpu",
-        amp="auto",
-        out=str(out),
-    )
-    return TrainConfig(**{**base, **overrides})
+    """The training tests' settings over the whole toy training set, precision left to ``auto``."""
+    return tiny_config(out, data_dir, **{"train_subset": 0, "amp": "auto", **overrides})
 
 
 def test_settle_decides_once_and_freezes(idx_dir, tmp_path):

@@ -13,32 +13,11 @@ from resdense.cli import main
 from resdense.data import load_dataset
 from resdense.models import create_model
 from resdense.rundir import load_checkpoint, read_metrics
-from resdense.train import TrainConfig, Trainer, TrainResult, train
+from resdense.train import Trainer, TrainResult, train
 from resdense.train import schedule as S
 from resdense.train import trainer as trainer_module
 
-from .conftest import NUM_CLASSES, assert_one_line_error, train_args
-
-
-def tiny_config(out: Path, data_dir: Path, **overrides) -> TrainConfig:
-    base = dict(
-        model="resnet20",
-        model_options={"widths": (4, 8, 16)},
-        dataset="idx",
-        data_dir=str(data_dir),
-        epochs=1,
-        batch_size=32,
-        lr=0.05,
-        optimizer="sgd",
-        schedule="constant",
-        augment="none",
-        tta_flip=False,
-        device="cpu",
-        seed=0,
-        train_subset=128,
-        out=str(out),
-    )
-    return TrainConfig(**{**base, **overrides})
+from .conftest import NUM_CLASSES, assert_one_line_error, tiny_config, train_args
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
