@@ -37,6 +37,8 @@ MAX_CLASSES = 100_000
 MAX_CHANNELS = 64
 MAX_SIDE = 4096
 TORCHSCRIPT_EXTRA = "resdense.json"  # the TorchScript archive's extra file holding the spec JSON
+# the TorchScript archive's extra file holding ModelSpec.describe() (how to feed it, readable without resdense)
+TORCHSCRIPT_META = "metadata.json"
 TORCHSCRIPT_SUFFIXES = {".pt", ".ts", ".pth", ".jit", ".torchscript"}
 KINDS = ("safetensors", "torchscript", "torch", "onnx", "unknown")
 
@@ -78,6 +80,18 @@ class ModelSpec:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
+
+    def describe(self) -> dict[str, str]:
+        """The file's self-description in flat string keys (ONNX ``metadata_props``, TorchScript's extra
+        file, the Hub card): the preprocessing (:meth:`Preprocess.describe`), the class names in output
+        order, and the test-time views (``tta``: ``flip`` averages the logits of the image and its mirror)."""
+        return {
+            **self.preprocess.describe(),
+            "classes": json.dumps(self.classes),
+            "num_classes": str(len(self.classes) or self.options.get("num_classes", "")),
+            "tta": "flip" if self.tta_flip else "none",
+            "architecture": self.model,
+        }
 
     @classmethod
     def from_json(cls, text: str | bytes | None, path: str | Path, where: str) -> ModelSpec:
@@ -165,7 +179,9 @@ def write_safetensors(path: str | Path, model: nn.Module, spec: ModelSpec, extra
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-    meta = {SPEC_KEY: spec.to_json()}
+    # "format": "pt" is what transformers' and other safetensors loaders look for to know the tensors are
+    # PyTorch's (the safetensors convention); files without it are refused by some of them
+    meta = {"format": "pt", SPEC_KEY: spec.to_json()}
     if extra:
         meta[SHIPPED_KEY] = json.dumps(extra)
     meta[DIGEST_KEY] = digest(state, meta)
@@ -235,7 +251,8 @@ def write_torchscript(path: str | Path, traced, spec: ModelSpec) -> Path:
     buf = (
         io.BytesIO()
     )  # torch's C++ writer aborts the process on a full disk; Python's write says it in a line
-    torch.jit.save(traced, buf, _extra_files={TORCHSCRIPT_EXTRA: spec.to_json()})
+    extra = {TORCHSCRIPT_EXTRA: spec.to_json(), TORCHSCRIPT_META: json.dumps(spec.describe(), indent=1)}
+    torch.jit.save(traced, buf, _extra_files=extra)
     write_bytes(path, buf.getbuffer())
     return Path(path)
 

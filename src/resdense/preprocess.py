@@ -18,6 +18,7 @@ the in-memory training path), ``"bicubic"`` (most of timm's weights) or ``"neare
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, replace
 
@@ -92,6 +93,27 @@ class Preprocess:
         if self.interpolation != DEFAULT_INTERPOLATION:
             d["interpolation"] = self.interpolation
         return d
+
+    def describe(self) -> dict[str, str]:
+        """How to feed the model, in flat string keys any tool can read without resdense (an ONNX file's
+        ``metadata_props``, a TorchScript file's extra file, a model card): 8-bit pixels times
+        ``pixel_scale``, the resize (``resize_mode`` ``squash``: both sides to ``resize``; ``shorter``: the
+        shorter side to ``resize``, keeping the aspect ratio; ``none``: as stored), its ``interpolation``, the
+        centre ``crop``, then ``(x - mean) / std`` per channel, ``color_mode`` L or RGB, NCHW input."""
+        return {
+            "pixel_scale": repr(1.0 / 255.0),
+            "color_mode": "L" if self.in_chans == 1 else "RGB",
+            "channels": str(self.in_chans),
+            "resize_mode": "none" if self.resize is None else self.fit,
+            "resize": "" if self.resize is None else str(self.resize),
+            "interpolation": self.interpolation,
+            "crop": "" if self.crop is None else str(self.crop),
+            "crop_mode": "center" if self.crop is not None else "none",
+            "input_size": "" if self.input_size is None else str(self.input_size),
+            "mean": json.dumps(list(self.mean)),
+            "std": json.dumps(list(self.std)),
+            "layout": "NCHW",
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Preprocess:

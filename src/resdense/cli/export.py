@@ -11,6 +11,7 @@ import torch
 from ..errors import UserError
 from ..rundir import RunDir
 from ..serve.export import EXPORTERS, FORMATS
+from ..serve.share import HUB_FORMAT
 from ..utils.io import human_size
 from .predict import add_weights_args
 
@@ -32,7 +33,14 @@ def add_parser(sub) -> None:
         help="run folder or .safetensors weights file (or --weights)",
     )
     add_weights_args(p)
-    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="output format")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=sorted([*FORMATS, HUB_FORMAT]),
+        help="output format: an ONNX or TorchScript file, or (hub) a Hugging Face Hub folder of a run: its "
+        "model file, a timm-shaped config.json and a model card, what `resdense push` uploads",
+    )
+    p.add_argument("--force", action="store_true", help="--format hub: replace an earlier export at --out")
     p.add_argument(
         "--fuse-bn", action="store_true", help="fold each conv's following batch norm into the conv first"
     )
@@ -95,6 +103,10 @@ def run_export(args) -> int:
     from ..serve import Predictor, load_model, load_predictor
     from ..serve.export import export_onnx, export_torchscript
 
+    if args.format == HUB_FORMAT:
+        return run_export_hub(args)
+    if args.force:
+        raise UserError("--force applies to --format hub only (files are replaced atomically)")
     if args.opset is not None and args.format != "onnx":
         raise UserError("--opset applies to --format onnx only")
     if args.int8 and args.format != "onnx":
@@ -155,4 +167,19 @@ def run_export(args) -> int:
     if not diff <= 1e-3 * max(1.0, scale):
         print("warning: the exported model's outputs differ from PyTorch's more than float rounding explains")
         return 1
+    return 0
+
+
+def run_export_hub(args) -> int:
+    from ..serve.share import export_hub
+
+    if args.weights is not None or args.run is None:
+        raise UserError("--format hub exports a run folder: give the run (its card is made from the run)")
+    if args.int8 or args.opset is not None or args.fuse_bn:
+        raise UserError("--int8, --opset and --fuse-bn apply to onnx/torchscript, not --format hub")
+    if args.out is None:
+        raise UserError("--format hub needs --out DIR (the folder to write)")
+    folder = export_hub(args.run, args.out, force=args.force, say=print)
+    files = sorted(p.name for p in folder.iterdir())
+    print(f"wrote {folder}: {', '.join(files)} (upload it with `resdense push {args.run} --repo ORG/NAME`)")
     return 0

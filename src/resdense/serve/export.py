@@ -185,12 +185,14 @@ def export_onnx(
                 raise UserError(
                     f"cannot export at ONNX opset {opset} (the exporter produced opset {written})"
                 )
-            keep = [(e.key, e.value) for e in proto.metadata_props if e.key != META_KEY]
+            # the spec for resdense, and beside it the same facts in flat keys any onnxruntime user reads
+            # (pixel scale, resize, interpolation, crop, mean/std, classes: ModelSpec.describe)
+            ours = {META_KEY: spec.to_json(), **spec.describe()}
+            keep = [(e.key, e.value) for e in proto.metadata_props if e.key not in ours]
             del proto.metadata_props[:]
-            for key, value in keep:
+            for key, value in [*keep, *ours.items()]:
                 proto.metadata_props.add(key=key, value=value)
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = META_KEY, spec.to_json()
+            proto.doc_string = f"{spec.model}: {len(spec.classes)} classes; see metadata_props for the input"
             tmp.write_bytes(proto.SerializeToString())  # Python's write: a full disk is one line
     return path
 

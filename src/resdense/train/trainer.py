@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..modelfile import unwrap
 from ..record import EpochRecord
 from ..serve.predictor import DEFAULT_BATCH_SIZE, predict_logits, tta_views
+from ..utils.device import cpu_model
 from ..utils.progress import ProgressBar
 from .balance import balanced, class_counts, class_weights, counts_line, is_unbalanced
 from .callbacks import Callback, default_callbacks
@@ -406,6 +407,7 @@ class Trainer:
             "params": self.params,
             "macs": self.macs,
             "device": self.device_label(),
+            "cpu": cpu_model(),  # the machine the time above was measured on (a model card says it)
             "amp": self.amp.dtype,
             "amp_reason": self.amp.reason,
             "world_size": self.dist.world_size,

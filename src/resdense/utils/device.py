@@ -32,3 +32,23 @@ def local_world_size(default: int = 1) -> int:
 def usable_cores() -> int:
     """The cores this process may run on (its affinity mask, which containers and taskset narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` shows it (``/proc/cpuinfo``'s "model name", with its family/model
+    numbers on x86, since cloud CPUs often say only "AMD EPYC"), else ``platform.processor()``: every
+    figure a run reports is recorded with the machine it was measured on."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            info = dict(
+                (k.strip(), v.strip())
+                for k, _, v in (line.partition(":") for line in f.read(1 << 16).splitlines())
+            )
+    except OSError:
+        info = {}
+    name = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    if "cpu family" in info and "model" in info:
+        name += f" (family {info['cpu family']}, model {info['model']})"
+    return name
