@@ -88,6 +88,35 @@ def quiet_torch():
         yield
 
 
+@contextlib.contextmanager
+def quiet_native_output():
+    """Send what native code writes to stdout/stderr to /dev/null for the block. torch's legacy ONNX
+    exporter switches its C++ log on whatever is asked (its ``setup_onnx_logging`` tests the function object
+    ``_jit_is_onnx_log_enabled``, always true, not its result), so a failed export prints the whole graph,
+    some 200 lines, before its one-line error; Python's own output and exceptions are unaffected."""
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no file descriptors to redirect (an embedded interpreter): say nothing more
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
 def _have_onnxscript() -> bool:
     return importlib.util.find_spec("onnxscript") is not None
 
@@ -117,7 +146,7 @@ def _export_legacy(m: nn.Module, x: torch.Tensor, spec: ModelSpec, opset: int | 
     import onnx
 
     axes = {0: "batch", 2: "height", 3: "width"} if spec.preprocess.input_size is None else {0: "batch"}
-    with quiet_torch():
+    with quiet_torch(), quiet_native_output():
         buf = io.BytesIO()  # in memory: only Python's own write touches the disk (a full one is one line)
         torch.onnx.export(
             m,
