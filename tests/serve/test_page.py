@@ -115,3 +115,37 @@ def test_the_page_shows_where_the_model_looked_and_the_docs_are_local(browser, r
         assert "GET /health" in routes and "GET /model" in routes
         sources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
         assert all(s.startswith(url) for s in sources), sources
+
+
+def test_an_error_clears_the_last_answer_and_map(browser, real_fashion_mnist, tmp_path):
+    """An unreadable file after a good one: the page shows the error alone, not the last image's classes and
+    Grad-CAM map beside it (issue 35); and the page has a favicon of its own."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from resdense.serve.explain import overlay_png
+
+    test = real_fashion_mnist.test
+    good = tmp_path / "bag.png"
+    good.write_bytes(png_bytes(test.images[int((test.labels == 8).nonzero()[0]), 0].numpy()))
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    predictor = load_predictor("fashion-mnist", weights=True)
+    with live_server(create_app(predictor, source="fashion-mnist", explain=overlay_png)) as (url, _):
+        wait = WebDriverWait(browser, 60)
+        browser.get(url + "/")
+        wait.until(lambda d: d.find_element(By.ID, "card-list").text)
+        browser.find_element(By.ID, "file").send_keys(str(good))
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "answered")
+        assert browser.find_elements(By.CSS_SELECTOR, "#top li")
+        assert browser.find_element(By.ID, "explanation-panel").is_displayed()
+        browser.find_element(By.ID, "file").send_keys(str(bad))
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "error")
+        assert browser.find_elements(By.CSS_SELECTOR, "#top li") == []
+        assert not browser.find_element(By.ID, "explanation-panel").is_displayed()
+        assert browser.find_element(By.ID, "explanation").get_attribute("src") in (None, "")
+        assert "broken.png" in browser.find_element(By.ID, "status").text
+        icon = browser.find_element(By.CSS_SELECTOR, "link[rel=icon]").get_attribute("href")
+        assert icon == url + "/favicon.svg"
+        sources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        assert all(s.startswith(url) for s in sources), sources

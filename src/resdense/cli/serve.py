@@ -6,7 +6,7 @@ from .predict import add_weights_args
 
 
 def add_parser(sub) -> None:
-    from ..serve.http import DEFAULT_MAX_BATCH, DEFAULT_MAX_UPLOAD_MB
+    from ..serve.http import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BATCH, DEFAULT_MAX_UPLOAD_MB
 
     p = sub.add_parser(
         "serve",
@@ -39,6 +39,19 @@ def add_parser(sub) -> None:
         help=f"most images in one request (default {DEFAULT_MAX_BATCH})",
     )
     p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        metavar="S",
+        help=f"seconds without a byte of a request's body before it is refused with 408 (default {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--access-log",
+        choices=("json", "none"),
+        default="json",
+        help="one JSON line per request on stderr (time, client, method, path, status, seconds, bytes), or none",
+    )
+    p.add_argument(
         "--no-batching",
         action="store_true",
         help="run each request on its own instead of batching waiting requests together",
@@ -51,14 +64,12 @@ def run(args) -> int:
     import sys
 
     from ..errors import UserError
-    from ..serve.http import create_app
+    from ..serve.http import check_limits, create_app
+    from ..serve.telemetry import ACCESS_LOGGER, is_loopback_host
     from ..utils.device import resolve_device
     from .predict import load_model_for
 
-    if args.max_upload_mb <= 0:
-        raise UserError(f"--max-upload-mb must be positive, got {args.max_upload_mb:g}")
-    if args.max_batch < 1:
-        raise UserError(f"--max-batch must be at least 1, got {args.max_batch}")
+    check_limits(args.max_upload_mb, args.max_batch, args.body_timeout)  # before the model is loaded
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be 0-65535, got {args.port}")
     if args.weights is not None and args.model is not None:
@@ -73,7 +84,19 @@ def run(args) -> int:
         max_batch=args.max_batch,
         batching=not args.no_batching,
         explain=overlay_png if can_explain(predictor) else None,
+        body_timeout=args.body_timeout,
+        # bound to loopback: only requests naming this machine are answered (DNS rebinding)
+        loopback_only=is_loopback_host(args.host),
     )
+    import logging
+
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.propagate = False
+    if args.access_log == "json" and not access.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
     import socket
 
     import uvicorn
@@ -94,8 +117,10 @@ def run(args) -> int:
         f"/predict, /health, /model, /docs; Ctrl-C stops",
         flush=True,
     )
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if not is_loopback_host(args.host):
         print(f"note: listening on {args.host}, reachable from other machines", file=sys.stderr)
+    # uvicorn's own graceful stop on SIGTERM/SIGINT: it stops listening, answers the requests in flight
+    # (no timeout: none is dropped), then runs the app's shutdown (the batcher closes after its last batch)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     import contextlib
 

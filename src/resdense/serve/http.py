@@ -22,7 +22,10 @@ and the page shows it beside the image. Without ``fn`` the page leaves that pane
 
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations, which name types
 # imported inside create_app (fastapi is optional), so they must be evaluated where they are written
+import asyncio
 import base64
+import json
+import math
 from collections.abc import Callable
 from functools import partial
 from importlib import resources
@@ -33,11 +36,22 @@ from ..version import __version__
 from .batcher import MicroBatcher
 from .card import model_card
 from .predict import fill_top, read_sources
+from .telemetry import Gate, Telemetry
 
-__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_UPLOAD_MB", "create_app"]
+__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_UPLOAD_MB", "check_limits", "create_app"]
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_MAX_BATCH = 64
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds without a byte of the body before the upload is refused (408)
+# every answer that is not a 200, with what causes it: the OpenAPI document lists them, each with its body
+ERRORS = {
+    400: "no image, an unreadable form, a Host that is not this server's, a client gone mid-upload",
+    408: "the upload stalled: no data for the body timeout",
+    413: "a body over --max-upload-mb, or more images than --max-batch",
+    415: "a Content-Type that is neither multipart/form-data, image/* nor application/octet-stream",
+    422: "a file that is not a readable image, a bad query parameter",
+    500: "an error of the server's own (the body says which)",
+}
 RAW_TYPES = ("application/octet-stream",)  # and any image/*
 
 
@@ -66,8 +80,10 @@ def _need_fastapi():
 DRAIN_CAP = 64 * 2**20  # an over-limit body up to this size is read (and dropped) before the 413
 
 
-async def read_body(request, limit: int) -> bytes:
-    """The request body, refused (413) once it is known to pass ``limit`` bytes.
+async def read_body(request, limit: int, timeout: float = DEFAULT_BODY_TIMEOUT) -> bytes:
+    """The request body, refused (413) once it is known to pass ``limit`` bytes, and (408) when no byte of
+    it arrives for ``timeout`` seconds: a client that sends less than its Content-Length would otherwise
+    hold its connection, and the memory of its partial body, forever.
 
     The refused body is read to its end and dropped, up to ``DRAIN_CAP`` bytes in all: a server that
     answers and closes while the client is still sending makes the client's socket see a reset instead
@@ -83,8 +99,15 @@ async def read_body(request, limit: int) -> bytes:
     chunks, n, over = [], 0, declared is not None and declared > limit
     if over and declared > DRAIN_CAP:
         raise HTTPFail(413, message)
+    stream = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), timeout)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise HTTPFail(408, f"the upload stalled: no data for {timeout:g} s") from None
             n += len(chunk)
             if n > limit:
                 over, chunks = True, []
@@ -136,6 +159,22 @@ async def parse_uploads(request, body: bytes, max_batch: int, limit: int) -> lis
     )
 
 
+def check_limits(max_upload_mb: float, max_batch: int, body_timeout: float) -> int:
+    """The service's limits checked (a one-line UserError naming the option); the upload limit in bytes."""
+    if not (isinstance(max_upload_mb, int | float) and math.isfinite(max_upload_mb) and max_upload_mb > 0):
+        raise UserError(
+            f"--max-upload-mb must be positive (a finite number of megabytes), got {max_upload_mb!r}"
+        )
+    limit = int(max_upload_mb * 1024 * 1024)
+    if limit < 1:
+        raise UserError(f"--max-upload-mb must be positive and at least one byte, got {max_upload_mb:g}")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise UserError(f"--max-batch must be at least 1 (a whole number), got {max_batch!r}")
+    if not (isinstance(body_timeout, int | float) and math.isfinite(body_timeout) and body_timeout > 0):
+        raise UserError(f"--body-timeout must be a positive number of seconds, got {body_timeout!r}")
+    return limit
+
+
 def create_app(
     predictor,
     *,
@@ -144,8 +183,21 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     batching: bool = True,
     explain: Callable | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    loopback_only: bool = False,
 ):
-    """The FastAPI app serving ``predictor`` (loaded from ``source``, which the model card describes)."""
+    """The FastAPI app serving ``predictor`` (loaded from ``source``, which the model card describes).
+
+    Args:
+        predictor: the model, as :func:`resdense.serve.load_predictor` gives it.
+        source: what it was loaded from (the model card and ``/metrics`` name it).
+        max_upload_mb: the largest request body, in megabytes (413 above it).
+        max_batch: the most images in one request (413 above it).
+        batching: batch waiting requests together (:class:`~resdense.serve.batcher.MicroBatcher`).
+        explain: the explanation hook (see the module docstring), or None.
+        body_timeout: seconds without a byte of a request's body before it is refused (408).
+        loopback_only: answer only requests whose Host header names this machine (a server bound to
+            loopback: DNS rebinding cannot reach it from a web page)."""
     _need_fastapi()
     from contextlib import asynccontextmanager
 
@@ -155,7 +207,7 @@ def create_app(
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    limit = int(max_upload_mb * 1024 * 1024)
+    limit = check_limits(max_upload_mb, max_batch, body_timeout)
     card = {
         **model_card(predictor, source),
         "explain": explain is not None,
@@ -163,7 +215,10 @@ def create_app(
     }
     spec = predictor.spec
 
+    telemetry = Telemetry(spec.model, predictor.backend, str(source or ""), __version__)
+
     def run_model(images):
+        telemetry.observe_batch(len(images))
         return predictor.predict_images(images)
 
     batcher = MicroBatcher(run_model, max_images=max(max_batch, predictor.batch_size)) if batching else None
@@ -174,7 +229,17 @@ def create_app(
         if batcher is not None:
             batcher.close()
 
+    class AsciiJSON(JSONResponse):
+        """JSON with every non-ASCII character escaped: a class or file name that is not valid UTF-8 (a
+        surrogate escape from the file system) is sent as its escape, never a 500 from the encoder."""
+
+        def render(self, content) -> bytes:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode(
+                "ascii"
+            )
+
     app = FastAPI(
+        default_response_class=AsciiJSON,
         title="resdense",
         summary=f"{spec.model}: top classes for images",
         version=__version__,
@@ -186,7 +251,14 @@ def create_app(
     app.state.predictor, app.state.batcher = predictor, batcher
 
     def fail(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+        return AsciiJSON({"error": " ".join(str(message).split())}, status_code=status)
+
+    @app.exception_handler(Exception)
+    async def _crash(request, exc: Exception):
+        # never a plain-text 500: the server's own error, said in one JSON line (the traceback stays in the
+        # server's log, where Starlette's error middleware writes it)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        return fail(500, f"internal error: {type(exc).__name__}" + (f": {first}" if first else ""))
 
     @app.exception_handler(HTTPFail)
     async def _fail(request, exc: HTTPFail):
@@ -202,11 +274,42 @@ def create_app(
     async def _http(request, exc: StarletteHTTPException):
         return fail(exc.status_code, exc.detail if isinstance(exc.detail, str) else "bad request")
 
-    @app.get("/health", summary="whether the server is up and its model loaded")
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class ErrorAnswer(BaseModel):
+        error: str = Field(description="what is wrong, in one line")
+
+    class TopClass(BaseModel):
+        model_config = ConfigDict(populate_by_name=True)
+        class_: str = Field(alias="class", description="the class name")
+        probability: float
+
+    class Prediction(BaseModel):
+        path: str = Field(description="the file name sent (or image, for a raw body)")
+        top: list[TopClass]
+        inverted: bool = Field(False, description="a dark-on-light image was inverted first")
+        explanation: str | None = Field(None, description="a data:image/png URL, with ?explain=true")
+
+    class PredictAnswer(BaseModel):
+        model: str
+        predictions: list[Prediction]
+
+    def described(*codes: int) -> dict:
+        return {c: {"model": ErrorAnswer, "description": ERRORS[c]} for c in codes}
+
+    errors = described(*ERRORS)
+
+    @app.get(
+        "/health", summary="whether the server is up and its model loaded", responses=described(400, 500)
+    )
     async def health():
         return {"status": "ok", "model": spec.model}
 
-    @app.get("/model", summary="the model card: architecture, classes, preprocessing, training, limits")
+    @app.get(
+        "/model",
+        summary="the model card: architecture, classes, preprocessing, training, limits",
+        responses=described(400, 500),
+    )
     async def model():
         return card
 
@@ -226,10 +329,13 @@ def create_app(
                             },
                         }
                     },
+                    "image/*": {"schema": {"type": "string", "format": "binary"}},
                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                }
+                },
             }
         },
+        response_model=None,
+        responses={200: {"model": PredictAnswer, "description": "the top classes of each image"}, **errors},
     )
     async def predict(
         request: Request,
@@ -239,7 +345,7 @@ def create_app(
     ):
         if explain_ and explain is None:
             raise HTTPFail(400, "explain: this server has no explanation maps")
-        body = await read_body(request, limit)
+        body = await read_body(request, limit, body_timeout)
         uploads = await parse_uploads(request, body, max_batch, limit)
         if not uploads:
             raise HTTPFail(400, "no image in the request (empty body or no file parts)")
@@ -284,4 +390,22 @@ def create_app(
     async def style():
         return asset("page.css", "text/css; charset=utf-8")
 
+    @app.get("/favicon.svg", include_in_schema=False)
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return asset("favicon.svg", "image/svg+xml")
+
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics: requests, errors by status, latency, batch sizes, the model",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **described(400, 500)},
+    )
+    async def metrics():
+        body, media = telemetry.exposition()
+        return Response(body, media_type=media)
+
+    app.state.telemetry = telemetry
+    routes = {r.path for r in app.routes if hasattr(r, "path")}
+    app.add_middleware(Gate, telemetry=telemetry, routes=routes, loopback_only=loopback_only)
     return app

@@ -59,7 +59,10 @@ async function send(file) {
   $("result").hidden = false;
   $("preview").src = URL.createObjectURL(file);
   $("file-name").textContent = file.name;
-  $("top").replaceChildren();
+  // a new question clears the last answer: its classes and its map must not stand beside this image
+  // (or beside an error about it)
+  clearAnswer();
+  document.body.dataset.state = "asking";
   status("asking the model...", false);
   const form = new FormData();
   form.append("file", file, file.name);
@@ -67,14 +70,26 @@ async function send(file) {
   try {
     const response = await fetch("predict" + query, { method: "POST", body: form });
     const body = await response.json();
-    if (!response.ok) { status(body.error || response.statusText, true); return; }
+    if (!response.ok) { failed(body.error || response.statusText); return; }
     const prediction = body.predictions[0];
     showTop(prediction);
     status(prediction.inverted ? "light background: inverted to match the training images" : "done", false);
     document.body.dataset.state = "answered";
   } catch (e) {
-    status("no answer from the server: " + e, true);
+    failed("no answer from the server: " + e);
   }
+}
+
+function clearAnswer() {
+  $("top").replaceChildren();
+  $("explanation-panel").hidden = true;
+  $("explanation").removeAttribute("src");
+}
+
+function failed(text) {
+  clearAnswer();
+  status(text, true);
+  document.body.dataset.state = "error";
 }
 
 function setUp() {
