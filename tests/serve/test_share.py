@@ -141,7 +141,8 @@ def test_resdense_only_family_says_so(tmp_path_factory, tmp_path, hub_cache):
     as_cached_repo(folder, hub_cache, "me/r20")
     images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
     assert torch.equal(
-        load_predictor(run).predict_logits(images), load_predictor("hf-hub:me/r20", weights=True).predict_logits(images)
+        load_predictor(run).predict_logits(images),
+        load_predictor("hf-hub:me/r20", weights=True).predict_logits(images),
     )
 
 
@@ -292,3 +293,27 @@ def test_torchscript_metadata_file(tmp_path_factory, tmp_path):
     meta = json.loads(extra["metadata.json"])
     assert meta["color_mode"] == "L" and meta["layout"] == "NCHW" and float(meta["pixel_scale"]) == 1 / 255
     assert np.isclose(json.loads(meta["std"])[0], load_model(run)[1].preprocess.std[0])
+
+
+def doc_commands(page: str, prefix: str) -> list[list[str]]:
+    """The shell lines of ``docs/PAGE`` that start with ``prefix``, comments cut, split as a shell would."""
+    import shlex
+
+    text = (ROOT / "docs" / page).read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    return [
+        shlex.split(line, comments=True) for b in blocks for line in b.splitlines() if line.startswith(prefix)
+    ]
+
+
+def test_the_share_and_deploy_pages_commands_run_as_written(r18_run, tmp_path, monkeypatch, capsys):
+    (tmp_path / "runs").mkdir()
+    shutil.copytree(r18_run, tmp_path / "runs" / "fast")
+    monkeypatch.chdir(tmp_path)
+    commands = doc_commands("share.md", "resdense export") + doc_commands("deploy.md", "resdense export")
+    assert len(commands) == 4
+    for argv in commands:
+        assert main(argv[1:]) == 0, argv
+    assert (tmp_path / "fast-hub" / "README.md").exists()
+    for name in ("model.onnx", "model.pt", "model.int8.onnx"):
+        assert (tmp_path / "runs" / "fast" / name).exists(), name

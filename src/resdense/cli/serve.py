@@ -124,7 +124,22 @@ def run(args) -> int:
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     import contextlib
 
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after its graceful shutdown
-        uvicorn.Server(config).run(sockets=[sock])
+    import signal
+
+    class Stopped(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stopped
+
+    # uvicorn re-raises the signal that stopped it once its graceful shutdown is done, under the handler
+    # that was there before it: with the default one a SIGTERM would then kill the process (exit -15,
+    # "stopped" never said) after every request had been answered. Ours turns it into a clean exit 0.
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with contextlib.suppress(KeyboardInterrupt, Stopped):  # Ctrl-C: re-raised likewise
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print("stopped", flush=True)
     return 0
