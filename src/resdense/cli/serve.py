@@ -6,7 +6,12 @@ from .predict import add_weights_args
 
 
 def add_parser(sub) -> None:
-    from ..serve.http import DEFAULT_BODY_TIMEOUT, DEFAULT_MAX_BATCH, DEFAULT_MAX_UPLOAD_MB
+    from ..serve.http import (
+        DEFAULT_BODY_TIMEOUT,
+        DEFAULT_MAX_BATCH,
+        DEFAULT_MAX_MEGAPIXELS,
+        DEFAULT_MAX_UPLOAD_MB,
+    )
 
     p = sub.add_parser(
         "serve",
@@ -39,6 +44,14 @@ def add_parser(sub) -> None:
         help=f"most images in one request (default {DEFAULT_MAX_BATCH})",
     )
     p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_MEGAPIXELS,
+        metavar="MPX",
+        help="most decoded pixels in one request, read from the images' headers (413 above it), and the most "
+        f"full-size pixels the server holds decoded at once (default {DEFAULT_MAX_MEGAPIXELS:g})",
+    )
+    p.add_argument(
         "--body-timeout",
         type=float,
         default=DEFAULT_BODY_TIMEOUT,
@@ -69,7 +82,8 @@ def run(args) -> int:
     from ..utils.device import resolve_device
     from .predict import load_model_for
 
-    check_limits(args.max_upload_mb, args.max_batch, args.body_timeout)  # before the model is loaded
+    # before the model is loaded
+    check_limits(args.max_upload_mb, args.max_batch, args.body_timeout, args.max_megapixels)
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be 0-65535, got {args.port}")
     if args.weights is not None and args.model is not None:
@@ -85,6 +99,7 @@ def run(args) -> int:
         batching=not args.no_batching,
         explain=overlay_png if can_explain(predictor) else None,
         body_timeout=args.body_timeout,
+        max_megapixels=args.max_megapixels,
         # bound to loopback: only requests naming this machine are answered (DNS rebinding)
         loopback_only=is_loopback_host(args.host),
     )
@@ -123,7 +138,6 @@ def run(args) -> int:
     # (no timeout: none is dropped), then runs the app's shutdown (the batcher closes after its last batch)
     config = uvicorn.Config(app, log_level="warning", access_log=False)
     import contextlib
-
     import signal
 
     class Stopped(Exception):

@@ -10,12 +10,13 @@ with the top classes, the same numbers as ``resdense predict`` (the same decodin
 Bad input is a 4xx with a one-line JSON body ``{"error": "..."}`` and the server keeps serving: an empty
 body or no image (400), a file that is not an image, cut short, or a decompression bomb (422), a body
 over ``max_upload_mb`` (413, refused from its Content-Length before it is read when it says so), more
-images than ``max_batch`` (413), a content type that is neither (415). The body is read into memory,
+images than ``max_batch`` (413), more decoded pixels than ``max_megapixels`` (413, read from the images'
+headers before any is decoded: :mod:`resdense.serve.uploads`), a content type that is neither (415). The body is read into memory,
 bounded by the limit, and parsed there (no temporary files): a client that goes away mid-upload leaves
 nothing behind.
 
 The explanation hook: ``create_app(..., explain=fn)`` with ``fn(predictor, image, class_index) -> PNG
-bytes`` (an image: uint8 (1, C, H, W) as decoded). ``GET /model`` then says ``"explain": true``, ``POST
+bytes`` (an image: uint8 (1, C, H, W) as decoded, then reduced by the model's resize). ``GET /model`` then says ``"explain": true``, ``POST
 /predict?explain=true`` adds ``"explanation"`` (a ``data:image/png;base64,...`` URL) to each prediction,
 and the page shows it beside the image. Without ``fn`` the page leaves that panel out.
 """
@@ -35,10 +36,18 @@ from ..errors import UserError
 from ..version import __version__
 from .batcher import MicroBatcher
 from .card import model_card
-from .predict import fill_top, read_sources
+from .predict import fill_top
 from .telemetry import Gate, Telemetry
+from .uploads import DEFAULT_MAX_MEGAPIXELS, PixelBudget, header_size, read_reduced, request_pixels
 
-__all__ = ["DEFAULT_BODY_TIMEOUT", "DEFAULT_MAX_BATCH", "DEFAULT_MAX_UPLOAD_MB", "check_limits", "create_app"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_MEGAPIXELS",
+    "DEFAULT_MAX_UPLOAD_MB",
+    "check_limits",
+    "create_app",
+]
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
 DEFAULT_MAX_BATCH = 64
@@ -47,7 +56,7 @@ DEFAULT_BODY_TIMEOUT = 30.0  # seconds without a byte of the body before the upl
 ERRORS = {
     400: "no image, an unreadable form, a Host that is not this server's, a client gone mid-upload",
     408: "the upload stalled: no data for the body timeout",
-    413: "a body over --max-upload-mb, or more images than --max-batch",
+    413: "a body over --max-upload-mb, more images than --max-batch, more pixels than --max-megapixels",
     415: "a Content-Type that is neither multipart/form-data, image/* nor application/octet-stream",
     422: "a file that is not a readable image, a bad query parameter",
     500: "an error of the server's own (the body says which)",
@@ -159,7 +168,12 @@ async def parse_uploads(request, body: bytes, max_batch: int, limit: int) -> lis
     )
 
 
-def check_limits(max_upload_mb: float, max_batch: int, body_timeout: float) -> int:
+def check_limits(
+    max_upload_mb: float,
+    max_batch: int,
+    body_timeout: float,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> int:
     """The service's limits checked (a one-line UserError naming the option); the upload limit in bytes."""
     if not (isinstance(max_upload_mb, int | float) and math.isfinite(max_upload_mb) and max_upload_mb > 0):
         raise UserError(
@@ -172,6 +186,9 @@ def check_limits(max_upload_mb: float, max_batch: int, body_timeout: float) -> i
         raise UserError(f"--max-batch must be at least 1 (a whole number), got {max_batch!r}")
     if not (isinstance(body_timeout, int | float) and math.isfinite(body_timeout) and body_timeout > 0):
         raise UserError(f"--body-timeout must be a positive number of seconds, got {body_timeout!r}")
+    mpx = max_megapixels
+    if not (isinstance(mpx, int | float) and math.isfinite(mpx) and int(mpx * 1e6) >= 1):
+        raise UserError(f"--max-megapixels must be positive (at least one pixel, finite), got {mpx!r}")
     return limit
 
 
@@ -185,6 +202,7 @@ def create_app(
     explain: Callable | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     loopback_only: bool = False,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
 ):
     """The FastAPI app serving ``predictor`` (loaded from ``source``, which the model card describes).
 
@@ -197,7 +215,9 @@ def create_app(
         explain: the explanation hook (see the module docstring), or None.
         body_timeout: seconds without a byte of a request's body before it is refused (408).
         loopback_only: answer only requests whose Host header names this machine (a server bound to
-            loopback: DNS rebinding cannot reach it from a web page)."""
+            loopback: DNS rebinding cannot reach it from a web page).
+        max_megapixels: the most decoded pixels in one request (413 above it, from the headers), and the
+            most full-size pixels the server holds decoded at once (:class:`~.uploads.PixelBudget`)."""
     _need_fastapi()
     from contextlib import asynccontextmanager
 
@@ -207,11 +227,13 @@ def create_app(
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    limit = check_limits(max_upload_mb, max_batch, body_timeout)
+    limit = check_limits(max_upload_mb, max_batch, body_timeout, max_megapixels)
+    max_pixels = int(max_megapixels * 1e6)
+    budget = PixelBudget(max_pixels)
     card = {
         **model_card(predictor, source),
         "explain": explain is not None,
-        "limits": {"max_upload_mb": max_upload_mb, "max_batch": max_batch},
+        "limits": {"max_upload_mb": max_upload_mb, "max_batch": max_batch, "max_megapixels": max_megapixels},
     }
     spec = predictor.spec
 
@@ -351,8 +373,16 @@ def create_app(
             raise HTTPFail(400, "no image in the request (empty body or no file parts)")
         if len(uploads) > max_batch:
             raise HTTPFail(413, f"too many images in one request: at most {max_batch} (--max-batch)")
+        sizes = [header_size(data) for _, data in uploads]
+        pixels = request_pixels(spec.preprocess, sizes)
+        if pixels > max_pixels:
+            raise HTTPFail(
+                413,
+                f"{pixels:,} decoded pixels in one request: over the limit of {max_pixels:,} (--max-megapixels)",
+            )
         sources = [(name, partial(decode_image, data, name=name)) for name, data in uploads]
-        results, images = await run_in_threadpool(read_sources, spec, sources, invert)
+        del uploads, body  # the bytes live on in the sources only (bounded by --max-upload-mb)
+        results, images = await run_in_threadpool(read_reduced, spec, sources, sizes, invert, budget)
         bad = [r for r in results if r.error]
         if bad:
             more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
