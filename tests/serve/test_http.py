@@ -17,7 +17,7 @@ import torch
 
 from resdense.serve import load_predictor
 from resdense.serve.batcher import MicroBatcher
-from resdense.serve.http import create_app
+from resdense.serve.http import DEFAULT_MAX_MEGAPIXELS, create_app
 from resdense.serve.predict import predict_files
 
 from .live import bomb_png, jpeg_bytes, live_server, noise, png_bytes
@@ -80,7 +80,11 @@ def test_health_and_model_card(server):
     assert card["model"] == "resnet20" and len(card["classes"]) == 10 and card["classes"][9] == "Ankle boot"
     assert card["preprocess"]["input_size"] == 28 and card["preprocess"]["in_chans"] == 1
     assert card["trained"]["dataset"] == "fashion-mnist" and 0.9 < card["trained"]["test_accuracy"] < 1
-    assert card["limits"] == {"max_upload_mb": MAX_UPLOAD_MB, "max_batch": MAX_BATCH}
+    assert card["limits"] == {
+        "max_upload_mb": MAX_UPLOAD_MB,
+        "max_batch": MAX_BATCH,
+        "max_megapixels": DEFAULT_MAX_MEGAPIXELS,
+    }
     assert card["explain"] is False
     spec = client.get("/openapi.json").json()
     assert "/predict" in spec["paths"] and "multipart/form-data" in json.dumps(spec["paths"]["/predict"])

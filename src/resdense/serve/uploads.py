@@ -10,6 +10,8 @@ Why the header: Pillow's ``Image.open`` is lazy, it reads the size without decod
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
 import threading
 
@@ -77,6 +79,23 @@ def reduced(pre: Preprocess, image: torch.Tensor) -> torch.Tensor:
     return how(image, pre.resize, pre.interpolation).contiguous()
 
 
+TRIM_PIXELS = 4_000_000  # a decode this large gives its memory back to the system before the next one
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim`` (None elsewhere). Why: a large decode's blocks are freed into the malloc arena
+    of the worker thread that made them, and glibc keeps them; the server's request threads each have an
+    arena, so serial decodes of large images on different threads held one image's memory per thread
+    (measured: four 9400x9400 requests in turn, 3.0 GB over the idle server instead of 0.8)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+MALLOC_TRIM = _malloc_trim()
+
+
 class PixelBudget:
     """Full-size pixels the whole server may hold decoded at once: a decode waits (in its worker thread)
     until its image's pixels are free, and gives them back once the image is reduced."""
@@ -111,6 +130,8 @@ def read_reduced(spec, sources, sizes, invert: str, budget: PixelBudget):
             if image:
                 images.append(reduced(pre, image[0]))
             del image  # the full-size decode goes before the next one is made
+            if MALLOC_TRIM is not None and held >= TRIM_PIXELS:
+                MALLOC_TRIM(0)
         finally:
             budget.give(held)
         results.append(result)
