@@ -149,3 +149,38 @@ def test_max_megapixels_is_validated(value, capsys):
     assert main(["serve", "--weights", "fashion-mnist", "--max-megapixels", value]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("resdense serve: error: ") and "--max-megapixels" in err and "\n" not in err
+
+
+def test_concurrent_requests_take_turns_with_their_full_size_decodes(predictor, monkeypatch):
+    """A budget of 50,000 pixels and four requests at once, each one 200x200 image (40,000): each request is
+    within the cap, but no two decodes are ever held at once."""
+    import time
+
+    import resdense.serve.uploads as uploads
+
+    active, most, lock = [0], [0], threading.Lock()
+    real = uploads.read_sources
+
+    def counting(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.05)  # long enough for the other requests' threads to arrive while this one decodes
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(uploads, "read_sources", counting)
+    app = create_app(predictor, source="fashion-mnist", max_megapixels=0.05)
+    body = png_bytes(noise(200, 200, 1, seed=9))
+    with live_server(app) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
+        send = lambda: client.post("/predict", content=body, headers={"content-type": "image/png"})  # noqa: E731
+        threads = [threading.Thread(target=lambda: codes.append(send().status_code)) for _ in range(4)]
+        codes: list[int] = []
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert codes == [200] * 4 and most[0] == 1
