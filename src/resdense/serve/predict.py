@@ -26,6 +26,8 @@ from ..data.folder import IMAGE_EXTENSIONS, list_images
 from ..data.photo import read_image
 from ..errors import UserError
 from ..utils.io import write_text
+from ..utils.outputs import check_output as check_path
+from ..utils.outputs import csv_cell, escape_name
 
 __all__ = [
     "FORMATS",
@@ -56,9 +58,13 @@ class Prediction:
     inverted: bool = False  # a dark-on-light image was inverted before classifying
 
     def to_json(self) -> dict:
+        # names escaped as in every output (utils.outputs): a name that is not UTF-8 is still valid JSON text
         if self.error:
-            return {"path": self.path, "error": self.error}
-        d = {"path": self.path, "top": [{"class": c, "probability": p} for c, p in self.top]}
+            return {"path": escape_name(self.path), "error": escape_name(self.error)}
+        d = {
+            "path": escape_name(self.path),
+            "top": [{"class": escape_name(c), "probability": p} for c, p in self.top],
+        }
         if self.inverted:
             d["inverted"] = True
         return d
@@ -190,17 +196,20 @@ def predict_many(
         yield from predict_files(predictor, paths[s : s + batch_size], top_k=top_k, invert=invert)
 
 
-def check_output(out: str | os.PathLike) -> Path:
-    p = Path(out)
-    if p.suffix.lower() not in FORMATS:
-        raise UserError(f"--out {p}: expected a .csv or .json file name")
-    return p
+def check_output(out: str | os.PathLike, force: bool = False) -> Path:
+    """``--out`` checked before any work (a .csv or .json file in an existing folder; an existing file kept
+    unless ``force``)."""
+    return check_path(out, suffixes=FORMATS, force=force)
 
 
 def write_predictions(results: list[Prediction], out: str | os.PathLike) -> Path:
     """``out`` (.csv: path, class, probability, the top classes, error; .json: predict --json's list),
-    written atomically."""
-    p = check_output(out)
+    written atomically; names escaped and cells spreadsheet-safe (:mod:`resdense.utils.outputs`). The
+    command checked ``out`` before its work (:func:`check_output`); here it is only told apart by its
+    extension."""
+    p = Path(out)
+    if p.suffix.lower() not in FORMATS:
+        raise UserError(f"--out {escape_name(str(p))}: this writes .csv or .json")
     if p.suffix.lower() == ".json":
         write_text(p, json.dumps([r.to_json() for r in results], indent=2) + "\n")
         return p
@@ -209,9 +218,16 @@ def write_predictions(results: list[Prediction], out: str | os.PathLike) -> Path
     w.writerow(["path", "class", "probability", "top", "inverted", "error"])
     for r in results:
         best = r.top[0] if r.top else ("", float("nan"))
-        top = "; ".join(f"{c} {q:.4f}" for c, q in r.top)
+        top = "; ".join(f"{escape_name(c)} {q:.4f}" for c, q in r.top)
         w.writerow(
-            [r.path, best[0], "" if r.error else f"{best[1]:.4f}", top, int(r.inverted), r.error or ""]
+            [
+                csv_cell(r.path),
+                csv_cell(best[0]),
+                "" if r.error else f"{best[1]:.4f}",
+                csv_cell(top),
+                int(r.inverted),
+                csv_cell(r.error or ""),
+            ]
         )
     write_text(p, buf.getvalue())
     return p
