@@ -245,16 +245,7 @@ def write_figures(
     images, cams = mistake_maps(
         predictor or result.predictor, images, isinstance(test_set, PhotoFiles), result.predictions[wrong]
     )
-    figures = {
-        RunDir.MISTAKES: mistakes_figure(
-            images,
-            test_set.labels[wrong].tolist(),
-            result.predictions[wrong].tolist(),
-            result.classes,
-            cams=cams,
-            n=result.n,
-        ),
-    }
+    figures = {}
     if len(result.classes) <= CONFUSION_FIGURE_MAX_CLASSES:
         figures[RunDir.CONFUSION] = confusion_figure(result.confusion, result.classes)
     else:  # one cell per class pair: 10,000 classes was a MemoryError after the score (issue 37)
@@ -262,6 +253,14 @@ def write_figures(
             f"{RunDir.CONFUSION} not drawn: {len(result.classes):,} classes (a figure holds up to "
             f"{CONFUSION_FIGURE_MAX_CLASSES}); mistakes.csv lists every mistake"
         )
+    figures[RunDir.MISTAKES] = mistakes_figure(
+        images,
+        test_set.labels[wrong].tolist(),
+        result.predictions[wrong].tolist(),
+        result.classes,
+        cams=cams,
+        n=result.n,
+    )
     for name, fig in figures.items():
         save_figure(fig, out_dir / name)
         show_figure(fig)
