@@ -59,7 +59,7 @@ def run(args) -> int:
     from ..utils.device import resolve_device
     from ..utils.outputs import check_output, escape_name
 
-    if args.out:  # before any work: a folder (made if missing), not a file
+    if args.out is not None:  # before any work: a folder (made if missing), not a file
         check_output(args.out, kind="folder")
 
     images = list(args.images)

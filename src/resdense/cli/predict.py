@@ -97,13 +97,13 @@ def run(args) -> int:
     images = paths_with_weights(args, args.images)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.out:
+    if args.out is not None:
         check_output(args.out, force=args.force)  # before any work
     predictor = load_model_for(args, str(resolve_device(args.device)))
     results = list(
         predict_many(predictor, images, top_k=args.top, invert=args.invert, batch_size=args.batch_size)
     )
-    if args.out:
+    if args.out is not None:
         print(f"{len(results):,} predictions -> {write_predictions(results, args.out)}", file=sys.stderr)
     for r in results:
         if r.inverted:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import torch
 from ..data.folder import IMAGE_EXTENSIONS, list_images
 from ..data.photo import read_image
 from ..errors import UserError
+from ..rundir import RunDir
 from ..utils.io import write_text
 from ..utils.outputs import check_output as check_path
 from ..utils.outputs import csv_cell, escape_name
@@ -44,6 +46,7 @@ __all__ = [
     "read_batches",
     "read_for",
     "read_sources",
+    "warn_run_folders",
     "write_predictions",
 ]
 
@@ -158,10 +161,29 @@ def image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             files = list_images(p)
             if not files:
                 raise UserError(f"{p}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")
+            warn_run_folders(files)
             out += files
         else:
             out.append(p)  # missing or unreadable: an error entry when read, the others go on
     return out
+
+
+def warn_run_folders(files: Sequence[Path]) -> list[Path]:
+    """The run folders among ``files``' folders, each warned about: a run given as the images once had its
+    own figures (curves, confusion matrix) classified without a word (issue 37)."""
+
+    def is_run(folder: Path) -> bool:  # the run's settings and its trained weights (or a checkpoint)
+        return (folder / RunDir.CONFIG).is_file() and any(
+            (folder / n).is_file() for n in (RunDir.WEIGHTS, RunDir.CHECKPOINT)
+        )
+
+    runs = sorted(folder for folder in {f.parent for f in files} if is_run(folder))
+    for run in runs:
+        logging.getLogger("resdense").warning(
+            f"{escape_name(str(run))}: a run folder; its figures are classified as images "
+            "(give the run as the model, and the images to classify after it)"
+        )
+    return runs
 
 
 def read_batches(
