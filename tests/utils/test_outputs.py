@@ -175,18 +175,15 @@ def test_pair_written_both_or_neither(tmp_path: Path) -> None:
 
 
 def test_embed_pair_is_both_or_neither(tmp_path: Path, monkeypatch) -> None:
-    """The list failing to write (a name the old code could not encode, a full disk) leaves no .npy."""
-    import resdense.serve.embed as embed_mod
-
+    """The file list failing to write (a full disk; a name the old code could not encode) left the .npy
+    without its .txt: now neither is written, and an old pair is kept whole."""
     result = Embeddings(np.zeros((1, 2), np.float32), ["a.png"], "pooled")
-    real_save = np.save
 
-    def save_then_fail(f, arr):
-        real_save(f, arr)
-        raise OSError("disk gone")
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(embed_mod.np, "save", save_then_fail)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(UserError, match="No space left"):  # one line naming the folder (utils.io)
         write_embeddings(result, tmp_path / "f")
     assert list(tmp_path.iterdir()) == []
 
