@@ -158,6 +158,19 @@ def test_property_embed_file_list(tmp_path: Path, names: list[str]) -> None:
     assert len(lines) == np.load(npy).shape[0] and [unescape_name(x) for x in lines] == names
 
 
+@PROPERTY
+@given(names=st.lists(NAMES, min_size=1, max_size=4))
+def test_property_bad_images_list(tmp_path: Path, names: list[str]) -> None:
+    from types import SimpleNamespace
+
+    from resdense.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    run.write_bad_images([SimpleNamespace(path=n, reason=f"bad {n}") for n in names])
+    rows = [line.split("\t") for line in run.bad_images.read_text("utf-8").splitlines()]
+    assert [(unescape_name(p), unescape_name(r)) for p, r in rows] == [(n, f"bad {n}") for n in names]
+
+
 # -- pairs -------------------------------------------------------------------------------------------------
 
 
