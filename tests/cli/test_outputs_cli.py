@@ -67,6 +67,8 @@ def img(tmp_path: Path) -> Path:
         (["compare", "DIR", "--plot", "DIR"], "a folder"),
         (["export", "--weights", "fashion-mnist", "--format", "onnx", "--out", "DIR"], "folder"),
         (["study", "identity", "--quick", "--out", "FILE"], "a file, not a folder"),
+        (["convert", "FILE", "--dataset", "idx", "--data-dir", "DIR"], "OUT FILE: a file, not a folder"),
+        (["convert", "FILE/sub", "--dataset", "idx", "--data-dir", "DIR"], "is a file, not a folder"),
     ],
 )
 def test_outputs_checked_before_any_work(capsys, tmp_path: Path, img: Path, argv, says) -> None:
