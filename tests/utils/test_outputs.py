@@ -60,7 +60,7 @@ def test_check_output_refuses_before_any_work(tmp_path: Path) -> None:
         str(tmp_path / "out") + "/": "a folder",
         str(tmp_path / "missing" / "p.csv"): "does not exist",
         str(tmp_path / "file" / "p.csv"): "is a file, not a folder",
-        str(tmp_path / "p.txt"): "this writes .csv or .json",
+        str(tmp_path / "p.txt"): "expected a .csv or .json file name",
         str(tmp_path / "old.csv"): "exists; use --force",
     }
     for path, says in cases.items():

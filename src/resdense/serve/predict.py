@@ -231,7 +231,7 @@ def write_predictions(results: list[Prediction], out: str | os.PathLike) -> Path
     extension."""
     p = Path(out)
     if p.suffix.lower() not in FORMATS:
-        raise UserError(f"--out {escape_name(str(p))}: this writes .csv or .json")
+        raise UserError(f"--out {escape_name(str(p))}: expected a .csv or .json file name")
     if p.suffix.lower() == ".json":
         write_text(p, json.dumps([r.to_json() for r in results], indent=2) + "\n")
         return p

@@ -65,7 +65,7 @@ def check_output(
     if text.endswith(("/", os.sep)) or p.is_dir():
         raise UserError(f"{option} {shown}: a folder; give a file name" + _ending(suffixes))
     if suffixes and p.suffix.lower() not in {s.lower() for s in suffixes}:
-        raise UserError(f"{option} {shown}: this writes " + " or ".join(suffixes) + _ending(suffixes))
+        raise UserError(f"{option} {shown}: expected a " + " or ".join(suffixes) + " file name")
     parent = p.parent
     if not parent.exists():
         raise UserError(f"{option} {shown}: the folder {escape_name(str(parent))} does not exist")
