@@ -52,14 +52,13 @@ def find_mistakes(result, labels, files: list[str] | None = None) -> list[Mistak
 def most_confused(result, top: int = 10) -> list[tuple[str, str, int]]:
     """``(true, predicted, count)`` of the off-diagonal cells of the confusion matrix, largest first."""
     m = result.confusion
-    k = len(result.classes)
-    pairs = [
-        (result.classes[i], result.classes[j], int(m[i, j]))
-        for i in range(k)
-        for j in range(k)
-        if i != j and int(m[i, j])
-    ]
-    return sorted(pairs, key=lambda x: -x[2])[:top]
+    # the non-zero cells only (row by row, as before): a loop over every cell took hours at 10,000 classes
+    cells = m.nonzero()
+    cells = cells[cells[:, 0] != cells[:, 1]]
+    counts = m[cells[:, 0], cells[:, 1]]
+    order = (-counts).sort(stable=True).indices[:top]
+    c = result.classes
+    return [(c[int(cells[i, 0])], c[int(cells[i, 1])], int(counts[i])) for i in order]
 
 
 def write_mistakes_csv(mistakes: list[Mistake], out_dir: str | Path) -> Path:
