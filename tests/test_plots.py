@@ -41,3 +41,17 @@ def test_compare_draws_a_run_scored_only_at_the_end_as_a_curve():
 def test_curves_have_whole_number_epochs():
     ax = plots.curves_figure(_rows(3, {1, 2, 3})).axes[0]
     assert _integer_ticks(ax)
+
+
+def test_names_that_are_not_utf8_are_drawn_escaped(tmp_path) -> None:
+    """A class or file name with bytes that are not UTF-8 (os.fsdecode's surrogates) was a TypeError in the
+    font at the save (evaluate, explain, issue 37); it is drawn as its bytes, as the output files write it."""
+    import os
+
+    name = os.fsdecode(b"caf\xe9")
+    fig = plots.confusion_figure(torch.tensor([[1, 2], [3, 4]]), [name, "b"])
+    fig.axes[0].set_title(name)
+    path = plots.save_figure(fig, tmp_path / "c.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert fig.axes[0].get_title() == "caf\\xe9"
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["caf\\xe9", "b"]

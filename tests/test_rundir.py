@@ -346,3 +346,18 @@ def test_read_of_no_folder(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="not a run folder"):
         RunDir(tmp_path / "file").read()
+
+
+def test_bad_images_list_takes_any_name(tmp_path) -> None:
+    """``--skip-bad-images`` with a file whose name is not UTF-8 (or holds a tab or newline) crashed writing
+    bad_images.txt (issue 37): each name is escaped as every output's are, one line per file."""
+    import os
+    from types import SimpleNamespace
+
+    from resdense.utils.outputs import unescape_name
+
+    names = [os.fsdecode(b"/d/bro\xffken.png"), "/d/two\nlines\t.png"]
+    run = RunDir(tmp_path)
+    run.write_bad_images([SimpleNamespace(path=n, reason="not an image") for n in names])
+    lines = run.bad_images.read_text("utf-8").splitlines()
+    assert [unescape_name(line.split("\t")[0]) for line in lines] == names

@@ -38,8 +38,23 @@ def integer_epochs(ax) -> None:
     ax.set_xlabel("epoch")
 
 
+def _drawable(s):
+    if isinstance(s, str) and any("\udc80" <= c <= "\udcff" for c in s):
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return s
+
+
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Write ``fig`` as a PNG, atomically."""
+    # a file or class name that is not UTF-8 (os.fsdecode's surrogates) is drawn as its bytes, \xNN, as the
+    # output files write it (utils.outputs): no font takes a surrogate, it was a TypeError at the save
+    for text in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "set_text")):
+        text.set_text(_drawable(text.get_text()))
+    for ax in fig.axes:  # tick labels are made from the formatter's list when drawn
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [t.get_text() for t in axis.get_ticklabels()]
+            if any(_drawable(s) != s for s in labels):
+                axis.set_ticks(axis.get_ticklocs(), [_drawable(s) for s in labels])
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     return Path(path)

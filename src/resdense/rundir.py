@@ -329,8 +329,11 @@ class RunDir:
         return load_checkpoint(self.checkpoint)
 
     def write_bad_images(self, bad) -> None:
-        """bad_images.txt: one ``path<TAB>reason`` line per file left out."""
-        write_text(self.bad_images, "".join(f"{b.path}\t{b.reason}\n" for b in bad))
+        """bad_images.txt: one ``path<TAB>reason`` line per file left out, each escaped as every output's
+        names are (``utils.outputs.escape_name``: a name that is not UTF-8 or holds a newline or tab)."""
+        from .utils.outputs import escape_name
+
+        write_text(self.bad_images, "".join(f"{escape_name(b.path)}\t{escape_name(b.reason)}\n" for b in bad))
 
     def read(self) -> dict:
         """summary.json, config.json and metrics.csv of a finished run (what ``compare`` shows)."""

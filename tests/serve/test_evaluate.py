@@ -141,3 +141,21 @@ def test_write_figures_without_mistakes(predictor, tmp_path):
     result = evaluate(tmp_path, test_set=test_set, predictor=predictor)
     paths = write_figures(result, test_set, tmp_path)
     assert all(p.read_bytes()[:8] == PNG for p in paths)
+
+
+def test_write_figures_skips_the_confusion_figure_of_many_classes(predictor, tmp_path, caplog):
+    """10,000 one-image classes ended in a MemoryError drawing the confusion figure (issue 37): above
+    CONFUSION_FIGURE_MAX_CLASSES it is skipped, with the reason said; the mistakes figure is still drawn."""
+    from resdense.serve.evaluate import CONFUSION_FIGURE_MAX_CLASSES
+
+    k = CONFUSION_FIGURE_MAX_CLASSES + 1
+    images = uint8_images(4)
+    labels = torch.tensor([0, 1, 2, 3])
+    preds = torch.tensor([1, 1, 0, 5])
+    result = EvalResult(
+        0.25, {}, torch.zeros(k, k, dtype=torch.long), preds, [f"c{i}" for i in range(k)], 4, None, predictor
+    )
+    with caplog.at_level("WARNING", logger="resdense"):
+        paths = write_figures(result, ImageSet(images, labels), tmp_path, max_mistakes=2)
+    assert paths == [tmp_path / RunDir.MISTAKES] and not (tmp_path / RunDir.CONFUSION).exists()
+    assert f"{RunDir.CONFUSION} not drawn: {k:,} classes" in caplog.text

@@ -92,3 +92,25 @@ def test_an_export_gets_its_mistakes_without_maps(predictor, tmp_path, monkeypat
     monkeypatch.setattr(plots, "mistakes_figure", lambda *a, **k: seen.update(k) or real(*a, **k))
     write_figures(result, test_set, tmp_path, predictor=runs_only)
     assert seen["cams"] is None
+
+
+def test_most_confused_reads_the_nonzero_cells_in_order() -> None:
+    """The class pairs most confused, largest first and row by row among equals, as a loop over every cell
+    gave them (that loop took hours at 10,000 classes, issue 37); the diagonal is never a confusion."""
+    from types import SimpleNamespace
+
+    from resdense.serve.mistakes import most_confused
+
+    g = torch.Generator().manual_seed(0)
+    k = 7
+    m = torch.randint(0, 4, (k, k), generator=g) * (torch.rand(k, k, generator=g) < 0.5)
+    classes = [f"c{i}" for i in range(k)]
+    pairs = [(classes[i], classes[j], int(m[i, j])) for i in range(k) for j in range(k) if i != j and m[i, j]]
+    expected = sorted(pairs, key=lambda x: -x[2])
+    result = SimpleNamespace(confusion=m, classes=classes)
+    assert most_confused(result, top=5) == expected[:5]
+    assert most_confused(result, top=100) == expected
+    big = torch.zeros(5000, 5000, dtype=torch.long)
+    big[4999, 3], big[7, 7], big[1, 2] = 9, 50, 9
+    many = SimpleNamespace(confusion=big, classes=[str(i) for i in range(5000)])
+    assert most_confused(many) == [("1", "2", 9), ("4999", "3", 9)]

@@ -92,3 +92,19 @@ def test_validate_names_the_option():
     validate(TrainConfig(amp=False))
     with pytest.raises(UserError, match="--amp: expected one of auto, yes, no, got 'maybe'"):
         validate(TrainConfig(amp="maybe"))
+
+
+def test_unknown_amp_env_value_is_warned_not_ignored(fresh, monkeypatch, caplog) -> None:
+    """``RESDENSE_AMP=garbage`` once decided silently (issue 37): now it is said, and auto decides."""
+    probe, calls = fresh
+    probe(2.0)
+    monkeypatch.setenv(amp.AMP_ENV, "garbage")
+    with caplog.at_level("WARNING", logger="resdense"):
+        decision = amp.decide_amp("auto", CPU)
+    assert "RESDENSE_AMP='garbage' is not one of bf16, fp32" in caplog.text
+    assert decision.enabled and calls  # the probe decided, as for no value
+    for value in ("BF16", " fp32 "):
+        monkeypatch.setenv(amp.AMP_ENV, value)
+        caplog.clear()
+        amp.decide_amp("auto", CPU)
+        assert "not one of" not in caplog.text

@@ -66,8 +66,18 @@ def _say_notes() -> None:
         log.setLevel(logging.INFO)
 
 
+def _printable_names() -> None:
+    """A file or class name that is not UTF-8 (os.fsdecode's surrogates) printed escaped, never a
+    UnicodeEncodeError after the work is done: the output files escape names themselves (utils.outputs),
+    this is the terminal's safety net for every other line."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def _main(argv: list[str] | None = None) -> int:
     _say_notes()
+    _printable_names()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -82,7 +92,9 @@ def _main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
     except UserError as e:
-        print(f"resdense {args.command}: error: {e}", file=sys.stderr)
+        # a name that is not UTF-8 (os.fsdecode's surrogates) said as its bytes, \xNN, never a crash
+        text = str(e).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        print(f"resdense {args.command}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"resdense {args.command}: interrupted", file=sys.stderr)

@@ -16,7 +16,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..serve.compare import compare, format_settings, format_table
+    from ..utils.outputs import check_output
 
+    # before any work: a PNG file name in an existing folder (the default one is rewritten each time)
+    check_output(args.plot, option="--plot", suffixes=(".png",), overwrite_ok=True)
     rows = compare(args.runs, plot=args.plot)
     if args.json:
         print(json.dumps(rows, indent=2))

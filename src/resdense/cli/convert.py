@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..data import load_dataset
     from ..data.convert import write_image_folder
+    from ..utils.outputs import check_output
 
+    check_output(args.out, option="OUT", kind="folder")  # before the data is read (or downloaded)
     dataset = load_dataset(args.dataset, args.data_dir)
     counts = write_image_folder(dataset, args.out, force=args.force)
     print(

@@ -35,19 +35,18 @@ def run(args) -> int:
     import sys
 
     from ..errors import UserError
-    from ..serve.embed import embed, output_files, write_embeddings
+    from ..serve.embed import check_outputs, embed, write_embeddings
     from ..utils.device import resolve_device
+    from ..utils.outputs import escape_name
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
     inputs = paths_with_weights(args, args.inputs)
-    existing = [f for f in output_files(args.out) if f.exists()]
-    if existing and not args.force:  # before any work
-        raise UserError(f"--out {existing[0]}: exists; use --force to overwrite it")
+    check_outputs(args.out, force=args.force)  # before any work
     predictor = load_model_for(args, str(resolve_device(args.device)))
     result = embed(predictor, inputs, layer=args.layer, batch_size=args.batch_size)
     for _path, msg in result.errors:
-        print(f"resdense embed: error: {msg}", file=sys.stderr)
+        print(f"resdense embed: error: {escape_name(msg)}", file=sys.stderr)
     if not result.paths:
         raise UserError("no image could be read; nothing written")
     files = write_embeddings(result, args.out, force=args.force)
@@ -60,7 +59,7 @@ def run(args) -> int:
                     "images": n,
                     "dim": d,
                     "layer": result.layer,
-                    "errors": [{"path": p, "error": m} for p, m in result.errors],
+                    "errors": [{"path": escape_name(p), "error": escape_name(m)} for p, m in result.errors],
                 }
             )
         )

@@ -36,6 +36,10 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..serve.evaluate import evaluate_source
+    from ..utils.outputs import check_output
+
+    if args.out is not None:  # before any work: a folder (made if missing), not a file
+        check_output(args.out, kind="folder")
 
     report = evaluate_source(
         args.model,

@@ -57,6 +57,10 @@ def run(args) -> int:
 
     from ..serve.explain import METHODS, explain
     from ..utils.device import resolve_device
+    from ..utils.outputs import check_output, escape_name
+
+    if args.out is not None:  # before any work: a folder (made if missing), not a file
+        check_output(args.out, kind="folder")
 
     images = list(args.images)
     if args.weights is not None and args.model is not None:
@@ -84,7 +88,7 @@ def run(args) -> int:
     for e in result:
         if e.inverted:
             print(
-                f"{e.path}: light background, inverted to match the training images (--invert no to keep it)",
+                f"{escape_name(e.path)}: light background, inverted to match the training images (--invert no to keep it)",
                 file=sys.stderr,
             )
     if args.json:
@@ -93,7 +97,8 @@ def run(args) -> int:
     for e in result:
         y, x = e.peak(methods[0])
         print(
-            f"{e.path}: predicted {e.predicted} {e.probability:.3f}; map of {e.target} at {e.layer}, "
+            f"{escape_name(e.path)}: predicted {escape_name(e.predicted)} {e.probability:.3f}; "
+            f"map of {escape_name(e.target)} at {e.layer}, "
             f"strongest at {y:.0%} down, {x:.0%} across"
         )
     print(f"figure: {figure}")

@@ -72,6 +72,7 @@ def add_parser(sub) -> None:
         metavar="N",
         help="--int8: training images to calibrate on (default 512)",
     )
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.set_defaults(func=run_export)
 
 
@@ -85,8 +86,11 @@ def default_out(src: str | Path, fmt: str, int8: bool = False) -> Path:
     return src.with_suffix(suffix)
 
 
-def check_writable(out: Path) -> None:
-    """Fail early, with a one-line UserError naming ``out``, when the file surely cannot be written."""
+def check_writable(out: Path, force: bool = False) -> None:
+    """Fail early, with a one-line UserError naming ``out``, when the file surely cannot be written (or
+    exists, unless ``force``)."""
+    if out.exists() and not out.is_dir() and not force:
+        raise UserError(f"--out {out}: exists; use --force to overwrite it")
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give a file name with --out")
     parent = out.parent
@@ -124,7 +128,7 @@ def run_export(args) -> int:
             if args.out is not None
             else Path(stem + (".int8" if args.int8 else "") + FORMATS[args.format])
         )
-        check_writable(out)
+        check_writable(out, args.force or args.out is None)  # a default name is the command's own
         model, spec = load_model(args.weights, args.arch)
     else:
         if args.run is None:
@@ -133,7 +137,7 @@ def run_export(args) -> int:
         out = Path(args.out) if args.out is not None else default_out(args.run, args.format, args.int8)
         if out.exists() and weights.exists() and out.resolve() == weights.resolve():
             raise UserError(f"{out}: would overwrite the weights being exported; choose another --out")
-        check_writable(out)
+        check_writable(out, args.force or args.out is None)  # a default name is the command's own
         model, spec = load_model(weights)
 
     if args.int8:

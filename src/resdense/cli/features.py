@@ -11,16 +11,17 @@ from ..rundir import RunDir
 def run_features(args, model) -> int:
     from ..errors import UserError
     from ..serve.features import show_features
+    from ..utils.outputs import check_output
 
     if args.input_size:
         raise UserError("--input-size goes without --image (the image is fed as the model's own input)")
     src = Path(args.model)
-    if args.out:
-        out = Path(args.out)
+    if args.out is not None:
+        out = args.out
     else:
         out = (src if src.is_dir() else src.parent if src.exists() else Path(".")) / RunDir.FEATURES
-    if out.suffix.lower() != ".png":
-        raise UserError(f"--out {out}: the figure is a PNG; give a file name ending in .png")
+    # before any work: a PNG file name in an existing folder (a figure: rewritten as the command is rerun)
+    out = check_output(out, suffixes=(".png",), overwrite_ok=True)
     name = model.pretrained_cfg.model or args.model
     _, maps = show_features(
         model,

@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--out", metavar="F", help="also write the predictions to F (.csv or .json)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
     p.add_argument(
         "--batch-size", type=int, default=256, help="images decoded and run at a time (default 256)"
     )
@@ -89,24 +90,25 @@ def run(args) -> int:
     from ..errors import UserError
     from ..serve.predict import check_output, predict_many, write_predictions
     from ..utils.device import resolve_device
+    from ..utils.outputs import escape_name
 
     if args.top < 1:
         raise UserError(f"--top must be at least 1, got {args.top}")
     images = paths_with_weights(args, args.images)
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.out:
-        check_output(args.out)  # before any work
+    if args.out is not None:
+        check_output(args.out, force=args.force)  # before any work
     predictor = load_model_for(args, str(resolve_device(args.device)))
     results = list(
         predict_many(predictor, images, top_k=args.top, invert=args.invert, batch_size=args.batch_size)
     )
-    if args.out:
+    if args.out is not None:
         print(f"{len(results):,} predictions -> {write_predictions(results, args.out)}", file=sys.stderr)
     for r in results:
         if r.inverted:
             print(
-                f"{r.path}: light background, inverted to match the training images (--invert no to keep it)",
+                f"{escape_name(r.path)}: light background, inverted to match the training images (--invert no to keep it)",
                 file=sys.stderr,
             )
     if args.json:
@@ -115,10 +117,10 @@ def run(args) -> int:
         for r in results:
             if r.error:
                 continue
-            tops = ", ".join(f"{c} {p:.3f}" for c, p in r.top)
-            print(f"{r.path}: {tops}")
+            tops = ", ".join(f"{escape_name(c)} {p:.3f}" for c, p in r.top)
+            print(f"{escape_name(r.path)}: {tops}")
     for r in results:
         if r.error:
-            print(f"resdense predict: error: {r.error}", file=sys.stderr)
+            print(f"resdense predict: error: {escape_name(r.error)}", file=sys.stderr)
     # exit 1 when some image could not be read, after answering all the others
     return 1 if any(r.error for r in results) else 0

@@ -94,6 +94,10 @@ def run(args) -> int:
         size = {"size": "paper"}
     suffix = "-quick" if args.quick else "-paper" if args.paper else ""
     out = args.out or f"runs/studies/{args.name}{suffix}"
+    if args.out is not None:  # before any training: a folder (made if missing), not a file
+        from ..utils.outputs import check_output
+
+        check_output(args.out, kind="folder")
     try:
         result = studies.STUDIES[args.name](out, quick=args.quick, **size, **overrides)
     except UserError as e:

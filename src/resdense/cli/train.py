@@ -135,6 +135,10 @@ def overrides_from(args, cls: type = TrainConfig) -> dict:
     return {k: (None if v is NONE else v) for k, v in given.items() if v is not None}
 
 
+# the settings a resumed run may be given (train.plan.resumed_config applies exactly these)
+RESUME_TAKES = {"epochs", "device", "tensorboard"}
+
+
 def settings_for(args, cls: type = TrainConfig) -> TrainConfig:
     """The run's settings from the command line, in one place: recipe < --config file < options. A resumed
     run keeps its own settings: only --epochs (more of them) and --device, when given, change it; the
@@ -145,6 +149,14 @@ def settings_for(args, cls: type = TrainConfig) -> TrainConfig:
         if args.config or args.print_config:
             which = "--config" if args.config else "--print-config"
             raise UserError(f"{which} and --resume: a resumed run keeps its own settings (its config.json)")
+        # what a resume cannot take is refused, not ignored (issue 37: --lr 5 --model resnet56 were silent)
+        ignored = sorted(set(overrides) - RESUME_TAKES) + (["recipe"] if args.recipe else [])
+        if ignored:
+            names = ", ".join("--" + k.replace("_", "-") for k in ignored)
+            raise UserError(
+                f"--resume {args.resume}: {names} cannot change a resumed run (it keeps its own settings; "
+                "only --epochs, --device and --tensorboard apply); drop them, or start a new run"
+            )
         overrides |= {"epochs": args.epochs or 0, "device": args.device}
     return resolve_settings(args.recipe, args.config, overrides, cls=cls)
 

@@ -16,11 +16,12 @@ from torch import nn
 
 from ..errors import UserError
 from ..preprocess import normalize
-from ..utils.io import atomic_path, write_text
+from ..utils.io import atomic_path
+from ..utils.outputs import check_output, escape_name, write_together
 from .features import forward_intermediates, resolve_layers, torch_model
 from .predict import image_paths, read_batches
 
-__all__ = ["Embeddings", "embed", "embed_images", "write_embeddings"]
+__all__ = ["Embeddings", "check_outputs", "embed", "embed_images", "output_files", "write_embeddings"]
 
 
 @torch.no_grad()
@@ -85,7 +86,8 @@ def embed(
 
 def output_files(out: str | os.PathLike) -> list[Path]:
     """The files ``--out F`` writes: ``F.npy`` and ``F.txt`` (the file list, one path a line, row i on line
-    i), or ``F.parquet`` alone (a ``path`` column and one column per feature)."""
+    i, each escaped as :func:`~resdense.utils.outputs.escape_name` says so that a name holding a newline is
+    still one line), or ``F.parquet`` alone (a ``path`` column and one column per feature)."""
     p = Path(out)
     if p.suffix.lower() == ".parquet":
         return [p]
@@ -93,13 +95,17 @@ def output_files(out: str | os.PathLike) -> list[Path]:
     return [p, p.with_suffix(".txt")]
 
 
+def check_outputs(out: str | os.PathLike, *, force: bool = False) -> list[Path]:
+    """``--out`` checked before any work: a file name (not a folder: ``out/`` once wrote ``./out.npy``), in
+    an existing folder, and each file it names new unless ``force``."""
+    check_output(out, force=True)  # the name itself: a folder, an empty name, a missing parent
+    return [check_output(f, force=force) for f in output_files(out)]
+
+
 def write_embeddings(result: Embeddings, out: str | os.PathLike, *, force: bool = False) -> list[Path]:
-    """Write ``result`` as :func:`output_files` says, each file atomically; an existing output is refused
-    (one line) unless ``force``."""
-    files = output_files(out)
-    existing = [f for f in files if f.exists()]
-    if existing and not force:
-        raise UserError(f"--out {existing[0]}: exists; use --force to overwrite it")
+    """Write ``result`` as :func:`output_files` says, both files or neither (each written to a temporary
+    file first, renamed together); an existing output is refused (one line) unless ``force``."""
+    files = check_outputs(out, force=force)
     if files[0].suffix.lower() == ".parquet":
         try:
             import pyarrow as pa
@@ -109,13 +115,16 @@ def write_embeddings(result: Embeddings, out: str | os.PathLike, *, force: bool 
                 f"--out {files[0]}: parquet needs pyarrow (pip install pyarrow), or write .npy"
             ) from None
         cols = {
-            "path": result.paths,
+            "path": [escape_name(p) for p in result.paths],
             **{f"f{j}": result.features[:, j] for j in range(result.features.shape[1])},
         }
         with atomic_path(files[0]) as tmp:
             pq.write_table(pa.table(cols), tmp)
         return files
-    with atomic_path(files[0]) as tmp, open(tmp, "wb") as f:
-        np.save(f, result.features)
-    write_text(files[1], "".join(f"{p}\n" for p in result.paths))
-    return files
+
+    def save_array(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, result.features)
+
+    listing = "".join(f"{escape_name(p)}\n" for p in result.paths)
+    return write_together([(files[0], save_array), (files[1], lambda tmp: tmp.write_text(listing, "utf-8"))])

@@ -222,6 +222,10 @@ def evaluate(
     )
 
 
+# above this many classes the confusion matrix is no readable figure (its side grows with the classes)
+CONFUSION_FIGURE_MAX_CLASSES = 100
+
+
 def write_figures(
     result: EvalResult, test_set: ImageSet | PhotoFiles, out_dir: Path, max_mistakes: int = 32, predictor=None
 ) -> list[Path]:
@@ -241,17 +245,22 @@ def write_figures(
     images, cams = mistake_maps(
         predictor or result.predictor, images, isinstance(test_set, PhotoFiles), result.predictions[wrong]
     )
-    figures = {
-        RunDir.CONFUSION: confusion_figure(result.confusion, result.classes),
-        RunDir.MISTAKES: mistakes_figure(
-            images,
-            test_set.labels[wrong].tolist(),
-            result.predictions[wrong].tolist(),
-            result.classes,
-            cams=cams,
-            n=result.n,
-        ),
-    }
+    figures = {}
+    if len(result.classes) <= CONFUSION_FIGURE_MAX_CLASSES:
+        figures[RunDir.CONFUSION] = confusion_figure(result.confusion, result.classes)
+    else:  # one cell per class pair: 10,000 classes was a MemoryError after the score (issue 37)
+        logging.getLogger("resdense").warning(
+            f"{RunDir.CONFUSION} not drawn: {len(result.classes):,} classes (a figure holds up to "
+            f"{CONFUSION_FIGURE_MAX_CLASSES}); mistakes.csv lists every mistake"
+        )
+    figures[RunDir.MISTAKES] = mistakes_figure(
+        images,
+        test_set.labels[wrong].tolist(),
+        result.predictions[wrong].tolist(),
+        result.classes,
+        cams=cams,
+        n=result.n,
+    )
     for name, fig in figures.items():
         save_figure(fig, out_dir / name)
         show_figure(fig)
@@ -388,6 +397,9 @@ def evaluate_source(
         return report  # shipped or cached weights: nowhere of the user's to write to unless out says
     src = Path(model or ".")
     folder = Path(out) if out else (src if src.is_dir() else src.parent)
+    if test_subset and not out:
+        # a subset's figures and mistakes.csv go beside the full test's, never over them (issue 37)
+        folder = folder / f"test-subset-{test_subset}"
     try:
         report.figures = write_figures(result, test_set, folder)
         report.figures.append(write_mistakes_csv(report.mistakes, folder))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,10 @@ import torch
 from ..data.folder import IMAGE_EXTENSIONS, list_images
 from ..data.photo import read_image
 from ..errors import UserError
+from ..rundir import RunDir
 from ..utils.io import write_text
+from ..utils.outputs import check_output as check_path
+from ..utils.outputs import csv_cell, escape_name
 
 __all__ = [
     "FORMATS",
@@ -42,6 +46,7 @@ __all__ = [
     "read_batches",
     "read_for",
     "read_sources",
+    "warn_run_folders",
     "write_predictions",
 ]
 
@@ -56,9 +61,13 @@ class Prediction:
     inverted: bool = False  # a dark-on-light image was inverted before classifying
 
     def to_json(self) -> dict:
+        # names escaped as in every output (utils.outputs): a name that is not UTF-8 is still valid JSON text
         if self.error:
-            return {"path": self.path, "error": self.error}
-        d = {"path": self.path, "top": [{"class": c, "probability": p} for c, p in self.top]}
+            return {"path": escape_name(self.path), "error": escape_name(self.error)}
+        d = {
+            "path": escape_name(self.path),
+            "top": [{"class": escape_name(c), "probability": p} for c, p in self.top],
+        }
         if self.inverted:
             d["inverted"] = True
         return d
@@ -152,10 +161,29 @@ def image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             files = list_images(p)
             if not files:
                 raise UserError(f"{p}: no image files in this folder ({', '.join(IMAGE_EXTENSIONS)})")
+            warn_run_folders(files)
             out += files
         else:
             out.append(p)  # missing or unreadable: an error entry when read, the others go on
     return out
+
+
+def warn_run_folders(files: Sequence[Path]) -> list[Path]:
+    """The run folders among ``files``' folders, each warned about: a run given as the images once had its
+    own figures (curves, confusion matrix) classified without a word (issue 37)."""
+
+    def is_run(folder: Path) -> bool:  # the run's settings and its trained weights (or a checkpoint)
+        return (folder / RunDir.CONFIG).is_file() and any(
+            (folder / n).is_file() for n in (RunDir.WEIGHTS, RunDir.CHECKPOINT)
+        )
+
+    runs = sorted(folder for folder in {f.parent for f in files} if is_run(folder))
+    for run in runs:
+        logging.getLogger("resdense").warning(
+            f"{escape_name(str(run))}: a run folder; its figures are classified as images "
+            "(give the run as the model, and the images to classify after it)"
+        )
+    return runs
 
 
 def read_batches(
@@ -190,17 +218,20 @@ def predict_many(
         yield from predict_files(predictor, paths[s : s + batch_size], top_k=top_k, invert=invert)
 
 
-def check_output(out: str | os.PathLike) -> Path:
-    p = Path(out)
-    if p.suffix.lower() not in FORMATS:
-        raise UserError(f"--out {p}: expected a .csv or .json file name")
-    return p
+def check_output(out: str | os.PathLike, force: bool = False) -> Path:
+    """``--out`` checked before any work (a .csv or .json file in an existing folder; an existing file kept
+    unless ``force``)."""
+    return check_path(out, suffixes=FORMATS, force=force)
 
 
 def write_predictions(results: list[Prediction], out: str | os.PathLike) -> Path:
     """``out`` (.csv: path, class, probability, the top classes, error; .json: predict --json's list),
-    written atomically."""
-    p = check_output(out)
+    written atomically; names escaped and cells spreadsheet-safe (:mod:`resdense.utils.outputs`). The
+    command checked ``out`` before its work (:func:`check_output`); here it is only told apart by its
+    extension."""
+    p = Path(out)
+    if p.suffix.lower() not in FORMATS:
+        raise UserError(f"--out {escape_name(str(p))}: expected a .csv or .json file name")
     if p.suffix.lower() == ".json":
         write_text(p, json.dumps([r.to_json() for r in results], indent=2) + "\n")
         return p
@@ -209,9 +240,16 @@ def write_predictions(results: list[Prediction], out: str | os.PathLike) -> Path
     w.writerow(["path", "class", "probability", "top", "inverted", "error"])
     for r in results:
         best = r.top[0] if r.top else ("", float("nan"))
-        top = "; ".join(f"{c} {q:.4f}" for c, q in r.top)
+        top = "; ".join(f"{escape_name(c)} {q:.4f}" for c, q in r.top)
         w.writerow(
-            [r.path, best[0], "" if r.error else f"{best[1]:.4f}", top, int(r.inverted), r.error or ""]
+            [
+                csv_cell(r.path),
+                csv_cell(best[0]),
+                "" if r.error else f"{best[1]:.4f}",
+                csv_cell(top),
+                int(r.inverted),
+                csv_cell(r.error or ""),
+            ]
         )
     write_text(p, buf.getvalue())
     return p

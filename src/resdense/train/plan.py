@@ -28,7 +28,7 @@ from .config import TrainConfig, check_types, validate
 from .setup import RunData, build_model, load_run_dataset, prepare_data
 from .sizing import folder_input_size
 
-__all__ = ["RunPlan", "default_out_dir", "resumed_config", "settle"]
+__all__ = ["RunPlan", "check_batch_norm", "check_scorable", "default_out_dir", "resumed_config", "settle"]
 
 
 def default_out_dir(model: str) -> Path:
@@ -130,6 +130,33 @@ def decide_precision(mode, device: torch.device, dist: dist_utils.DistState) -> 
     return mine or AmpDecision(on, "auto: rank 0's decision")
 
 
+def check_scorable(data: RunData, cfg: TrainConfig) -> None:
+    """A run that could train but never be scored is refused before its first step, saying what is
+    missing: an empty test split (a folder without ``test/``: it trained, then ended in ZeroDivisionError)."""
+    where = f" in {cfg.data_dir}" if cfg.data_dir else ""
+    if len(data.train) == 0:
+        raise UserError(f"no training images{where}: nothing to train on")
+    if len(data.test) == 0:
+        raise UserError(
+            f"no test images{where}: the run could not be scored (a folder needs test/<class>/ images beside "
+            f"train/, e.g. a few per class of its {len(data.classes):,} classes)"
+        )
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def check_batch_norm(model: nn.Module, batch: int) -> None:
+    """A training batch of one image through batch norm: refused. Its statistics from one image are noise,
+    and where a feature map is 1x1 (resnet18 at 28 px) torch cannot train it at all (a ValueError mid-run);
+    the last partial batch is already dropped in training, so only the batch size itself can be one."""
+    if batch < 2 and any(isinstance(m, BATCH_NORMS) for m in model.modules()):
+        raise UserError(
+            f"--batch-size {batch}: batch norm needs at least 2 images per step (per process); "
+            "use --batch-size 2 or more (the training set must hold at least 2 images)"
+        )
+
+
 def settle(
     cfg: TrainConfig,
     *,
@@ -195,6 +222,7 @@ def _settle(cfg: TrainConfig, run: RunDir, dist, ckpt, *, dataset, progress: boo
     # bf16 autocast or fp32, decided once and recorded as yes/no: a resumed run repeats the decision
     amp = decide_precision(cfg.amp, device, dist)
     data = prepare_data(cfg, dataset, device, resize=resize)
+    check_scorable(data, cfg)
     world = dist.world_size
     if cfg.batch_size % world:
         raise UserError(f"--batch-size {cfg.batch_size} must be divisible by the {world} processes")
@@ -213,6 +241,7 @@ def _settle(cfg: TrainConfig, run: RunDir, dist, ckpt, *, dataset, progress: boo
     built = build_model(
         settled, data, pretrained=pretrained, progress=progress and main, say=say, source=str(run.path)
     )
+    check_batch_norm(built.model, batch // world)
     return RunPlan(
         settled,
         run,

@@ -31,6 +31,7 @@ def train(
     progress: bool = True,
     callbacks: list[Callback] | None = None,
     initial_state: dict | None = None,
+    **unknown,
 ) -> TrainResult:
     """Train a model as ``cfg`` says; the Python twin of ``resdense train``.
 
@@ -45,6 +46,7 @@ def train(
     A library call leaves the process as it found it: torch's random state is restored afterwards (the run
     seeds its own from ``cfg.seed``), and the allocator setting that speeds up CPU training is undone.
     """
+    check_call(cfg, callbacks, unknown)  # before the run folder is made: a wrong call names its mistake
     if resume is None:
         validate(cfg)  # before anything else: a bad device or value is one line, not a traceback
     # the run's seeds must not leak into the caller's random stream: fork (save and restore) torch's
@@ -62,6 +64,40 @@ def train(
             callbacks=callbacks,
             initial_state=initial_state,
         )
+
+
+def check_call(cfg, callbacks, unknown: dict) -> None:
+    """A call of :func:`train` that cannot work, as one ``TypeError`` naming the mistake (``train("fast")``,
+    ``train(cfg, num_classes=3)``, ``callbacks=[1]``), before anything is made on disk."""
+    from dataclasses import fields
+
+    from .recipes import RECIPES
+
+    names = {f.name for f in fields(TrainConfig)}
+    if not isinstance(cfg, TrainConfig):
+        hint = (
+            f"; for the {cfg!r} recipe: train(get_recipe({cfg!r}))"
+            if isinstance(cfg, str) and cfg in RECIPES
+            else ""
+        )
+        raise TypeError(f"train(cfg): the settings are a TrainConfig, got {type(cfg).__name__}{hint}")
+    for key in unknown:
+        if key in names:
+            raise TypeError(f"train(): {key} is a setting; pass TrainConfig(..., {key}=...) as cfg")
+        if key in ("num_classes", "classes", "in_chans"):
+            raise TypeError(f"train(): no {key}: the classes and channels come from the data set")
+        raise TypeError(f"train(): unexpected argument {key!r} (settings go on TrainConfig)")
+    if callbacks is not None:
+        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+            raise TypeError(
+                f"train(callbacks=...): a list of Callback objects, got {type(callbacks).__name__}"
+            )
+        for c in callbacks:
+            if not isinstance(c, Callback):
+                raise TypeError(
+                    f"train(callbacks=...): {c!r} is a {type(c).__name__}, not a resdense Callback "
+                    "(subclass resdense.train.Callback)"
+                )
 
 
 def _train(cfg, *, dataset, resume, force, progress, callbacks, initial_state) -> TrainResult:

@@ -47,6 +47,10 @@ class TrainResult:
     history: list[dict]  # the epochs' records as plain data (EpochRecord.to_dict), as checkpoints hold them
 
 
+# an epoch's loss this many times a uniform guess's (ln(classes)) is a run that diverged, finite or not
+DIVERGED_FACTOR = 1000
+
+
 class NonFiniteLoss(UserError):
     pass
 
@@ -214,14 +218,16 @@ class Trainer:
         totals = self.dist.all_reduce_sum(torch.stack([loss_sum, correct.to(loss_sum.dtype)]))
         seen_all = seen * self.dist.world_size
         loss_avg = totals[0].item() / seen_all
-        if not math.isfinite(loss_avg):
+        # diverged: not a number, or grown by orders of magnitude past a uniform guess's loss, ln(classes)
+        # (a run whose loss reached 1e19 once ended "done" with its model saved, issue 37)
+        if not math.isfinite(loss_avg) or loss_avg > DIVERGED_FACTOR * math.log(max(2, len(self.classes))):
             kept = (
                 f"the last good checkpoint (epoch {epoch}) is kept in {self.out_dir}"
                 if epoch > 0
                 else "no checkpoint was written"
             )
             raise NonFiniteLoss(
-                f"the training loss became {loss_avg} in epoch {epoch + 1}; stopped, {kept} "
+                f"the training loss became {loss_avg:.4g} in epoch {epoch + 1} (diverged); stopped, {kept} "
                 "(try a lower --lr)"
             )
         secs = time.perf_counter() - t0

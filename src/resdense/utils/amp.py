@@ -19,6 +19,7 @@ behave the same everywhere).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -68,10 +69,29 @@ def decide_amp(mode, device: torch.device) -> AmpDecision:
         return AmpDecision(ok, "CUDA with bf16" if ok else "this GPU has no bf16")
     if device.type != "cpu":
         return AmpDecision(False, f"auto: fp32 on {device.type}")
-    forced = os.environ.get(AMP_ENV, "").strip().lower()
-    if forced in ("bf16", "fp32"):
+    forced = forced_precision()
+    if forced is not None:
         return AmpDecision(forced == "bf16", f"${AMP_ENV}={forced}")
     return cpu_bf16_decision()
+
+
+AMP_ENV_VALUES = ("bf16", "fp32")
+_warned: set[str] = set()  # each unknown value said once per process, not once per run or rank
+
+
+def forced_precision() -> str | None:
+    """``$RESDENSE_AMP`` (bf16 or fp32) when set; any other value is warned about and ignored, not taken
+    silently for "decide" (``RESDENSE_AMP=garbage`` once said nothing)."""
+    raw = os.environ.get(AMP_ENV, "")
+    forced = raw.strip().lower()
+    if forced in AMP_ENV_VALUES:
+        return forced
+    if forced and raw not in _warned:
+        _warned.add(raw)
+        logging.getLogger("resdense").warning(
+            f"${AMP_ENV}={raw!r} is not one of {', '.join(AMP_ENV_VALUES)}: ignored, --amp auto decides"
+        )
+    return None
 
 
 def cpu_model() -> str:
