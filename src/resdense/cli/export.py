@@ -40,7 +40,6 @@ def add_parser(sub) -> None:
         help="output format: an ONNX or TorchScript file, or (hub) a Hugging Face Hub folder of a run: its "
         "model file, a timm-shaped config.json and a model card, what `resdense push` uploads",
     )
-    p.add_argument("--force", action="store_true", help="--format hub: replace an earlier export at --out")
     p.add_argument(
         "--fuse-bn", action="store_true", help="fold each conv's following batch norm into the conv first"
     )
@@ -72,7 +71,11 @@ def add_parser(sub) -> None:
         metavar="N",
         help="--int8: training images to calibrate on (default 512)",
     )
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite an existing --out (--format hub: replace an earlier export folder)",
+    )
     p.set_defaults(func=run_export)
 
 
@@ -109,8 +112,6 @@ def run_export(args) -> int:
 
     if args.format == HUB_FORMAT:
         return run_export_hub(args)
-    if args.force:
-        raise UserError("--force applies to --format hub only (files are replaced atomically)")
     if args.opset is not None and args.format != "onnx":
         raise UserError("--opset applies to --format onnx only")
     if args.int8 and args.format != "onnx":
