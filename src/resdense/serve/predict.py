@@ -92,7 +92,7 @@ def inverted_for(spec, img: torch.Tensor, invert: str = "auto") -> tuple[torch.T
 
 def read_for(spec, path, invert: str = "auto") -> tuple[torch.Tensor, bool]:
     """The file as a uint8 (1, C, H, W) image for a model with ``spec``, and whether it was inverted."""
-    return inverted_for(spec, read_image(path, spec.preprocess.in_chans), invert)
+    return inverted_for(spec, read_image(path, spec.preprocess.in_chans, spec.preprocess.resize), invert)
 
 
 def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no") -> list[Prediction]:
@@ -101,7 +101,10 @@ def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no
     ``invert``: ``"yes"`` inverts every image, ``"auto"`` those with a light background when the model was
     trained on Fashion-MNIST (light-on-dark), ``"no"`` none; each Prediction says whether it was.
     """
-    return predict_sources(predictor, [(str(p), partial(read_image, p)) for p in paths], top_k, invert)
+    need = predictor.spec.preprocess.resize  # each image reduced right after decoding to what this needs
+    return predict_sources(
+        predictor, [(str(p), partial(read_image, p, need=need)) for p in paths], top_k, invert
+    )
 
 
 def predict_sources(predictor, sources, top_k: int = 3, invert: str = "no") -> list[Prediction]:
@@ -159,16 +162,16 @@ def image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def read_batches(
-    paths: Sequence[Path], in_chans: int, batch_size: int
+    paths: Sequence[Path], in_chans: int, batch_size: int, need: int | None = None
 ) -> Iterator[tuple[list[int], list[torch.Tensor], list[tuple[int, str]]]]:
     """``paths`` a batch at a time, decoded only then (a folder of any size is never held whole): per
     batch the indices of the files read, their images (uint8 (1, C, H, W), each its own size) and
-    ``(index, message)`` for those that could not be read."""
+    ``(index, message)`` for those that could not be read. ``need``: see :func:`read_image`."""
     for start in range(0, len(paths), batch_size):
         good, images, bad = [], [], []
         for i in range(start, min(start + batch_size, len(paths))):
             try:
-                images.append(read_image(paths[i], in_chans))
+                images.append(read_image(paths[i], in_chans, need))
                 good.append(i)
             except UserError as e:
                 bad.append((i, str(e)))
