@@ -25,9 +25,7 @@ from ..preprocess import (
 )
 from .augment import random_resized_crop_params
 from .jpeg import plain_jpeg_header
-
-# libjpeg-turbo straight to numpy; optional (jpeg.py imports it): without it, photos decode through Pillow
-from .jpeg import simplejpeg as _simplejpeg
+from .jpeg import simplejpeg as _simplejpeg  # libjpeg-turbo to numpy; None without it: Pillow decodes
 from .pixels import MAX_PIXELS, check_pixels, draft_for, reduce_to, to_channels
 
 
@@ -101,6 +99,12 @@ class PhotoTransform:
             im = to_channels(im, self.channels)
             sx, sy = im.size[0] / width, im.size[1] / height
             left, top, w, h = box
+            # reduced right after decoding to twice the output side (the factor predict's reader takes for
+            # the same window): a big PNG's full size is not kept through the resample
+            f = int(min(w * sx, h * sy) // (2 * self.size))
+            if f >= 2:
+                im = im.reduce(f)
+                sx, sy = im.size[0] / width, im.size[1] / height
             im = im.resize(
                 (self.size, self.size),
                 getattr(Image.Resampling, self.interpolation.upper()),  # PIL spells timm's names in capitals
