@@ -114,16 +114,21 @@ def create_model(
     return model
 
 
+class ModelArgumentError(UserError, TypeError, ValueError):
+    """An argument ``create_model`` cannot take, in one line (a TypeError and ValueError too: what such
+    arguments raised before, so callers catching those still do)."""
+
+
 def check_arguments(name, *, num_classes=None, in_chans=None) -> None:
-    """The one-line :class:`UserError` for what ``create_model`` cannot take, naming the argument: a name that
+    """The one-line :class:`ModelArgumentError` for what ``create_model`` cannot take, naming the argument: a name that
     is not a string, a ``num_classes`` or ``in_chans`` that is not a whole number in range."""
     if not isinstance(name, str) or not name:
-        raise UserError(f"create_model: name must be a model name (see resdense.list_models()), got {name!r}")
+        raise ModelArgumentError(f"create_model: name must be a model name (see resdense.list_models()), got {name!r}")
     for arg, value, low in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise UserError(f"{name}: {arg} must be a whole number of at least {low}, got {value!r}")
+            raise ModelArgumentError(f"{name}: {arg} must be a whole number of at least {low}, got {value!r}")
 
 
 def classifier_prefix(model: nn.Module) -> str | None:

@@ -198,10 +198,13 @@ class Predictor:
 
     @torch.no_grad()
     def predict_images(self, images: Sequence[torch.Tensor], batch_size: int | None = None) -> torch.Tensor:
-        """Logits for images of any sizes (each uint8 (1, C, H, W) or (C, H, W)): each is fitted on its own
-        (resize, centre crop) exactly as a batch would be, then they run in batches."""
+        """Logits for images of any sizes (each uint8 (1, C, H, W) or (C, H, W), or anything
+        :func:`~resdense.serve.inputs.as_images` takes: float in [0, 1], batches, numpy, PIL): each is fitted
+        on its own (resize, centre crop) exactly as a batch would be, then they run in batches."""
+        from .inputs import as_images
+
         bs = batch_size or self.batch_size
-        fitted = [self.fit_images(im if im.dim() == 4 else im[None]) for im in images]
+        fitted = [self.fit_images(im) for im in as_images(images, self.spec.preprocess.in_chans)]
         outs = [self.predict_fitted(torch.cat(fitted[s : s + bs])) for s in range(0, len(fitted), bs)]
         return torch.cat(outs) if outs else torch.empty(0, len(self.spec.classes) or 0)
 
