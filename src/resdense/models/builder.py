@@ -123,7 +123,9 @@ def check_arguments(name, *, num_classes=None, in_chans=None) -> None:
     """The one-line :class:`ModelArgumentError` for what ``create_model`` cannot take, naming the argument: a name that
     is not a string, a ``num_classes`` or ``in_chans`` that is not a whole number in range."""
     if not isinstance(name, str) or not name:
-        raise ModelArgumentError(f"create_model: name must be a model name (see resdense.list_models()), got {name!r}")
+        raise ModelArgumentError(
+            f"create_model: name must be a model name (see resdense.list_models()), got {name!r}"
+        )
     for arg, value, low in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
         if value is None:
             continue
