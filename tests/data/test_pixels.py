@@ -16,7 +16,14 @@ from PIL import Image
 
 from resdense.data.folder import load_image_folder
 from resdense.data.photo import PhotoTransform, decode_image, read_image
-from resdense.data.pixels import MAX_PIXELS, check_pixels, image_size, reduce_factor, wide_to_uint8
+from resdense.data.pixels import (
+    MAX_PIXELS,
+    REDUCE_MARGIN,
+    check_pixels,
+    image_size,
+    reduce_factor,
+    wide_to_uint8,
+)
 from resdense.errors import UserError
 
 PROPS = settings(max_examples=25, deadline=None, derandomize=True)
@@ -212,17 +219,18 @@ def test_wide_to_uint8_never_clips():
 
 
 def test_images_are_reduced_right_after_decoding(tmp_path):
-    """A big image comes back no bigger than twice the side the model's preprocessing resizes to (and no
-    smaller): a batch holds model-sized images. JPEGs shrink in the decoder (draft mode)."""
+    """A big image comes back no bigger than 2 x REDUCE_MARGIN times the side the model's preprocessing
+    resizes to (and no smaller than REDUCE_MARGIN times): a batch holds model-sized images. JPEGs shrink in the decoder (draft mode)."""
     arr = np.random.default_rng(0).integers(0, 256, (1200, 1000, 3)).astype(np.uint8)
     Image.fromarray(arr).save(tmp_path / "big.png")
     Image.fromarray(arr).save(tmp_path / "big.jpg")
     for name in ("big.png", "big.jpg"):
         full = read_image(tmp_path / name, 3)
-        small = read_image(tmp_path / name, 3, need=100)
+        small = read_image(tmp_path / name, 3, need=25)
         assert full.shape == (1, 3, 1200, 1000)
-        assert 200 <= min(small.shape[2:]) < 400 and small.shape[2] > small.shape[3]
-    assert reduce_factor(1000, 1200, 100) == 5 and reduce_factor(150, 150, 100) == 1
+        assert REDUCE_MARGIN * 25 <= min(small.shape[2:]) < 2 * REDUCE_MARGIN * 25
+        assert small.shape[2] > small.shape[3]
+    assert reduce_factor(1000, 1200, 25) == 1000 // (REDUCE_MARGIN * 25) and reduce_factor(150, 150, 100) == 1
     assert reduce_factor(5000, 5000, None) == 1
 
 

@@ -26,7 +26,7 @@ from ..preprocess import (
 from .augment import random_resized_crop_params
 from .jpeg import plain_jpeg_header
 from .jpeg import simplejpeg as _simplejpeg  # libjpeg-turbo to numpy; None without it: Pillow decodes
-from .pixels import MAX_PIXELS, check_pixels, draft_for, reduce_to, to_channels
+from .pixels import MAX_PIXELS, REDUCE_MARGIN, check_pixels, draft_for, reduce_to, to_channels
 
 
 @dataclass(frozen=True)
@@ -99,9 +99,9 @@ class PhotoTransform:
             im = to_channels(im, self.channels)
             sx, sy = im.size[0] / width, im.size[1] / height
             left, top, w, h = box
-            # reduced right after decoding to twice the output side (the factor predict's reader takes for
-            # the same window): a big PNG's full size is not kept through the resample
-            f = int(min(w * sx, h * sy) // (2 * self.size))
+            # reduced right after decoding to REDUCE_MARGIN times the output side (the factor predict's
+            # reader takes for the same window): a big PNG's full size is not kept through the resample
+            f = int(min(w * sx, h * sy) // (REDUCE_MARGIN * self.size))
             if f >= 2:
                 im = im.reduce(f)
                 sx, sy = im.size[0] / width, im.size[1] / height
@@ -210,7 +210,8 @@ def read_image(
     it cannot be read (decompression bombs included) or holds more than ``max_pixels``.
 
     ``need``: the side the model's preprocessing resizes to (``Preprocess.resize``); the image is then
-    reduced right after decoding (JPEGs in the decoder) to no less than twice that, so memory follows the
+    reduced right after decoding (JPEGs in the decoder) to no less than ``REDUCE_MARGIN``
+    (8) times that, so memory follows the
     model's input size, not the file's. None keeps the full size."""
     from .folder import READ_ERRORS, image_problem
 

@@ -110,22 +110,24 @@ def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no
 def predict_sources(predictor, sources, top_k: int = 3, invert: str = "no") -> list[Prediction]:
     """:func:`predict_files` for any images: ``sources`` are (name, read) pairs, ``read(in_chans)`` giving a
     uint8 (1, C, H, W) image or raising a UserError (files for the CLI, uploads for the HTTP service)."""
-    results, images = read_sources(predictor.spec, sources, invert)
-    if images:
-        fill_top(results, predictor.predict_images(images), predictor.spec.classes, top_k)
+    # each image fitted to the input size right after it is read: the batch holds input-sized images only
+    results, fitted = read_sources(predictor.spec, sources, invert, fit=predictor.fit_images)
+    if fitted:
+        fill_top(results, predictor.predict_fitted_each(fitted), predictor.spec.classes, top_k)
     return results
 
 
-def read_sources(spec, sources, invert: str = "no") -> tuple[list[Prediction], list[torch.Tensor]]:
+def read_sources(spec, sources, invert: str = "no", fit=None) -> tuple[list[Prediction], list[torch.Tensor]]:
     """Each source read (and inverted as ``invert`` says): a Prediction per source, without its top classes
-    yet, and the images that were read, in order (an unreadable one has its error and no image)."""
+    yet, and the images that were read, in order (an unreadable one has its error and no image); each passed
+    through ``fit`` (e.g. ``Predictor.fit_images``) as soon as it is read, when given."""
     if invert not in ("auto", "yes", "no"):
         raise ValueError(f"invert must be auto, yes or no, got {invert!r}")
     images, results = [], []
     for name, read in sources:
         try:
             img, flip = inverted_for(spec, read(spec.preprocess.in_chans), invert)
-            images.append(img)
+            images.append(img if fit is None else fit(img))
             results.append(Prediction(name, [], inverted=flip))
         except UserError as e:
             results.append(Prediction(name, [], error=str(e)))
