@@ -243,3 +243,21 @@ def test_the_pixel_cap_is_one_line_naming_the_file(tmp_path):
         decode_image((tmp_path / "wide.png").read_bytes(), 1, name="upload.png", max_pixels=50_000)
     check_pixels("x", 300, 200, 60_000)  # at the limit: fine
     assert MAX_PIXELS > 80_000_000
+
+
+def test_reducing_big_pngs_moves_the_fitted_image_a_few_levels(tmp_path, monkeypatch):
+    """Both readers (predict's, the streamed evaluation's) reduce a big decoded image before the resample; the
+    image the network sees stays within a few grey levels of the unreduced one."""
+    import resdense.data.photo as photo
+    from resdense.preprocess import Preprocess
+
+    yy, xx = np.mgrid[0:1700, 0:1300]
+    arr = ((np.sin(xx / 37.0) + np.cos(yy / 23.0)) * 60 + 128).astype(np.uint8)
+    Image.fromarray(np.stack([arr, arr[::-1], arr[:, ::-1]], -1)).save(tmp_path / "big.png")
+    pre = Preprocess.centre(32, (0.5,) * 3, (0.25,) * 3, 3, crop_pct=0.875)
+    t = PhotoTransform.evaluating(pre)
+    reduced = [t(tmp_path / "big.png"), pre.fit_images(read_image(tmp_path / "big.png", 3, need=pre.resize))]
+    monkeypatch.setattr(photo, "REDUCE_MARGIN", 10**6)  # the streamed path without its reduction
+    full = [t(tmp_path / "big.png"), pre.fit_images(read_image(tmp_path / "big.png", 3))]
+    for a, b in zip(reduced, full):
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 4
