@@ -12,6 +12,7 @@ the one check, which model files are checked with too).
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -129,7 +130,7 @@ def check_arguments(name, *, num_classes=None, in_chans=None) -> None:
     for arg, value, low in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ModelArgumentError(f"{name}: {arg} must be a whole number of at least {low}, got {value!r}")
 
 
