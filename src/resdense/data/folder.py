@@ -27,6 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError, UserError
 from .dataset import Dataset, ImageSet
+from .pixels import draft_for, reduce_to, to_channels
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _QUIET_HIDDEN = {".ipynb_checkpoints", ".git", ".cache", ".DS_Store", ".Trash"}  # tools' folders: no note
@@ -73,11 +74,13 @@ def _decode(path: Path, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
     """One image as (H, W, 3) uint8 at ``size`` (H, W), and whether it is grey."""
     try:
         with bombs_are_errors(), Image.open(path) as im:
+            draft_for(im, 3, max(size))  # a big JPEG decoded small: the DCT shrinks it
             im.load()
             # Phone photos store their rotation in EXIF; apply it so the picture is upright.
             im = ImageOps.exif_transpose(im)
             grey = im.mode in _GREY_MODES
-            im = im.convert("L").convert("RGB") if grey else im.convert("RGB")
+            # wide modes (16-bit, float) scaled by their bit depth, as every reader does; then reduced
+            im = reduce_to(to_channels(im, 1 if grey else 3), max(size)).convert("RGB")
             if im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)

@@ -25,9 +25,8 @@ from ..preprocess import (
 )
 from .augment import random_resized_crop_params
 from .jpeg import plain_jpeg_header
-
-# libjpeg-turbo straight to numpy; optional (jpeg.py imports it): without it, photos decode through Pillow
-from .jpeg import simplejpeg as _simplejpeg
+from .jpeg import simplejpeg as _simplejpeg  # libjpeg-turbo to numpy; None without it: Pillow decodes
+from .pixels import MAX_PIXELS, REDUCE_MARGIN, check_pixels, draft_for, reduce_to, to_channels
 
 
 @dataclass(frozen=True)
@@ -97,9 +96,15 @@ class PhotoTransform:
             if orientation != 1:  # upright by EXIF (PNG and WebP may carry it too); in place: no copy
                 ImageOps.exif_transpose(im, in_place=True)
             # palette, CMYK, 16-bit, alpha: converted before resampling (Pillow resizes "P" by nearest)
-            im = _to_channels(im, self.channels)
+            im = to_channels(im, self.channels)
             sx, sy = im.size[0] / width, im.size[1] / height
             left, top, w, h = box
+            # reduced right after decoding to REDUCE_MARGIN times the output side (the factor predict's
+            # reader takes for the same window): a big PNG's full size is not kept through the resample
+            f = int(min(w * sx, h * sy) // (REDUCE_MARGIN * self.size))
+            if f >= 2:
+                im = im.reduce(f)
+                sx, sy = im.size[0] / width, im.size[1] / height
             im = im.resize(
                 (self.size, self.size),
                 getattr(Image.Resampling, self.interpolation.upper()),  # PIL spells timm's names in capitals
@@ -197,24 +202,21 @@ def _upright(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.rot90(arr, k) if k else arr
 
 
-_PIL_GREY = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+def read_image(
+    path: str | Path, in_chans: int, need: int | None = None, max_pixels: int = MAX_PIXELS
+) -> torch.Tensor:
+    """An image file as uint8 (1, C, H, W), upright by its EXIF orientation, in grey or RGB to match the model
+    (wide modes scaled by their bit depth: ``pixels.to_channels``); a one-line UserError naming the file when
+    it cannot be read (decompression bombs included) or holds more than ``max_pixels``.
 
-
-def _to_channels(im, channels: int):
-    """A Pillow image in grey (1 channel) or RGB; grey modes (16-bit, float) go through 8-bit grey first."""
-    mode = "L" if channels == 1 else "RGB"
-    if im.mode == mode:
-        return im
-    return im.convert("L").convert(mode) if im.mode in _PIL_GREY and mode == "RGB" else im.convert(mode)
-
-
-def read_image(path: str | Path, in_chans: int) -> torch.Tensor:
-    """An image file as uint8 (1, C, H, W), upright by its EXIF orientation, in grey or RGB to match the model;
-    a one-line UserError naming the file when it cannot be read (decompression bombs included)."""
+    ``need``: the side the model's preprocessing resizes to (``Preprocess.resize``); the image is then
+    reduced right after decoding (JPEGs in the decoder) to no less than ``REDUCE_MARGIN``
+    (8) times that, so memory follows the
+    model's input size, not the file's. None keeps the full size."""
     from .folder import READ_ERRORS, image_problem
 
     try:
-        return _decode(path, in_chans)
+        return _decode(path, in_chans, need, max_pixels, str(path))
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -223,10 +225,12 @@ def read_image(path: str | Path, in_chans: int) -> torch.Tensor:
         raise UserError(f"{path}: not a readable image ({image_problem(path, e).reason})") from None
 
 
-def decode_image(data: bytes, in_chans: int, name: str = "image") -> torch.Tensor:
+def decode_image(
+    data: bytes, in_chans: int, name: str = "image", need: int | None = None, max_pixels: int = MAX_PIXELS
+) -> torch.Tensor:
     """Image bytes (an upload) as :func:`read_image` reads a file: the same pixels for the same bytes; a
     one-line UserError naming ``name`` when they are no readable image (empty, not an image, cut short,
-    a decompression bomb)."""
+    a decompression bomb, over ``max_pixels``)."""
     from PIL import Image, UnidentifiedImageError
 
     from .folder import READ_ERRORS
@@ -234,7 +238,7 @@ def decode_image(data: bytes, in_chans: int, name: str = "image") -> torch.Tenso
     if not data:
         raise UserError(f"{name}: empty, not an image")
     try:
-        return _decode(io.BytesIO(data), in_chans)
+        return _decode(io.BytesIO(data), in_chans, need, max_pixels, name)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UserError(f"{name}: a decompression bomb (over {Image.MAX_IMAGE_PIXELS:,} pixels)") from None
     except UnidentifiedImageError:
@@ -243,14 +247,23 @@ def decode_image(data: bytes, in_chans: int, name: str = "image") -> torch.Tenso
         raise UserError(f"{name}: not a readable image ({' '.join(str(e).split())[:120]})") from None
 
 
-def _decode(src, in_chans: int) -> torch.Tensor:
-    from PIL import Image, ImageOps
+# EXIF orientation -> the transpose that makes the image upright (as Pillow's exif_transpose applies them)
+_TURNS = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # PIL.Image.Transpose values
+
+
+def _decode(src, in_chans: int, need: int | None, max_pixels: int, name: str) -> torch.Tensor:
+    from PIL import Image
 
     from .folder import bombs_are_errors
 
     with bombs_are_errors(), Image.open(src) as img:
-        img = ImageOps.exif_transpose(img)
-        img = _to_channels(img, in_chans)
+        check_pixels(name, *img.size, limit=max_pixels)  # from the header: before any pixel is decoded
+        draft_for(img, in_chans, need)
+        img.load()
+        orientation = img.getexif().get(0x0112, 1)  # after load: a PNG's eXIf chunk may follow its pixels
+        img = reduce_to(to_channels(img, in_chans), need)
+        if orientation in _TURNS:  # turned upright on the reduced image: no full-size copy
+            img = img.transpose(_TURNS[orientation])
         data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
         w, h = img.size
     return data.view(h, w, -1).permute(2, 0, 1).unsqueeze(0).contiguous()

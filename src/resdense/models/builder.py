@@ -12,12 +12,14 @@ the one check, which model files are checked with too).
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import replace
 
 from torch import nn
 
+from ..errors import UserError
 from ._contract import FeatureListNet, PretrainedCfg, first_conv
 from .filecheck import adapt_input_conv, remap_keys, state_dict_misfit
 from .hub import PretrainedError, ShippedWeights, TorchvisionWeights
@@ -71,6 +73,7 @@ def create_model(
     ``out_indices`` (positions in ``feature_info``; default: all) and whose ``feature_info`` has
     ``channels()`` and ``reduction()``.
     """
+    check_arguments(name, num_classes=num_classes, in_chans=in_chans)
     if not isinstance(pretrained, bool):
         raise TypeError(
             f"{name}: pretrained must be True or False, got {pretrained!r} (weights=SRC names a source)"
@@ -90,6 +93,7 @@ def create_model(
         pre.check_for(name)
         for k, v in pre.options.items():
             options.setdefault(k, v)  # the weights' architecture options (e.g. widths)
+        head_from_weights = num_classes is None and pre.num_classes is not None
         if num_classes is None:
             num_classes = pre.num_classes
         if in_chans is None:
@@ -103,10 +107,31 @@ def create_model(
     except TypeError as e:
         raise TypeError(f"{name}: {e}") from None
     if pre is not None:
-        load_weights_into(model, pre, name=name)
+        # a head sized by the weights' own config must be the head they hold: re-initialising it would
+        # answer from random weights (a Hub config saying 1,000 classes beside a 10-class classifier)
+        load_weights_into(model, pre, name=name, refit_head=not head_from_weights)
     if features_only:
         return FeatureListNet(model, out_indices)
     return model
+
+
+class ModelArgumentError(UserError, TypeError, ValueError):
+    """An argument ``create_model`` cannot take, in one line (a TypeError and ValueError too: what such
+    arguments raised before, so callers catching those still do)."""
+
+
+def check_arguments(name, *, num_classes=None, in_chans=None) -> None:
+    """The one-line :class:`ModelArgumentError` for what ``create_model`` cannot take, naming the argument: a name that
+    is not a string, a ``num_classes`` or ``in_chans`` that is not a whole number in range."""
+    if not isinstance(name, str) or not name:
+        raise ModelArgumentError(
+            f"create_model: name must be a model name (see resdense.list_models()), got {name!r}"
+        )
+    for arg, value, low in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ModelArgumentError(f"{name}: {arg} must be a whole number of at least {low}, got {value!r}")
 
 
 def classifier_prefix(model: nn.Module) -> str | None:
@@ -122,7 +147,9 @@ def classifier_prefix(model: nn.Module) -> str | None:
     return next((f"{n}." for n, m in model.named_modules() if m is head and n), None)
 
 
-def load_weights_into(model: nn.Module, pretrained: Pretrained, *, name: str | None = None) -> list[str]:
+def load_weights_into(
+    model: nn.Module, pretrained: Pretrained, *, name: str | None = None, refit_head: bool = True
+) -> list[str]:
     """Copy ``pretrained`` into ``model``, adapting the first conv and the classifier, and give the model the
     weights' config as its ``pretrained_cfg``; returns what was adapted (also said once on the ``resdense``
     logger). One-line :class:`PretrainedError` when the weights do not fit.
@@ -156,6 +183,12 @@ def load_weights_into(model: nn.Module, pretrained: Pretrained, *, name: str | N
         n_src = next((state[k].shape[0] for k in sorted(src_head) if k.endswith("weight")), None)
         n_own = next((own[k].shape[0] for k in sorted(own_head) if k.endswith("weight")), 0)
         was = f" (the weights have {n_src})" if n_src is not None else ""
+        if not refit_head:
+            raise PretrainedError(
+                f"{pretrained.source}: num_classes {n_own} in its config, but its classifier has "
+                f"{n_src if n_src is not None else 'no'} outputs; refusing to re-initialise the classifier "
+                "and answer from it (give num_classes= to fine-tune a new head)"
+            )
         notes.append(f"classifier re-initialised for {n_own} classes{was}")
     else:
         head = set()  # the weights' classifier fits and is loaded

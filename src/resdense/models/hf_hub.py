@@ -16,10 +16,12 @@ already fetched is used as it is; ``HF_HUB_OFFLINE=1`` reads the cache only. A r
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
 
+from ..modelfile import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE
 from ..preprocess import CROP_PCT, IMAGENET_MEAN, IMAGENET_STD, check_interpolation, fit_for, scale_size
 from ..rundir import RunDir
 from .hub import PretrainedError, imagenet_classes
@@ -139,6 +141,77 @@ def load_from_hub(src: str, model: str | None = None, *, progress: bool = True, 
     return pre
 
 
+def _whole(value, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{field} must be a whole number in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _size(value, field: str) -> tuple[int, int, int]:
+    """(channels, height, width), each a whole number within a model file's bounds."""
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise ValueError(f"{field} must be (channels, height, width), got {value!r}")
+    c = _whole(value[0], f"{field}[0]", 1, MAX_CHANNELS)
+    return c, _whole(value[1], f"{field}[1]", 1, MAX_SIDE), _whole(value[2], f"{field}[2]", 1, MAX_SIDE)
+
+
+def _numbers(value, field: str, count: int, positive: bool = False) -> tuple[float, ...]:
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != count
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        or (positive and not all(v > 0 for v in value))
+    ):
+        kind = "positive finite numbers" if positive else "finite numbers"
+        raise ValueError(f"{field} must be {count} {kind} (one per channel), got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _fraction(value, field: str, default: float) -> float:
+    """A crop share in (0, 1]; absent (None) means ``default``, but 0, NaN or a string are refused."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f"{field} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _name(value, field: str, default: str) -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a name, got {value!r}")
+    return value
+
+
+def _read_fields(config: dict, pc: dict) -> tuple:
+    """Every field of timm's config.json resdense reads, checked as a model file's spec is (types, bounds,
+    finite numbers, a positive std): a ValueError naming the field otherwise."""
+    c, h, w = _size(pc.get("input_size", (3, 224, 224)), "input_size")
+    mean = _numbers(pc.get("mean", IMAGENET_MEAN[:c] if c == 3 else IMAGENET_MEAN[:1] * c), "mean", c)
+    std = _numbers(pc.get("std", IMAGENET_STD[:c] if c == 3 else IMAGENET_STD[:1] * c), "std", c, True)
+    crop_pct = _fraction(pc.get("crop_pct"), "crop_pct", CROP_PCT)
+    n = _whole(config.get("num_classes", pc.get("num_classes", 1000)), "num_classes", 0, MAX_CLASSES)
+    # timm's own default when a config names none (resolve_data_config)
+    interpolation = check_interpolation(_name(pc.get("interpolation"), "interpolation", "bicubic"))
+    fit = fit_for(_name(pc.get("crop_mode"), "crop_mode", "center"))
+    test = pc.get("test_input_size")
+    test_size = None if test is None else _size(test, "test_input_size")
+    test_pct = _fraction(pc.get("test_crop_pct"), "test_crop_pct", crop_pct)
+    names = config.get("label_names")
+    if isinstance(names, dict):  # {"0": "tench", ...}
+        if not all(isinstance(k, str) and k.isdigit() for k in names):
+            raise ValueError("label_names must map class numbers to names")
+        names = [names[k] for k in sorted(names, key=int)]
+    if names is not None and not isinstance(names, list):
+        raise ValueError(f"label_names must be a list of names, got {type(names).__name__}")
+    if isinstance(names, list) and len(names) == n:
+        classes = tuple(str(v) for v in names)
+    else:
+        classes = tuple(imagenet_classes()) if n == 1000 else ()
+    return (c, h, w), mean, std, crop_pct, n, interpolation, fit, test_size, test_pct, classes
+
+
 def _relabel(cfg: PretrainedCfg, label: str, repo: str, rev: str | None) -> PretrainedCfg:
     from dataclasses import replace
 
@@ -155,38 +228,22 @@ def timm_cfg(
     without names)."""
     if not isinstance(config, dict):
         raise PretrainedError(f"{label}: {CONFIG_FILE} is not a JSON object")
-    arch = config.get("architecture") or model
+    try:
+        arch = config.get("architecture") or model
+        if not isinstance(arch, str):
+            raise ValueError(f"architecture must be a model name, got {arch!r}")
+        pc = config.get("pretrained_cfg") or {}
+        if not isinstance(pc, dict):
+            raise ValueError(f"pretrained_cfg must be an object, got {type(pc).__name__}")
+        fields = _read_fields(config, pc)
+    except (TypeError, ValueError) as e:
+        raise PretrainedError(f"{label}: {CONFIG_FILE}: unreadable pretrained_cfg ({e})") from None
     if not is_model(arch):
         raise PretrainedError(
             f"{label}: timm architecture {arch!r} has no resdense counterpart (resdense reads "
             "timm's resnet*/resnext*/wide_resnet*/densenet* of torchvision's layout)"
         )
-    pc = config.get("pretrained_cfg") or {}
-    try:
-        c, h, w = (int(v) for v in pc.get("input_size", (3, 224, 224)))
-        mean = tuple(float(v) for v in pc.get("mean", IMAGENET_MEAN))
-        std = tuple(float(v) for v in pc.get("std", IMAGENET_STD))
-        crop_pct = float(pc.get("crop_pct") or CROP_PCT)
-        n = int(config.get("num_classes", pc.get("num_classes", 1000)))
-        # timm's own default when a config names none (resolve_data_config)
-        interpolation = check_interpolation(pc.get("interpolation") or "bicubic")
-        fit = fit_for(pc.get("crop_mode"))
-        test = pc.get("test_input_size")
-        if test is not None and (not isinstance(test, list | tuple) or len(test) != 3):
-            raise ValueError(f"test_input_size {test!r} is not (channels, height, width)")
-        test_size = None if test is None else tuple(int(v) for v in test)
-        test_pct = float(pc.get("test_crop_pct") or crop_pct)
-        if not (0 < crop_pct <= 1 and 0 < test_pct <= 1):
-            raise ValueError(f"crop_pct {crop_pct} / test_crop_pct {test_pct}: not in (0, 1]")
-    except (TypeError, ValueError) as e:
-        raise PretrainedError(f"{label}: {CONFIG_FILE}: unreadable pretrained_cfg ({e})") from None
-    names = config.get("label_names")
-    if isinstance(names, dict):  # {"0": "tench", ...}
-        names = [names[k] for k in sorted(names, key=int)]
-    if isinstance(names, list) and len(names) == n:
-        classes = tuple(str(v) for v in names)
-    else:
-        classes = tuple(imagenet_classes()) if n == 1000 else ()
+    (c, h, w), mean, std, crop_pct, n, interpolation, fit, test_size, test_pct, classes = fields
     meta = {"hf_repo": repo, "revision": revision, "timm_tag": pc.get("tag")}
     test_resize = None if test_size is None else scale_size(min(test_size[1:]), test_pct)
     return PretrainedCfg(

@@ -70,7 +70,7 @@ def embed(
     paths = image_paths(inputs)
     pre = predictor.spec.preprocess
     rows, kept, errors = [], [], []
-    for good, images, bad in read_batches(paths, pre.in_chans, batch_size):
+    for good, images, bad in read_batches(paths, pre.in_chans, batch_size, pre.resize):
         errors += [(str(paths[i]), msg) for i, msg in bad]
         if not images:
             continue

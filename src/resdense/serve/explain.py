@@ -14,6 +14,7 @@ activation and its gradient intact.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch.nn import functional as F
 from ..errors import UserError
 from ..preprocess import normalize
 from .features import evaluating, stage_names, torch_model
+from .inputs import as_images
 from .load import as_predictor
 
 __all__ = [
@@ -193,7 +195,7 @@ def explain_fitted(
 
 def explain(
     source,
-    images: Sequence[str | Path | torch.Tensor] | str | Path | torch.Tensor,
+    images,
     *,
     class_name: str | None = None,
     layer: str | None = None,
@@ -203,7 +205,9 @@ def explain(
     arch: str | None = None,
     device: str = "cpu",
 ) -> list[Explanation]:
-    """Where the model looked: one :class:`Explanation` per image (a file, or a uint8 (C, H, W) tensor).
+    """Where the model looked: one :class:`Explanation` per image: a file, or an image in memory as
+    :func:`resdense.serve.inputs.as_images` takes it (a tensor, batches included, uint8 or float in [0, 1]; a
+    numpy array; a PIL image).
 
     ``source``: a :class:`~resdense.serve.Predictor`, a resdense model (``create_model``), or any source
     ``load_predictor`` takes (run folder, model file, ``fashion-mnist``). ``class_name``: explain this class
@@ -220,15 +224,16 @@ def explain(
     for m in methods:
         if m not in METHODS:
             raise UserError(f"method {m!r}: expected one of {', '.join(METHODS)}")
-    if isinstance(images, (str, Path, torch.Tensor)):
+    if not isinstance(images, (list, tuple)):
         images = [images]
     target = _class_index(predictor, class_name)
     items = []
     for im in images:
-        if isinstance(im, torch.Tensor):
-            items.append((None, im if im.dim() == 4 else im[None], False))
-        else:
+        if isinstance(im, (str, os.PathLike)):
             items.append((str(im), *read_for(predictor.spec, im, invert)))
+        else:  # tensors (a batch gives one explanation an image), arrays, PIL images: converted as predict's
+            in_chans = predictor.spec.preprocess.in_chans
+            items += [(None, t, False) for t in as_images(im, in_chans)]
     fitted = torch.cat([predictor.fit_images(im) for _, im, _ in items]) if items else None
     if fitted is None:
         return []

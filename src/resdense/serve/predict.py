@@ -101,7 +101,7 @@ def inverted_for(spec, img: torch.Tensor, invert: str = "auto") -> tuple[torch.T
 
 def read_for(spec, path, invert: str = "auto") -> tuple[torch.Tensor, bool]:
     """The file as a uint8 (1, C, H, W) image for a model with ``spec``, and whether it was inverted."""
-    return inverted_for(spec, read_image(path, spec.preprocess.in_chans), invert)
+    return inverted_for(spec, read_image(path, spec.preprocess.in_chans, spec.preprocess.resize), invert)
 
 
 def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no") -> list[Prediction]:
@@ -110,28 +110,33 @@ def predict_files(predictor, paths: list[str], top_k: int = 3, invert: str = "no
     ``invert``: ``"yes"`` inverts every image, ``"auto"`` those with a light background when the model was
     trained on Fashion-MNIST (light-on-dark), ``"no"`` none; each Prediction says whether it was.
     """
-    return predict_sources(predictor, [(str(p), partial(read_image, p)) for p in paths], top_k, invert)
+    need = predictor.spec.preprocess.resize  # each image reduced right after decoding to what this needs
+    return predict_sources(
+        predictor, [(str(p), partial(read_image, p, need=need)) for p in paths], top_k, invert
+    )
 
 
 def predict_sources(predictor, sources, top_k: int = 3, invert: str = "no") -> list[Prediction]:
     """:func:`predict_files` for any images: ``sources`` are (name, read) pairs, ``read(in_chans)`` giving a
     uint8 (1, C, H, W) image or raising a UserError (files for the CLI, uploads for the HTTP service)."""
-    results, images = read_sources(predictor.spec, sources, invert)
-    if images:
-        fill_top(results, predictor.predict_images(images), predictor.spec.classes, top_k)
+    # each image fitted to the input size right after it is read: the batch holds input-sized images only
+    results, fitted = read_sources(predictor.spec, sources, invert, fit=predictor.fit_images)
+    if fitted:
+        fill_top(results, predictor.predict_fitted_each(fitted), predictor.spec.classes, top_k)
     return results
 
 
-def read_sources(spec, sources, invert: str = "no") -> tuple[list[Prediction], list[torch.Tensor]]:
+def read_sources(spec, sources, invert: str = "no", fit=None) -> tuple[list[Prediction], list[torch.Tensor]]:
     """Each source read (and inverted as ``invert`` says): a Prediction per source, without its top classes
-    yet, and the images that were read, in order (an unreadable one has its error and no image)."""
+    yet, and the images that were read, in order (an unreadable one has its error and no image); each passed
+    through ``fit`` (e.g. ``Predictor.fit_images``) as soon as it is read, when given."""
     if invert not in ("auto", "yes", "no"):
         raise ValueError(f"invert must be auto, yes or no, got {invert!r}")
     images, results = [], []
     for name, read in sources:
         try:
             img, flip = inverted_for(spec, read(spec.preprocess.in_chans), invert)
-            images.append(img)
+            images.append(img if fit is None else fit(img))
             results.append(Prediction(name, [], inverted=flip))
         except UserError as e:
             results.append(Prediction(name, [], error=str(e)))
@@ -187,16 +192,16 @@ def warn_run_folders(files: Sequence[Path]) -> list[Path]:
 
 
 def read_batches(
-    paths: Sequence[Path], in_chans: int, batch_size: int
+    paths: Sequence[Path], in_chans: int, batch_size: int, need: int | None = None
 ) -> Iterator[tuple[list[int], list[torch.Tensor], list[tuple[int, str]]]]:
     """``paths`` a batch at a time, decoded only then (a folder of any size is never held whole): per
     batch the indices of the files read, their images (uint8 (1, C, H, W), each its own size) and
-    ``(index, message)`` for those that could not be read."""
+    ``(index, message)`` for those that could not be read. ``need``: see :func:`read_image`."""
     for start in range(0, len(paths), batch_size):
         good, images, bad = [], [], []
         for i in range(start, min(start + batch_size, len(paths))):
             try:
-                images.append(read_image(paths[i], in_chans))
+                images.append(read_image(paths[i], in_chans, need))
                 good.append(i)
             except UserError as e:
                 bad.append((i, str(e)))
