@@ -32,3 +32,12 @@ def local_world_size(default: int = 1) -> int:
 def usable_cores() -> int:
     """The cores this process may run on (its affinity mask, which containers and taskset narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def device_label(device: torch.device, world_size: int = 1) -> str:
+    """The device in words for a run's summary: the GPU's name or the CPU's threads, times the processes."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu ({torch.get_num_threads()} threads)"
+    return f"{name} x{world_size}" if world_size > 1 else name
