@@ -265,7 +265,7 @@ class BatchAugment:
     # drawn per image, keyed on (seed, epoch, image index): these need the batch's indices (keyed_call)
     auto_augment: str = "none"  # data/autoaugment.py's AUTO_AUGMENTS, on the uint8 images first
     erasing: float = 0.0  # Random Erasing's probability, after the policy
-    erasing_scale: float = 1 / 3  # the largest box's share of the image
+    erasing_scale: float = 0.4  # the largest box's share of the image (Zhong et al.)
     erasing_ratio: float = 3.3  # aspect ratios from 1/ratio to ratio
     seed: int = 0
 
