@@ -7,10 +7,36 @@ import logging
 import sys
 
 from ..errors import UserError
-from . import compare, convert, embed, evaluate, explain, export, models, predict, serve, study, train
+from . import (
+    compare,
+    convert,
+    embed,
+    evaluate,
+    explain,
+    export,
+    lr_find,
+    models,
+    predict,
+    serve,
+    study,
+    train,
+)
 
 # Each module exposes add_parser(subparsers); the parser's ``func`` runs the command. The order is --help's.
-COMMAND_MODULES = [models, train, evaluate, predict, compare, export, convert, study, explain, embed, serve]
+COMMAND_MODULES = [
+    models,
+    train,
+    lr_find,
+    evaluate,
+    predict,
+    compare,
+    export,
+    convert,
+    study,
+    explain,
+    embed,
+    serve,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
