@@ -42,7 +42,8 @@ _SPACE = {
 OPS = tuple(_SPACE)
 
 
-def _functional():
+def functional_ops():
+    """torchvision's v2 functional ops, or a one-line error naming the option."""
     try:
         from torchvision.transforms.v2 import functional
     except ModuleNotFoundError:
@@ -104,7 +105,7 @@ def auto_augment(images: torch.Tensor, policy: str, keys: torch.Tensor) -> torch
     draws keyed by ``keys`` (one per image)."""
     if policy == "none":
         return images
-    F = _functional()
+    F = functional_ops()
     wide = policy == "trivial"
     rounds = 1 if wide else RAND_OPS
     u = uniforms(keys, 3 * rounds, AUTO_AUGMENT_DRAWS).cpu()

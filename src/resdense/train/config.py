@@ -330,6 +330,10 @@ def validate(cfg: TrainConfig, *, here: bool = True) -> None:
         raise UserError(f"--alt-flip changes how images are flipped; --augment {cfg.augment} flips none")
     if cfg.in_memory == "no" and dataset_key(cfg.dataset) != "folder":
         raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
+    if cfg.auto_augment != "none":
+        from ..data.autoaugment import functional_ops
+
+        functional_ops()  # torchvision, before any data is read
     if cfg.accum_steps > 1 and cfg.batch_size % cfg.accum_steps:
         raise UserError(f"--accum-steps {cfg.accum_steps} must divide --batch-size ({cfg.batch_size})")
     if cfg.accum_steps > 1 and cfg.balance == "loss":
