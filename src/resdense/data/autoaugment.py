@@ -4,7 +4,10 @@ batch, drawn per image and keyed on (seed, epoch, image) (data/keyed.py).
 torchvision's ``RandAugment`` and ``TrivialAugmentWide`` draw one operation for a whole batched tensor; here
 each image draws its own operation, magnitude bin and sign, the images are grouped by what they drew, and
 each group goes through torchvision's v2 functional op once (they all take batched uint8 tensors). The
-operation spaces are the papers', as torchvision states them.
+operation spaces are the papers', as torchvision states them. Cost, 256 images of 1x28x28 on one thread of
+an AMD EPYC: about 15 ms a batch for ``rand`` (its magnitude is fixed: at most 2 x 14 x 2 groups per
+round) and 33 ms for ``trivial`` (its magnitudes vary too, so the groups are smaller and more); none when
+the option is off.
 """
 
 from __future__ import annotations

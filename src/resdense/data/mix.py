@@ -5,6 +5,9 @@ batch reversed), its weight lambda drawn from Beta(alpha, alpha) for it alone; w
 CutMix with ``switch_prob``. CutMix pastes a box of area (1 - lambda) (clipped to the image) and lambda is
 then corrected to the share of the image left unpasted. The targets are the same mix of the two images'
 *label-smoothed* one-hots, so they sum to 1 and the smoothing is applied once.
+
+Hand-written: torchvision's v2 ``MixUp``/``CutMix`` draw one lambda (and one box) for the whole batch, and
+the draws here must be per image and keyed on the image, not the batch.
 """
 
 from __future__ import annotations
