@@ -154,3 +154,18 @@ def test_streamed_batches_are_augmented_as_the_in_memory_ones(tmp_path: Path) ->
         assert len(got[0]) == len(got[1]) == 4
         for a, b in zip(*got):
             assert torch.equal(a, b)
+
+
+def test_alternating_flips_keep_their_phase_under_auto_augment() -> None:
+    from resdense.data.augment import alternate_flips, flip_where
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (32, 1, 12, 12), generator=g, dtype=torch.uint8)
+    idx = torch.arange(32)
+    pre = Preprocess(12, (0.0,), (1.0,), 1)
+    aug = BatchAugment("flip", pre, alt_flip=True, auto_augment="trivial", seed=1)
+    for epoch in (0, 1):
+        changed = auto_augment(x, "trivial", image_keys(1, epoch, idx))
+        # the phase is the original image's, whatever auto-augment did to its pixels this epoch
+        expected = flip_where(pre(changed), alternate_flips(x, epoch))
+        assert torch.equal(aug.keyed_call(x, idx, None, epoch), expected)

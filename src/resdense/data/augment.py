@@ -284,8 +284,8 @@ class BatchAugment:
         """The batch of the images at ``indices`` (of the split), with the keyed augmentations: the same
         pixels for an image wherever and in whichever batch it comes, in memory or streamed."""
         keys = image_keys(self.seed, epoch, indices.to(images.device))
-        images = auto_augment(images, self.auto_augment, keys)
-        x = replace(self, auto_augment="none", erasing=0.0)(images, generator, epoch)
+        augmented = auto_augment(images, self.auto_augment, keys)
+        x = replace(self, auto_augment="none", erasing=0.0).apply(augmented, generator, epoch, images)
         if self.erasing > 0:
             x = keyed_erasing(
                 x, keys, self.erasing, (ERASING_MIN_AREA, self.erasing_scale), self.erasing_ratio
@@ -295,7 +295,14 @@ class BatchAugment:
     def __call__(
         self, images: torch.Tensor, generator: torch.Generator | None = None, epoch: int = 0
     ) -> torch.Tensor:
-        flip = alternate_flips(images, epoch) if self.alt_flip and "flip" in self.policy else None
+        return self.apply(images, generator, epoch, images)
+
+    def apply(
+        self, images: torch.Tensor, generator: torch.Generator | None, epoch: int, originals: torch.Tensor
+    ) -> torch.Tensor:
+        """The preprocessing and the policy; ``--alt-flip``'s phase is hashed from the ``originals`` (the
+        images before ``--auto-augment``, which changes their pixels every epoch)."""
+        flip = alternate_flips(originals, epoch) if self.alt_flip and "flip" in self.policy else None
         if self.policy == PHOTO_AUGMENT:
             whole = replace(self.preprocess, crop=None)(images)
             return augment(whole, PHOTO_AUGMENT, generator, out_size=self.preprocess.input_size, flip=flip)

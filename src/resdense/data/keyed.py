@@ -47,8 +47,8 @@ def uniforms(keys: torch.Tensor, columns: int, purpose: int) -> torch.Tensor:
     return (h >> 8).float() / float(1 << 24)  # 24 bits: exact in float32
 
 
-def _gamma(u: torch.Tensor, shape: float) -> torch.Tensor:
-    """Gamma(``shape``, 1) per row from the uniforms ``u`` (N, 3K + 1): Marsaglia and Tsang's method with K
+def _log_gamma(u: torch.Tensor, shape: float) -> torch.Tensor:
+    """The log of a Gamma(``shape``, 1) draw per row (logs: a small shape's draws underflow as numbers) from the uniforms ``u`` (N, 3K + 1): Marsaglia and Tsang's method with K
     candidates per row (the first accepted one is kept; K = 16 leaves a miss rarer than 1e-20) and, for a
     shape below 1, the boost ``Gamma(a) = Gamma(a + 1) * U**(1/a)``."""
     a = shape + 1.0 if shape < 1 else shape
@@ -60,15 +60,15 @@ def _gamma(u: torch.Tensor, shape: float) -> torch.Tensor:
     v = (1 + c * z) ** 3
     ok = (v > 0) & (torch.log1p(-u3) < 0.5 * z * z + d - d * v + d * torch.log(v.clamp(min=1e-30)))
     first = ok.float().argmax(1, keepdim=True)
-    g = (d * v).gather(1, first).squeeze(1)
+    log_g = torch.log(d * v.clamp(min=1e-30)).gather(1, first).squeeze(1)
     if shape < 1:
-        g = g * (1 - u[:, -1]).pow(1.0 / shape)
-    return g
+        log_g = log_g + torch.log1p(-u[:, -1]) / shape
+    return log_g
 
 
 def betas(keys: torch.Tensor, alpha: float, purpose: int, candidates: int = 16) -> torch.Tensor:
-    """Beta(``alpha``, ``alpha``) per key, as G1 / (G1 + G2) of two Gamma(``alpha``) draws."""
+    """Beta(``alpha``, ``alpha``) per key, as G1 / (G1 + G2) of two Gamma(``alpha``) draws (the sigmoid of
+    their logs' difference)."""
     n = 3 * candidates + 1
     u = uniforms(keys, 2 * n, purpose)
-    g1, g2 = _gamma(u[:, :n], alpha), _gamma(u[:, n:], alpha)
-    return g1 / (g1 + g2).clamp(min=1e-30)
+    return torch.sigmoid(_log_gamma(u[:, :n], alpha) - _log_gamma(u[:, n:], alpha))
