@@ -64,9 +64,8 @@ class ImageSet:
         with ``indices`` the examples' indices: keyed augmentations need them)."""
         order = epoch_order(len(self), seed, epoch).to(self.labels.device)
         for idx in shard_batches(order, batch_size, rank, world_size, drop_last):
-            yield (
-                (self.images[idx], self.labels[idx], idx) if indices else (self.images[idx], self.labels[idx])
-            )
+            batch = self.images[idx], self.labels[idx]
+            yield (*batch, idx) if indices else batch
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1):
         """Contiguous, unshuffled chunks; under torchrun each process takes every ``world_size``-th chunk."""
