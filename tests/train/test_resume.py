@@ -23,7 +23,15 @@ COMPARED = ("train_loss", "train_acc", "test_acc")
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 
 
-def args(data_dir: Path, out: Path, amp: str = "no") -> list[str]:
+# issue 36's options, every one with state or draws a resume must repeat: the keyed augmentations, MixUp and
+# CutMix, the kept weights and the patience counter, accumulation and clipping
+OPTIONS = [
+    *("--mixup", "0.2", "--cutmix", "1.0", "--auto-augment", "trivial", "--random-erasing", "0.5"),
+    *("--val-split", "64", "--keep", "best", "--patience", "3", "--accum-steps", "2", "--clip-grad", "5"),
+]
+
+
+def args(data_dir: Path, out: Path, amp: str = "no", extra: tuple[str, ...] = ()) -> list[str]:
     # The fast recipe's own training (Nesterov momentum, weight decay, one-cycle schedule, label smoothing,
     # flip-crop augmentation, test-time flips) plus a weight EMA: every piece of state a resume must restore.
     return [
@@ -50,6 +58,7 @@ def args(data_dir: Path, out: Path, amp: str = "no") -> list[str]:
         "--no-progress",
         "--amp",
         amp,
+        *extra,
     ]
 
 
@@ -113,17 +122,20 @@ def kill_mid_run(cmd: list[str], run: Path, after_epochs: int = 1, timeout: floa
     return done
 
 
-# fp32, and bf16 autocast (forced: on this machine or not, a resume must replay it bit for bit)
-@pytest.mark.parametrize("amp", ["no", "yes"])
-def test_resume_after_sigkill_equals_the_uninterrupted_run(resume_data, tmp_path, amp):
+# fp32, and bf16 autocast (forced: on this machine or not, a resume must replay it bit for bit); and fp32 with
+# issue 36's options
+@pytest.mark.parametrize(
+    ("amp", "extra"), [("no", ()), ("yes", ()), ("no", tuple(OPTIONS))], ids=["no", "yes", "options"]
+)
+def test_resume_after_sigkill_equals_the_uninterrupted_run(resume_data, tmp_path, amp, extra):
     # the uninterrupted run, in the background meanwhile
     full = tmp_path / "full"
-    reference = start(args(resume_data, full, amp))
+    reference = start(args(resume_data, full, amp, extra))
 
     # the same run, killed mid-run and resumed
     broken = tmp_path / "broken"
     try:
-        done = kill_mid_run(args(resume_data, broken, amp), broken)
+        done = kill_mid_run(args(resume_data, broken, amp, extra), broken)
     finally:
         _, err = reference.communicate(timeout=300)
     assert reference.returncode == 0, err
@@ -148,6 +160,12 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run(resume_data, tmp_path
     assert c_full["epoch"] == c_broken["epoch"] == EPOCHS
     assert_same_tensors(c_full["model"], c_broken["model"])
     assert_same_tensors(c_full["ema"], c_broken["ema"])
+    if extra:  # the kept weights, their epoch and score, the patience counter
+        k_full, k_broken = c_full["keeper"], c_broken["keeper"]
+        assert_same_tensors(k_full.pop("weights"), k_broken.pop("weights"))
+        assert k_full == k_broken
+        kept = f"kept: the weights of epoch {k_full['best_epoch']}, the best validation accuracy"
+        assert kept in res.stdout
     # and the same learning curves, exactly (timings of course differ)
     # (.get: the fast recipe does not score its downscaled epochs)
     assert [[r.get(k) for k in COMPARED] for r in c_full["history"]] == [

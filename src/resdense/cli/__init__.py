@@ -7,12 +7,27 @@ import logging
 import sys
 
 from ..errors import UserError
-from . import compare, convert, embed, evaluate, explain, export, models, predict, push, serve, study, train
+from . import (
+    compare,
+    convert,
+    embed,
+    evaluate,
+    explain,
+    export,
+    lr_find,
+    models,
+    predict,
+    push,
+    serve,
+    study,
+    train,
+)
 
 # Each module exposes add_parser(subparsers); the parser's ``func`` runs the command. The order is --help's.
 COMMAND_MODULES = [
     models,
     train,
+    lr_find,
     evaluate,
     predict,
     compare,

@@ -58,11 +58,14 @@ class ImageSet:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This process's share of each shuffled global batch of ``batch_size`` examples (uint8, labels)."""
+        indices: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        """This process's share of each shuffled global batch of ``batch_size`` examples (uint8, labels, and
+        with ``indices`` the examples' indices: keyed augmentations need them)."""
         order = epoch_order(len(self), seed, epoch).to(self.labels.device)
         for idx in shard_batches(order, batch_size, rank, world_size, drop_last):
-            yield self.images[idx], self.labels[idx]
+            batch = self.images[idx], self.labels[idx]
+            yield (*batch, idx) if indices else batch
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1):
         """Contiguous, unshuffled chunks; under torchrun each process takes every ``world_size``-th chunk."""

@@ -180,14 +180,22 @@ class FolderStream:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
+        """As :meth:`ImageSet.train_batches <resdense.data.dataset.ImageSet.train_batches>`: with
+        ``indices``, each batch's indices too (the batches come in the order of the shards)."""
         n = len(self)
         order = epoch_order(n, seed, epoch)
         shards = shard_batches(order, batch_size, rank, world_size, drop_last)
         steps = n // batch_size if drop_last else -(-n // batch_size)
         # the image's own random crop and flip, whoever decodes it: keyed on (seed, epoch, image)
         base = ((seed * 1_000_003 + epoch) * 2**32) % 2**62
-        yield from self._load(shards, steps, lambda i: base + i)
+        if not indices:
+            yield from self._load(shards, steps, lambda i: base + i)
+            return
+        shards = list(shards)
+        for (images, labels), idx in zip(self._load(shards, steps, lambda i: base + i), shards):
+            yield images, labels, idx
 
     def eval_batches(self, batch_size: int, rank: int = 0, world_size: int = 1):
         yield from self.batches_at(eval_chunks(len(self), batch_size, rank, world_size))

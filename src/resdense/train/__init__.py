@@ -8,11 +8,13 @@ sits above serving and uses its forward pass.
 
 from .callbacks import Callback
 from .config import TrainConfig, validate
+from .lr_find import LRFind, lr_find
 from .recipes import RECIPES, get_recipe, load_config
 from .run import train
 from .trainer import Trainer, TrainResult
 
 __all__ = [
+    "LRFind",
     "RECIPES",
     "Callback",
     "TrainConfig",
@@ -20,6 +22,7 @@ __all__ = [
     "Trainer",
     "get_recipe",
     "load_config",
+    "lr_find",
     "train",
     "validate",
 ]

@@ -112,12 +112,14 @@ class BalancedSampling:
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = True,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices: bool = False,
+    ) -> Iterator[tuple[torch.Tensor, ...]]:
         g = epoch_generator(seed, epoch, stream=997)
         order = torch.multinomial(self.weights, len(self), replacement=True, generator=g)
         order = order.to(self.split.labels.device)
         for idx in shard_batches(order, batch_size, rank, world_size, drop_last):
-            yield self.split.images[idx], self.split.labels[idx]
+            batch = self.split.images[idx], self.split.labels[idx]
+            yield (*batch, idx) if indices else batch
 
 
 def balanced(train, balance: str):

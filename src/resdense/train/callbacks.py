@@ -82,6 +82,8 @@ class Console(Callback):
         )
 
     def on_train_end(self, t, summary: dict) -> None:
+        if "kept_because" in summary:  # --keep / --patience (train/keep.py): which weights are saved, and why
+            t.say(f"kept: the weights of epoch {summary['kept_epoch']}, {summary['kept_because']}")
         t.say(
             f"done: test accuracy {summary['test_accuracy']:.4f}, {summary['images_per_s']:,.0f} images/s, "
             f"{summary['seconds']:.1f}s ({t.out_dir})"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..data import DATASETS, dataset_key
 from ..data.augment import AUGMENTATIONS
+from ..data.autoaugment import AUTO_AUGMENTS
 from ..data.stream import IN_MEMORY
 from ..errors import UserError
 from ..modelfile import MAX_SIDE
@@ -30,6 +31,7 @@ from .settings import (
     spell_canonically,
 )
 
+KEEP = ("last", "best")  # which weights a run saves (train/keep.py)
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle", "linear", "step")
 INITS = ("default", "xavier")  # "xavier": d2l's xavier_uniform_ on conv and linear weights (train/setup.py)
@@ -213,6 +215,71 @@ class TrainConfig:
         ge=0,
         unit="images",
     )
+    # augmentations drawn per image, keyed on (seed, epoch, image) (data/keyed.py, data/mix.py,
+    # data/autoaugment.py), on both data paths; timm's option names where it has them
+    mixup: float = setting(
+        0.0,
+        "MixUp: blend each image with another of the batch, its weight drawn per image from "
+        "Beta(A, A) (0: off; timm's --mixup)",
+        ge=0,
+        metavar="A",
+    )
+    cutmix: float = setting(
+        0.0,
+        "CutMix: paste a box of another image of the batch, its area drawn per image from Beta(A, A) "
+        "(0: off; timm's --cutmix)",
+        ge=0,
+        metavar="A",
+    )
+    mixup_switch_prob: float = setting(
+        0.5, "with both --mixup and --cutmix: the chance an image gets CutMix rather than MixUp", ge=0, le=1
+    )
+    auto_augment: str = setting(
+        "none",
+        "a per-image policy on the uint8 images: rand (RandAugment, 2 operations at magnitude 9), "
+        "trivial (TrivialAugmentWide); needs torchvision",
+        choices=AUTO_AUGMENTS,
+    )
+    random_erasing: float = setting(
+        0.0,
+        "Random Erasing: the chance each image gets a random box set to the data mean (Zhong et al.; "
+        "timm's --reprob; 0: off)",
+        ge=0,
+        le=1,
+    )
+    erasing_scale: float = setting(
+        0.4,
+        "Random Erasing: the largest box, as a share of the image (the smallest: 0.02; Zhong et al.'s)",
+        gt=0.02,
+        le=1,
+    )
+    erasing_ratio: float = setting(3.3, "Random Erasing: box aspect ratios from 1/R to R", ge=1, metavar="R")
+    # the weights a run keeps (train/keep.py)
+    keep: str = setting(
+        "last",
+        "the weights the run saves and scores: last, or best (the scored epoch with the best "
+        "validation accuracy; needs a validation split, never the test set)",
+        choices=KEEP,
+    )
+    patience: int = setting(
+        0,
+        "early stopping: stop after N scored epochs without a better validation accuracy (0: off; needs "
+        "a validation split)",
+        ge=0,
+        unit="epochs",
+    )
+    # the step (train/steps.py)
+    clip_grad: float = setting(
+        0.0, "clip the gradients' global L2 norm to this (0: off; timm's --clip-grad)", ge=0
+    )
+    accum_steps: int = setting(
+        1,
+        "gradient accumulation: each batch runs as N micro-batches of batch-size/N with one optimizer "
+        "step, the same step within rounding at 1/N of the activation memory (batch norm sees each "
+        "micro-batch's own statistics, so with batch norm in training mode it differs)",
+        ge=1,
+        unit="steps",
+    )
 
     def __post_init__(self) -> None:
         spell_canonically(self)  # "Folder" is "folder" everywhere a run compares the data set's name
@@ -263,6 +330,14 @@ def validate(cfg: TrainConfig, *, here: bool = True) -> None:
         raise UserError(f"--alt-flip changes how images are flipped; --augment {cfg.augment} flips none")
     if cfg.in_memory == "no" and dataset_key(cfg.dataset) != "folder":
         raise UserError(f"--in-memory no: only image folders are streamed; {cfg.dataset} is held in memory")
+    if cfg.auto_augment != "none":
+        from ..data.autoaugment import functional_ops
+
+        functional_ops()  # torchvision, before any data is read
+    if cfg.accum_steps > 1 and cfg.batch_size % cfg.accum_steps:
+        raise UserError(f"--accum-steps {cfg.accum_steps} must divide --batch-size ({cfg.batch_size})")
+    if cfg.accum_steps > 1 and cfg.balance == "loss":
+        raise UserError("--accum-steps: the class-weighted mean of --balance loss does not split; use 1")
     if here:
         from ..utils.device import resolve_device
 

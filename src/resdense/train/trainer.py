@@ -12,6 +12,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,16 +24,19 @@ from ..data.stream import StreamedFolder
 from ..errors import UserError
 from ..modelfile import unwrap
 from ..record import EpochRecord
-from ..serve.predictor import DEFAULT_BATCH_SIZE, predict_logits, tta_views
-from ..utils.device import cpu_model
+from ..serve.predictor import DEFAULT_BATCH_SIZE, predict_logits
+from ..utils.device import device_label
 from ..utils.progress import ProgressBar
 from .balance import balanced, class_counts, class_weights, counts_line, is_unbalanced
 from .callbacks import Callback, default_callbacks
 from .config import TrainConfig
 from .finetune import set_stage
+from .keep import Keeper
 from .optim import make_optimizer
 from .plan import RunPlan, settle
 from .schedule import evaluates_at, lr_at, size_at
+from .steps import step_options
+from .summary import run_summary
 from .tricks import Lookahead, recalibrate_from, scaled_model
 
 # Points per epoch on the within-epoch training curve (steps.csv): enough to draw training error against
@@ -93,6 +97,7 @@ class Trainer:
         self.classes = data.classes
         self.preprocess, self.augment = data.preprocess, data.augment
         self.spec, self.params, self.macs = plan.spec, plan.params, plan.macs
+        self.steps = step_options(cfg, self.augment, len(self.classes))  # None: the plain step (steps.py)
         model = plan.model
         if cfg.sync_bn:
             model = self.dist.convert_sync_bn(model)
@@ -109,8 +114,12 @@ class Trainer:
         if self.is_main and (cfg.dataset == "folder" or cfg.balance != "none" or is_unbalanced(counts)):
             self.say(counts_line(self.classes, counts, cfg.balance))
         self.train_set = balanced(self.train_set, cfg.balance)
+        keyed = {"indices": True} if self.steps and self.steps.keyed else {}  # keyed draws need the indices
+        self.train_batches = partial(self.train_set.train_batches, **keyed)
         weight = class_weights(counts).to(self.device) if cfg.balance == "loss" else None
         self.criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+        self.soft_criterion = nn.CrossEntropyLoss(weight=weight)  # MixUp/CutMix: targets smoothed already
+        self.keeper = Keeper.for_run(cfg, self.val_set)
 
         if cfg.freeze_epochs and self.dist.enabled:  # DDP fixes the trained parameters when it wraps
             raise UserError("--freeze-epochs: not available under torchrun yet; use --freeze backbone")
@@ -136,6 +145,7 @@ class Trainer:
             "history": [r.to_dict() for r in self.history],  # plain data: a checkpoint loads weights_only
             "elapsed": self.elapsed,
             "config": self.cfg.to_dict(),
+            "keeper": self.keeper.state_dict() if self.keeper is not None else None,
         }
 
     def load_state(self, ckpt: dict) -> None:
@@ -154,6 +164,8 @@ class Trainer:
         self.history = [EpochRecord.from_dict(r) for r in ckpt["history"]]  # checked by load_checkpoint
         self.start_epoch = int(ckpt["epoch"])
         self.elapsed = float(ckpt.get("elapsed", 0.0))
+        if self.keeper is not None and ckpt.get("keeper") is not None:
+            self.keeper.load_state_dict(ckpt["keeper"])
 
     # -- the loop ---------------------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> EpochRecord:
@@ -170,29 +182,36 @@ class Trainer:
         seen = 0
         bar = ProgressBar(self.steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", enabled=self.progress)
         t0 = time.perf_counter()
-        batches = self.train_set.train_batches(
+        steps = self.steps
+        batches = self.train_batches(
             cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=self.dist.rank, world_size=self.dist.world_size
         )
         full = self.preprocess.input_size
         side = size_at(cfg, epoch, full)
         window = max(1, self.steps_per_epoch // CURVE_POINTS)
         marks: list[tuple[int, float, torch.Tensor, int]] = []  # (step done, lr, running sums, images seen)
-        for i, (xb, yb) in enumerate(batches):
+        for i, (xb, yb, *idx) in enumerate(batches):
             step = epoch * self.steps_per_epoch + i
             lr = lr_at(cfg, step, self.total_steps, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_mult", 1.0) * stage_mult
             # a no-op for in-memory batches; streamed ones arrive as uint8 on the host
             xb, yb = xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True)
-            x = self.augment(xb, gen, epoch)  # preprocessed and augmented as the data side says
+            if steps is None:  # preprocessed and augmented as the data side says
+                x, target = self.augment(xb, gen, epoch), yb
+            else:
+                x, target = steps.inputs(self.augment, xb, yb, idx[0] if idx else None, gen, epoch)
             if side != full:  # after augmentation, so crops and erasing keep their meaning in pixels
                 x = nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
             x = x.contiguous(memory_format=self.memory_format)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
-                logits = model(x)
-                loss = self.loss(logits, yb)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if steps is None:
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    logits = model(x)
+                    loss = self.loss(logits, target)
+                loss.backward()
+            else:
+                logits, loss = steps.backward(model, x, target, self.loss, dev.type, self.autocast)
             self.optimizer.step()
             if self.lookahead is not None:
                 self.lookahead.step(step)
@@ -278,7 +297,8 @@ class Trainer:
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The training loss, in fp32, of the logits times ``logit_scale`` (train/tricks.py)."""
         scale = self.cfg.logit_scale
-        return self.criterion(logits.float() * scale if scale != 1.0 else logits.float(), labels)
+        criterion = self.criterion if labels.ndim == 1 else self.soft_criterion  # soft: MixUp/CutMix
+        return criterion(logits.float() * scale if scale != 1.0 else logits.float(), labels)
 
     @torch.no_grad()
     def update_ema(self, step: int) -> None:
@@ -364,12 +384,13 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_start(self)
         final_scores = None  # (test, validation) accuracy of the saved model
-        for epoch in range(self.start_epoch, cfg.epochs):
+        keeper = self.keeper
+        for epoch in range(self.start_epoch, 0 if keeper is not None and keeper.stopped else cfg.epochs):
             t0 = time.perf_counter()
             trained = self.train_epoch(epoch)
             test_acc = val_acc = None
             if evaluates_at(cfg, epoch, self.preprocess.input_size):
-                final = epoch + 1 == cfg.epochs
+                final = epoch + 1 == cfg.epochs and keeper is None  # a keeper scores the kept weights last
                 test_acc = self.evaluate(final)
                 if self.val_set is not None:
                     val_acc = self.evaluate(final, self.val_set)
@@ -378,8 +399,13 @@ class Trainer:
             row = replace(trained, test_acc=test_acc, val_acc=val_acc)
             self.elapsed += time.perf_counter() - t0
             self.history.append(row)
+            stop = keeper is not None and keeper.update(self.eval_model(), row)  # before the checkpoint
             for cb in callbacks:
                 cb.on_epoch_end(self, row)
+            if stop:
+                break
+        if keeper is not None:  # the kept weights are what is saved and scored
+            keeper.restore(self.eval_model())
         # no epoch left to train (resumed after its last checkpoint): the saved model is scored now, since a
         # checkpoint written by an earlier version holds the training precision's last score
         if final_scores is None:
@@ -392,44 +418,11 @@ class Trainer:
         return TrainResult(self.out_dir, summary, [r.to_dict() for r in self.history])
 
     def summary(self, test_acc: float, val_acc: float | None = None) -> dict:
-        """The run's result. ``test_accuracy`` (and ``val_accuracy``) are the saved model's, scored as
-        ``resdense evaluate`` scores it (``test_accuracy_from``); the earlier epochs' scores in the history are the
-        training model's, in the training precision (``epoch_scores``); ``best_test_accuracy`` is the best of
-        the history's."""
-        h = self.history
-        train_secs = sum(r.seconds for r in h)
-        images = sum(r.seconds * r.images_per_s for r in h)
-        return {
-            "model": self.cfg.model,
-            "recipe": self.cfg.recipe,
-            "test_accuracy": test_acc,
-            "test_accuracy_from": f"saved model, fp32, test-time views {tta_views(self.spec.tta_flip)}",
-            "best_test_accuracy": max((r.test_acc for r in h if r.test_acc is not None), default=0.0),
-            "epoch_scores": f"training model, {self.amp.dtype} (the last epoch: the saved model's)",
-            **self.val_summary(val_acc),
-            "epochs": len(h),
-            "seconds": round(self.elapsed, 2),
-            "images_per_s": images / train_secs if train_secs else 0.0,
-            "params": self.params,
-            "macs": self.macs,
-            "device": self.device_label(),
-            "cpu": cpu_model(),  # the machine the time above was measured on (a model card says it)
-            "amp": self.amp.dtype,
-            "amp_reason": self.amp.reason,
-            "world_size": self.dist.world_size,
-        }
-
-    def val_summary(self, val_acc: float | None) -> dict:
-        if self.val_set is None or val_acc is None:
-            return {}
-        return {"val_accuracy": val_acc, "val_images": len(self.val_set)}
+        """The run's result (``train.summary.run_summary``)."""
+        return run_summary(self, test_acc, val_acc)
 
     def device_label(self) -> str:
-        if self.device.type == "cuda":
-            name = torch.cuda.get_device_name(self.device)
-        else:
-            name = f"cpu ({torch.get_num_threads()} threads)"
-        return f"{name} x{self.dist.world_size}" if self.dist.world_size > 1 else name
+        return device_label(self.device, self.dist.world_size)
 
     def say(self, msg: str) -> None:
         print(msg, flush=True)

@@ -52,3 +52,12 @@ def cpu_model() -> str:
     if "cpu family" in info and "model" in info:
         name += f" (family {info['cpu family']}, model {info['model']})"
     return name
+
+
+def device_label(device: torch.device, world_size: int = 1) -> str:
+    """The device in words for a run's summary: the GPU's name or the CPU's threads, times the processes."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu ({torch.get_num_threads()} threads)"
+    return f"{name} x{world_size}" if world_size > 1 else name
