@@ -41,3 +41,17 @@ def test_compare_draws_a_run_scored_only_at_the_end_as_a_curve():
 def test_curves_have_whole_number_epochs():
     ax = plots.curves_figure(_rows(3, {1, 2, 3})).axes[0]
     assert _integer_ticks(ax)
+
+
+def test_reliability_figure_draws_each_bins_accuracy():
+    from resdense.plots import reliability_figure
+    from resdense.serve.metrics import classification_metrics
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.5, 0.0], [4.0, 0.0]])
+    m = classification_metrics(logits, torch.tensor([0, 1, 1, 1]), ["a", "b"])
+    fig = reliability_figure(m["calibration"]["reliability"], m["ece"])
+    top = fig.axes[0]
+    full = [b for b in m["calibration"]["reliability"] if b["count"]]
+    heights = [p.get_height() for p in top.patches][: len(full)]
+    assert heights == [b["accuracy"] for b in full]
+    assert f"{m['ece']:.4f}" in top.get_title()

@@ -23,6 +23,7 @@ from ..data.stream import StreamedFolder
 from ..errors import UserError
 from ..modelfile import unwrap
 from ..record import EpochRecord
+from ..serve.metrics import Tally
 from ..serve.predictor import DEFAULT_BATCH_SIZE, predict_logits, tta_views
 from ..utils.progress import ProgressBar
 from .balance import balanced, class_counts, class_weights, counts_line, is_unbalanced
@@ -86,6 +87,8 @@ class Trainer:
         data = plan.data
         self.train_set, self.test_set, self.val_set = data.train, data.test, data.val
         self.classes = data.classes
+        # "test"/"val": the saved model's metrics (serve.metrics), from saved_model_accuracy's logits
+        self.saved_metrics: dict[str, dict] = {}
         self.preprocess, self.augment = data.preprocess, data.augment
         self.spec, self.params, self.macs = plan.spec, plan.params, plan.macs
         model = plan.model
@@ -328,12 +331,16 @@ class Trainer:
         evaluate's does). Under torchrun each process scores every ``world_size``-th chunk."""
         served = copy.deepcopy(self.served_model()).to(memory_format=torch.contiguous_format).eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
+        tally = Tally.empty(len(self.spec.classes), self.device)  # the summary's metrics, from these logits
         for xb, yb in self._scoring(data, self.cfg.eval_batch_size):
             logits = predict_logits(
                 served, xb, self.preprocess, tta_flip=self.spec.tta_flip, batch_size=DEFAULT_BATCH_SIZE
             )
             correct += (logits.argmax(1) == yb).sum()
+            tally.add(logits, yb)
         total = self.dist.all_reduce_sum(correct.double())
+        split = "val" if data is self.val_set else "test"
+        self.saved_metrics[split] = tally.reduced(self.dist.all_reduce_sum).metrics(list(self.spec.classes))
         return total.item() / len(data)
 
     def _scoring(self, data, batch_size: int):
@@ -400,6 +407,8 @@ class Trainer:
             "best_test_accuracy": max((r.test_acc for r in h if r.test_acc is not None), default=0.0),
             "epoch_scores": f"training model, {self.amp.dtype} (the last epoch: the saved model's)",
             **self.val_summary(val_acc),
+            # top-5, per-class precision/recall/F1, macro-F1, ECE: the saved model's, from the logits scored above
+            **self.saved_metrics.get("test", {}),
             "epochs": len(h),
             "seconds": round(self.elapsed, 2),
             "images_per_s": images / train_secs if train_secs else 0.0,
