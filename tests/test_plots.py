@@ -55,3 +55,17 @@ def test_names_that_are_not_utf8_are_drawn_escaped(tmp_path) -> None:
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert fig.axes[0].get_title() == "caf\\xe9"
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["caf\\xe9", "b"]
+
+
+def test_reliability_figure_draws_each_bins_accuracy():
+    from resdense.plots import reliability_figure
+    from resdense.serve.metrics import classification_metrics
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 3.0], [0.5, 0.0], [4.0, 0.0]])
+    m = classification_metrics(logits, torch.tensor([0, 1, 1, 1]), ["a", "b"])
+    fig = reliability_figure(m["calibration"]["reliability"], m["ece"])
+    top = fig.axes[0]
+    full = [b for b in m["calibration"]["reliability"] if b["count"]]
+    heights = [p.get_height() for p in top.patches][: len(full)]
+    assert heights == [b["accuracy"] for b in full]
+    assert f"{m['ece']:.4f}" in top.get_title()

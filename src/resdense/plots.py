@@ -135,6 +135,52 @@ def confusion_figure(matrix, classes: Sequence[str]):
     return fig
 
 
+def reliability_figure(bins: Sequence[dict], ece: float):
+    """Guo et al. 2017's reliability diagram: each confidence bin's accuracy as a bar against the diagonal
+    (perfect calibration), the gap to the bin's mean confidence shaded, and how many images each bin holds
+    beneath. ``bins``: rows of ``lo``, ``hi``, ``count``, ``accuracy``, ``confidence`` (None when empty)."""
+    fig = new_figure((4.6, 5.2))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
+    full = [b for b in bins if b["count"]]
+    width = bins[0]["hi"] - bins[0]["lo"] if bins else 1.0
+    lefts = [b["lo"] for b in full]
+    top.bar(
+        lefts,
+        [b["accuracy"] for b in full],
+        width=width,
+        align="edge",
+        color="tab:blue",
+        edgecolor="k",
+        linewidth=0.5,
+        label="accuracy",
+    )
+    # the gap between the bin's mean confidence and its accuracy, drawn from the accuracy to the confidence
+    top.bar(
+        lefts,
+        [b["confidence"] - b["accuracy"] for b in full],
+        bottom=[b["accuracy"] for b in full],
+        width=width,
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        edgecolor="tab:red",
+        linewidth=0.5,
+        label="gap to confidence",
+    )
+    top.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfectly calibrated")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(f"reliability: ECE {ece:.4f} ({len(bins)} bins)", fontsize=9)
+    top.legend(fontsize=7, loc="upper left")
+    bottom.bar([b["lo"] for b in bins], [b["count"] for b in bins], width=width, align="edge", color="0.6")
+    bottom.set_yscale("symlog")  # one bin near 1.0 holds most images of a good model
+    bottom.set_ylabel("images")
+    bottom.set_xlabel("confidence (top-1 probability)")
+    fig.set_layout_engine("tight")
+    return fig
+
+
 def _show_image(ax, img) -> None:
     """A uint8 (C, H, W) image on ``ax``: grey for one channel, colour for three."""
     if img.shape[0] == 1:

@@ -78,10 +78,11 @@ class RunDir:
     EXPLAIN = "explain.png"  # resdense explain: class-activation maps over the images
     FEATURES = "features.png"  # resdense inspect --image: the feature maps after each stage
     MISTAKES_CSV = "mistakes.csv"  # every misclassified test image (its file, when it has one), worst first
+    RELIABILITY = "reliability.png"  # resdense evaluate: the reliability diagram (calibration)
     # what a training run writes; prepare(force=True) removes these (and evaluate's figures of the old model)
     # before another run takes the folder
     TRAINING_FILES = (CONFIG, CHECKPOINT, METRICS, STEPS, CURVES, WEIGHTS, SUMMARY, BAD_IMAGES)
-    EVALUATION_FILES = (CONFUSION, MISTAKES, MISTAKES_CSV, EXPLAIN, FEATURES)
+    EVALUATION_FILES = (CONFUSION, MISTAKES, MISTAKES_CSV, EXPLAIN, FEATURES, RELIABILITY)
     LOCK = ".lock"
     # what a run that never reached its first checkpoint leaves; a fresh start takes such a folder over
     UNFINISHED_FILES = (CONFIG, BAD_IMAGES, TENSORBOARD, LOCK)

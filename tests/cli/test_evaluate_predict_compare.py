@@ -123,6 +123,7 @@ def test_evaluate_is_the_python_apis_evaluate_source(capsys, finished_run, tmp_p
         "confusion.png",
         "mistakes.csv",
         "mistakes.png",
+        "reliability.png",  # the calibration figure (serve.metrics)
     ]
     code, out, err = cli(capsys, "evaluate", run, "--out", tmp_path / "api")
     assert code == 0, err

@@ -241,14 +241,14 @@ def test_load_idx_dataset_errors(tmp_path: Path) -> None:
 
 
 def test_load_dataset_dispatch(tmp_path: Path, fake_fmnist: MakeSet) -> None:
-    assert DATASETS == ("fashion-mnist", "idx", "folder")
+    assert DATASETS == ("fashion-mnist", "cifar10", "idx", "folder")
     fake_fmnist(tmp_path / "f")
     assert load_dataset("fashion-mnist", tmp_path / "f", download=False).name == "fashion-mnist"
     assert load_dataset("Fashion_MNIST", tmp_path / "f", download=False).name == "fashion-mnist"
     assert load_dataset("idx", tmp_path / "f").name == "idx"
     with pytest.raises(UserError) as e:
-        load_dataset("cifar10")
-    assert_one_line(e.value, "cifar10", "fashion-mnist, idx, folder")
+        load_dataset("svhn")  # an unknown name (cifar10 was one until it became a choice)
+    assert_one_line(e.value, "svhn", "fashion-mnist, cifar10, idx, folder")
     with pytest.raises(UserError, match="data folder"):
         load_dataset("folder")
 

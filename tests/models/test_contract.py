@@ -35,8 +35,8 @@ def spatial_size(name: str) -> int:
 
 
 def test_registry_lists_every_family():
-    assert len(ALL_MODELS) == len(set(ALL_MODELS)) == 31
-    assert set(list_models(family="d2l")) == {"d2l_resnet18", "d2l_densenet"}
+    assert len(ALL_MODELS) == len(set(ALL_MODELS)) == 32  # d2l_resnet18_small added
+    assert set(list_models(family="d2l")) == {"d2l_resnet18", "d2l_resnet18_small", "d2l_densenet"}
     assert set(list_models(family="densenet")) == {
         "densenet121",
         "densenet161",

@@ -112,7 +112,12 @@ def test_eval_result_to_json(predictor, tmp_path):
     labels = torch.tensor([0, 1, 2, 0, 1])
     result = evaluate(tmp_path, test_set=ImageSet(images, labels), predictor=predictor)
     d = result.to_json()
-    assert set(d) == {"accuracy", "n", "per_class_accuracy", "confusion", "classes"}
+    # the metrics of serve.metrics, from the same logits (3 classes: no top-5)
+    assert set(d) == {
+        *("accuracy", "n", "per_class_accuracy", "confusion", "classes"),
+        *("macro_f1", "ece", "calibration", "per_class"),
+    }
+    assert set(d["per_class"]) == set(CLASSES) and d["per_class"]["a"]["support"] == 2
     assert d["n"] == 5 and d["classes"] == CLASSES and d["accuracy"] == result.accuracy
     assert d["confusion"] == result.confusion.tolist()
     assert d["per_class_accuracy"] == result.per_class
@@ -129,10 +134,11 @@ def test_write_figures(predictor, tmp_path):
     result = evaluate(tmp_path, test_set=test_set, predictor=predictor)
     out = tmp_path / "figures" / "here"
     paths = write_figures(result, test_set, out, max_mistakes=2)
-    assert paths == [out / RunDir.CONFUSION, out / RunDir.MISTAKES]
+    assert paths == [out / RunDir.CONFUSION, out / RunDir.RELIABILITY, out / RunDir.MISTAKES]
     for p in paths:
         assert p.read_bytes()[:8] == PNG
-    assert sorted(p.name for p in out.iterdir()) == sorted([RunDir.CONFUSION, RunDir.MISTAKES])
+    names = [RunDir.CONFUSION, RunDir.MISTAKES, RunDir.RELIABILITY]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
 
 
 def test_write_figures_without_mistakes(predictor, tmp_path):

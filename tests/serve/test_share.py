@@ -74,7 +74,7 @@ def test_hub_folder_of_a_timm_family_reads_back_in_resdense_and_timm(r18_run, hu
 
     folder = export_hub(r18_run, tmp_path / "hub", repo_id="me/r18")
     assert sorted(p.name for p in folder.iterdir()) == [
-        "README.md", "config.json", "confusion.png", "curves.png", "mistakes.png", "model.safetensors",
+        "README.md", "config.json", "confusion.png", "curves.png", "mistakes.png", "model.safetensors", "reliability.png",
     ]  # fmt: skip
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
     with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
@@ -122,7 +122,7 @@ def test_card_renders_the_saved_models_figures(r18_run, tmp_path, capsys):
         assert f"| {name} | {acc:.4f} |" in card
     summary = json.loads((r18_run / "summary.json").read_text())
     assert summary["cpu"] in card and f"{summary['seconds']:,.1f} s" in card
-    for fig in ("curves.png", "confusion.png", "mistakes.png"):
+    for fig in ("curves.png", "confusion.png", "reliability.png", "mistakes.png"):
         assert f"]({fig})" in card
     assert 'timm.create_model("hf-hub:ORG/NAME", pretrained=True)' in card
     assert "| `epochs` | `1` |" in card and "data_dir" not in card  # settings, not local paths
@@ -210,6 +210,7 @@ def test_push_sends_one_commit_and_never_prints_the_token(r18_run, fake_api, cap
         "curves.png",
         "mistakes.png",
         "model.safetensors",
+        "reliability.png",
     ]
     assert kw["repo_id"] == "me/r18" and kw["revision"] == "v1" and kw["commit_message"] == "first"
     assert "hf-hub:me/r18" in card  # the card's loading lines name the repository

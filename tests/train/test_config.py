@@ -113,7 +113,7 @@ def test_choices_are_asked_from_their_owners():
         ("lookahead", -1, "--lookahead must be >= 0 steps, got -1"),
         ("workers", -1, "--workers must be >= 0, got -1"),
         ("optimizer", "lion", "--optimizer: expected one of sgd, nesterov, adamw, got 'lion'"),
-        ("dataset", "cifar", "--dataset: expected one of fashion-mnist, idx, folder, got 'cifar'"),
+        ("dataset", "cifar", "--dataset: expected one of fashion-mnist, cifar10, idx, folder, got 'cifar'"),
         ("epochs", 2.0, "--epochs: expected int, got 2.0"),
         ("ema", float("nan"), "--ema must be a finite number"),
     ],

@@ -25,7 +25,16 @@ from . import densenet  # noqa: F401
 from ._contract import FeatureInfo, FeatureListNet, ModelConfig, ModelContract, PretrainedCfg, first_conv
 from .builder import create_model
 from .d2l import DenseBlock as D2LDenseBlock
-from .d2l import Residual, conv_block, d2l_densenet, d2l_resnet18, resnet_block, transition_block
+from .d2l import (
+    Residual,
+    ResNeXtBlock,
+    conv_block,
+    d2l_densenet,
+    d2l_resnet18,
+    d2l_resnet18_small,
+    resnet_block,
+    transition_block,
+)
 from .densenet import DenseNet
 from .registry import get_model_info, is_model, list_models, model_entries, register_model
 from .resnet import ResNet
@@ -39,11 +48,13 @@ __all__ = [
     "ModelContract",
     "PretrainedCfg",
     "ResNet",
+    "ResNeXtBlock",
     "Residual",
     "conv_block",
     "create_model",
     "d2l_densenet",
     "d2l_resnet18",
+    "d2l_resnet18_small",
     "first_conv",
     "get_model_info",
     "is_model",

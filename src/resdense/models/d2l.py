@@ -112,6 +112,39 @@ class Plain(nn.Module):
         return F.relu(self.bn2(self.conv2(Y)))
 
 
+class ResNeXtBlock(nn.Module):
+    """The current edition's ResNeXt block (section 8.6): 1x1 conv to ``num_channels * bot_mul`` channels, a
+    grouped 3x3 conv (``bot_channels // groups`` groups, as the book's code computes them: ``groups`` is
+    each group's width), 1x1 conv back to ``num_channels``, each with BN; an optional 1x1 conv + BN on the
+    shortcut. ``ResNeXtBlock(num_channels, groups, bot_mul, use_1x1conv=False, strides=1)`` builds the book's
+    lazy layers; ``input_channels=`` (resdense's) builds them for a known input at once."""
+
+    def __init__(self, num_channels, groups, bot_mul, use_1x1conv=False, strides=1, *, input_channels=None):
+        super().__init__()
+        bot_channels = int(round(num_channels * bot_mul))
+        inner = None if input_channels is None else bot_channels  # None: lazy, as the input
+        self.conv1 = _conv(input_channels, bot_channels, kernel_size=1, stride=1)
+        self.conv2 = _conv(
+            inner, bot_channels, kernel_size=3, stride=strides, padding=1, groups=bot_channels // groups
+        )
+        self.conv3 = _conv(inner, num_channels, kernel_size=1, stride=1)
+        self.bn1, self.bn2 = _bn(inner), _bn(inner)
+        self.bn3 = _bn(None if input_channels is None else num_channels)
+        if use_1x1conv:
+            self.conv4 = _conv(input_channels, num_channels, kernel_size=1, stride=strides)
+            self.bn4 = _bn(None if input_channels is None else num_channels)
+        else:
+            self.conv4 = None
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        Y = F.relu(self.bn1(self.conv1(X)))
+        Y = F.relu(self.bn2(self.conv2(Y)))
+        Y = self.bn3(self.conv3(Y))
+        if self.conv4 is not None:
+            X = self.bn4(self.conv4(X))
+        return F.relu(Y + X)
+
+
 def plain_block(
     input_channels: int, num_channels: int, num_layers: int, first_block: bool = False
 ) -> list[nn.Module]:
@@ -241,6 +274,36 @@ def d2l_resnet18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
         nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), new_classifier(512, num_classes),
         cfg=D2L_CFG.for_channels(in_chans).for_classes(num_classes), points=RESNET_POINTS,
     )  # fmt: skip
+
+
+# (channels, reduction) after the small ResNet-18's stem and its four stages: no stride in the stem, no max pool
+SMALL_POINTS = [(64, 1), (64, 1), (128, 2), (256, 4), (512, 8)]
+
+
+@register_model("d2l", "d2l 13.5 / 14.13")
+def d2l_resnet18_small(*, num_classes: int = 10, in_chans: int = 3) -> D2LNet:
+    """The book's ``resnet18(num_classes, in_channels)`` for small images (the multi-GPU and CIFAR-10
+    chapters): a 3x3/1 stem conv of 64 channels, BN, ReLU, no max pool, then the four stages of ResNet-18,
+    global average pooling and a linear layer. 11,176,970 parameters for 3 channels and 10 classes.
+
+    The book adds its layers by name to one ``nn.Sequential`` (``0``-``2``, ``resnet_block1``..``4``,
+    ``global_avg_pool``, ``fc``); here the stem is child ``0`` and the stages ``1``..``4`` as in
+    ``d2l_resnet18``, so a book state dict loads after renaming (``tests/models/test_d2l_editions.py``)."""
+    stem = nn.Sequential(
+        nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1), nn.BatchNorm2d(64), nn.ReLU()
+    )
+    return D2LNet(
+        stem,
+        nn.Sequential(*resnet_block(64, 64, 2, first_block=True)),
+        nn.Sequential(*resnet_block(64, 128, 2)),
+        nn.Sequential(*resnet_block(128, 256, 2)),
+        nn.Sequential(*resnet_block(256, 512, 2)),
+        nn.AdaptiveAvgPool2d((1, 1)),
+        nn.Flatten(),
+        new_classifier(512, num_classes),
+        cfg=replace(D2L_CFG, input_size=(1, 32, 32)).for_channels(in_chans).for_classes(num_classes),
+        points=SMALL_POINTS,
+    )
 
 
 @register_model("plain", "d2l 8.6 without shortcuts")

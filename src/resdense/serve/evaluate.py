@@ -23,6 +23,7 @@ from ..preprocess import Preprocess
 from ..rundir import RunDir
 from ..utils.device import resolve_device
 from ..utils.progress import ProgressBar
+from .metrics import classification_metrics
 from .mistakes import Mistake, find_mistakes, most_confused, write_mistakes_csv
 
 __all__ = [
@@ -49,6 +50,8 @@ class EvalResult:
     n: int
     logits: torch.Tensor | None = field(default=None, repr=False)  # (n, classes), for the worst mistakes
     predictor: object = field(default=None, repr=False, compare=False)  # what scored it (for the maps)
+    # top-5, per-class precision/recall/F1, macro-F1, ECE and its bins (serve.metrics), from the same logits
+    metrics: dict = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict:
         return {
@@ -57,6 +60,7 @@ class EvalResult:
             "per_class_accuracy": self.per_class,
             "confusion": self.confusion.tolist(),
             "classes": self.classes,
+            **self.metrics,
         }
 
 
@@ -210,6 +214,7 @@ def evaluate(
         logits = torch.cat(chunks) if chunks else torch.empty(0, len(spec.classes))
     bar.close()
     acc, per_class, confusion = score(logits, test_set.labels, spec.classes)
+    metrics = classification_metrics(logits.cpu(), test_set.labels.cpu(), spec.classes)
     return EvalResult(
         acc,
         per_class,
@@ -219,6 +224,7 @@ def evaluate(
         len(test_set),
         logits.cpu(),
         predictor,
+        metrics,
     )
 
 
@@ -253,6 +259,7 @@ def write_figures(
             f"{RunDir.CONFUSION} not drawn: {len(result.classes):,} classes (a figure holds up to "
             f"{CONFUSION_FIGURE_MAX_CLASSES}); mistakes.csv lists every mistake"
         )
+    figures.update(reliability_figures(result))
     figures[RunDir.MISTAKES] = mistakes_figure(
         images,
         test_set.labels[wrong].tolist(),
@@ -265,6 +272,23 @@ def write_figures(
         save_figure(fig, out_dir / name)
         show_figure(fig)
     return [out_dir / name for name in figures]
+
+
+def reliability_figures(result: EvalResult) -> dict:
+    """The reliability diagram (:func:`resdense.plots.reliability_figure`) by its file name, when the
+    result has its calibration bins (an empty test set has none)."""
+    from ..plots import reliability_figure
+
+    calibration = result.metrics.get("calibration")
+    if not calibration or not result.n:
+        return {}
+    return {RunDir.RELIABILITY: reliability_figure(calibration["reliability"], result.metrics["ece"])}
+
+
+def metrics_line(metrics: dict) -> str:
+    """``top-5 0.9990  macro-F1 0.9301  ECE 0.0123`` (top-5 only where there are more than 5 classes)."""
+    parts = [f"top-5 {metrics['top5_accuracy']:.4f}"] if "top5_accuracy" in metrics else []
+    return "  ".join([*parts, f"macro-F1 {metrics['macro_f1']:.4f}", f"ECE {metrics['ece']:.4f}"])
 
 
 def worst_mistakes(result: EvalResult, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -314,6 +338,8 @@ class EvalReport:
         r = self.result
         w = max(len(c) for c in r.classes)
         out = [self.headline()]
+        if r.metrics:
+            out.append("  " + metrics_line(r.metrics))
         out += [f"  {c:<{w}}  {a:.4f}  {'#' * round(a * 30)}" for c, a in r.per_class.items()]
         if self.most_confused:
             out.append(

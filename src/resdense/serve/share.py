@@ -39,7 +39,7 @@ DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 # builder options timm's models take under the same names; a run with any other option (widths, depth of
 # the CIFAR nets) is a resdense-only architecture
 TIMM_OPTIONS = {"num_classes", "in_chans"}
-FIGURES = (RunDir.CURVES, RunDir.CONFUSION, RunDir.MISTAKES)
+FIGURES = (RunDir.CURVES, RunDir.CONFUSION, RunDir.RELIABILITY, RunDir.MISTAKES)
 
 
 def timm_can_load(spec: ModelSpec) -> bool:

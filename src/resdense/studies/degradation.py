@@ -1,14 +1,15 @@
 """Degradation: add layers to a plain network and its *training* error goes up; a residual network of the same
 depth keeps improving (He et al. 2015, Fig. 1 and Fig. 6; d2l 8.6.1).
 
-Plain and residual CIFAR nets of each depth train with one recipe on Fashion-MNIST, once per seed; the
+Plain and residual CIFAR nets of each depth train with one recipe on Fashion-MNIST (or, with
+``dataset="cifar10"``, the paper's own CIFAR-10), once per seed; the
 figure is the paper's Fig. 6 from this project's own runs: training error against iterations (thin, the
 seeds' mean with their range shaded), test error at the end of each epoch (bold), plain left, residual right.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import UserError
@@ -46,6 +47,15 @@ CRITERION = (
     "errors"
 )
 DEPTHS = (20, 32, 44, 56, 110)  # the registered plain and residual CIFAR nets
+# He et al. train their CIFAR-10 nets for 64k iterations of batch 128, the lr / 10 at 32k and 48k (the step
+# schedule's 1/2 and 3/4)
+PAPER_ITERATIONS, PAPER_BATCH = 64_000, 128
+
+
+def paper_epochs(train_images: int) -> int:
+    """The epochs that make the paper's 64k iterations of 128 images: 164 on CIFAR-10's 50,000 training images
+    (the paper's own run), 137 on Fashion-MNIST's 60,000."""
+    return max(1, round(PAPER_ITERATIONS * PAPER_BATCH / train_images))
 
 
 @dataclass(frozen=True)
@@ -75,9 +85,10 @@ class DegradationSettings(StudySettings):
 
     @classmethod
     def paper(cls) -> DegradationSettings:
-        """He et al.'s CIFAR-10 schedule on the whole of Fashion-MNIST, for a GPU: 64k iterations at batch 128
-        (137 epochs of 60,000 images), lr 0.1 / 10 at 32k and 48k, weight decay 1e-4, 4-pixel padded crops
-        and flips, depths up to 110 (a one-epoch warm-up: the paper warms ResNet-110 up at lr 0.01)."""
+        """He et al.'s CIFAR-10 schedule on the whole data set, for a GPU: 64k iterations at batch 128
+        (137 epochs of Fashion-MNIST's 60,000 images; :func:`degradation` makes them 164 of CIFAR-10's 50,000),
+        lr 0.1 / 10 at 32k and 48k, weight decay 1e-4, 4-pixel padded crops and flips, depths up to 110 (a
+        one-epoch warm-up: the paper warms ResNet-110 up at lr 0.01)."""
         return cls(
             epochs=137,
             train_subset=0,
@@ -121,6 +132,9 @@ def degradation(
         raise UserError(f"--depths: need at least two of {', '.join(map(str, DEPTHS))}, got {depths}")
     out = Path(out)
     data = load_data(settings)
+    if size == "paper" and overrides.get("epochs") is None:
+        # 64k iterations whatever the data set: the epochs follow from its training images
+        settings = replace(settings, epochs=paper_epochs(len(data.train)))
     options = {"widths": tuple(settings.widths)} if settings.widths else {}
 
     # seed by seed, so that a study stopped early (a lent GPU's minutes) has whole sets of nets to show and
@@ -167,7 +181,7 @@ def degradation(
         f"{', '.join(map(str, settings.seeds))}; `_sd` is their standard deviation, `train_errors` each "
         f"seed's. The recipe: SGD with momentum 0.9, learning rate {settings.lr} ({settings.schedule} "
         f"schedule), weight decay {settings.weight_decay:g}, batch {settings.batch_size}, augmentation "
-        f"{settings.augment}, at 28x28; stage widths {settings.widths or (16, 32, 64)} (the paper's are "
+        f"{settings.augment}, on {data.name} at {data.image_shape[1]}x{data.image_shape[2]}; stage widths {settings.widths or (16, 32, 64)} (the paper's are "
         "16/32/64). `steps.csv` in each run folder holds its training curve against iterations.",
     )
     return StudyResult("degradation", out, rows, held, verdict, [figure], inconclusive)

@@ -25,6 +25,8 @@ def run_summary(t, test_acc: float, val_acc: float | None = None) -> dict:
         "best_test_accuracy": max((r.test_acc for r in h if r.test_acc is not None), default=0.0),
         "epoch_scores": f"training model, {t.amp.dtype} (the last epoch: the saved model's)",
         **val_summary(t, val_acc),
+        # top-5, per-class precision/recall/F1, macro-F1, ECE: the saved model's, from the logits it was scored on
+        **t.saved_metrics.get("test", {}),
         "epochs": len(h),
         "seconds": round(t.elapsed, 2),
         "images_per_s": images / train_secs if train_secs else 0.0,

@@ -24,6 +24,7 @@ from ..data.stream import StreamedFolder
 from ..errors import UserError
 from ..modelfile import unwrap
 from ..record import EpochRecord
+from ..serve.metrics import Tally
 from ..serve.predictor import DEFAULT_BATCH_SIZE, predict_logits
 from ..utils.device import device_label
 from ..utils.progress import ProgressBar
@@ -95,6 +96,8 @@ class Trainer:
         data = plan.data
         self.train_set, self.test_set, self.val_set = data.train, data.test, data.val
         self.classes = data.classes
+        # "test"/"val": the saved model's metrics (serve.metrics), from saved_model_accuracy's logits
+        self.saved_metrics: dict[str, dict] = {}
         self.preprocess, self.augment = data.preprocess, data.augment
         self.spec, self.params, self.macs = plan.spec, plan.params, plan.macs
         self.steps = step_options(cfg, self.augment, len(self.classes))  # None: the plain step (steps.py)
@@ -355,12 +358,16 @@ class Trainer:
         evaluate's does). Under torchrun each process scores every ``world_size``-th chunk."""
         served = copy.deepcopy(self.served_model()).to(memory_format=torch.contiguous_format).eval()
         correct = torch.zeros((), device=self.device, dtype=torch.long)
+        tally = Tally.empty(len(self.spec.classes), self.device)  # the summary's metrics, from these logits
         for xb, yb in self._scoring(data, self.cfg.eval_batch_size):
             logits = predict_logits(
                 served, xb, self.preprocess, tta_flip=self.spec.tta_flip, batch_size=DEFAULT_BATCH_SIZE
             )
             correct += (logits.argmax(1) == yb).sum()
+            tally.add(logits, yb)
         total = self.dist.all_reduce_sum(correct.double())
+        split = "val" if data is self.val_set else "test"
+        self.saved_metrics[split] = tally.reduced(self.dist.all_reduce_sum).metrics(list(self.spec.classes))
         return total.item() / len(data)
 
     def _scoring(self, data, batch_size: int):
