@@ -8,7 +8,16 @@ the ``cli``. ``create_model`` and ``list_models`` are the front door to the mode
 from .models import ModelConfig, create_model, list_models
 from .version import __version__
 
-__all__ = ["ModelConfig", "__version__", "create_model", "explain", "list_models", "show_features"]
+__all__ = [
+    "ModelConfig",
+    "__version__",
+    "create_model",
+    "explain",
+    "export_hub",
+    "list_models",
+    "push_to_hub",
+    "show_features",
+]
 
 
 def __getattr__(name: str):
@@ -21,4 +30,8 @@ def __getattr__(name: str):
         from .serve.features import show_features
 
         return show_features
+    if name in ("export_hub", "push_to_hub"):  # sharing a run on the Hugging Face Hub (serve/share.py)
+        from .serve import share
+
+        return getattr(share, name)
     raise AttributeError(f"module 'resdense' has no attribute {name!r}")

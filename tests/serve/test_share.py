@@ -318,3 +318,28 @@ def test_the_share_and_deploy_pages_commands_run_as_written(r18_run, tmp_path, m
     assert (tmp_path / "fast-hub" / "README.md").exists()
     for name in ("model.onnx", "model.pt", "model.int8.onnx"):
         assert (tmp_path / "runs" / "fast" / name).exists(), name
+
+
+def test_export_names_the_repository_and_license_and_the_top_level_api(tmp_path_factory, tmp_path, capsys):
+    run, _ = shared_finished_run(tmp_path_factory)
+    argv = [
+        "export",
+        str(run),
+        "--format",
+        "hub",
+        "--out",
+        str(tmp_path / "hub"),
+        "--repo",
+        "me/r20",
+        "--license",
+        "mit",
+    ]
+    assert main(argv) == 0
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "--weights hf-hub:me/r20" in card and card_header(tmp_path / "hub")["license"] == "mit"
+    assert (
+        main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--repo", "me/x"])
+        == 2
+    )
+    assert "--format hub only" in capsys.readouterr().err
+    assert resdense.export_hub is export_hub and resdense.push_to_hub is push_to_hub

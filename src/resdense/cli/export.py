@@ -52,6 +52,15 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's own)")
     p.add_argument(
+        "--repo", metavar="ORG/NAME", help="--format hub: the Hub repository the card's loading examples name"
+    )
+    p.add_argument(
+        "--license",
+        default="apache-2.0",
+        metavar="ID",
+        help="--format hub: the card's license (default apache-2.0)",
+    )
+    p.add_argument(
         "--exporter",
         choices=EXPORTERS,
         default="auto",
@@ -112,6 +121,8 @@ def run_export(args) -> int:
 
     if args.format == HUB_FORMAT:
         return run_export_hub(args)
+    if args.repo is not None or args.license != "apache-2.0":
+        raise UserError("--repo and --license apply to --format hub only")
     if args.opset is not None and args.format != "onnx":
         raise UserError("--opset applies to --format onnx only")
     if args.int8 and args.format != "onnx":
@@ -184,7 +195,9 @@ def run_export_hub(args) -> int:
         raise UserError("--int8, --opset and --fuse-bn apply to onnx/torchscript, not --format hub")
     if args.out is None:
         raise UserError("--format hub needs --out DIR (the folder to write)")
-    folder = export_hub(args.run, args.out, force=args.force, say=print)
+    folder = export_hub(
+        args.run, args.out, force=args.force, repo_id=args.repo, license=args.license, say=print
+    )
     files = sorted(p.name for p in folder.iterdir())
     print(f"wrote {folder}: {', '.join(files)} (upload it with `resdense push {args.run} --repo ORG/NAME`)")
     return 0
