@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "src") not in sys.path:  # the package as checked out, also where it is not installed
     sys.path.insert(0, str(ROOT / "src"))
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-RUN_MARK = "<!-- docs-test: run -->"  # the line before a fenced block the docs test runs (docs/contributing.md)
+RUN_MARK = (
+    "<!-- docs-test: run -->"  # the line before a fenced block the docs test runs (docs/contributing.md)
+)
 
 # One runnable example per command, at toy size. A command with none here gets ``resdense CMD --help``.
 EXAMPLES = {
@@ -94,7 +96,12 @@ def command_page(name: str, parser: argparse.ArgumentParser) -> str:
 
 
 def command_index(parsers: dict[str, argparse.ArgumentParser]) -> str:
-    lines = ["# How-to guides: the commands", "", "One page per command of `resdense`, generated from its parser.", ""]
+    lines = [
+        "# How-to guides: the commands",
+        "",
+        "One page per command of `resdense`, generated from its parser.",
+        "",
+    ]
     lines += ["| command | what |", "|---|---|"]
     lines += [f"| [`resdense {n}`]({n}.md) | {_cell(p.description or '')} |" for n, p in parsers.items()]
     return "\n".join(lines) + "\n"
@@ -156,7 +163,10 @@ TOPICS = {
     "time-to-accuracy": ("Time to accuracy", ("time to accuracy", "accuracy per flop", "`fast`", "epyc")),
     "serving": ("Inference and serving", ("inference", "serving", "int8", "serve")),
     "data": ("Data: streamed folders and balance", ("stream", "balance", "folder")),
-    "models": ("Models: efficiency, memory, transfer, features", ("efficiency", "memory", "transfer", "features")),
+    "models": (
+        "Models: efficiency, memory, transfer, features",
+        ("efficiency", "memory", "transfer", "features"),
+    ),
 }
 OTHER = ("other", "Other measurements")
 
@@ -200,12 +210,19 @@ def benchmark_pages() -> dict[str, str]:
             continue
         items.sort(key=lambda s: -s[0])
         index.append(f"- [{titles[slug]}]({slug}.md): " + "; ".join(f"section {n}" for n, _, _ in items))
-        text = [f"# {titles[slug]}", "", "From `benchmarks/RESULTS.md`, the newest section first; the lab book's"]
+        text = [
+            f"# {titles[slug]}",
+            "",
+            "From `benchmarks/RESULTS.md`, the newest section first; the lab book's",
+        ]
         text += ["earlier sections follow as history.", ""]
         for _number, heading, body in items:
             text += [f"## {heading}", _relink(body).replace("\n# ", "\n### ")]
         pages[f"benchmarks/{slug}.md"] = "\n".join(text) + "\n"
-    index += ["", "Where a figure and its command appear in the guides: [time and accuracy](../guide/figures.md)."]
+    index += [
+        "",
+        "Where a figure and its command appear in the guides: [time and accuracy](../guide/figures.md).",
+    ]
     pages["benchmarks/index.md"] = "\n".join(index) + "\n"
     return pages
 

@@ -30,7 +30,11 @@ def documented_parameters(obj) -> list[str]:
         )
         # a dataclass or a class whose constructor is inherited from torch/object: its fields are
         # documented as attributes, not as constructor arguments
-        if init is None or not getattr(init, "__module__", "").startswith("resdense") or hasattr(obj, "__dataclass_fields__"):
+        if (
+            init is None
+            or not getattr(init, "__module__", "").startswith("resdense")
+            or hasattr(obj, "__dataclass_fields__")
+        ):
             return []
         target = init
     try:
@@ -44,7 +48,9 @@ def documented_parameters(obj) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(("name", "obj"), list(public_objects()), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("name", "obj"), list(public_objects()), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_public_object_documents_its_parameters(name, obj):
     doc = inspect.getdoc(obj) or ""
     assert doc.strip(), f"{name} has no docstring"

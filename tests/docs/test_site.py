@@ -1,0 +1,62 @@
+"""The site builds in strict mode, and its generated pages follow the code (no hand-kept copy)."""
+
+from __future__ import annotations
+
+import re
+
+from resdense.cli import build_parser
+from resdense.models import list_models
+
+from .conftest import ROOT
+
+
+def test_strict_build_has_every_generated_page(built_site):
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    for name, sub in commands.items():
+        page = (built_site / "cli" / f"{name}.html").read_text(encoding="utf-8")
+        for action in sub._actions:
+            if action.help == "==SUPPRESS==":  # hidden on purpose (as in --help)
+                continue
+            for option in action.option_strings:  # every declared option is on its command's page
+                assert option in page, f"cli/{name}.html lacks {option}"
+    registry = (built_site / "models" / "registry.html").read_text(encoding="utf-8")
+    for name in list_models():
+        assert f"<code>{name}</code>" in registry
+    # every RESULTS.md section is on a benchmarks page
+    sections = re.findall(r"^## (\d+)\. ", (ROOT / "benchmarks" / "RESULTS.md").read_text(), flags=re.M)
+    pages = "".join(p.read_text(encoding="utf-8") for p in (built_site / "benchmarks").glob("*.html"))
+    for number in sections:
+        assert f"{number}. " in pages
+
+
+def test_nothing_is_loaded_from_off_the_machine(built_site):
+    # no web font, script, style sheet or image from elsewhere (links to elsewhere are fine: they load nothing)
+    loads = re.compile(r"<(?:script|img|link|iframe|source)\b[^>]*?(?:src|href)=\"(https?:)?//", re.I)
+    for page in built_site.rglob("*.html"):
+        assert not loads.search(page.read_text(encoding="utf-8")), page
+    css = "".join(p.read_text(encoding="utf-8") for p in built_site.rglob("*.css"))
+    assert "fonts.googleapis" not in css and "fonts.gstatic" not in css
+
+
+def test_a_new_command_gets_its_page_with_no_docs_edit(monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+
+    import resdense.cli as cli
+
+    class NewCommand:
+        @staticmethod
+        def add_parser(sub):
+            p = sub.add_parser("frobnicate", help="a command added after the docs were written")
+            p.add_argument("--level", type=int, default=3, help="how hard")
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, NewCommand])
+    parsers = hooks.commands()
+    assert "frobnicate" in parsers
+    page = hooks.command_page("frobnicate", parsers["frobnicate"])
+    assert "--level" in page and "how hard" in page and "`3`" in page
+    assert "resdense frobnicate --help" in page  # the example that runs as written
