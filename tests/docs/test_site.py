@@ -60,3 +60,20 @@ def test_a_new_command_gets_its_page_with_no_docs_edit(monkeypatch):
     page = hooks.command_page("frobnicate", parsers["frobnicate"])
     assert "--level" in page and "how hard" in page and "`3`" in page
     assert "resdense frobnicate --help" in page  # the example that runs as written
+
+
+def test_readme_is_short_its_commands_parse_and_its_links_resolve():
+    import shlex
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 150
+    parser = build_parser()
+    blocks = re.findall(r"^```bash\n(.*?)^```", readme, flags=re.M | re.S)
+    lines = [ln for b in blocks for ln in b.replace("\\\n", " ").splitlines() if ln.startswith("resdense ")]
+    assert lines
+    for line in lines:  # every option and choice as the parser declares it (tests/cli run the commands)
+        parser.parse_args(shlex.split(line, comments=True)[1:])
+    assert "bash scripts/setup.sh && bash scripts/check.sh" in readme  # what .ci/run runs
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), f"README links to a missing {target}"
