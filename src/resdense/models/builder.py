@@ -70,6 +70,8 @@ def create_model(
     :class:`~resdense.models._contract.FeatureListNet` whose forward returns the feature maps at
     ``out_indices`` (positions in ``feature_info``; default: all) and whose ``feature_info`` has
     ``channels()`` and ``reduction()``.
+
+    ``progress``: show a progress bar while weights are downloaded.
     """
     if not isinstance(pretrained, bool):
         raise TypeError(

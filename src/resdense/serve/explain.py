@@ -210,6 +210,9 @@ def explain(
     (default: each image's top class); ``layer``: the module to look at (default: ``model.cam_layer()``).
     ``out``: a folder to write the figure to (``explain.png``). In a notebook the figure is shown inline.
     Images are fed as ``predict`` feeds them (``invert`` as there).
+
+    ``images``: the image files or tensors to explain; ``methods``: which maps to draw (``gradcam``,
+    ``gradcam++``); ``arch``: the architecture, for torchvision weight names; ``device``: where to run.
     """
     from ..plots import explanation_figure, save_figure
     from ..rundir import RunDir

@@ -179,7 +179,10 @@ def show_features(
 
     Draws them as one figure (the input, then a row per stage: its ``channels`` most active channels),
     written to ``out`` (a file) when given and shown inline in a notebook. Returns the image as the network
-    saw it (uint8 (C, H, W)) and the maps."""
+    saw it (uint8 (C, H, W)) and the maps.
+
+    ``invert``: as ``predict``'s (``auto``, ``yes``, ``no``); ``title``: the figure's title.
+    """
     from ..plots import feature_maps_figure, save_figure
     from ..preprocess import normalize
     from ..utils.notebook import show_figure

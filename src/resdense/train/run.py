@@ -44,6 +44,8 @@ def train(
 
     A library call leaves the process as it found it: torch's random state is restored afterwards (the run
     seeds its own from ``cfg.seed``), and the allocator setting that speeds up CPU training is undone.
+
+    ``force``: start afresh in an ``out`` folder that holds another run (else it is refused).
     """
     if resume is None:
         validate(cfg)  # before anything else: a bad device or value is one line, not a traceback

@@ -53,7 +53,11 @@ class NonFiniteLoss(UserError):
 class Trainer:
     """Runs a settled :class:`~resdense.train.plan.RunPlan`; ``fit()`` runs it. Built by
     :func:`resdense.train.train`. ``Trainer(cfg, dataset, out_dir)`` settles the plan itself (without taking
-    the folder), as before plans existed."""
+    the folder), as before plans existed.
+
+    ``progress``: show progress bars; ``pretrained``: weights already read for the model (else the
+    settings' ``weights`` are read).
+    """
 
     def __init__(
         self,
