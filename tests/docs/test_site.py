@@ -77,3 +77,22 @@ def test_readme_is_short_its_commands_parse_and_its_links_resolve():
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme):
         if not target.startswith("http"):
             assert (ROOT / target).exists(), f"README links to a missing {target}"
+
+
+def test_every_public_function_and_class_has_a_reference_entry(built_site):
+    import importlib
+    import inspect
+
+    html = "".join(p.read_text(encoding="utf-8") for p in (built_site / "api").glob("*.html"))
+    ids = set(re.findall(r'id="(resdense[^"]*)"', html))
+    missing = []
+    for ns in ("resdense", "resdense.models", "resdense.train", "resdense.serve", "resdense.studies"):
+        module = importlib.import_module(ns)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                continue
+            # under the namespace's name, or under the module that defines it (resdense.explain, the studies)
+            if f"{ns}.{name}" not in ids and f"{obj.__module__}.{obj.__name__}" not in ids:
+                missing.append(f"{ns}.{name}")
+    assert not missing, f"no API reference entry for {missing}"

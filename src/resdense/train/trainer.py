@@ -41,6 +41,9 @@ CURVE_POINTS = 20
 
 @dataclass
 class TrainResult:
+    """What :func:`resdense.train.train` returns: the run folder (``out_dir``), its ``summary.json`` as a
+    dict (``summary``) and every epoch's record as plain data (``history``)."""
+
     out_dir: Path
     summary: dict
     history: list[dict]  # the epochs' records as plain data (EpochRecord.to_dict), as checkpoints hold them
