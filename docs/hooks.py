@@ -159,7 +159,7 @@ def models_page() -> str:
 
 # topic slug -> (title, words in a section's heading that put it there); the first match wins
 TOPICS = {
-    "book": ("The book's recipes", ("d2l", "book", "same work")),
+    "book": ("The book's recipes", ("d2l", "book", "same work", "densenet's")),
     "time-to-accuracy": ("Time to accuracy", ("time to accuracy", "accuracy per flop", "`fast`", "epyc")),
     "serving": ("Inference and serving", ("inference", "serving", "int8", "serve")),
     "data": ("Data: streamed folders and balance", ("stream", "balance", "folder")),
@@ -209,7 +209,8 @@ def benchmark_pages() -> dict[str, str]:
         if not items:
             continue
         items.sort(key=lambda s: -s[0])
-        index.append(f"- [{titles[slug]}]({slug}.md): " + "; ".join(f"section {n}" for n, _, _ in items))
+        index.append(f"- [{titles[slug]}]({slug}.md), the newest first:")
+        index += [f"    - {heading}" for _, heading, _ in items]
         text = [
             f"# {titles[slug]}",
             "",
