@@ -35,6 +35,11 @@ EXAMPLES = {
         "python -c \"from PIL import Image; Image.new('L', (28, 28), 30).save('shoe.png')\"\n"
         "resdense predict --weights fashion-mnist shoe.png --top 3"
     ),
+    "compare": (
+        "resdense train --train-subset 256 --test-subset 256 --epochs 1 --out runs/a\n"
+        "resdense train --train-subset 256 --test-subset 256 --epochs 1 --lr 0.05 --out runs/b\n"
+        "resdense compare runs/a runs/b --plot compare.png"
+    ),
     "export": "resdense export --weights fashion-mnist --format torchscript --out fmnist.pt",
     "explain": (
         "python -c \"from PIL import Image; Image.new('L', (28, 28), 30).save('shoe.png')\"\n"
