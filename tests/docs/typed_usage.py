@@ -7,7 +7,9 @@ from __future__ import annotations
 import resdense
 from resdense.models import ModelConfig, create_model, get_model_info, is_model, list_models, model_entries
 from resdense.models.d2l import DenseBlock, Residual, conv_block, resnet_block, transition_block
-from resdense.serve import evaluate_source, load_model, load_predictor
+from resdense.serve import as_predictor, evaluate_source, load_model, load_predictor
+from resdense.serve.explain import explain
+from resdense.serve.features import show_features
 from resdense.studies import STUDIES, StudyResult
 from resdense.train import RECIPES, TrainConfig, TrainResult, get_recipe, load_config, train, validate
 
@@ -35,7 +37,9 @@ def serving() -> None:
     report = evaluate_source("runs/fast")
     print(report.lines(), report.to_json())
     predictor = load_predictor("fashion-mnist")
-    print(predictor, load_model("runs/fast"))
+    print(predictor, load_model("runs/fast"), as_predictor(predictor))
+    maps = explain("fashion-mnist", ["shoe.png"], class_name="Sneaker")
+    print(maps[0], show_features(create_model("resnet20"), "shoe.png"))
 
 
 def studies() -> None:

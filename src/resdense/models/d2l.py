@@ -53,7 +53,13 @@ class Residual(nn.Module):
     ``Residual(num_channels, use_1x1conv=False, strides=1)`` as in the current one (lazy layers).
     """
 
-    def __init__(self, input_channels=None, num_channels=None, use_1x1conv=False, strides=1):
+    def __init__(
+        self,
+        input_channels: int | None = None,
+        num_channels: int | bool | None = None,
+        use_1x1conv: bool | int = False,
+        strides: int = 1,
+    ):
         super().__init__()
         if isinstance(num_channels, bool):
             # the current edition's positional call, Residual(num_channels, use_1x1conv, strides)

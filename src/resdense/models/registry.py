@@ -29,7 +29,9 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(family: str, source: str, *, weights: dict | None = None, name: str | None = None):
+def register_model(
+    family: str, source: str, *, weights: dict | None = None, name: str | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator: register the builder under its own name (or ``name``), of ``family``, with its weights.
 
     ``source``: where the architecture comes from (a paper, a book section), shown by ``resdense list``.

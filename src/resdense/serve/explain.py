@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..preprocess import normalize
 from .features import evaluating, stage_names, torch_model
 from .load import as_predictor
+from .predictor import Predictor
 
 __all__ = [
     "METHODS",
@@ -192,7 +193,7 @@ def explain_fitted(
 
 
 def explain(
-    source,
+    source: Predictor | nn.Module | str | Path,
     images: Sequence[str | Path | torch.Tensor] | str | Path | torch.Tensor,
     *,
     class_name: str | None = None,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .predictor import Predictor
 
 __all__ = [
     "FeatureMap",
@@ -166,7 +167,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
 
 
 def show_features(
-    source,
+    source: Predictor | nn.Module | str | Path,
     image: str | Path | torch.Tensor,
     *,
     out: str | Path | None = None,

@@ -134,7 +134,9 @@ def load_source(
     return predictor
 
 
-def as_predictor(source, arch: str | None = None, device: str | torch.device = "cpu") -> Predictor:
+def as_predictor(
+    source: Predictor | nn.Module | str | Path, arch: str | None = None, device: str | torch.device = "cpu"
+) -> Predictor:
     """What the Python API's look-inside functions (``explain``, ``show_features``) take, as a
     :class:`Predictor`: a Predictor as it is, a resdense model (``create_model``: its ``pretrained_cfg`` says
     how to feed it), or any source :func:`load_predictor` takes, read as weights (``arch`` for those that do

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import UserError
 from ..modelfile import ModelSpec
-from ..preprocess import normalize
+from ..preprocess import Preprocess, normalize
 
 __all__ = [
     "BACKENDS",
@@ -82,7 +83,7 @@ def tta_forward(
 def predict_logits(
     model: nn.Module | Callable,
     images: torch.Tensor,
-    preprocess,
+    preprocess: Preprocess,
     *,
     tta_flip: bool | str = False,
     batch_size: int = 1024,
@@ -122,7 +123,7 @@ class Predictor:
         self,
         spec: ModelSpec,
         backend: str,
-        runner,
+        runner: Any,
         *,
         device: str | torch.device = "cpu",
         model: nn.Module | None = None,

@@ -68,7 +68,7 @@ class Trainer:
         dataset: Dataset | StreamedFolder | None = None,
         out_dir: Path | None = None,
         progress: bool = True,
-        pretrained=None,
+        pretrained: object | None = None,
     ):
         if not isinstance(plan, RunPlan):
             plan = settle(
