@@ -148,6 +148,9 @@ def models_page() -> str:
             f"{format_count(counter.get_total_flops() // 2)} | {'<br>'.join(weights)} | {_cell(info.source)} |"
         )
     head = [
+        "---",
+        "hide: [toc]  # the table needs the width",
+        "---",
         "# The registry",
         "",
         "Every registered model, generated from `resdense.models.model_entries()` when the site is built:",
