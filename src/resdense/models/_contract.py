@@ -338,7 +338,11 @@ def _run_layers(layers: list, x: torch.Tensor) -> torch.Tensor:
 
 class FeatureInfo:
     """The points a feature extractor returns (timm's ``FeatureInfo``): ``channels()``, ``reduction()``,
-    ``module_name()``, each a list in ``out_indices`` order (or one value for ``idx``)."""
+    ``module_name()``, each a list in ``out_indices`` order (or one value for ``idx``).
+
+    ``info``: one dict per feature point (``num_chs``, ``reduction``, ``module``); ``out_indices``: the
+    points kept.
+    """
 
     def __init__(self, info: list[dict], out_indices: Sequence[int]):
         self.info = [dict(d) for d in info]

@@ -72,6 +72,8 @@ def create_model(
     :class:`~resdense.models._contract.FeatureListNet` whose forward returns the feature maps at
     ``out_indices`` (positions in ``feature_info``; default: all) and whose ``feature_info`` has
     ``channels()`` and ``reduction()``.
+
+    ``progress``: show a progress bar while weights are downloaded.
     """
     check_arguments(name, num_classes=num_classes, in_chans=in_chans)
     if not isinstance(pretrained, bool):

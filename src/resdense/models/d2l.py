@@ -53,7 +53,13 @@ class Residual(nn.Module):
     ``Residual(num_channels, use_1x1conv=False, strides=1)`` as in the current one (lazy layers).
     """
 
-    def __init__(self, input_channels=None, num_channels=None, use_1x1conv=False, strides=1):
+    def __init__(
+        self,
+        input_channels: int | None = None,
+        num_channels: int | bool | None = None,
+        use_1x1conv: bool | int = False,
+        strides: int = 1,
+    ):
         super().__init__()
         if isinstance(num_channels, bool):
             # the current edition's positional call, Residual(num_channels, use_1x1conv, strides)
@@ -83,7 +89,11 @@ class Residual(nn.Module):
 def resnet_block(
     input_channels: int, num_channels: int, num_residuals: int, first_block: bool = False
 ) -> list[nn.Module]:
-    """A stage of ``num_residuals`` blocks; all but the first stage halve height and width up front."""
+    """A stage of ``num_residuals`` blocks; all but the first stage halve height and width up front.
+
+    ``input_channels``, ``num_channels``: the channels in and out; ``first_block``: keep the first block's
+    channels and stride (the book's ``b2``).
+    """
     blk: list[nn.Module] = []
     for i in range(num_residuals):
         if i == 0 and not first_block:
@@ -263,7 +273,10 @@ RESNET_POINTS = [(64, 4), (64, 4), (128, 8), (256, 16), (512, 32)]
 
 @register_model("d2l", "d2l 8.6")
 def d2l_resnet18(*, num_classes: int = 10, in_chans: int = 1) -> D2LNet:
-    """d2l's ResNet-18 (section 8.6): 11,178,378 parameters for 1 channel and 10 classes."""
+    """d2l's ResNet-18 (section 8.6): 11,178,378 parameters for 1 channel and 10 classes.
+
+    ``num_classes``: the classifier's outputs; ``in_chans``: the input's channels.
+    """
     b1 = _stem(in_chans)
     b2 = nn.Sequential(*resnet_block(64, 64, 2, first_block=True))
     b3 = nn.Sequential(*resnet_block(64, 128, 2))
@@ -329,7 +342,11 @@ def d2l_densenet(
     growth_rate: int = 32,
     num_convs_in_dense_blocks: tuple[int, ...] = (4, 4, 4, 4),
 ) -> D2LNet:
-    """d2l's DenseNet (section 8.7): 758,226 parameters for 1 channel and 10 classes."""
+    """d2l's DenseNet (section 8.7): 758,226 parameters for 1 channel and 10 classes.
+
+    ``num_classes``: the classifier's outputs; ``in_chans``: the input's channels; ``growth_rate``: the
+    channels each conv block adds; ``num_convs_in_dense_blocks``: conv blocks per dense block.
+    """
     num_channels = 64  # channels entering the next block
     blks: list[nn.Module] = []
     points = [(64, 4)]  # (channels, reduction) after the stem, each block and each transition

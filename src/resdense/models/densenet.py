@@ -129,6 +129,13 @@ class DenseNet(ModelContract, nn.Module):
     ``forward_features`` returns). For the ImageNet models: five points at reductions 2, 4, 8, 16, 32, equal to
     timm's outputs on the same weights. A transition runs with the stage after its point, and is frozen
     (``--freeze stages:N``) with the block before it, as timm groups them.
+
+    ``growth_rate``: the channels each dense layer adds (k); ``block_config``: dense layers per block;
+    ``num_init_features``: the stem's channels; ``bn_size``: the bottleneck's width in multiples of
+    ``growth_rate``; ``drop_rate``: dropout after every dense layer; ``num_classes``: the classifier's
+    outputs (0: a feature extractor); ``in_chans``: the input's channels; ``memory_efficient``: recompute
+    the concatenations in the backward pass (under half the memory, the same outputs); ``cfg``: how to
+    feed the model (default: the family's).
     """
 
     def __init__(

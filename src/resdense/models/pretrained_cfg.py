@@ -218,6 +218,7 @@ class PretrainedCfg(Mapping):
 
 
 ModelConfig = PretrainedCfg  # the name of earlier releases
+"""The name :class:`PretrainedCfg` had in earlier releases (the same class)."""
 
 # the papers' nets for 32x32 images (the CIFAR ResNets and plain nets, the pre-activation ResNet-18, ResNet-9,
 # DenseNet-BC): CIFAR-10's input, mean and std, and ten classes

@@ -190,6 +190,12 @@ class ResNet(ModelContract, nn.Module):
     the same weights; the CIFAR nets (3x3 stem, no pool) have four, at reductions 1, 1, 2, 4 (resdense's own:
     timm has no such ResNets). A pre-activation net's last batch norm and ReLU come after the last point
     (``norm=True`` applies them to it).
+
+    ``block``: the residual block class; ``layers``: blocks per stage; ``num_classes``: the classifier's
+    outputs (0: a feature extractor); ``in_chans``: the input's channels; ``widths``: each stage's
+    channels; ``groups``, ``width_per_group``: ResNeXt's cardinality and width (Wide ResNet: a larger
+    ``width_per_group``); ``zero_init_residual``: start each block's last batch norm at zero;
+    ``drop_rate``: dropout before the classifier; ``cfg``: how to feed the model (default: the family's).
     """
 
     def __init__(

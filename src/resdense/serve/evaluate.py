@@ -386,7 +386,10 @@ def evaluate_source(
     when > 0. The confusion matrix, the worst mistakes and mistakes.csv go to ``out`` (default: beside the
     model; for ``weights`` only when ``out`` is given). ``progress``: a bar while scoring. ``say``: where the
     score goes when those files cannot be written (a full or read-only folder), before the error is raised,
-    so that it is not lost (the command prints it; default: the ``resdense`` logger's warning)."""
+    so that it is not lost (the command prints it; default: the ``resdense`` logger's warning).
+
+    ``device``: where to run the model.
+    """
     from .load import load_source
 
     if weights is not None and model is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from ..preprocess import normalize
 from .features import evaluating, stage_names, torch_model
 from .inputs import as_images
 from .load import as_predictor
+from .predictor import Predictor
 
 __all__ = [
     "METHODS",
@@ -194,8 +196,8 @@ def explain_fitted(
 
 
 def explain(
-    source,
-    images,
+    source: Predictor | nn.Module | str | Path,
+    images: Any,  # what serve.inputs.as_images takes: paths, tensors, numpy arrays, PIL images, lists of them
     *,
     class_name: str | None = None,
     layer: str | None = None,
@@ -214,6 +216,9 @@ def explain(
     (default: each image's top class); ``layer``: the module to look at (default: ``model.cam_layer()``).
     ``out``: a folder to write the figure to (``explain.png``). In a notebook the figure is shown inline.
     Images are fed as ``predict`` feeds them (``invert`` as there).
+
+    ``images``: the image files or tensors to explain; ``methods``: which maps to draw (``gradcam``,
+    ``gradcam++``); ``arch``: the architecture, for torchvision weight names; ``device``: where to run.
     """
     from ..plots import explanation_figure, save_figure
     from ..rundir import RunDir

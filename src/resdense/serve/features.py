@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .predictor import Predictor
 
 __all__ = [
     "FeatureMap",
@@ -166,7 +167,7 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[FeatureMap]:
 
 
 def show_features(
-    source,
+    source: Predictor | nn.Module | str | Path,
     image: str | Path | torch.Tensor,
     *,
     out: str | Path | None = None,
@@ -179,7 +180,10 @@ def show_features(
 
     Draws them as one figure (the input, then a row per stage: its ``channels`` most active channels),
     written to ``out`` (a file) when given and shown inline in a notebook. Returns the image as the network
-    saw it (uint8 (C, H, W)) and the maps."""
+    saw it (uint8 (C, H, W)) and the maps.
+
+    ``invert``: as ``predict``'s (``auto``, ``yes``, ``no``); ``title``: the figure's title.
+    """
     from ..plots import feature_maps_figure, save_figure
     from ..preprocess import normalize
     from ..utils.notebook import show_figure

@@ -38,6 +38,9 @@ def load_model(
 
     resdense's own files (``fashion-mnist``, run folders, their model files) name their architecture;
     torchvision's names and plain state dicts need ``arch``.
+
+    ``src``: a run folder, a model file or a weights source; ``device``: where to load it; ``progress``:
+    show a progress bar while weights are downloaded.
     """
     pre = load_pretrained(src, arch, progress=progress)
     name = arch or pre.model
@@ -54,7 +57,10 @@ def load_model(
 
 
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
-    """Rebuild a trained resdense model (eval mode) from a run folder or its ``.safetensors`` file."""
+    """Rebuild a trained resdense model (eval mode) from a run folder or its ``.safetensors`` file.
+
+    ``path``: a run folder or a resdense model file; ``device``: where to load it.
+    """
     return load_model(RunDir.weights_file(path), None, device)
 
 
@@ -69,7 +75,11 @@ def load_predictor(
 ) -> Predictor:
     """A :class:`Predictor` for any source (see the module docstring); a one-line :class:`UserError` naming
     it when it is none of these or cannot be read. ``weights``: ``src`` is a weights source (``--weights``),
-    so a name that is no file is looked up as weights. ONNX files always run on onnxruntime's CPU provider."""
+    so a name that is no file is looked up as weights. ONNX files always run on onnxruntime's CPU provider.
+
+    ``device``: where to run; ``arch``: the architecture, for torchvision weight names; ``batch_size``:
+    images per forward pass; ``progress``: show a progress bar while weights are downloaded.
+    """
     p = Path(src)
     kind = "weights" if p.is_dir() else None
     if not p.exists():
@@ -107,7 +117,10 @@ def load_source(
 ) -> Predictor:
     """The Predictor that a command's model (a run folder or model file) or its ``weights`` (``--weights``:
     shipped, torchvision's with ``arch``, a state dict, ``hf-hub:``) name, predicting with the test-time
-    views ``tta`` ("auto": the model file's own). What every serving command loads through."""
+    views ``tta`` ("auto": the model file's own). What every serving command loads through.
+
+    ``device``: where to run the loaded model.
+    """
     if weights is None:
         if model is None:
             raise UserError("give a run folder or model file, or --weights SRC")
@@ -121,11 +134,16 @@ def load_source(
     return predictor
 
 
-def as_predictor(source, arch: str | None = None, device: str | torch.device = "cpu") -> Predictor:
+def as_predictor(
+    source: Predictor | nn.Module | str | Path, arch: str | None = None, device: str | torch.device = "cpu"
+) -> Predictor:
     """What the Python API's look-inside functions (``explain``, ``show_features``) take, as a
     :class:`Predictor`: a Predictor as it is, a resdense model (``create_model``: its ``pretrained_cfg`` says
     how to feed it), or any source :func:`load_predictor` takes, read as weights (``arch`` for those that do
-    not name one)."""
+    not name one).
+
+    ``device``: where to run the model.
+    """
     if isinstance(source, Predictor):
         return source
     if isinstance(source, nn.Module):

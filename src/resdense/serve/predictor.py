@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import UserError
 from ..modelfile import ModelSpec
-from ..preprocess import normalize
+from ..preprocess import Preprocess, normalize
 
 __all__ = [
     "BACKENDS",
@@ -63,7 +64,10 @@ def tta_forward(
     run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: bool | str
 ) -> torch.Tensor:
     """Float32 logits of the preprocessed batch ``x`` averaged over the test-time views ``tta`` (a name of
-    :data:`TTA_VIEWS`, or a model file's ``tta_flip``: True is ``"flip"``, False ``"none"``)."""
+    :data:`TTA_VIEWS`, or a model file's ``tta_flip``: True is ``"flip"``, False ``"none"``).
+
+    ``run``: the forward pass applied to each view.
+    """
     views = tta_views(tta)
     logits = run(x).float()
     if views == "none":
@@ -79,7 +83,7 @@ def tta_forward(
 def predict_logits(
     model: nn.Module | Callable,
     images: torch.Tensor,
-    preprocess,
+    preprocess: Preprocess,
     *,
     tta_flip: bool | str = False,
     batch_size: int = 1024,
@@ -87,7 +91,12 @@ def predict_logits(
     autocast: bool = False,
 ) -> torch.Tensor:
     """Logits for uint8 images (on their device), in batches, without grad; ``tta_flip``: the test-time
-    views (a bool, or a name of :data:`TTA_VIEWS`)."""
+    views (a bool, or a name of :data:`TTA_VIEWS`).
+
+    ``model``: the network; ``preprocess``: how uint8 images become its input; ``batch_size``: images per
+    forward pass; ``channels_last``: run in channels-last memory format; ``autocast``: run the forward
+    under bf16 autocast.
+    """
     outs = []
     dev = images.device
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
@@ -104,13 +113,17 @@ class Predictor:
 
     ``backend`` is ``"torch"`` (``model`` is the ``nn.Module``), ``"onnxruntime"`` or ``"torchscript"``
     (``model`` is None for both; the runtime object is ``runner``). Made by :func:`resdense.serve.load_predictor`.
+
+    ``spec``: what the model is and how to feed it; ``runner``: the callable that runs a batch;
+    ``device``: where it runs; ``path``: the file it came from; ``batch_size``: images per forward pass;
+    ``tta``: the test-time views (default: the spec's own).
     """
 
     def __init__(
         self,
         spec: ModelSpec,
         backend: str,
-        runner,
+        runner: Any,
         *,
         device: str | torch.device = "cpu",
         model: nn.Module | None = None,

@@ -106,6 +106,10 @@ QUICK_NOTE = (
 
 @dataclass
 class StudyResult:
+    """What a study returns: its ``name`` and folder (``out_dir``), the ``table`` (one row per net), whether
+    the claim ``held`` and the ``verdict`` saying why, the ``figures`` written, and why the numbers cannot
+    decide the claim (``inconclusive``, empty when they can)."""
+
     name: str
     out_dir: Path
     table: list[dict]

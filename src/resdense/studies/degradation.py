@@ -123,7 +123,10 @@ def degradation(
     out: str | Path = "runs/studies/degradation", *, quick: bool = False, size: str | None = None, **overrides
 ) -> StudyResult:
     """Train plain and residual nets at each depth, once per seed; return the table (one row per net, the
-    seeds' mean and spread) and the verdict. ``size``: "full" (the default), "paper" (a GPU's) or "quick"."""
+    seeds' mean and spread) and the verdict. ``size``: "full" (the default), "paper" (a GPU's) or "quick".
+
+    ``out``: the study's folder (its runs, report.md, figures, table).
+    """
     size = size or ("quick" if quick else "full")
     settings = SIZES[size]().with_overrides(**overrides)
     check_positive(settings)

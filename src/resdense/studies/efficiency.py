@@ -62,7 +62,10 @@ def family(model: str) -> str:
 def efficiency(
     out: str | Path = "runs/studies/efficiency", *, quick: bool = False, **overrides
 ) -> StudyResult:
-    """Train each model with the same recipe; table and figures of accuracy against its costs."""
+    """Train each model with the same recipe; table and figures of accuracy against its costs.
+
+    ``out``: the study's folder; ``quick``: the smoke size, seconds, which decides nothing.
+    """
     settings = (EfficiencySettings.quick() if quick else EfficiencySettings.full()).with_overrides(
         **overrides
     )

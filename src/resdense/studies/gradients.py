@@ -119,7 +119,10 @@ def _probe(data: Dataset, n: int, preprocess) -> tuple[torch.Tensor, torch.Tenso
 
 
 def gradients(out: str | Path = "runs/studies/gradients", *, quick: bool = False, **overrides) -> StudyResult:
-    """Per-layer gradient norms of plain and residual nets, at initialisation and after training, per seed."""
+    """Per-layer gradient norms of plain and residual nets, at initialisation and after training, per seed.
+
+    ``out``: the study's folder; ``quick``: the smoke size, seconds, which decides nothing.
+    """
     settings = (GradientSettings.quick() if quick else GradientSettings.full()).with_overrides(**overrides)
     check_positive(settings)
     if settings.depth not in (20, 32, 44, 56, 110):

@@ -93,7 +93,10 @@ def _accuracy(model: nn.Module, data: Dataset, preprocess) -> float:
 
 
 def identity(out: str | Path = "runs/studies/identity", *, quick: bool = False, **overrides) -> StudyResult:
-    """Train shallow plain and residual nets, deepen each, check the residual one is unchanged, train on."""
+    """Train shallow plain and residual nets, deepen each, check the residual one is unchanged, train on.
+
+    ``out``: the study's folder; ``quick``: the smoke size, seconds, which decides nothing.
+    """
     settings = (IdentitySettings.quick() if quick else IdentitySettings.full()).with_overrides(**overrides)
     check_positive(settings)
     single_seed(settings, "identity")

@@ -312,7 +312,10 @@ def validate(cfg: TrainConfig, *, here: bool = True) -> None:
     """One-line errors for settings that cannot work, before any data is read: every field as its
     declaration says (type, finiteness, choices, bounds), then the rules between settings, the device
     (``here=False`` leaves out what depends on this machine: settings printed for another) and the model's
-    options (built on the meta device: an unknown name or an option of the wrong type is one line)."""
+    options (built on the meta device: an unknown name or an option of the wrong type is one line).
+
+    ``cfg``: the settings to check.
+    """
     check_fields(cfg)
     if cfg.crop is not None and cfg.resize is not None and cfg.crop > cfg.resize:
         lo = declared(TrainConfig, "crop").ge  # the crop's own lower bound, as its declaration says

@@ -92,6 +92,7 @@ BOOK_RESULTS: dict[str, dict[str, float]] = {
 
 
 def get_recipe(name: str) -> TrainConfig:
+    """The recipe ``name`` (one of ``RECIPES``): a complete :class:`TrainConfig`."""
     try:
         return RECIPES[name]
     except KeyError:
@@ -154,5 +155,8 @@ def resolve_settings(
 def load_config(path: str | Path, recipe: str | None = None, **overrides) -> TrainConfig:
     """A settings file as ``resdense train --config PATH`` reads it (recipe < file < ``overrides``), for
     ``train(load_config("my.toml", epochs=3))``. A run's ``config.json`` gives that run's settings, except its
-    ``out``; ``cfg.to_dict()`` written as JSON is such a file."""
+    ``out``; ``cfg.to_dict()`` written as JSON is such a file.
+
+    ``path``: a settings file (JSON, TOML or YAML), a run's ``config.json`` included.
+    """
     return resolve_settings(recipe, path, overrides)

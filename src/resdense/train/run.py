@@ -45,6 +45,8 @@ def train(
 
     A library call leaves the process as it found it: torch's random state is restored afterwards (the run
     seeds its own from ``cfg.seed``), and the allocator setting that speeds up CPU training is undone.
+
+    ``force``: start afresh in an ``out`` folder that holds another run (else it is refused).
     """
     check_call(cfg, callbacks, unknown)  # before the run folder is made: a wrong call names its mistake
     if resume is None:

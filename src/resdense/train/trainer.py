@@ -47,6 +47,9 @@ CURVE_POINTS = 20
 
 @dataclass
 class TrainResult:
+    """What :func:`resdense.train.train` returns: the run folder (``out_dir``), its ``summary.json`` as a
+    dict (``summary``) and every epoch's record as plain data (``history``)."""
+
     out_dir: Path
     summary: dict
     history: list[dict]  # the epochs' records as plain data (EpochRecord.to_dict), as checkpoints hold them
@@ -63,7 +66,11 @@ class NonFiniteLoss(UserError):
 class Trainer:
     """Runs a settled :class:`~resdense.train.plan.RunPlan`; ``fit()`` runs it. Built by
     :func:`resdense.train.train`. ``Trainer(cfg, dataset, out_dir)`` settles the plan itself (without taking
-    the folder), as before plans existed."""
+    the folder), as before plans existed.
+
+    ``progress``: show progress bars; ``pretrained``: weights already read for the model (else the
+    settings' ``weights`` are read).
+    """
 
     def __init__(
         self,
@@ -71,7 +78,7 @@ class Trainer:
         dataset: Dataset | StreamedFolder | None = None,
         out_dir: Path | None = None,
         progress: bool = True,
-        pretrained=None,
+        pretrained: object | None = None,
     ):
         if not isinstance(plan, RunPlan):
             plan = settle(
