@@ -129,7 +129,16 @@ class ResNeXtBlock(nn.Module):
     shortcut. ``ResNeXtBlock(num_channels, groups, bot_mul, use_1x1conv=False, strides=1)`` builds the book's
     lazy layers; ``input_channels=`` (resdense's) builds them for a known input at once."""
 
-    def __init__(self, num_channels, groups, bot_mul, use_1x1conv=False, strides=1, *, input_channels=None):
+    def __init__(
+        self,
+        num_channels: int,
+        groups: int,
+        bot_mul: float,
+        use_1x1conv: bool = False,
+        strides: int = 1,
+        *,
+        input_channels: int | None = None,
+    ):
         super().__init__()
         bot_channels = int(round(num_channels * bot_mul))
         inner = None if input_channels is None else bot_channels  # None: lazy, as the input
@@ -301,7 +310,11 @@ def d2l_resnet18_small(*, num_classes: int = 10, in_chans: int = 3) -> D2LNet:
 
     The book adds its layers by name to one ``nn.Sequential`` (``0``-``2``, ``resnet_block1``..``4``,
     ``global_avg_pool``, ``fc``); here the stem is child ``0`` and the stages ``1``..``4`` as in
-    ``d2l_resnet18``, so a book state dict loads after renaming (``tests/models/test_d2l_editions.py``)."""
+    ``d2l_resnet18``, so a book state dict loads after renaming (``tests/models/test_d2l_editions.py``).
+
+    Args:
+        num_classes: the book's ``num_classes``: outputs of the last linear layer.
+        in_chans: the book's ``in_channels``: channels of the input images (3 for CIFAR-10)."""
     stem = nn.Sequential(
         nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1), nn.BatchNorm2d(64), nn.ReLU()
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 import tempfile
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def export_hub(
     force: bool = False,
     license: str = "apache-2.0",
     repo_id: str | None = None,
-    say=None,
+    say: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the Hub folder of the finished run ``run`` to ``out`` and return it.
 
@@ -204,7 +205,7 @@ def push_to_hub(
     private: bool = False,
     revision: str | None = None,
     commit_message: str | None = None,
-    say=None,
+    say: Callable[[str], None] | None = None,
 ) -> str:
     """Export the run ``run`` (:func:`export_hub`) and upload it to the Hub repository ``repo_id`` in one
     commit; returns the commit's URL.

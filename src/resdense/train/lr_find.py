@@ -11,6 +11,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -76,7 +77,7 @@ def lr_find(
     num_it: int = 100,
     beta: float = 0.98,
     diverge: float = 4.0,
-    dataset=None,
+    dataset: Any = None,
     plot: str | Path | None = None,
     progress: bool = False,
 ) -> LRFind:
