@@ -132,7 +132,8 @@ def test_safetensors_without_extra(model, tmp_path):
 
     with safe_open(str(tmp_path / "m.safetensors"), framework="pt") as s:
         meta = s.metadata()
-    assert set(meta) == {SPEC_KEY, DIGEST_KEY}  # no shipped extra; the digest (issue 19)
+    assert set(meta) == {"format", SPEC_KEY, DIGEST_KEY}  # no shipped extra; the digest (issue 19)
+    assert meta["format"] == "pt"  # what safetensors loaders such as transformers' look for (issue 35)
     assert ModelSpec.from_json(meta[SPEC_KEY], "x", "y") == make_spec()
 
 

@@ -145,7 +145,7 @@ def test_compare_and_evaluate_show_their_figures_inline(executed):
     compare_cell = next(c for c in nb.cells if "compare([" in c.source)
     evaluate_cell = next(c for c in nb.cells if "write_figures(" in c.source)
     assert len(images(compare_cell)) == 1
-    assert len(images(evaluate_cell)) == 2  # the confusion matrix and the mistakes
+    assert len(images(evaluate_cell)) == 3  # the confusion matrix, the reliability diagram and the mistakes
 
 
 def test_the_blocks_feature_maps_and_the_explanation_are_shown_inline(executed):

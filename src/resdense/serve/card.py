@@ -158,9 +158,10 @@ def hub_card(
     lines += ["", "Per class (the model's own views):", "", "| class | accuracy |", "|---|---|"]
     lines += [f"| {_cell(c)} | {a:.4f} |" for c, a in per_class.items()]
     titles = {
-        "curves.png": "training curves",
-        "confusion.png": "confusion matrix",
-        "mistakes.png": "worst mistakes",
+        RunDir.CURVES: "training curves",
+        RunDir.CONFUSION: "confusion matrix",
+        RunDir.RELIABILITY: "reliability diagram (calibration)",
+        RunDir.MISTAKES: "worst mistakes",
     }
     if figures:
         lines += [""] + [f"![{titles.get(f, f)}]({f})" for f in figures]

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UserError
@@ -119,7 +119,7 @@ def export_hub(
     rd, summary, config = _run_files(run)
     out = Path(out)
     if out.exists():
-        held = out.is_dir() and (out / CARD).exists() and (out / "config.json").exists()
+        held = out.is_dir() and (out / CARD).exists() and (out / RunDir.CONFIG).exists()
         if not force or not held:
             raise UserError(
                 f"{out}: already exists" + (" (use --force to replace this export)" if held else "")
@@ -151,7 +151,7 @@ def _write_folder(
 
     model, spec = load_model(rd.weights)
     _copy_with_format(rd.weights, stage / RunDir.WEIGHTS)
-    (stage / "config.json").write_text(
+    (stage / RunDir.CONFIG).write_text(
         json.dumps(hub_config(spec, getattr(model, "num_features", None)), indent=2) + "\n", "utf-8"
     )
     # the card's figures are the saved model's, scored now on the run's own test split (its subset too)

@@ -94,11 +94,13 @@ def check_call(cfg, callbacks, unknown: dict) -> None:
             raise TypeError(
                 f"train(callbacks=...): a list of Callback objects, got {type(callbacks).__name__}"
             )
+        hooks = [name for name in vars(Callback) if name.startswith("on_")]
         for c in callbacks:
-            if not isinstance(c, Callback):
+            # a Callback, or any object with the hooks it wants (duck typing, as the trainer calls them)
+            if not isinstance(c, Callback) and not any(callable(getattr(c, h, None)) for h in hooks):
                 raise TypeError(
-                    f"train(callbacks=...): {c!r} is a {type(c).__name__}, not a resdense Callback "
-                    "(subclass resdense.train.Callback)"
+                    f"train(callbacks=...): {c!r} is a {type(c).__name__}, not a resdense Callback (subclass "
+                    f"resdense.train.Callback, or give it one of {', '.join(hooks)})"
                 )
 
 
