@@ -165,3 +165,25 @@ def test_write_figures_skips_the_confusion_figure_of_many_classes(predictor, tmp
         paths = write_figures(result, ImageSet(images, labels), tmp_path, max_mistakes=2)
     assert paths == [tmp_path / RunDir.MISTAKES] and not (tmp_path / RunDir.CONFUSION).exists()
     assert f"{RunDir.CONFUSION} not drawn: {k:,} classes" in caplog.text
+
+
+def test_the_accuracy_is_said_before_any_figure_is_drawn(tmp_path_factory, monkeypatch, capsys):
+    """Issue 37: with many classes the figures take long or are skipped with a warning; the accuracy comes
+    first (``on_scored``, which ``resdense evaluate`` prints), then the figures."""
+    from resdense.cli import main
+    from resdense.serve import evaluate as ev
+    from tests.train.conftest import shared_finished_run
+
+    run, _ = shared_finished_run(tmp_path_factory)
+    order = []
+    drawn = ev.write_figures
+    monkeypatch.setattr(ev, "write_figures", lambda *a, **k: (order.append("figures"), drawn(*a, **k))[1])
+    report = ev.evaluate_source(
+        run, out=tmp_path_factory.mktemp("figs"), on_scored=lambda r: order.append(r.headline())
+    )
+    assert order == [report.headline(), "figures"]
+    capsys.readouterr()
+    monkeypatch.setattr(ev, "write_figures", lambda *a, **k: print("FIGURES") or [])
+    assert main(["evaluate", str(run), "--out", str(tmp_path_factory.mktemp("figs2"))]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == report.headline() and out[1] == "FIGURES" and out.count(report.headline()) == 1

@@ -53,9 +53,11 @@ def run(args) -> int:
         out=args.out,
         progress=not args.json,
         say=print,  # a folder that cannot take the figures: the score on stdout, then the one-line error
+        # the accuracy as soon as it is known, before the figures are drawn (issue 37: many classes)
+        on_scored=None if args.json else (lambda r: print(r.headline(), flush=True)),
     )
     if args.json:
         print(json.dumps(report.to_json()))
     else:
-        print("\n".join(report.lines()))
+        print("\n".join(report.lines()[1:]))  # the headline is printed already
     return 0

@@ -378,6 +378,7 @@ def evaluate_source(
     out: str | Path | None = None,
     progress: bool = False,
     say: Callable[[str], None] | None = None,
+    on_scored: Callable[[EvalReport], None] | None = None,
 ) -> EvalReport:
     """``resdense evaluate``: score ``model`` (a run folder, .safetensors, .onnx or TorchScript file) or
     ``weights`` (with ``arch`` where they do not name it) on the test split of its run's data set (or
@@ -388,8 +389,9 @@ def evaluate_source(
     score goes when those files cannot be written (a full or read-only folder), before the error is raised,
     so that it is not lost (the command prints it; default: the ``resdense`` logger's warning).
 
-    ``device``: where to run the model.
-    """
+    ``device``: where to run the model. ``on_scored``: called with the report as soon as the score is
+    known, before any figure is drawn (``resdense evaluate`` prints the accuracy then: with many classes the
+    figures take long, or are skipped with a warning that must not come first)."""
     from .load import load_source
 
     if weights is not None and model is not None:
@@ -422,6 +424,8 @@ def evaluate_source(
         most_confused(result),
         [],
     )
+    if on_scored is not None:  # the accuracy first, before the figures (which take long for many classes)
+        on_scored(report)
     if out is None and model is None:
         return report  # shipped or cached weights: nowhere of the user's to write to unless out says
     src = Path(model or ".")
