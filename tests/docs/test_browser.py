@@ -6,14 +6,12 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import shutil
 import threading
-from pathlib import Path
 
 import pytest
 
-CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
-DRIVER = shutil.which("chromedriver")
+from tests.chromium import chromium
+
 LOCAL = (
     "http://127.0.0.1",
     "http://localhost",
@@ -41,22 +39,8 @@ def served_site(built_site):
 
 @pytest.fixture
 def browser(tmp_path):
-    if CHROMIUM is None or DRIVER is None:
-        pytest.skip("no chromium and chromedriver here (scripts/setup.sh installs them as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1400,900", f"--user-data-dir={tmp_path / 'profile'}"):  # fmt: skip
-        opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every network event, to check below
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    try:
+    with chromium(tmp_path / "profile", size="1400,900", network_log=True) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def requested_urls(driver) -> list[str]:

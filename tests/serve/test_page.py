@@ -2,13 +2,12 @@
 chromedriver): an image chosen, the answer read off the page, a screenshot saved.
 
 scripts/setup.sh installs chromium and chromium-driver (as root); this test skips only where neither is
-installed. ``RESDENSE_SCREENSHOT=docs/serve-page.png`` writes the screenshot the README shows there.
+installed. ``RESDENSE_SCREENSHOT=docs/serve-page.png`` writes the screenshot docs/guide/export.md shows.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,36 +16,15 @@ import pytest
 from resdense.serve import load_predictor
 from resdense.serve.http import create_app
 from resdense.serve.predict import predict_files
+from tests.chromium import chromium
 
 from .live import live_server, png_bytes
-
-CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
-DRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture
 def browser(tmp_path):
-    if CHROMIUM is None or DRIVER is None:
-        pytest.skip("no chromium and chromedriver here (scripts/setup.sh installs them as root)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1000,820",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=opts)  # Debian's driver: nothing downloaded
-    try:
+    with chromium(tmp_path / "profile") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_page_answers_an_uploaded_image(browser, real_fashion_mnist, tmp_path):
