@@ -14,6 +14,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import TypeVar
 
 from ..data import load_dataset
 from ..data.dataset import Dataset
@@ -27,6 +28,9 @@ from ..utils.io import write_json, write_text
 def training_default(name: str):
     """A training setting's default, asked of its ``TrainConfig`` declaration (never restated here)."""
     return next(f.default for f in fields(TrainConfig) if f.name == name)
+
+
+_S = TypeVar("_S", bound="StudySettings")  # a study's own settings class, kept by with_overrides
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class StudySettings:
         "dataset"
     )  # --dataset: fashion-mnist, or cifar10 for the paper's own data
 
-    def with_overrides(self, **overrides) -> StudySettings:
+    def with_overrides(self: _S, **overrides) -> _S:
         seed = overrides.pop("seed", None)
         if seed is not None:  # one seed, as studies took it before they took several (and --seed N)
             if overrides.get("seeds") is not None:
@@ -133,10 +137,11 @@ def near_chance(error: float, num_classes: int = 10) -> bool:
     return error > (1 - 1 / num_classes) / 2
 
 
-def why_inconclusive(quick: bool, *reasons: str) -> str:
-    """One sentence out of the reasons that apply (empty strings are reasons that did not)."""
+def why_inconclusive(quick: bool, *reasons: object) -> str:
+    """One sentence out of the reasons that apply: each a string, or a false value (an empty string, or
+    the false side of ``condition and "reason"``) for one that did not."""
     found = [QUICK_NOTE] if quick else []
-    found += [r for r in reasons if r]
+    found += [str(r) for r in reasons if r]
     return "; ".join(found) + "." if found else ""
 
 
