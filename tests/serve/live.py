@@ -73,3 +73,17 @@ def bomb_png(side: int = 40_000) -> bytes:
 def noise(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:
     shape = (h, w, c) if c > 1 else (h, w)
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+class PredictorStandIn:
+    """A predictor's face for the service (spec, backend, batch size, views) over ``inner``, whose model call
+    a test replaces by defining ``predict_images``."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.spec, self.backend, self.batch_size, self.views = (
+            inner.spec,
+            inner.backend,
+            inner.batch_size,
+            inner.views,
+        )

@@ -18,7 +18,7 @@ from resdense.serve import load_predictor
 from resdense.serve.http import create_app
 from resdense.serve.uploads import PixelBudget, header_size, reduced, request_pixels
 
-from .live import bomb_png, live_server, noise, png_bytes
+from .live import PredictorStandIn, bomb_png, live_server, noise, png_bytes
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +26,12 @@ def predictor():
     return load_predictor("fashion-mnist", weights=True)
 
 
-class _Recording:
+class _Recording(PredictorStandIn):
     """The predictor, recording the sizes of the images each model call is handed."""
 
     def __init__(self, inner):
-        self.inner, self.seen = inner, []
-        self.spec, self.backend, self.batch_size, self.views = (
-            inner.spec,
-            inner.backend,
-            inner.batch_size,
-            inner.views,
-        )
+        super().__init__(inner)
+        self.seen = []
 
     def predict_images(self, images):
         self.seen += [tuple(im.shape) for im in images]

@@ -25,7 +25,7 @@ from resdense.serve.http import ERRORS, create_app
 from resdense.serve.telemetry import ACCESS_LOGGER, is_loopback_host
 from resdense.utils.outputs import escape_name
 
-from .live import live_server, noise, png_bytes
+from .live import PredictorStandIn, live_server, noise, png_bytes
 
 
 @pytest.fixture(scope="module")
@@ -134,16 +134,8 @@ def test_openapi_validates_and_declares_every_answer_given(predictor):
     assert "/metrics" in spec["paths"]
 
 
-class _Broken:
+class _Broken(PredictorStandIn):
     """A predictor whose model call fails with an error of the server's own."""
-
-    def __init__(self, inner):
-        self.spec, self.backend, self.batch_size, self.views = (
-            inner.spec,
-            inner.backend,
-            inner.batch_size,
-            inner.views,
-        )
 
     def predict_images(self, images):
         raise RuntimeError("the model's file vanished")

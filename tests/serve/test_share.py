@@ -342,4 +342,16 @@ def test_export_names_the_repository_and_license_and_the_top_level_api(tmp_path_
         == 2
     )
     assert "--format hub only" in capsys.readouterr().err
+    # the default license said explicitly is still an option onnx does not take
+    argv = [
+        "export",
+        str(run),
+        "--format",
+        "onnx",
+        "--out",
+        str(tmp_path / "m.onnx"),
+        "--license",
+        "apache-2.0",
+    ]
+    assert main(argv) == 2 and "--format hub only" in capsys.readouterr().err
     assert resdense.export_hub is export_hub and resdense.push_to_hub is push_to_hub

@@ -11,7 +11,7 @@ import torch
 from ..errors import UserError
 from ..rundir import RunDir
 from ..serve.export import EXPORTERS, FORMATS
-from ..serve.share import HUB_FORMAT
+from ..serve.share import DEFAULT_LICENSE, HUB_FORMAT
 from ..utils.io import human_size
 from .predict import add_weights_args
 
@@ -56,9 +56,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--license",
-        default="apache-2.0",
         metavar="ID",
-        help="--format hub: the card's license (default apache-2.0)",
+        help=f"--format hub: the card's license (default {DEFAULT_LICENSE})",
     )
     p.add_argument(
         "--exporter",
@@ -121,7 +120,7 @@ def run_export(args) -> int:
 
     if args.format == HUB_FORMAT:
         return run_export_hub(args)
-    if args.repo is not None or args.license != "apache-2.0":
+    if args.repo is not None or args.license is not None:
         raise UserError("--repo and --license apply to --format hub only")
     if args.opset is not None and args.format != "onnx":
         raise UserError("--opset applies to --format onnx only")
@@ -196,7 +195,12 @@ def run_export_hub(args) -> int:
     if args.out is None:
         raise UserError("--format hub needs --out DIR (the folder to write)")
     folder = export_hub(
-        args.run, args.out, force=args.force, repo_id=args.repo, license=args.license, say=print
+        args.run,
+        args.out,
+        force=args.force,
+        repo_id=args.repo,
+        license=args.license or DEFAULT_LICENSE,
+        say=print,
     )
     files = sorted(p.name for p in folder.iterdir())
     print(f"wrote {folder}: {', '.join(files)} (upload it with `resdense push {args.run} --repo ORG/NAME`)")

@@ -30,10 +30,19 @@ from ..rundir import RunDir
 from ..utils.io import atomic_path
 from .evaluate import evaluate_source
 
-__all__ = ["HUB_DATASETS", "HUB_FORMAT", "export_hub", "hub_config", "push_to_hub", "timm_can_load"]
+__all__ = [
+    "DEFAULT_LICENSE",
+    "HUB_DATASETS",
+    "HUB_FORMAT",
+    "export_hub",
+    "hub_config",
+    "push_to_hub",
+    "timm_can_load",
+]
 
 CARD = "README.md"
 HUB_FORMAT = "hub"  # resdense export --format hub
+DEFAULT_LICENSE = "apache-2.0"  # the card's license unless told (resdense's own)
 # the data sets resdense trains on, by their Hugging Face Hub ids (the card's ``datasets`` metadata)
 HUB_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "cifar10": "uoft-cs/cifar10"}
 DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
@@ -100,7 +109,7 @@ def export_hub(
     out: str | Path,
     *,
     force: bool = False,
-    license: str = "apache-2.0",
+    license: str = DEFAULT_LICENSE,
     repo_id: str | None = None,
     say: Callable[[str], None] | None = None,
 ) -> Path:
